@@ -1,0 +1,2859 @@
+#!/usr/bin/env python3
+"""Generate or edit an image through the Responses gateway that Codex CLI is configured for.
+
+Pipeline: ~/.codex/config.toml + auth.json -> JSON request -> POST {base_url}/responses (SSE)
+          -> image_generation_call.result (base64) -> validated image file, written atomically
+
+Usage:
+  python3 generate_gateway_image.py --prompt "a red fox in snow" --out fox.png
+  python3 generate_gateway_image.py --prompt "make it night" --image fox.png --action edit \
+      --out fox-night.png
+  python3 generate_gateway_image.py --help
+
+Exit codes:
+  0  the image was saved
+  1  internal error (a bug: rerun with --verbose and report it)
+  2  bad arguments or input files (nothing was sent)
+  3  configuration or credentials (missing/invalid config, no key, HTTP 401/403)
+  4  the gateway answered with an error or something unreadable
+  5  no image came back (moderation block, refusal, the model answered in text)
+  6  network (DNS, connect, TLS, timeout)
+  7  the output could not be written (a paid image is saved to a rescue file)
+
+Standard library only (plus tomli on Python < 3.11). Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings at run time
+    from collections.abc import Iterator, Mapping, Sequence
+    from typing import IO, Any, Callable, NoReturn
+
+__version__ = "0.1.0"
+
+# =============================================================================================
+# 1. Constants: defaults, allowed values and limits
+# =============================================================================================
+
+PROG = "generate_gateway_image.py"
+USER_AGENT = "codex-gateway-imagegen/{} (Python {}.{}; {})".format(
+    __version__, *sys.version_info[:2], sys.platform
+)
+
+DEFAULT_MODEL = "gpt-5.5"
+DEFAULT_SIZE = "1024x1024"
+DEFAULT_PROVIDER = "openai"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+BUILTIN_PROVIDER_URLS = {
+    "ollama": "http://localhost:11434/v1",
+    "lmstudio": "http://localhost:1234/v1",
+}
+KNOWN_GOOD_SIZES = ("1024x1024", "1024x1536", "1536x1024")
+
+ACTIONS = ("auto", "generate", "edit")
+QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
+BACKGROUNDS = ("transparent", "opaque", "auto")
+FORMATS = ("png", "jpeg", "webp", "gif", "svg")
+MODERATIONS = ("auto", "low")
+FIDELITIES = ("low", "high")
+DETAILS = ("auto", "low", "high", "original")
+EXTENSION_FORMATS = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".webp": "webp",
+    ".gif": "gif",
+    ".svg": "svg",
+}
+MIME_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "svg": "image/svg+xml",
+}
+INPUT_IMAGE_KINDS = ("png", "jpeg", "webp", "gif")
+
+# gpt-image-2 size rules (OpenAI image generation guide)
+SIZE_MULTIPLE = 16
+SIZE_MAX_EDGE = 3840
+SIZE_MAX_RATIO = 3.0
+SIZE_MIN_PIXELS = 655_360
+SIZE_MAX_PIXELS = 8_294_400
+
+MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_INPUT_IMAGES = 16
+
+DEFAULT_RETRIES = 2
+DEFAULT_TIMEOUT = 900.0  # total budget, retries and waits included
+DEFAULT_IDLE_TIMEOUT = 300.0  # no byte from the gateway for this long
+DEFAULT_CONNECT_TIMEOUT = 30.0
+RETRY_AFTER_CAP = 120.0  # longer Retry-After values are not honoured (same as the OpenAI SDK)
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 8.0
+RETRY_STATUSES = (408, 409, 429)
+
+READ_CHUNK = 256 * 1024
+BIG_PAYLOAD = 256 * 1024  # SSE/JSON payloads above this are parsed without copying their base64
+B64_CHUNK = 4 * 128 * 1024  # base64 characters decoded per step (a multiple of 4)
+MAX_ERROR_BODY = 2 * 1024 * 1024
+HEARTBEAT_SECONDS = 15.0
+
+TOOL_CHOICE_INSTRUCTIONS = (
+    "Call the image_generation tool exactly once to produce the image the user describes. "
+    "Do not answer with text only."
+)
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_GATEWAY = 4
+EXIT_NO_IMAGE = 5
+EXIT_NETWORK = 6
+EXIT_OUTPUT = 7
+
+CONFIG_EXAMPLE = """\
+model_provider = "gateway"
+
+[model_providers.gateway]
+name = "My gateway"
+base_url = "https://gateway.example.com/v1"
+env_key = "GATEWAY_API_KEY"   # or put OPENAI_API_KEY in auth.json"""
+
+# =============================================================================================
+# 2. Errors: one hierarchy, each class carries its exit code; only main() turns them into exits
+# =============================================================================================
+
+
+class ImagegenError(Exception):
+    """Base class: a failure with a one-line message, an optional hint and an exit code."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(ImagegenError):
+    """Bad arguments or input files; nothing was sent."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(ImagegenError):
+    """Configuration or credentials are missing or invalid (also HTTP 401/403)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class GatewayError(ImagegenError):
+    """The gateway answered with an error or something unreadable."""
+
+    exit_code = EXIT_GATEWAY
+
+    def __init__(
+        self,
+        message: str,
+        hint: str = "",
+        *,
+        status: int = 0,
+        code: str = "",
+        retryable: bool = False,
+        retry_after: float | None = None,
+        started: bool = False,
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.started = started  # the gateway had begun the work: a retry may be billed twice
+
+
+class AuthError(GatewayError):
+    """HTTP 401/403: the gateway refused the credentials."""
+
+    exit_code = EXIT_CONFIG
+
+
+class NoImageError(ImagegenError):
+    """The exchange worked but no image came back (moderation, refusal, text only)."""
+
+    exit_code = EXIT_NO_IMAGE
+
+    def __init__(self, message: str, hint: str = "", *, text: str = "") -> None:
+        super().__init__(message, hint)
+        self.text = text
+
+
+class NetworkError(ImagegenError):
+    """DNS, connect, TLS, proxy or timeout."""
+
+    exit_code = EXIT_NETWORK
+
+    def __init__(
+        self, message: str, hint: str = "", *, retryable: bool = False, started: bool = False
+    ) -> None:
+        super().__init__(message, hint)
+        self.retryable = retryable
+        self.retry_after: float | None = None
+        self.started = started
+
+
+class OutputError(ImagegenError):
+    """The output could not be written (a received image is kept in a rescue file)."""
+
+    exit_code = EXIT_OUTPUT
+
+
+# =============================================================================================
+# 3. Configuration: Codex home, profiles, provider, endpoint, headers and credentials
+# =============================================================================================
+
+
+class Gateway:
+    """Where and how to send: the resolved endpoint, headers and credential."""
+
+    __slots__ = (
+        "base_url",
+        "query",
+        "headers",
+        "api_key",
+        "key_source",
+        "provider",
+        "profile",
+        "codex_home",
+        "config_files",
+    )
+
+    def __init__(self) -> None:
+        self.base_url = DEFAULT_OPENAI_BASE_URL
+        self.query: list[tuple[str, str]] = []
+        self.headers: dict[str, str] = {}
+        self.api_key: str | None = None
+        self.key_source = ""
+        self.provider = DEFAULT_PROVIDER
+        self.profile: str | None = None
+        self.codex_home = ""
+        self.config_files: list[str] = []
+
+    def url(self, path: str) -> str:
+        url = self.base_url.rstrip("/") + path
+        if self.query:
+            from urllib.parse import urlencode
+
+            url += "?" + urlencode(self.query)
+        return url
+
+    def request_headers(self) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT}
+        if self.api_key:
+            headers["Authorization"] = "Bearer " + self.api_key
+        for name, value in self.headers.items():
+            set_header(headers, name, value)
+        return headers
+
+
+def set_header(headers: dict[str, str], name: str, value: str) -> None:
+    """Set a header, replacing any existing one of the same name in another case."""
+    for existing in [k for k in headers if k.lower() == name.lower()]:
+        del headers[existing]
+    headers[name] = value
+
+
+def find_codex_home(arg: str | None, env: Mapping[str, str]) -> str:
+    if arg:
+        if not os.path.isdir(arg):
+            raise ConfigError(f"--codex-home {arg}: no such directory")
+        return os.path.abspath(arg)
+    value = env.get("CODEX_HOME", "").strip()
+    if value:
+        if not os.path.isdir(value):
+            raise ConfigError(
+                f"CODEX_HOME={value} is not a directory",
+                "Codex requires CODEX_HOME to exist; unset it to use ~/.codex",
+            )
+        return os.path.abspath(value)
+    return os.path.join(os.path.expanduser("~"), ".codex")
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib  # novermin (guarded by the version check)
+    else:  # pragma: no cover - exercised on old interpreters only
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid TOML: {exc}", "fix the file; Codex cannot read it either"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def load_json_file(path: str) -> Any:
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        return json.loads(raw.decode("utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_codex_config(
+    home: str, profile: str | None
+) -> tuple[dict[str, Any], list[str], str | None]:
+    """Return (merged config, files read, profile used). A missing config.toml is an empty one."""
+    files: list[str] = []
+    config: dict[str, Any] = {}
+    path = os.path.join(home, "config.toml")
+    if os.path.isfile(path):
+        config = load_toml(path)
+        files.append(path)
+    legacy = config.pop("profile", None)
+    legacy_tables = config.pop("profiles", None)
+    name = profile or (legacy if isinstance(legacy, str) else None)
+    if not name:
+        return config, files, None
+    profile_path = os.path.join(home, name + ".config.toml")
+    if os.path.isfile(profile_path):
+        files.append(profile_path)
+        return deep_merge(config, load_toml(profile_path)), files, name
+    # Older Codex: [profiles.NAME] tables inside config.toml, selected by --profile or profile=
+    if isinstance(legacy_tables, dict) and isinstance(legacy_tables.get(name), dict):
+        files.append(path + f" [profiles.{name}]")
+        return deep_merge(config, legacy_tables[name]), files, name
+    raise ConfigError(
+        f"profile {name!r} not found: no {profile_path} and no [profiles.{name}] table",
+        f"create {profile_path} with the keys to override",
+    )
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config.toml: {where} must be a table")
+    return value
+
+
+def resolve_gateway(
+    config: Mapping[str, Any],
+    auth: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    *,
+    base_url: str | None = None,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> Gateway:
+    """Resolve endpoint, headers and key the way Codex does (pure: no files, no network)."""
+    gw = Gateway()
+    provider_id = config.get("model_provider") or DEFAULT_PROVIDER
+    if not isinstance(provider_id, str):
+        raise ConfigError("config.toml: model_provider must be a string")
+    gw.provider = provider_id
+    providers = _table(config.get("model_providers"), "[model_providers]")
+    provider = providers.get(provider_id)
+    if provider is not None:
+        provider = _table(provider, f"[model_providers.{provider_id}]")
+    elif provider_id == "openai":
+        provider = {"requires_openai_auth": True}
+    elif provider_id in BUILTIN_PROVIDER_URLS:
+        provider = {}
+    else:
+        known = ", ".join(sorted(providers)) or "none defined"
+        raise ConfigError(
+            f"model provider {provider_id!r} not found in config.toml [model_providers] ({known})",
+            f"add a [model_providers.{provider_id}] table with base_url, or fix model_provider",
+        )
+
+    if provider.get("base_url"):
+        url = str(provider["base_url"])
+    elif provider_id == "openai":
+        url = str(
+            config.get("openai_base_url") or env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
+        )
+    else:
+        url = env.get("CODEX_OSS_BASE_URL") or BUILTIN_PROVIDER_URLS.get(provider_id, "")
+        if not url:
+            raise ConfigError(f"config.toml: [model_providers.{provider_id}] has no base_url")
+    gw.base_url = base_url or url
+    for key, value in _table(provider.get("query_params"), "query_params").items():
+        gw.query.append((str(key), str(value)))
+
+    headers: dict[str, str] = {}
+    if provider_id == "openai" and "base_url" not in provider:
+        for name, var in (
+            ("OpenAI-Organization", "OPENAI_ORGANIZATION"),
+            ("OpenAI-Project", "OPENAI_PROJECT"),
+        ):
+            if env.get(var, "").strip():
+                headers[name] = env[var].strip()
+    for name, value in _table(provider.get("http_headers"), "http_headers").items():
+        set_header(headers, str(name), str(value))
+    for name, var in _table(provider.get("env_http_headers"), "env_http_headers").items():
+        value = env.get(str(var), "").strip()
+        if value:
+            set_header(headers, str(name), value)
+
+    # Credentials: first found wins.
+    env_key = provider.get("env_key")
+    tokens = (auth or {}).get("tokens") if isinstance((auth or {}).get("tokens"), dict) else None
+    candidates: list[tuple[str, str | None]] = [
+        ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
+        (
+            f"{env_key} environment variable (env_key)",
+            env.get(str(env_key)) if env_key else None,
+        ),
+        ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token")),
+        ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
+        ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
+        ("OPENAI_API_KEY environment variable", env.get("OPENAI_API_KEY")),
+    ]
+    for source, value in candidates:
+        if isinstance(value, str) and value.strip():
+            gw.api_key = value.strip()
+            gw.key_source = source
+            if source.startswith("ChatGPT") and tokens and tokens.get("account_id"):
+                set_header(headers, "chatgpt-account-id", str(tokens["account_id"]))
+            break
+    if gw.api_key is None and env_key:
+        gw.key_source = "missing:" + str(env_key)
+        instructions = provider.get("env_key_instructions")
+        gw.headers = headers
+        if not base_url:
+            raise ConfigError(
+                f"missing environment variable {env_key} (env_key of provider {provider_id!r})",
+                str(instructions) if instructions else f"export {env_key}=<your key>",
+            )
+    for header in extra_headers:
+        set_header(headers, header[0], header[1])
+    gw.headers = headers
+    return gw
+
+
+def parse_header_arg(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
+        raise UsageError(f"--header {text!r}: expected 'Name: value'")
+    if "\n" in value or "\r" in value:
+        raise UsageError(f"--header {name!r}: value must be one line")
+    return name.strip(), value.strip()
+
+
+def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway:
+    """Read the Codex home (files) and resolve the gateway; warnings go to the console."""
+    home = find_codex_home(args.codex_home, env)
+    config, files, profile = load_codex_config(home, args.profile)
+    auth_path = os.path.join(home, "auth.json")
+    auth: Any = None
+    if os.path.isfile(auth_path):
+        auth = load_json_file(auth_path)
+        if not isinstance(auth, dict):
+            raise ConfigError(f"{auth_path}: expected a JSON object")
+        warn_if_world_readable(auth_path, console)
+    extra = [parse_header_arg(h) for h in args.header]
+    gw = resolve_gateway(config, auth, env, base_url=args.base_url, extra_headers=extra)
+    gw.codex_home = home
+    gw.profile = profile
+    gw.config_files = files + ([auth_path] if auth is not None else [])
+    if gw.api_key:
+        console.add_secret(gw.api_key)
+    for name, value in gw.headers.items():
+        if looks_secret(name):
+            console.add_secret(value)
+    if not gw.api_key and not args.dry_run:
+        if args.base_url:
+            console.warn("no API key found; sending no Authorization header to " + gw.base_url)
+        elif not files:
+            raise ConfigError(
+                "no Codex configuration found: create {} (and put your key in {} or an "
+                "environment variable). Example:\n{}".format(
+                    os.path.join(home, "config.toml"), auth_path, CONFIG_EXAMPLE
+                ),
+                "or pass --base-url URL for a gateway that needs no key",
+            )
+        else:
+            raise ConfigError(
+                f"no API key found for provider {gw.provider!r}",
+                f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, "
+                "or give the provider an env_key",
+            )
+    return gw
+
+
+def warn_if_world_readable(path: str, console: Console) -> None:
+    if os.name != "posix":
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        console.warn(
+            f"{path} is readable by other users (mode {mode & 0o777:o}); run: chmod 600 {path}"
+        )
+
+
+SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret", "cookie", "password")
+
+
+def looks_secret(header_name: str) -> bool:
+    lowered = header_name.lower()
+    return any(word in lowered for word in SECRET_HEADER_WORDS)
+
+
+def mask_secret(value: str) -> str:
+    if len(value) < 12:
+        return "***"
+    return value[:3] + "..." + value[-4:]
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".localhost")
+
+
+# =============================================================================================
+# 4. Request: prompt, input images, validation and the JSON payload (pure functions)
+# =============================================================================================
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The image kind from its first bytes, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    text = head[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (
+        text.startswith((b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in head.lower()
+    ):
+        return "svg"
+    return None
+
+
+def image_dimensions(f: IO[bytes], kind: str) -> tuple[int, int] | None:
+    """Width and height read from the image header (file positioned anywhere)."""
+    import struct
+
+    f.seek(0)
+    head = f.read(64)
+    try:
+        if kind == "png":
+            if head[12:16] == b"IHDR":
+                w, h = struct.unpack(">II", head[16:24])
+                return int(w), int(h)
+        elif kind == "gif":
+            w, h = struct.unpack("<HH", head[6:10])
+            return int(w), int(h)
+        elif kind == "webp":
+            chunk = head[12:16]
+            if chunk == b"VP8X":
+                w = int.from_bytes(head[24:27], "little") + 1
+                h = int.from_bytes(head[27:30], "little") + 1
+                return w, h
+            if chunk == b"VP8L" and head[20] == 0x2F:
+                bits = int.from_bytes(head[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+                w, h = struct.unpack("<HH", head[26:30])
+                return int(w) & 0x3FFF, int(h) & 0x3FFF
+        elif kind == "jpeg":
+            return _jpeg_dimensions(f)
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _jpeg_dimensions(f: IO[bytes]) -> tuple[int, int] | None:
+    f.seek(2)
+    while True:
+        byte = f.read(1)
+        while byte == b"\xff":
+            byte = f.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            continue
+        length_bytes = f.read(2)
+        if len(length_bytes) < 2 or marker in (0xD9, 0xDA):
+            return None
+        length = int.from_bytes(length_bytes, "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            sof = f.read(5)
+            if len(sof) < 5:
+                return None
+            return int.from_bytes(sof[3:5], "big"), int.from_bytes(sof[1:3], "big")
+        f.seek(length - 2, 1)
+
+
+def png_has_alpha(f: IO[bytes]) -> bool:
+    """True for colour types with alpha (4, 6) or a tRNS chunk before the image data."""
+    f.seek(8)
+    while True:
+        header = f.read(8)
+        if len(header) < 8:
+            return False
+        length = int.from_bytes(header[:4], "big")
+        ctype = header[4:8]
+        if ctype == b"IHDR":
+            data = f.read(length)
+            if len(data) >= 10 and data[9] in (4, 6):
+                return True
+            f.seek(4, 1)
+            continue
+        if ctype == b"tRNS":
+            return True
+        if ctype in (b"IDAT", b"IEND"):
+            return False
+        f.seek(length + 4, 1)
+
+
+def image_is_complete(f: IO[bytes], kind: str, size: int) -> bool:
+    """Whether the file ends the way a whole image of this kind ends."""
+    tail_len = min(size, 64)
+    f.seek(size - tail_len)
+    tail = f.read(tail_len)
+    if kind == "png":
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if kind == "jpeg":
+        return tail.rstrip(b"\x00\r\n").endswith(b"\xff\xd9")
+    if kind == "gif":
+        return tail.rstrip(b"\x00").endswith(b"\x3b")
+    if kind == "webp":
+        f.seek(4)
+        declared = int.from_bytes(f.read(4), "little")
+        return declared + 8 <= size
+    if kind == "svg":
+        return b"</svg>" in tail.lower() or b"/>" in tail
+    return False
+
+
+class InputImage:
+    """A local reference image, sent as a data: URL streamed from disk."""
+
+    __slots__ = ("path", "kind", "size", "dims", "has_alpha")
+
+    def __init__(self, path: str, kind: str, size: int, dims: tuple[int, int] | None) -> None:
+        self.path = path
+        self.kind = kind
+        self.size = size
+        self.dims = dims
+        self.has_alpha = False
+
+    @property
+    def mime(self) -> str:
+        return MIME_TYPES[self.kind]
+
+    def prefix(self) -> bytes:
+        return f"data:{self.mime};base64,".encode("ascii")
+
+    def url_length(self) -> int:
+        return len(self.prefix()) + 4 * ((self.size + 2) // 3)
+
+    def chunks(self) -> Iterator[bytes]:
+        import base64
+
+        yield self.prefix()
+        sent = 0
+        with open(self.path, "rb") as f:
+            while True:
+                block = f.read(3 * 256 * 1024)
+                if not block:
+                    break
+                sent += len(block)
+                yield base64.b64encode(block)
+        if sent != self.size:
+            raise UsageError(f"{self.path}: the file changed while it was being sent")
+
+    def preview(self) -> str:
+        return f"data:{self.mime};base64,<{self.size} bytes from {self.path}>"
+
+
+def load_input_image(path: str, what: str = "--image") -> InputImage:
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            kind = sniff_image(head)
+            if kind is None or kind not in INPUT_IMAGE_KINDS:
+                found = "an SVG" if kind == "svg" else "not an image"
+                raise UsageError(f"{what} {path}: {found} (PNG, JPEG, WebP or GIF expected)")
+            if size > MAX_INPUT_IMAGE_BYTES:
+                raise UsageError(
+                    f"{what} {path}: {size / 1e6:.1f} MB is over the 50 MB limit",
+                    "shrink it or convert it to JPEG",
+                )
+            image = InputImage(path, kind, size, image_dimensions(f, kind))
+            if kind == "png":
+                image.has_alpha = png_has_alpha(f)
+            return image
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path}: is a directory") from None
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """'WxH' -> (w, h); 'auto' -> None. Raises UsageError when malformed."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    w, sep, h = value.partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) <= 0 or int(h) <= 0:
+        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT (e.g. 1024x1024) or auto")
+    return int(w), int(h)
+
+
+def size_problems(w: int, h: int) -> list[str]:
+    """What makes WxH illegal for gpt-image-2 (empty when legal)."""
+    problems = []
+    if w % SIZE_MULTIPLE or h % SIZE_MULTIPLE:
+        problems.append("both sides must be multiples of 16")
+    if max(w, h) > SIZE_MAX_EDGE:
+        problems.append("the longest side must be at most 3840")
+    if max(w, h) > SIZE_MAX_RATIO * min(w, h):
+        problems.append("the aspect ratio must be at most 3:1")
+    if not SIZE_MIN_PIXELS <= w * h <= SIZE_MAX_PIXELS:
+        problems.append("the pixel count must be between 655,360 and 8,294,400")
+    return problems
+
+
+def nearest_legal_size(w: int, h: int) -> tuple[int, int]:
+    """The legal gpt-image-2 size closest to WxH in shape and area."""
+    ratio = min(max(w / h, 1 / SIZE_MAX_RATIO), SIZE_MAX_RATIO)
+    area = min(max(w * h, SIZE_MIN_PIXELS), SIZE_MAX_PIXELS)
+    best: tuple[float, tuple[int, int]] | None = None
+    target_w = (area * ratio) ** 0.5
+    for dw in range(-4, 5):
+        cw = int(round(target_w / SIZE_MULTIPLE) + dw) * SIZE_MULTIPLE
+        for ch in {
+            int(cw / ratio) // SIZE_MULTIPLE * SIZE_MULTIPLE + k * SIZE_MULTIPLE
+            for k in (-1, 0, 1, 2)
+        }:
+            if cw <= 0 or ch <= 0 or size_problems(cw, ch):
+                continue
+            score = abs(cw / ch - ratio) / ratio + abs(cw * ch - area) / area
+            if best is None or score < best[0]:
+                best = (score, (cw, ch))
+    return best[1] if best else (1024, 1024)
+
+
+def validate_size(size: str, image_model: str | None) -> None:
+    dims = parse_size(size)
+    if dims is None or not image_model:
+        return
+    model = image_model.lower()
+    if model.startswith("gpt-image-2"):
+        problems = size_problems(*dims)
+        if problems:
+            nw, nh = nearest_legal_size(*dims)
+            raise UsageError(
+                "--size {} is not valid for {}: {}; nearest legal size: {}x{}".format(
+                    size, image_model, "; ".join(problems), nw, nh
+                )
+            )
+    elif model.startswith(("gpt-image-1", "chatgpt-image")):
+        if "{}x{}".format(*dims) not in KNOWN_GOOD_SIZES:
+            raise UsageError(
+                f"--size {size} is not valid for {image_model}: "
+                "use 1024x1024, 1024x1536, 1536x1024 or auto"
+            )
+
+
+def larger_known_size(size: str) -> str | None:
+    """The smallest known-good size of the same orientation with more pixels, if any."""
+    dims = parse_size(size)
+    if dims is None:
+        return None
+    w, h = dims
+    for candidate in KNOWN_GOOD_SIZES:
+        cw, ch = (int(x) for x in candidate.split("x"))
+        same = (cw == ch) if w == h else ((cw > ch) == (w > h) and cw != ch)
+        if same and cw * ch > w * h:
+            return candidate
+    return None
+
+
+def format_for(out: str | None, requested: str | None) -> str:
+    if requested:
+        return "jpeg" if requested == "jpg" else requested
+    if out:
+        return EXTENSION_FORMATS.get(os.path.splitext(out)[1].lower(), "png")
+    return "png"
+
+
+class Job:
+    """Everything one image request needs, validated; built once, sent one or more times."""
+
+    __slots__ = (
+        "prompt",
+        "out",
+        "model",
+        "size",
+        "action",
+        "detail",
+        "images",
+        "image_urls",
+        "mask",
+        "tool_options",
+        "output_format",
+        "stream",
+        "force",
+        "partial_images",
+        "previous_response_id",
+        "name",
+    )
+
+    def __init__(self, prompt: str, out: str) -> None:
+        self.prompt = prompt
+        self.out = out
+        self.model = DEFAULT_MODEL
+        self.size = DEFAULT_SIZE
+        self.action = "auto"
+        self.detail = "auto"
+        self.images: list[InputImage] = []
+        self.image_urls: list[str] = []
+        self.mask: InputImage | None = None
+        self.tool_options: dict[str, Any] = {}
+        self.output_format = "png"
+        self.stream = True
+        self.force = False
+        self.partial_images = 0
+        self.previous_response_id: str | None = None
+        self.name = out
+
+
+def build_job(opts: Mapping[str, Any]) -> Job:
+    """Validate options and load input files; raises UsageError before anything is sent."""
+    prompt = (opts.get("prompt") or "").strip()
+    if not prompt:
+        raise UsageError("the prompt is empty", "pass --prompt TEXT, --prompt - or --prompt-file")
+    job = Job(prompt, str(opts.get("out") or ""))
+    job.model = opts.get("model") or DEFAULT_MODEL
+    job.size = (opts.get("size") or DEFAULT_SIZE).strip().lower()
+    job.action = opts.get("action") or "auto"
+    job.detail = opts.get("detail") or "auto"
+    job.stream = bool(opts.get("stream", True))
+    job.force = bool(opts.get("force"))
+    image_model = opts.get("image_model")
+    validate_size(job.size, image_model)
+
+    for url in opts.get("image_urls") or ():
+        if not url.startswith(("http://", "https://", "data:")):
+            raise UsageError(f"--image-url {url[:80]!r}: only http(s):// or data: URLs")
+        job.image_urls.append(url)
+    for path in opts.get("images") or ():
+        job.images.append(load_input_image(path))
+    if len(job.images) + len(job.image_urls) > MAX_INPUT_IMAGES:
+        raise UsageError(
+            f"{len(job.images) + len(job.image_urls)} reference images: "
+            f"at most {MAX_INPUT_IMAGES} are accepted"
+        )
+    has_image = bool(job.images or job.image_urls)
+    if job.action == "edit" and not has_image:
+        raise UsageError("--action edit needs at least one --image or --image-url")
+    mask_path = opts.get("mask")
+    if mask_path:
+        if not has_image:
+            raise UsageError("--mask needs an image to apply to (--image)")
+        mask = load_input_image(mask_path, "--mask")
+        if mask.kind != "png":
+            raise UsageError(f"--mask {mask_path}: must be a PNG (it is {mask.kind.upper()})")
+        if not mask.has_alpha:
+            raise UsageError(
+                f"--mask {mask_path}: has no alpha channel",
+                "transparent pixels mark the area to change; save the mask as RGBA PNG",
+            )
+        first = job.images[0] if job.images else None
+        if first is not None and first.dims and mask.dims and first.dims != mask.dims:
+            raise UsageError(
+                f"--mask {mask_path} is {mask.dims[0]}x{mask.dims[1]} but {first.path} is "
+                f"{first.dims[0]}x{first.dims[1]}: they must be the same size"
+            )
+        job.mask = mask
+
+    job.output_format = format_for(job.out, opts.get("format"))
+    background = opts.get("background")
+    if background == "transparent" and job.output_format == "jpeg":
+        raise UsageError("a transparent background needs png or webp, not jpeg")
+    compression = opts.get("compression")
+    if compression is not None and not 0 <= int(compression) <= 100:
+        raise UsageError(f"--compression {compression}: must be between 0 and 100")
+    partials = int(opts.get("partial_images") or 0)
+    if not 0 <= partials <= 3:
+        raise UsageError(f"--partial-images {partials}: must be between 0 and 3")
+    job.partial_images = partials
+
+    tool: dict[str, Any] = {}
+    for key, value in (
+        ("model", image_model),
+        ("quality", opts.get("quality")),
+        ("background", background),
+        ("output_format", job.output_format),
+        ("output_compression", compression),
+        ("moderation", opts.get("moderation")),
+        ("input_fidelity", opts.get("input_fidelity")),
+    ):
+        if value is not None:
+            tool[key] = int(value) if key == "output_compression" else value
+    job.tool_options = tool
+    job.previous_response_id = opts.get("previous_response_id")
+    return job
+
+
+def build_payload(job: Job, *, stream: bool, size: str, force_tool: bool = True) -> dict[str, Any]:
+    """The /responses request body. Input images stay InputImage objects (streamed on send)."""
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": job.prompt}]
+    for image in job.images:
+        content.append({"type": "input_image", "image_url": image, "detail": job.detail})
+    for url in job.image_urls:
+        content.append({"type": "input_image", "image_url": url, "detail": job.detail})
+    tool: dict[str, Any] = {"type": "image_generation", "action": job.action, "size": size}
+    tool.update(job.tool_options)
+    if job.partial_images and stream:
+        tool["partial_images"] = job.partial_images
+    if job.mask is not None:
+        tool["input_image_mask"] = {"image_url": job.mask}
+    payload: dict[str, Any] = {
+        "model": job.model,
+        "input": [{"type": "message", "role": "user", "content": content}],
+        "tools": [tool],
+        "tool_choice": {"type": "image_generation"} if force_tool else "auto",
+        "store": False,
+        "stream": stream,
+    }
+    if not force_tool:
+        payload["instructions"] = TOOL_CHOICE_INSTRUCTIONS
+    if job.previous_response_id:
+        payload["previous_response_id"] = job.previous_response_id
+    return payload
+
+
+class Body:
+    """A JSON request body whose data: URLs are base64-encoded from disk while it is sent."""
+
+    __slots__ = ("parts", "length")
+
+    def __init__(self, parts: list[bytes | InputImage]) -> None:
+        self.parts = parts
+        self.length = sum(len(p) if isinstance(p, bytes) else p.url_length() for p in parts)
+
+    def chunks(self) -> Iterator[bytes]:
+        for part in self.parts:
+            if isinstance(part, bytes):
+                yield part
+            else:
+                yield from part.chunks()
+
+
+def encode_body(payload: Mapping[str, Any]) -> Body:
+    import json
+
+    images: list[InputImage] = []
+    marker = "\x1eIMG{}\x1e"
+
+    def placeholder(obj: object) -> str:
+        if isinstance(obj, InputImage):
+            images.append(obj)
+            return marker.format(len(images) - 1)
+        raise TypeError(type(obj).__name__)
+
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=placeholder)
+    parts: list[bytes | InputImage] = []
+    for i, image in enumerate(images):
+        token = json.dumps(marker.format(i))[1:-1]  # the escaped form json.dumps wrote
+        before, _, text = text.partition(token)
+        parts.append(before.encode("utf-8"))
+        parts.append(image)
+    parts.append(text.encode("utf-8"))
+    return Body(parts)
+
+
+def display_payload(payload: Mapping[str, Any]) -> str:
+    """The body as indented JSON for --dry-run, with long base64 shortened."""
+    import json
+
+    def shorten(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: shorten(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [shorten(v) for v in obj]
+        if isinstance(obj, InputImage):
+            return obj.preview()
+        if isinstance(obj, str) and obj.startswith("data:") and len(obj) > 120:
+            return f"{obj[:60]}...<{len(obj)} chars>"
+        return obj
+
+    return json.dumps(shorten(payload), indent=2, ensure_ascii=False)
+
+
+# =============================================================================================
+# 5. Transport: one connection builder (proxy, TLS, timeouts), retries, the SSE parser
+# =============================================================================================
+
+
+class Settings:
+    """How to talk to the gateway: timeouts, retries, TLS and proxy environment."""
+
+    __slots__ = (
+        "retries",
+        "timeout",
+        "idle_timeout",
+        "connect_timeout",
+        "env",
+        "strict_size",
+        "gate",
+    )
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.retries = DEFAULT_RETRIES
+        self.timeout = DEFAULT_TIMEOUT
+        self.idle_timeout = DEFAULT_IDLE_TIMEOUT
+        self.connect_timeout = DEFAULT_CONNECT_TIMEOUT
+        self.env = env
+        self.strict_size = False
+        self.gate = RateGate()
+
+
+class RateGate:
+    """Shared across concurrent jobs: after a 429 every job waits until the gateway is ready."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.not_before = 0.0
+
+    def hold(self, seconds: float) -> None:
+        import time
+
+        with self.lock:
+            self.not_before = max(self.not_before, time.monotonic() + seconds)
+
+    def wait(self, deadline: float) -> None:
+        import time
+
+        with self.lock:
+            delay = self.not_before - time.monotonic()
+        if delay > 0:
+            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+
+
+_ssl_contexts: dict[str, Any] = {}
+
+
+def ssl_context(env: Mapping[str, str]) -> Any:
+    """System roots plus CODEX_CA_CERTIFICATE (else SSL_CERT_FILE); verification always on."""
+    import ssl
+
+    ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
+    if ca in _ssl_contexts:
+        return _ssl_contexts[ca]
+    ctx = ssl.create_default_context()
+    if ca:
+        var = (
+            "CODEX_CA_CERTIFICATE"
+            if env.get("CODEX_CA_CERTIFICATE", "").strip()
+            else "SSL_CERT_FILE"
+        )
+        try:
+            ctx.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{var}={ca}: cannot load the CA bundle: {exc}",
+                "point it at a PEM file with your company's root certificate",
+            ) from None
+    _ssl_contexts[ca] = ctx
+    return ctx
+
+
+def proxy_for(scheme: str, host: str, port: int, env: Mapping[str, str]) -> str | None:
+    """The proxy URL for this request from *_PROXY / NO_PROXY (lower case wins), or None."""
+    no_proxy = env.get("no_proxy", env.get("NO_PROXY", ""))
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        name, _, entry_port = entry.partition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.lstrip(".")
+        if host.lower() == name or host.lower().endswith("." + name):
+            return None
+    for var in (scheme + "_proxy", "all_proxy"):
+        value = env.get(var) or env.get(var.upper())
+        if value:
+            return value
+    if sys.platform in ("win32", "darwin") and env is os.environ:
+        import urllib.request
+
+        if urllib.request.proxy_bypass(host):
+            return None
+        return urllib.request.getproxies().get(scheme)
+    return None
+
+
+def open_connection(
+    url: str, settings: Settings, timeout: float
+) -> tuple[Any, str, dict[str, str]]:
+    """A connected http.client connection for url (direct, via proxy or CONNECT tunnel), the
+    request target, and headers a plain-HTTP proxy needs on the request itself."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL {url!r} must start with http:// or https://")
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = parts.path + ("?" + parts.query if parts.query else "")
+    proxy = proxy_for(parts.scheme, host, port, settings.env)
+    context = ssl_context(settings.env) if parts.scheme == "https" else None
+    conn: http.client.HTTPConnection
+    request_headers: dict[str, str] = {}
+    if proxy:
+        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        if p.scheme not in ("http", "https") or not p.hostname:
+            raise ConfigError(
+                f"proxy {proxy!r} is not supported",
+                "use an http:// proxy (SOCKS is not available in the standard library)",
+            )
+        proxy_headers = {}
+        if p.username:
+            import base64
+            from urllib.parse import unquote
+
+            creds = "{}:{}".format(unquote(p.username), unquote(p.password or ""))
+            proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(
+                creds.encode("utf-8")
+            ).decode("ascii")
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                p.hostname, p.port or 8080, timeout=timeout, context=context
+            )
+            conn.set_tunnel(host, port, headers=proxy_headers)
+        else:
+            conn = http.client.HTTPConnection(p.hostname, p.port or 8080, timeout=timeout)
+            target = url
+            request_headers = proxy_headers
+    elif parts.scheme == "https":
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn.connect()
+    return conn, target, request_headers
+
+
+def describe_network_error(exc: BaseException, url: str) -> NetworkError:
+    """Turn a transport exception into our NetworkError with a hint (the one place this happens)."""
+    import ssl
+
+    text = str(exc) or type(exc).__name__
+    host = url.split("/")[2] if "//" in url else url
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        return NetworkError(
+            "TLS certificate check failed for {}: {}".format(
+                host, getattr(exc, "verify_message", "") or text
+            ),
+            "behind a company proxy or CA? set CODEX_CA_CERTIFICATE (or SSL_CERT_FILE) to its PEM "
+            "bundle; in a sandbox, rerun with host network access",
+        )
+    if isinstance(exc, ssl.SSLError) or "schannel" in text.lower():
+        return NetworkError(
+            f"TLS handshake with {host} failed: {text}",
+            "in a sandbox, rerun with host network access; behind a company proxy set "
+            "CODEX_CA_CERTIFICATE to its CA bundle",
+        )
+    import socket
+
+    if isinstance(exc, socket.gaierror):
+        return NetworkError(
+            f"cannot resolve {host}: {text}",
+            "check base_url and your DNS; in a sandbox, rerun with host network access",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return NetworkError(
+            f"connection to {host} refused",
+            "is the gateway (or proxy) running? check base_url and HTTPS_PROXY",
+            retryable=True,
+        )
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return NetworkError(f"connection to {host} was reset: {text}", retryable=True)
+    if isinstance(exc, OSError) and "Tunnel connection failed" in text:
+        return NetworkError(
+            f"the proxy refused the tunnel to {host}: {text}",
+            "check HTTPS_PROXY / NO_PROXY",
+        )
+    return NetworkError(f"network error talking to {host}: {text}", retryable=False)
+
+
+class SSEParser:
+    """Incremental Server-Sent Events parser.
+
+    Lines accumulate in one bytearray that is scanned once (no re-scanning, no joins), so cost is
+    linear in the stream size. A single-line `data:` payload is handed to the callback as a span
+    (buffer, start, end) of that buffer, not a copy; the span is only valid during the callback.
+    """
+
+    def __init__(self, on_event: Callable[[str, bytes | bytearray, int, int], None]) -> None:
+        self.on_event = on_event
+        self.buf = bytearray()
+        self.scan = 0  # where the search for the next newline resumes
+        self.line_start = 0
+        self.event = ""
+        self.data: list[tuple[int, int]] = []  # spans of data lines of the pending event
+
+    def feed(self, chunk: bytes) -> None:
+        buf = self.buf
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n", self.scan)
+            if nl < 0:
+                self.scan = len(buf)
+                break
+            end = nl - 1 if nl > self.line_start and buf[nl - 1] == 13 else nl
+            self._line(self.line_start, end)
+            self.line_start = self.scan = nl + 1
+        self._compact()
+
+    def close(self) -> None:
+        if self.line_start < len(self.buf):
+            end = len(self.buf)
+            if self.buf[end - 1] == 13:
+                end -= 1
+            self._line(self.line_start, end)
+            self.line_start = self.scan = len(self.buf)
+        if self.data:
+            self._dispatch()
+
+    def _line(self, start: int, end: int) -> None:
+        buf = self.buf
+        if start == end:
+            if self.data:
+                self._dispatch()
+            self.event = ""
+            return
+        if buf[start] == 58:  # ':' comment
+            return
+        colon = buf.find(b":", start, end)
+        field_end = end if colon < 0 else colon
+        value = end if colon < 0 else colon + 1
+        if value < end and buf[value] == 32:
+            value += 1
+        name = bytes(buf[start:field_end])
+        if name == b"data":
+            self.data.append((value, end))
+        elif name == b"event":
+            self.event = buf[value:end].decode("utf-8", "replace")
+
+    def _dispatch(self) -> None:
+        spans, self.data = self.data, []
+        event, self.event = self.event, ""
+        if len(spans) == 1:
+            self.on_event(event, self.buf, spans[0][0], spans[0][1])
+        else:
+            joined = b"\n".join(bytes(self.buf[s:e]) for s, e in spans)
+            self.on_event(event, joined, 0, len(joined))
+
+    def _compact(self) -> None:
+        keep = self.data[0][0] if self.data else self.line_start
+        if keep <= 0:
+            return
+        del self.buf[:keep]
+        self.scan -= keep
+        self.line_start -= keep
+        self.data = [(s - keep, e - keep) for s, e in self.data]
+
+
+# =============================================================================================
+# 6. Response: JSON payloads (base64 left in place), events, errors, collecting the image
+# =============================================================================================
+
+B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+BLOB_MIN = 64 * 1024  # string values this long are left in the buffer as Blobs
+_BLOB_TOKEN = f"@@gwblob-{os.getpid()}-"
+
+
+class Blob:
+    """A long JSON string value (base64) left inside the receive buffer instead of copied.
+
+    Valid only while the buffer is: the collector consumes it inside the event callback.
+    """
+
+    __slots__ = ("buf", "start", "end")
+
+    def __init__(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        self.buf = buf
+        self.start = start
+        self.end = end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def pieces(self, size: int = B64_CHUNK) -> Iterator[bytes | bytearray]:
+        """The string's characters, JSON escapes resolved, in pieces of `size` bytes."""
+        buf, start, end = self.buf, self.start, self.end
+        if buf.find(b"\\", start, end) >= 0:  # rare: e.g. "\/" from some gateways' encoders
+            import json
+
+            raw = bytes(buf[start:end]).replace(b"\\/", b"/")
+            if b"\\" in raw:
+                raw = str(json.loads(b'"' + raw + b'"')).encode("utf-8")
+            buf, start, end = raw, 0, len(raw)
+        for i in range(start, end, size):
+            yield buf[i : min(i + size, end)]
+
+
+def _long_string_spans(buf: bytes | bytearray, start: int, end: int) -> list[tuple[int, int]]:
+    """Spans of JSON string contents at least BLOB_MIN long. Outside strings JSON has no quote
+    character, so walking quote to quote (skipping escaped ones) is exact for any valid JSON."""
+    spans: list[tuple[int, int]] = []
+    pos = start
+    while True:
+        open_q = buf.find(b'"', pos, end)
+        if open_q < 0:
+            return spans
+        close_q = buf.find(b'"', open_q + 1, end)
+        while close_q > 0:
+            back = close_q - 1
+            while buf[back] == 92:  # an odd run of backslashes escapes the quote
+                back -= 1
+            if (close_q - 1 - back) % 2 == 0:
+                break
+            close_q = buf.find(b'"', close_q + 1, end)
+        if close_q < 0:
+            return spans
+        if close_q - open_q - 1 >= BLOB_MIN:
+            spans.append((open_q + 1, close_q))
+        pos = close_q + 1
+
+
+def parse_json_span(buf: bytes | bytearray, start: int, end: int) -> Any:
+    """json.loads of buf[start:end]; long strings become Blobs that point into buf."""
+    import json
+
+    if end - start < BIG_PAYLOAD:
+        return json.loads(buf[start:end])
+    spans = _long_string_spans(buf, start, end)
+    pieces = []
+    blobs: dict[str, Blob] = {}
+    pos = start
+    for i, (s, e) in enumerate(spans):
+        token = _BLOB_TOKEN + str(i)
+        pieces.append(bytes(buf[pos:s]))
+        pieces.append(token.encode("ascii"))
+        blobs[token] = Blob(buf, s, e)
+        pos = e
+    pieces.append(bytes(buf[pos:end]))
+    obj = json.loads(b"".join(pieces))
+    return _put_blobs(obj, blobs) if blobs else obj
+
+
+def _put_blobs(obj: Any, blobs: Mapping[str, Blob]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _put_blobs(v, blobs) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_put_blobs(v, blobs) for v in obj]
+    if isinstance(obj, str) and obj.startswith(_BLOB_TOKEN):
+        return blobs.get(obj, obj)
+    return obj
+
+
+def text_of(value: Any, limit: int = 500) -> str:
+    text = value if isinstance(value, str) else ""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def error_from_payload(err: Mapping[str, Any], *, started: bool = True) -> ImagegenError:
+    """Our error for an OpenAI-style error object found inside a 200 answer or stream."""
+    code = str(err.get("code") or "")
+    message = text_of(err.get("message")) or "no message"
+    etype = str(err.get("type") or "")
+    if code in (
+        "moderation_blocked",
+        "content_policy_violation",
+        "image_content_policy_violation",
+    ) or (etype == "image_generation_user_error" and "safety" in message.lower()):
+        return moderation_error(code or etype, message, err)
+    retryable = code in ("server_error", "rate_limit_exceeded")
+    return GatewayError(
+        "the gateway reported an error: {}{}".format(message, f" ({code})" if code else ""),
+        code=code,
+        retryable=retryable,
+        started=started,
+    )
+
+
+def moderation_error(code: str, message: str, details: Mapping[str, Any]) -> NoImageError:
+    extra = details.get("moderation_details")
+    parts = []
+    if isinstance(extra, dict):
+        if extra.get("moderation_stage"):
+            parts.append("stage: {}".format(extra["moderation_stage"]))
+        if extra.get("categories"):
+            parts.append("categories: {}".format(", ".join(map(str, extra["categories"]))))
+    return NoImageError(
+        "blocked by the safety system ({}): {}{}".format(
+            code or "moderation_blocked", message, " [{}]".format("; ".join(parts)) if parts else ""
+        ),
+        "rephrase the prompt; if it is harmless, try --moderation low",
+    )
+
+
+class SavedImage:
+    __slots__ = ("path", "kind", "nbytes", "dims", "sha256", "rescued")
+
+    def __init__(self, path: str, kind: str, nbytes: int, dims: tuple[int, int] | None) -> None:
+        self.path = path
+        self.kind = kind
+        self.nbytes = nbytes
+        self.dims = dims
+        self.sha256 = ""
+        self.rescued = False
+
+
+class ImageSink:
+    """Decodes base64 straight into a temporary file beside --out, checks it, renames it.
+
+    If the output folder cannot take the file, the bytes go to a rescue file in the system temp
+    folder instead, so an image that was paid for is never lost.
+    """
+
+    def __init__(self, out: str, force: bool, want_sha256: bool = False) -> None:
+        self.out = out
+        self.force = force
+        self.want_sha256 = want_sha256
+        self.tmp: str | None = None
+        self.image: SavedImage | None = None
+        self.rescue_reason = ""
+        self.last_error: ImagegenError | None = None
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None
+
+    def save(self, value: str | Blob) -> bool:
+        """Decode one candidate result; True when it is a complete image (kept), else False."""
+        if self.image is not None:
+            return True
+        try:
+            image = self._decode(value, rescue=False)
+        except OSError as exc:
+            self.rescue_reason = exc.strerror or str(exc)
+            image = self._decode(value, rescue=True)
+        if image is not None:
+            self.image = image
+        return image is not None
+
+    def _open_temp(self, rescue: bool) -> tuple[IO[bytes], str]:
+        import tempfile
+
+        ext = "." + (os.path.splitext(self.out)[1].lstrip(".") or "png")
+        if rescue:
+            fd, path = tempfile.mkstemp(prefix="codex-imagegen-rescue-", suffix=ext)
+        else:
+            folder = os.path.dirname(os.path.abspath(self.out))
+            os.makedirs(folder, exist_ok=True)
+            name = "." + os.path.basename(self.out) + "."
+            fd, path = tempfile.mkstemp(prefix=name, suffix=".part", dir=folder)
+        return os.fdopen(fd, "w+b"), path
+
+    def _decode(self, value: str | Blob, rescue: bool) -> SavedImage | None:
+        import binascii
+
+        f, path = self._open_temp(rescue)
+        self.tmp = path
+        hasher = None
+        if self.want_sha256:
+            import hashlib
+
+            hasher = hashlib.sha256()
+        ok = False
+        try:
+            with f:
+                pieces: Iterator[bytes | bytearray]
+                if isinstance(value, Blob):
+                    pieces = value.pieces()
+                else:
+                    pieces = (
+                        value[i : i + B64_CHUNK].encode("ascii", "replace")
+                        for i in range(0, len(value), B64_CHUNK)
+                    )
+                total = 0
+                carry = b""
+                first = True
+                padded = False
+                for piece in pieces:
+                    if first:
+                        first = False
+                        if piece[:5] == b"data:":  # some gateways return a data: URL
+                            comma = piece.find(b",")
+                            piece = piece[comma + 1 :]
+                    chunk = carry + bytes(piece) if carry else piece
+                    stripped = chunk.rstrip(b"=")
+                    if padded or stripped.translate(None, B64_ALPHABET):
+                        self.last_error = GatewayError("the image data is not valid base64")
+                        return None
+                    padded = len(stripped) != len(chunk)
+                    usable = len(chunk) - len(chunk) % 4
+                    carry = bytes(chunk[usable:])
+                    data = binascii.a2b_base64(chunk[:usable])
+                    if hasher is not None:
+                        hasher.update(data)
+                    f.write(data)
+                    total += len(data)
+                if carry:
+                    if len(carry) % 4 == 1:
+                        self.last_error = GatewayError(
+                            "the image data is truncated (base64 ends mid-symbol)"
+                        )
+                        return None
+                    data = binascii.a2b_base64(carry + b"=" * (-len(carry) % 4))
+                    if hasher is not None:
+                        hasher.update(data)
+                    f.write(data)
+                    total += len(data)
+                f.flush()
+                f.seek(0)
+                kind = sniff_image(f.read(4096))
+                if kind is None:
+                    self.last_error = GatewayError(
+                        "the gateway's result is not an image (unknown bytes)"
+                    )
+                    return None
+                if not image_is_complete(f, kind, total):
+                    self.last_error = GatewayError(
+                        f"the image is incomplete ({kind.upper()}, {total} bytes, no end marker; "
+                        "the stream was cut)",
+                        "retry; if it keeps happening, try --format jpeg or webp "
+                        "for a smaller payload",
+                    )
+                    return None
+                image = SavedImage(path, kind, total, image_dimensions(f, kind))
+                image.rescued = rescue
+                if hasher is not None:
+                    image.sha256 = hasher.hexdigest()
+                ok = True
+                return image
+        except binascii.Error as exc:
+            self.last_error = GatewayError(f"the image data is not valid base64: {exc}")
+            return None
+        finally:
+            if not ok:
+                self._remove(path)
+
+    def _remove(self, path: str) -> None:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        if self.tmp == path:
+            self.tmp = None
+
+    def commit(self) -> SavedImage:
+        """Move the checked image to --out; on failure keep it as a rescue file (exit 7)."""
+        image = self.image
+        assert image is not None and self.tmp is not None
+        if not image.rescued:
+            try:
+                if not self.force and os.path.exists(self.out):
+                    raise FileExistsError(17, "it appeared while the image was generated")
+                os.replace(self.tmp, self.out)
+                self.tmp = None
+                image.path = self.out
+                return image
+            except OSError as exc:
+                self.rescue_reason = exc.strerror or str(exc)
+                self._move_to_rescue(image)
+        self.tmp = None
+        raise OutputError(
+            f"could not write {self.out}: {self.rescue_reason}; "
+            f"the image was saved to {image.path}",
+            f"move it where you want it (it is a complete {image.kind.upper()} image)",
+        )
+
+    def _move_to_rescue(self, image: SavedImage) -> None:
+        import shutil
+        import tempfile
+
+        assert self.tmp is not None
+        fd, rescue = tempfile.mkstemp(prefix="codex-imagegen-rescue-", suffix="." + image.kind)
+        os.close(fd)
+        shutil.move(self.tmp, rescue)
+        image.path = rescue
+        image.rescued = True
+
+    def discard(self) -> None:
+        if self.tmp is not None and (self.image is None or not self.image.rescued):
+            self._remove(self.tmp)
+
+
+class Collector:
+    """Follows one response (stream events or a JSON body) and hands image results to the sink."""
+
+    def __init__(self, sink: ImageSink, progress: Progress | None = None) -> None:
+        self.sink = sink
+        self.progress = progress
+        self.response_id = ""
+        self.item_id = ""
+        self.revised_prompt = ""
+        self.item_size = ""
+        self.item_format = ""
+        self.texts: list[str] = []
+        self.deltas: list[str] = []
+        self.failure: ImagegenError | None = None
+        self.finished = False
+        self.events = 0
+        self.unreadable = 0
+        self.partials: list[tuple[int, str | Blob]] = []
+        self.on_partial: Callable[[int, str | Blob], None] | None = None
+
+    # -- input -------------------------------------------------------------------------------
+
+    def on_sse(self, name: str, buf: bytes | bytearray, start: int, end: int) -> None:
+        if buf[start:end].strip() == b"[DONE]" if end - start < 16 else False:
+            self.finished = True
+            return
+        try:
+            event = parse_json_span(buf, start, end)
+        except ValueError:
+            self.unreadable += 1
+            return
+        if isinstance(event, dict):
+            self.events += 1
+            self.handle_event(event, name)
+
+    def handle_event(self, ev: Mapping[str, Any], name: str = "") -> None:
+        etype = str(ev.get("type") or name)
+        if etype in ("response.created", "response.in_progress", "response.queued"):
+            resp = ev.get("response")
+            if isinstance(resp, dict) and resp.get("id"):
+                self.response_id = str(resp["id"])
+            self._phase("queued" if etype == "response.queued" else "in progress")
+        elif etype == "response.image_generation_call.generating":
+            self._phase("generating")
+        elif etype == "response.image_generation_call.partial_image":
+            index = ev.get("partial_image_index", len(self.partials))
+            data = ev.get("partial_image_b64")
+            self._phase(f"partial {int(index) + 1 if isinstance(index, int) else index}")
+            if data and self.on_partial is not None:
+                self.on_partial(int(index) if isinstance(index, int) else len(self.partials), data)
+        elif etype == "response.image_generation_call.completed":
+            self._phase("finalising")
+        elif etype == "response.output_item.done":
+            item = ev.get("item")
+            if isinstance(item, dict):
+                self.handle_item(item)
+        elif etype == "response.output_text.delta":
+            if isinstance(ev.get("delta"), str):
+                self.deltas.append(ev["delta"])
+        elif etype in (
+            "response.completed",
+            "response.done",
+            "response.failed",
+            "response.incomplete",
+        ):
+            resp = ev.get("response")
+            if isinstance(resp, dict):
+                self.handle_response(resp, from_stream=True)
+            self.finished = True
+        elif etype == "error" or (
+            "error" in ev
+            and isinstance(ev.get("error"), (dict, str))
+            and not etype.startswith("response.")
+        ):
+            err = ev.get("error")
+            if isinstance(err, dict):
+                self.failure = error_from_payload(err)
+            elif isinstance(err, str):
+                self.failure = error_from_payload({"message": err})
+            else:
+                self.failure = error_from_payload(ev)
+            self.finished = True
+
+    def handle_item(self, item: Mapping[str, Any]) -> None:
+        itype = item.get("type")
+        if itype == "image_generation_call":
+            result = item.get("result")
+            if result and not self.sink.has_image:
+                if self.sink.save(result):  # any non-empty result counts, whatever the status
+                    self.item_id = str(item.get("id") or "")
+                    self.revised_prompt = text_of(item.get("revised_prompt"), 10_000)
+                    self.item_size = str(item.get("size") or "")
+                    self.item_format = str(item.get("output_format") or "")
+            elif not result and item.get("status") == "failed" and self.failure is None:
+                err = item.get("error")
+                if isinstance(err, dict):
+                    self.failure = error_from_payload(err)
+                else:
+                    self.failure = NoImageError("the image generation call failed without a reason")
+        elif itype == "message":
+            for part in item.get("content") or ():
+                if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
+                    text = part.get("text") or part.get("refusal")
+                    if isinstance(text, str) and text.strip():
+                        self.texts.append(text.strip())
+
+    def handle_response(self, resp: Mapping[str, Any], from_stream: bool = False) -> None:
+        if resp.get("id"):
+            self.response_id = str(resp["id"])
+        had_texts = bool(self.texts)
+        for item in resp.get("output") or ():
+            if isinstance(item, dict) and not (had_texts and item.get("type") == "message"):
+                self.handle_item(item)
+        status = resp.get("status")
+        err = resp.get("error")
+        if isinstance(err, dict) and err and self.failure is None:
+            self.failure = error_from_payload(err)
+        elif status == "failed" and self.failure is None:
+            self.failure = GatewayError("the response failed without a reason", started=True)
+        elif status == "incomplete" and self.failure is None:
+            details = resp.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            if reason == "content_filter":
+                self.failure = NoImageError("the response was stopped by the content filter")
+            else:
+                self.failure = GatewayError(
+                    "the response ended incomplete ({})".format(reason or "no reason given"),
+                    started=True,
+                )
+
+    def _phase(self, phase: str) -> None:
+        if self.progress is not None:
+            self.progress.phase(phase)
+
+    # -- verdict -----------------------------------------------------------------------------
+
+    def verdict(self, transport_ended_early: bool) -> None:
+        """Raise the right error when no image was saved; return quietly when one was."""
+        if self.sink.has_image:
+            return
+        if self.failure is not None:
+            raise self.failure
+        if self.sink.last_error is not None:
+            raise self.sink.last_error
+        text = "\n".join(self.texts) or "".join(self.deltas).strip()
+        if text:
+            raise NoImageError(
+                "no image came back; the model answered in text: " + text_of(text, 2000),
+                "make the request explicitly visual, or rephrase it",
+                text=text,
+            )
+        if transport_ended_early or not self.finished:
+            raise GatewayError(
+                f"the stream ended before the image arrived ({self.events} events received)",
+                "the gateway or a proxy cut the connection; retry, or try --format jpeg",
+                retryable=True,
+                started=True,
+            )
+        raise NoImageError(
+            "the response contained no image{}".format(
+                f" ({self.unreadable} unreadable events)" if self.unreadable else ""
+            ),
+            "the gateway may not support the image_generation tool for this model; "
+            "run with --verbose to see the answer",
+        )
+
+
+# =============================================================================================
+# 7. Exchange: one attempt over the wire, then retries and gateway quirks around it
+# =============================================================================================
+
+
+class Clock:
+    """Arms the socket timeout before each blocking step: the idle limit or what is left of the
+    total budget, whichever is smaller, and remembers which one it was."""
+
+    def __init__(self, idle: float, deadline: float) -> None:
+        self.idle = idle
+        self.deadline = deadline
+        self.total_limited = False
+        self.sock: Any = None
+
+    def remaining(self) -> float:
+        import time
+
+        return self.deadline - time.monotonic()
+
+    def arm(self) -> None:
+        remaining = self.remaining()
+        if remaining <= 0:
+            self.total_limited = True
+            raise TimeoutError("budget spent")
+        self.total_limited = remaining < self.idle
+        if self.sock is not None:
+            self.sock.settimeout(min(self.idle, remaining))
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds from retry-after-ms / retry-after (seconds or HTTP date), if 0..cap."""
+    value = headers.get("retry-after-ms")
+    try:
+        if value is not None:
+            seconds = float(value) / 1000.0
+            return seconds if 0 <= seconds <= RETRY_AFTER_CAP else None
+    except ValueError:
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        import email.utils
+        import time
+
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return seconds if 0 <= seconds <= RETRY_AFTER_CAP else None
+
+
+def http_error(status: int, reason: str, headers: Any, body: bytes, gw: Gateway) -> ImagegenError:
+    """Our error for an HTTP error answer: the gateway's own message, never a raw HTML page."""
+    import json
+
+    message, code, etype, param = "", "", "", ""
+    details: dict[str, Any] = {}
+    ctype = (headers.get("content-type") or "").lower()
+    text = body.decode("utf-8", "replace")
+    parsed: Any = None
+    if "json" in ctype or text.lstrip()[:1] in ("{", "["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+    if isinstance(parsed, dict):
+        err = parsed.get("error", parsed)
+        if isinstance(err, dict):
+            details = err
+            message = text_of(err.get("message") or err.get("detail") or err.get("msg"))
+            code = str(err.get("code") or "")
+            etype = str(err.get("type") or "")
+            param = str(err.get("param") or "")
+        elif isinstance(err, str):
+            message = text_of(err)
+        if not message and isinstance(parsed.get("detail"), str):
+            message = text_of(parsed["detail"])
+    elif "<" in text[:200] and ("html" in ctype or "<html" in text[:2000].lower()):
+        import re
+
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        message = "HTML page" + (": " + text_of(title.group(1), 200) if title else "")
+    else:
+        message = text_of(text, 300)
+    message = message or (reason or "no details")
+    summary = "HTTP {} from {}: {}{}".format(
+        status, host_of(gw.base_url), message, f" ({code})" if code else ""
+    )
+    retry_after = parse_retry_after(headers)
+    should = (headers.get("x-should-retry") or "").strip().lower()
+    retryable = status in RETRY_STATUSES or status >= 500
+    if code in ("insufficient_quota", "moderation_blocked") or "quota" in code:
+        retryable = False
+    if should in ("true", "false"):
+        retryable = should == "true"
+    if status in (401, 403):
+        hint = "check the API key ({})".format(gw.key_source or "none was sent")
+        if "must be verified" in message:
+            hint = (
+                "verify your organization at https://platform.openai.com/settings/organization/"
+                "general; access can take 15-30 minutes to arrive"
+            )
+        return AuthError(
+            summary, hint, status=status, code=code, retryable=retryable and should == "true"
+        )
+    if code == "moderation_blocked" or (
+        etype == "image_generation_user_error" and "safety" in message.lower()
+    ):
+        return moderation_error(code, summary, details)
+    hint = ""
+    if "must be verified" in message:
+        hint = (
+            "verify your organization at https://platform.openai.com/settings/organization/general"
+        )
+    elif status == 404:
+        hint = "check base_url: {} does not exist there (does it need /v1?)".format(
+            gw.url("/responses")
+        )
+    elif status == 413:
+        hint = "the request is too large for the gateway: shrink the reference images or use JPEG"
+    elif status == 524:
+        hint = (
+            "a CDN cut the connection while the image was generating; "
+            "streaming (the default) avoids this"
+        )
+    elif code == "insufficient_quota":
+        hint = "the account is out of credit; add billing or use another key"
+    elif status == 429:
+        hint = "rate limited; wait a moment or lower --concurrency"
+    err_obj = GatewayError(
+        summary, hint, status=status, code=code, retryable=retryable, retry_after=retry_after
+    )
+    err_obj.param = param  # type: ignore[attr-defined]
+    return err_obj
+
+
+def host_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+def exchange(
+    gw: Gateway,
+    settings: Settings,
+    payload: Mapping[str, Any],
+    collector: Collector,
+    deadline: float,
+    console: Console,
+) -> None:
+    """One POST to /responses; the answer (SSE or JSON) is fed to the collector as it arrives."""
+    import http.client
+    import socket
+
+    url = gw.url("/responses")
+    stream = bool(payload.get("stream"))
+    body = encode_body(payload)
+    headers = gw.request_headers()
+    headers["Content-Type"] = "application/json"
+    headers["Accept"] = "text/event-stream" if stream else "application/json"
+    clock = Clock(settings.idle_timeout, deadline)
+    if clock.remaining() <= 0:
+        raise NetworkError(f"the total time budget (--timeout {settings.timeout:g}s) ran out")
+    conn: Any = None
+    status = 0
+    try:
+        try:
+            conn, target, proxy_headers = open_connection(
+                url, settings, min(settings.connect_timeout, clock.remaining())
+            )
+        except socket.timeout:
+            raise NetworkError(
+                f"connecting to {host_of(url)} timed out after {settings.connect_timeout:g}s",
+                "check the network or proxy; in a sandbox, rerun with host network access",
+                retryable=True,
+            ) from None
+        clock.sock = conn.sock
+        clock.arm()
+        conn.putrequest("POST", target, skip_accept_encoding=True)
+        for name, value in list(headers.items()) + list(proxy_headers.items()):
+            conn.putheader(name, value)
+        conn.putheader("Content-Length", str(body.length))
+        console.debug(f"POST {url} ({body.length} bytes)")
+        for name, value in headers.items():
+            console.debug(f"  {name}: {value}")
+        try:
+            conn.endheaders()
+            for chunk in body.chunks():
+                clock.arm()
+                conn.sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway answered early (e.g. 413) and closed: read that answer below
+        clock.arm()
+        resp = conn.getresponse()
+        status = resp.status
+        console.debug(
+            "HTTP {} {} ({})".format(resp.status, resp.reason, resp.getheader("content-type"))
+        )
+        if status >= 400:
+            raise http_error(status, resp.reason, _Headers(resp), _read_limited(resp, clock), gw)
+        if collector.progress is not None:
+            collector.progress.phase("waiting")
+        ctype = (resp.getheader("content-type") or "").lower()
+        first = b""
+        if "event-stream" not in ctype and "json" not in ctype:
+            clock.arm()
+            first = resp.read1(READ_CHUNK)
+            ctype = "json" if first.lstrip()[:1] in (b"{", b"[") else "event-stream"
+        if "event-stream" in ctype:
+            parser = SSEParser(collector.on_sse)
+            if first:
+                parser.feed(first)
+            while not collector.finished:
+                clock.arm()
+                chunk = resp.read1(READ_CHUNK)
+                if not chunk:
+                    break
+                parser.feed(chunk)
+            if not collector.finished:
+                parser.close()
+            ended_early = not collector.finished
+        else:
+            data = bytearray(first)
+            while True:
+                clock.arm()
+                chunk = resp.read1(READ_CHUNK)
+                if not chunk:
+                    break
+                data += chunk
+            if "event-stream" not in ctype:
+                if data.lstrip()[:1] != b"{":
+                    raise GatewayError(
+                        "the gateway answered HTTP {} with something that is not JSON: {}".format(
+                            status, text_of(bytes(data[:200]).decode("utf-8", "replace"), 200)
+                        )
+                    )
+            try:
+                obj = parse_json_span(data, 0, len(data))
+            except ValueError as exc:
+                raise GatewayError(
+                    f"the gateway's JSON answer is unreadable: {exc}",
+                    "the body may have been cut short; retry",
+                    retryable=True,
+                    started=True,
+                ) from None
+            if isinstance(obj, dict):
+                if isinstance(obj.get("error"), dict) and not obj.get("output"):
+                    collector.failure = error_from_payload(obj["error"])
+                else:
+                    collector.handle_response(obj)
+            collector.finished = True
+            ended_early = False
+        collector.verdict(transport_ended_early=ended_early)
+    except socket.timeout:
+        if collector.sink.has_image:
+            return
+        if clock.total_limited:
+            raise NetworkError(
+                f"the total time budget ran out (--timeout {settings.timeout:g}s)",
+                "raise --timeout for slow renders",
+            ) from None
+        raise NetworkError(
+            f"no data from the gateway for {settings.idle_timeout:g}s (--idle-timeout)",
+            "the gateway stalled; raise --idle-timeout for slow renders, or retry",
+        ) from None
+    except TimeoutError:
+        if collector.sink.has_image:
+            return
+        raise NetworkError(
+            f"the total time budget ran out (--timeout {settings.timeout:g}s)",
+            "raise --timeout for slow renders",
+        ) from None
+    except ImagegenError:
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        if collector.sink.has_image:
+            return  # the image is safe; a connection that breaks afterwards does not matter
+        if status:
+            raise GatewayError(
+                f"the connection broke while reading the answer ({type(exc).__name__}: {exc})",
+                "the gateway or a proxy cut the stream; retrying may help",
+                retryable=True,
+                started=True,
+            ) from None
+        if isinstance(exc, http.client.RemoteDisconnected):
+            raise NetworkError(
+                "the gateway closed the connection without answering", retryable=True
+            ) from None
+        raise describe_network_error(exc, url) from None
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+class _Headers:
+    """Case-insensitive header lookup over an http.client response."""
+
+    def __init__(self, resp: Any) -> None:
+        self.resp = resp
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self.resp.getheader(name)
+        return default if value is None else str(value)
+
+
+def _read_limited(resp: Any, clock: Clock) -> bytes:
+    data = bytearray()
+    try:
+        while len(data) < MAX_ERROR_BODY:
+            clock.arm()
+            chunk = resp.read1(64 * 1024)
+            if not chunk:
+                break
+            data += chunk
+    except (OSError, ValueError):
+        pass
+    return bytes(data)
+
+
+def detect_quirk(
+    exc: ImagegenError,
+    *,
+    stream: bool,
+    force_tool: bool,
+    size: str,
+    strict_size: bool,
+    used: set[str],
+) -> tuple[str, str] | None:
+    """A known gateway quirk behind this error: (kind, what we do about it), or None."""
+    import re
+
+    if (
+        not isinstance(exc, GatewayError)
+        or isinstance(exc, AuthError)
+        or not 400 <= exc.status < 500
+    ):
+        return None
+    msg = exc.message.lower()
+    param = str(getattr(exc, "param", "")).lower()
+    if "minimum pixel budget" in msg and "size" not in used and not strict_size:
+        bigger = larger_known_size(size)
+        if bigger:
+            return (
+                "size:" + bigger,
+                f"the gateway rejected {size} as below its minimum pixel budget; "
+                f"retrying once with {bigger}",
+            )
+    if (
+        force_tool
+        and "tool_choice" not in used
+        and ("tool_choice" in msg or "tool choice" in msg or param == "tool_choice")
+    ):
+        return (
+            "tool_choice",
+            "the gateway rejected the forced tool_choice; retrying once with tool_choice auto",
+        )
+    if "stream" in used:
+        return None
+    mentions_stream = "stream" in msg or param == "stream"
+    if (
+        mentions_stream
+        and not stream
+        and re.search(
+            r"must be (set to )?true|only .*stream|stream\w* (is )?required"
+            r"|requires? stream|must stream",
+            msg,
+        )
+    ):
+        return (
+            "stream",
+            "the gateway only accepts streaming requests; retrying once with stream: true",
+        )
+    if (
+        mentions_stream
+        and stream
+        and re.search(
+            r"not (be )?supported|unsupported|not allowed|must be (set to )?false"
+            r"|disabled|does not support|cannot stream",
+            msg,
+        )
+    ):
+        return "stream", "the gateway refuses streaming requests; retrying once with stream: false"
+    return None
+
+
+class Outcome:
+    """What one job produced, for printing, --json and the sidecar."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.image: SavedImage | None = None
+        self.response_id = ""
+        self.item_id = ""
+        self.revised_prompt = ""
+        self.final_size = job.size
+        self.item_size = ""
+        self.item_format = ""
+        self.stream = job.stream
+        self.retries = 0
+        self.fallbacks: list[str] = []
+        self.elapsed = 0.0
+        self.error: ImagegenError | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.error is None else self.error.exit_code
+
+
+def backoff(retry_index: int) -> float:
+    import random
+
+    return float(min(BACKOFF_BASE * 2**retry_index, BACKOFF_MAX) * (1 - 0.25 * random.random()))
+
+
+def run_job(
+    job: Job,
+    gw: Gateway,
+    settings: Settings,
+    console: Console,
+    progress: Progress | None = None,
+    on_partial: Callable[[int, str | Blob], None] | None = None,
+    want_sha256: bool = False,
+) -> Outcome:
+    """Send the job (retrying and adapting to gateway quirks), save the image, return the outcome.
+
+    Raises ImagegenError; the image, once received, is never lost (see ImageSink)."""
+    import time
+
+    started = time.monotonic()
+    deadline = started + settings.timeout
+    outcome = Outcome(job)
+    stream, force_tool, size = job.stream, True, job.size
+    used: set[str] = set()
+    sink = ImageSink(job.out, job.force, want_sha256)
+    label = "" if job.name == job.out else job.name + ": "
+    try:
+        while True:
+            settings.gate.wait(deadline)
+            collector = Collector(sink, progress)
+            collector.on_partial = on_partial
+            payload = build_payload(job, stream=stream, size=size, force_tool=force_tool)
+            try:
+                exchange(gw, settings, payload, collector, deadline, console)
+                break
+            except (GatewayError, NetworkError) as exc:
+                if sink.has_image:
+                    break
+                quirk = detect_quirk(
+                    exc,
+                    stream=stream,
+                    force_tool=force_tool,
+                    size=size,
+                    strict_size=settings.strict_size,
+                    used=used,
+                )
+                if quirk is not None:
+                    kind, note = quirk
+                    used.add(kind.split(":")[0])
+                    if kind == "stream":
+                        stream = not stream
+                    elif kind == "tool_choice":
+                        force_tool = False
+                    else:
+                        size = kind.split(":", 1)[1]
+                    outcome.fallbacks.append(note)
+                    console.warn(label + note)
+                    continue
+                if not exc.retryable or outcome.retries >= settings.retries:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else backoff(outcome.retries)
+                if time.monotonic() + wait >= deadline:
+                    raise
+                outcome.retries += 1
+                if isinstance(exc, GatewayError) and exc.status == 429:
+                    settings.gate.hold(wait)
+                console.warn(
+                    "{}attempt {}/{} failed: {}; retrying in {:.1f}s{}".format(
+                        label,
+                        outcome.retries,
+                        settings.retries + 1,
+                        exc.message,
+                        wait,
+                        " (the gateway had already started, so this may be billed twice)"
+                        if exc.started
+                        else "",
+                    )
+                )
+                time.sleep(wait)
+        outcome.response_id = collector.response_id
+        outcome.item_id = collector.item_id
+        outcome.revised_prompt = collector.revised_prompt
+        outcome.item_size = collector.item_size
+        outcome.item_format = collector.item_format
+        outcome.final_size = size
+        outcome.stream = stream
+        outcome.image = sink.commit()
+        outcome.elapsed = time.monotonic() - started
+        return outcome
+    except OutputError:
+        outcome.image = sink.image
+        raise
+    finally:
+        sink.discard()
+
+
+# =============================================================================================
+# 8. Output: console (stderr, redacted), progress line, results on stdout
+# =============================================================================================
+
+
+class Console:
+    """Every line the script prints goes through here, so the key is redacted everywhere."""
+
+    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
+        import threading
+
+        self.quiet = quiet
+        self.verbose = verbose
+        self.secrets: list[str] = []
+        self.lock = threading.RLock()
+        self.status_shown = False  # a TTY status line is on screen and must be cleared first
+
+    def add_secret(self, value: str) -> None:
+        value = value.strip()
+        if len(value) >= 6 and value not in self.secrets:
+            self.secrets.append(value)
+            self.secrets.sort(key=len, reverse=True)
+            if value.lower().startswith("bearer "):
+                self.add_secret(value[7:])
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, mask_secret(secret))
+        return text
+
+    def _err(self, line: str) -> None:
+        with self.lock:
+            if self.status_shown:
+                sys.stderr.write("\r\x1b[2K")
+                self.status_shown = False
+            sys.stderr.write(self.redact(line) + "\n")
+            sys.stderr.flush()
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._err(message)
+
+    def warn(self, message: str) -> None:
+        self._err("warning: " + message)
+
+    def debug(self, message: str) -> None:
+        if self.verbose:
+            self._err("debug: " + message)
+
+    def error(self, exc: ImagegenError) -> None:
+        self._err("error: " + exc.message + ("\n  hint: " + exc.hint if exc.hint else ""))
+
+    def status(self, line: str, tty: bool) -> None:
+        """A progress line: rewritten in place on a terminal, a plain line otherwise."""
+        if self.quiet:
+            return
+        with self.lock:
+            if tty:
+                dim = "" if os.environ.get("NO_COLOR") else "\x1b[2m"
+                reset = "\x1b[0m" if dim else ""
+                sys.stderr.write("\r\x1b[2K" + dim + self.redact(line) + reset)
+                sys.stderr.flush()
+                self.status_shown = True
+            else:
+                self._err(line)
+
+    def result(self, line: str) -> None:
+        with self.lock:
+            if self.status_shown:
+                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.flush()
+                self.status_shown = False
+            sys.stdout.write(self.redact(line) + "\n")
+            sys.stdout.flush()
+
+
+class Progress:
+    """Elapsed time and stream phase on stderr: in place on a TTY, else a line per phase change
+    and a heartbeat at least every HEARTBEAT_SECONDS so an agent's log shows we are alive."""
+
+    def __init__(self, console: Console, total: int = 1) -> None:
+        import threading
+        import time
+
+        self.console = console
+        self.total = total
+        self.done = 0
+        self.phases: dict[int, str] = {}
+        self.started = time.monotonic()
+        self.last_line = self.started
+        self.tty = sys.stderr.isatty()
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: Any = None
+        self.local = threading.local()
+
+    def start(self) -> None:
+        import threading
+
+        if self.console.quiet:
+            return
+        self.thread = threading.Thread(target=self._tick, name="progress", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=2)
+        if self.console.status_shown:
+            with self.console.lock:
+                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.flush()
+                self.console.status_shown = False
+
+    def job(self, index: int) -> None:
+        """Bind the calling thread to job `index` (for concurrent runs)."""
+        self.local.index = index
+
+    def phase(self, name: str) -> None:
+        index = getattr(self.local, "index", 0)
+        with self.lock:
+            changed = self.phases.get(index) != name
+            self.phases[index] = name
+        if changed:
+            self._show(force=not self.tty)
+
+    def finish_one(self) -> None:
+        index = getattr(self.local, "index", 0)
+        with self.lock:
+            self.done += 1
+            self.phases.pop(index, None)
+
+    def line(self) -> str:
+        import time
+
+        elapsed = time.monotonic() - self.started
+        with self.lock:
+            phases = list(self.phases.values())
+        if self.total == 1:
+            return "[{:4.0f}s] {}".format(elapsed, phases[0] if phases else "sending")
+        running = ", ".join(sorted(set(phases))) or "-"
+        return f"[{elapsed:4.0f}s] {self.done}/{self.total} done; running: {running}"
+
+    def _show(self, force: bool = False) -> None:
+        import time
+
+        if self.console.quiet:
+            return
+        now = time.monotonic()
+        if self.tty or force or now - self.last_line >= HEARTBEAT_SECONDS:
+            self.last_line = now
+            self.console.status(self.line(), self.tty)
+
+    def _tick(self) -> None:
+        while not self.stop_event.wait(1.0 if self.tty else 1.0):
+            self._show()
+
+
+def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
+    """The JSON-able summary of one job (for --json)."""
+    image = outcome.image
+    record: dict[str, Any] = {
+        "ok": outcome.error is None,
+        "path": image.path if image else None,
+        "prompt": outcome.job.prompt,
+        "revised_prompt": outcome.revised_prompt or None,
+        "response_id": outcome.response_id or None,
+        "image_call_id": outcome.item_id or None,
+        "requested_size": outcome.job.size,
+        "final_requested_size": outcome.final_size,
+        "size": "{}x{}".format(*image.dims)
+        if image and image.dims
+        else (outcome.item_size or None),
+        "requested_format": outcome.job.output_format,
+        "format": image.kind if image else None,
+        "bytes": image.nbytes if image else None,
+        "elapsed_seconds": round(outcome.elapsed, 3),
+        "retries": outcome.retries,
+        "fallbacks": outcome.fallbacks,
+        "stream": outcome.stream,
+        "endpoint_host": host_of(gw.base_url),
+    }
+    if outcome.error is not None:
+        record["exit_code"] = outcome.error.exit_code
+        record["error"] = outcome.error.message
+        if outcome.error.hint:
+            record["hint"] = outcome.error.hint
+    return record
+
+
+def report_saved(outcome: Outcome, console: Console) -> None:
+    """Notes on stderr about the saved image: size, and mismatches with what was asked."""
+    image = outcome.image
+    if image is None:
+        return
+    expected = EXTENSION_FORMATS.get(os.path.splitext(outcome.job.out)[1].lower())
+    if expected and expected != image.kind:
+        console.warn(
+            f"the gateway returned {image.kind.upper()} bytes but "
+            f"{os.path.basename(outcome.job.out)} says {expected.upper()}; kept the path"
+        )
+    requested = parse_size(outcome.final_size) if outcome.final_size != "auto" else None
+    if requested and image.dims and tuple(image.dims) != requested:
+        console.warn(
+            "asked for {}x{} but the image is {}x{}".format(requested[0], requested[1], *image.dims)
+        )
+    dims = "{}x{} ".format(*image.dims) if image.dims else ""
+    console.info(
+        f"saved {image.path} ({dims}{image.kind.upper()}, {image.nbytes:,} bytes) "
+        f"in {outcome.elapsed:.1f}s"
+    )
+
+
+def print_dry_run(gw: Gateway, payload: Mapping[str, Any], console: Console) -> None:
+    headers = gw.request_headers()
+    headers["Content-Type"] = "application/json"
+    headers["Accept"] = "text/event-stream" if payload.get("stream") else "application/json"
+    lines = ["POST " + gw.url("/responses")]
+    for name, value in headers.items():
+        if name.lower() == "authorization" and value.lower().startswith("bearer "):
+            value = "Bearer " + mask_secret(value[7:])
+        elif looks_secret(name):
+            value = mask_secret(value)
+        lines.append(f"{name}: {value}")
+    if not gw.api_key:
+        lines.append("# no API key found: no Authorization header would be sent")
+    lines.append("")
+    lines.append(display_payload(payload))
+    console.result("\n".join(lines))
+
+
+# =============================================================================================
+# 9. CLI: arguments, checks before sending, main()
+# =============================================================================================
+
+EXAMPLES = """\
+examples:
+  generate:      %(prog)s --prompt "a lighthouse at dusk, oil painting" --out lighthouse.png
+  portrait:      %(prog)s --prompt-file brief.txt --size 1024x1536 --out poster.png
+  edit:          %(prog)s --prompt "make it winter, keep the layout" --image in.png \\
+                     --action edit --out winter.png
+  masked edit:   %(prog)s --prompt "replace the sky" --image in.png --mask sky.png --out sky.png
+  check only:    %(prog)s --prompt "test" --out x.png --dry-run
+  for agents:    %(prog)s --prompt "..." --out a.png --json
+
+configuration: read from $CODEX_HOME (default ~/.codex): config.toml (model_provider and
+[model_providers.<id>]: base_url, env_key, query_params, http_headers, ...) and auth.json.
+exit codes: 0 ok, 1 internal, 2 arguments/input, 3 config/credentials, 4 gateway error,
+5 no image, 6 network/timeout, 7 output not written.
+"""
+
+
+def build_parser() -> Any:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(message, "see --help")
+
+    p = Parser(
+        prog=PROG,
+        description="Generate or edit an image through the Responses gateway your Codex CLI "
+        "is configured for, and save it to a file.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("prompt and output")
+    g.add_argument("--prompt", help="the prompt text, or - to read it from stdin")
+    g.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file")
+    g.add_argument("--out", metavar="PATH", help="where to save the image (parents are created)")
+    g.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
+    g.add_argument(
+        "--dry-run", action="store_true", help="print the request and exit; sends nothing"
+    )
+
+    g = p.add_argument_group("reference images")
+    g.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="local reference image (repeatable)",
+    )
+    g.add_argument(
+        "--image-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="http(s) or data: URL of a reference image (repeatable)",
+    )
+    g.add_argument(
+        "--mask",
+        metavar="PATH",
+        help="PNG with alpha, same size as the first --image; transparent = change",
+    )
+    g.add_argument(
+        "--detail", choices=DETAILS, default="auto", help="input image detail (default auto)"
+    )
+
+    g = p.add_argument_group("image options")
+    g.add_argument(
+        "--action",
+        choices=ACTIONS,
+        default="auto",
+        help="generate, edit or let the model decide (default auto)",
+    )
+    g.add_argument(
+        "--size",
+        default=DEFAULT_SIZE,
+        help="WxH or auto (default 1024x1024; also 1024x1536, 1536x1024)",
+    )
+    g.add_argument(
+        "--model",
+        help=f"Responses model (default $CODEX_IMAGEGEN_MODEL or {DEFAULT_MODEL})",
+    )
+    g.add_argument("--image-model", help="image model inside the tool, e.g. gpt-image-2")
+    g.add_argument("--quality", choices=QUALITIES)
+    g.add_argument("--background", choices=BACKGROUNDS)
+    g.add_argument(
+        "--format",
+        choices=FORMATS + ("jpg",),
+        help="output format (default: from --out's extension, else png)",
+    )
+    g.add_argument("--compression", type=int, metavar="0-100", help="jpeg/webp compression")
+    g.add_argument("--moderation", choices=MODERATIONS)
+    g.add_argument("--input-fidelity", choices=FIDELITIES)
+    g.add_argument(
+        "--strict-size",
+        action="store_true",
+        help="never switch to a larger size when the gateway rejects a small one",
+    )
+
+    g = p.add_argument_group("gateway")
+    g.add_argument(
+        "--codex-home", metavar="DIR", help="Codex home (default $CODEX_HOME or ~/.codex)"
+    )
+    g.add_argument("--profile", metavar="NAME", help="layer NAME.config.toml over config.toml")
+    g.add_argument("--base-url", metavar="URL", help="override the provider's base URL")
+    g.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra HTTP header (repeatable)",
+    )
+    g.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="one JSON answer instead of Server-Sent Events",
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help="retries for transient failures (default 2)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="total time budget (default 900)",
+    )
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="give up after this long without a byte (default 300)",
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help="TCP/TLS connect timeout (default 30)",
+    )
+
+    g = p.add_argument_group("messages")
+    g.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress or notes on stderr (warnings and errors still)",
+    )
+    g.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log requests and events (key redacted) and tracebacks",
+    )
+    g.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return p
+
+
+def read_prompt(args: Any) -> str:
+    if args.prompt is not None and args.prompt_file:
+        raise UsageError("give either --prompt or --prompt-file, not both")
+    if args.prompt_file:
+        try:
+            with open(args.prompt_file, encoding="utf-8-sig") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                "--prompt-file {}: cannot read: {}".format(
+                    args.prompt_file, getattr(exc, "strerror", None) or exc
+                )
+            ) from None
+    if args.prompt == "-":
+        return sys.stdin.read()
+    if args.prompt is None:
+        raise UsageError(
+            "no prompt given", "pass --prompt TEXT, --prompt - (stdin) or --prompt-file PATH"
+        )
+    return str(args.prompt)
+
+
+def check_output_path(out: str, force: bool) -> None:
+    """Refuse before sending anything if --out cannot become the image."""
+    if os.path.isdir(out):
+        raise OutputError(
+            f"--out {out} is a directory",
+            "give a file name, e.g. {}".format(os.path.join(out, "image.png")),
+        )
+    if os.path.lexists(out) and not force:
+        raise OutputError(
+            f"{out} already exists", "pass --force to overwrite it, or choose another --out"
+        )
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputError(f"cannot create the folder for {out}: {parent} is not a directory")
+
+
+def job_options(args: Any, prompt: str, env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "prompt": prompt,
+        "out": args.out,
+        "model": args.model or env.get("CODEX_IMAGEGEN_MODEL") or DEFAULT_MODEL,
+        "size": args.size,
+        "action": args.action,
+        "detail": args.detail,
+        "images": args.image,
+        "image_urls": args.image_url,
+        "mask": args.mask,
+        "image_model": args.image_model,
+        "quality": args.quality,
+        "background": args.background,
+        "format": args.format,
+        "compression": args.compression,
+        "moderation": args.moderation,
+        "input_fidelity": args.input_fidelity,
+        "stream": args.stream,
+        "force": args.force,
+    }
+
+
+def make_settings(args: Any, env: Mapping[str, str]) -> Settings:
+    settings = Settings(env)
+    if args.retries < 0:
+        raise UsageError("--retries must be 0 or more")
+    for name in ("timeout", "idle_timeout", "connect_timeout"):
+        if getattr(args, name) <= 0:
+            raise UsageError("--{} must be more than 0 seconds".format(name.replace("_", "-")))
+    settings.retries = args.retries
+    settings.timeout = args.timeout
+    settings.idle_timeout = args.idle_timeout
+    settings.connect_timeout = args.connect_timeout
+    settings.strict_size = args.strict_size
+    return settings
+
+
+def run(args: Any, console: Console) -> int:
+    env = os.environ
+    prompt = read_prompt(args)
+    if not args.out and not args.dry_run:
+        raise UsageError(
+            "no --out given", "pass --out PATH for the image file, e.g. --out image.png"
+        )
+    job = build_job(job_options(args, prompt, env))
+    settings = make_settings(args, env)
+    if not args.dry_run:
+        check_output_path(job.out, job.force)
+    gw = load_gateway(args, env, console)
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(gw.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
+    if args.dry_run:
+        print_dry_run(gw, build_payload(job, stream=job.stream, size=job.size), console)
+        return EXIT_OK
+    if parts.scheme == "http" and gw.api_key and not is_loopback_host(parts.hostname):
+        console.warn(f"the API key will be sent unencrypted over http:// to {parts.hostname}")
+    console.info(
+        "requesting image from {} ({}, {}); this can take a minute or two".format(
+            parts.netloc, job.model, "streaming" if job.stream else "no streaming"
+        )
+    )
+    progress = Progress(console)
+    progress.start()
+    try:
+        outcome = run_job(job, gw, settings, console, progress)
+    except ImagegenError as exc:
+        progress.stop()
+        if args.json:
+            failed = Outcome(job)
+            failed.error = exc
+            console.result(json_dumps(outcome_record(failed, gw)))
+        raise
+    progress.stop()
+    report_saved(outcome, console)
+    if args.json:
+        console.result(json_dumps(outcome_record(outcome, gw)))
+    else:
+        console.result(outcome.image.path if outcome.image else "")
+    return EXIT_OK
+
+
+def json_dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    console = Console()
+    verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
+    console.verbose = verbose
+    try:
+        args = build_parser().parse_args(argv)
+        console.quiet = args.quiet
+        return run(args, console)
+    except ImagegenError as exc:
+        console.error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console._err("interrupted")
+        return 130
+    except Exception as exc:  # a bug: one line, traceback only with --verbose
+        if verbose:
+            import traceback
+
+            console._err(traceback.format_exc())
+        console._err(
+            f"error: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with --verbose and report it)"
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
