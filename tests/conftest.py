@@ -1,0 +1,103 @@
+"""Shared fixtures: a loopback gateway, a Codex home pointing at it, and a way to run the script
+as a subprocess exactly as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.gateway import Gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "generate_gateway_image.py"
+TEST_KEY = "sk-test-KEY-4f9c2b7e1d0a"  # recognisable: tests assert it never leaks
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """A minimal environment: no proxies, no CA or key variables from the developer's shell."""
+    keep = ("PATH", "SYSTEMROOT", "TMPDIR", "TEMP", "TMP", "LANG", "LC_ALL", "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["NO_PROXY"] = "*"
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    input: str | None = None,
+    cwd: str | Path | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run the script in a subprocess; returns the completed process (text mode)."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        env=dict(env) if env is not None else clean_env(),
+        input=input,
+        capture_output=True,
+        text=True,
+        cwd=str(cwd) if cwd is not None else None,
+        timeout=timeout,
+        encoding="utf-8",
+    )
+
+
+def write_codex_home(
+    home: Path,
+    base_url: str,
+    *,
+    key: str | None = TEST_KEY,
+    provider: str = "gw",
+    extra_provider: str = "",
+    extra_top: str = "",
+) -> Path:
+    """A Codex home whose config.toml points at base_url; the key goes into auth.json."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'model_provider = "{provider}"\n{extra_top}\n'
+        f"[model_providers.{provider}]\n"
+        f'name = "test gateway"\nbase_url = "{base_url}"\nrequires_openai_auth = true\n'
+        f"{extra_provider}\n",
+        encoding="utf-8",
+    )
+    if key is not None:
+        auth = home / "auth.json"
+        auth.write_text('{"OPENAI_API_KEY": "%s"}' % key, encoding="utf-8")
+        if os.name == "posix":
+            auth.chmod(0o600)
+    return home
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    with Gateway() as gw:
+        yield gw
+
+
+@pytest.fixture
+def codex_home(tmp_path: Path, gateway: Gateway) -> Path:
+    return write_codex_home(tmp_path / "codex-home", gateway.base_url)
+
+
+@pytest.fixture
+def env(codex_home: Path) -> dict[str, str]:
+    return clean_env(CODEX_HOME=str(codex_home))
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files the script may have left in a folder (must be none)."""
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".part"))
+
+
+def parse_json_stdout(proc: subprocess.CompletedProcess[str]) -> Any:
+    import json
+
+    return json.loads(proc.stdout)
