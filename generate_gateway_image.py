@@ -47,6 +47,7 @@ USER_AGENT = "codex-gateway-imagegen/{} (Python {}.{}; {})".format(
 DEFAULT_MODEL = "gpt-5.5"
 DEFAULT_SIZE = "1024x1024"
 DEFAULT_PROVIDER = "openai"
+DEFAULT_IMAGES_MODEL = "gpt-image-2"  # what Codex's own image tool asks the Images API for
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 BUILTIN_PROVIDER_URLS = {
     "ollama": "http://localhost:11434/v1",
@@ -680,7 +681,8 @@ class InputImage:
     def prefix(self) -> bytes:
         return f"data:{self.mime};base64,".encode("ascii")
 
-    def url_length(self) -> int:
+    def length(self) -> int:
+        """Length of the data: URL, known before reading the file."""
         return len(self.prefix()) + 4 * ((self.size + 2) // 3)
 
     def chunks(self) -> Iterator[bytes]:
@@ -837,6 +839,10 @@ class Job:
         "partial_images",
         "previous_response_id",
         "name",
+        "api",
+        "store",
+        "edit_from",
+        "options",
     )
 
     def __init__(self, prompt: str, out: str) -> None:
@@ -856,6 +862,10 @@ class Job:
         self.partial_images = 0
         self.previous_response_id: str | None = None
         self.name = out
+        self.api = "responses"
+        self.store = False
+        self.edit_from = False  # images[0] is the --edit-from image
+        self.options: dict[str, Any] = {}
 
 
 def build_job(opts: Mapping[str, Any]) -> Job:
@@ -877,6 +887,12 @@ def build_job(opts: Mapping[str, Any]) -> Job:
         if not url.startswith(("http://", "https://", "data:")):
             raise UsageError(f"--image-url {url[:80]!r}: only http(s):// or data: URLs")
         job.image_urls.append(url)
+    edit_from = opts.get("edit_from_image")
+    if edit_from:
+        job.images.append(load_input_image(edit_from, "--edit-from"))
+        job.edit_from = True
+        if job.action == "auto":
+            job.action = "edit"
     for path in opts.get("images") or ():
         job.images.append(load_input_image(path))
     if len(job.images) + len(job.image_urls) > MAX_INPUT_IMAGES:
@@ -899,7 +915,7 @@ def build_job(opts: Mapping[str, Any]) -> Job:
                 f"--mask {mask_path}: has no alpha channel",
                 "transparent pixels mark the area to change; save the mask as RGBA PNG",
             )
-        first = job.images[0] if job.images else None
+        first = job.images[0] if job.images else None  # the --edit-from image when given
         if first is not None and first.dims and mask.dims and first.dims != mask.dims:
             raise UsageError(
                 f"--mask {mask_path} is {mask.dims[0]}x{mask.dims[1]} but {first.path} is "
@@ -932,14 +948,25 @@ def build_job(opts: Mapping[str, Any]) -> Job:
         if value is not None:
             tool[key] = int(value) if key == "output_compression" else value
     job.tool_options = tool
-    job.previous_response_id = opts.get("previous_response_id")
+    job.previous_response_id = opts.get("previous_response_id") or None
+    job.api = opts.get("api") or "responses"
+    job.store = bool(opts.get("store"))
+    if job.api == "images" and job.image_urls:
+        raise UsageError("--api images cannot send --image-url references; download them first")
+    job.options = {k: v for k, v in opts.items() if v not in (None, [], False) and k != "prompt"}
     return job
 
 
-def build_payload(job: Job, *, stream: bool, size: str, force_tool: bool = True) -> dict[str, Any]:
-    """The /responses request body. Input images stay InputImage objects (streamed on send)."""
+def build_payload(
+    job: Job, *, stream: bool, size: str, force_tool: bool = True, use_previous: bool = False
+) -> dict[str, Any]:
+    """The /responses request body. Input images stay InputImage objects (streamed on send).
+
+    With use_previous, the --edit-from image is not re-uploaded: previous_response_id refers
+    to the stored response that holds it."""
     content: list[dict[str, Any]] = [{"type": "input_text", "text": job.prompt}]
-    for image in job.images:
+    images = job.images[1:] if use_previous and job.edit_from else job.images
+    for image in images:
         content.append({"type": "input_image", "image_url": image, "detail": job.detail})
     for url in job.image_urls:
         content.append({"type": "input_image", "image_url": url, "detail": job.detail})
@@ -954,14 +981,39 @@ def build_payload(job: Job, *, stream: bool, size: str, force_tool: bool = True)
         "input": [{"type": "message", "role": "user", "content": content}],
         "tools": [tool],
         "tool_choice": {"type": "image_generation"} if force_tool else "auto",
-        "store": False,
+        "store": job.store,
         "stream": stream,
     }
     if not force_tool:
         payload["instructions"] = TOOL_CHOICE_INSTRUCTIONS
-    if job.previous_response_id:
+    if use_previous and job.previous_response_id:
         payload["previous_response_id"] = job.previous_response_id
     return payload
+
+
+class RawFile:
+    """A file sent as-is (multipart upload), read from disk while the body is sent."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+
+    def length(self) -> int:
+        return self.size
+
+    def chunks(self) -> Iterator[bytes]:
+        sent = 0
+        with open(self.path, "rb") as f:
+            while True:
+                block = f.read(1024 * 1024)
+                if not block:
+                    break
+                sent += len(block)
+                yield block
+        if sent != self.size:
+            raise UsageError(f"{self.path}: the file changed while it was being sent")
 
 
 class Body:
@@ -969,9 +1021,9 @@ class Body:
 
     __slots__ = ("parts", "length")
 
-    def __init__(self, parts: list[bytes | InputImage]) -> None:
+    def __init__(self, parts: Sequence[bytes | InputImage | RawFile]) -> None:
         self.parts = parts
-        self.length = sum(len(p) if isinstance(p, bytes) else p.url_length() for p in parts)
+        self.length = sum(len(p) if isinstance(p, bytes) else p.length() for p in parts)
 
     def chunks(self) -> Iterator[bytes]:
         for part in self.parts:
@@ -994,7 +1046,7 @@ def encode_body(payload: Mapping[str, Any]) -> Body:
         raise TypeError(type(obj).__name__)
 
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=placeholder)
-    parts: list[bytes | InputImage] = []
+    parts: list[bytes | InputImage | RawFile] = []
     for i, image in enumerate(images):
         token = json.dumps(marker.format(i))[1:-1]  # the escaped form json.dumps wrote
         before, _, text = text.partition(token)
@@ -1731,6 +1783,25 @@ class Collector:
                     if isinstance(text, str) and text.strip():
                         self.texts.append(text.strip())
 
+    def handle_json(self, obj: Mapping[str, Any]) -> None:
+        """A whole JSON answer: a Response object, an Images API answer, or an error."""
+        if isinstance(obj.get("error"), dict) and not obj.get("output") and not obj.get("data"):
+            self.failure = error_from_payload(obj["error"])
+        elif isinstance(obj.get("data"), list):
+            for entry in obj["data"]:
+                if not isinstance(entry, dict) or self.sink.has_image:
+                    continue
+                if entry.get("b64_json") and self.sink.save(entry["b64_json"]):
+                    self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
+                elif entry.get("url") and self.failure is None:
+                    self.failure = GatewayError(
+                        "the gateway returned an image URL instead of image data",
+                        "this gateway's Images API needs response_format b64_json",
+                    )
+            self.response_id = str(obj.get("id") or obj.get("created") or "")
+        else:
+            self.handle_response(obj)
+
     def handle_response(self, resp: Mapping[str, Any], from_stream: bool = False) -> None:
         if resp.get("id"):
             self.response_id = str(resp["id"])
@@ -1938,24 +2009,76 @@ def host_of(url: str) -> str:
     return urlsplit(url).netloc or url
 
 
+class Request:
+    """One HTTP request to the gateway: path under base_url, body, content type."""
+
+    __slots__ = ("path", "body", "content_type", "stream")
+
+    def __init__(self, path: str, body: Body, content_type: str, stream: bool) -> None:
+        self.path = path
+        self.body = body
+        self.content_type = content_type
+        self.stream = stream
+
+
+def responses_request(payload: Mapping[str, Any]) -> Request:
+    return Request("/responses", encode_body(payload), "application/json", bool(payload["stream"]))
+
+
+def images_request(job: Job, size: str) -> Request:
+    """The Images API equivalent: JSON to /images/generations, or multipart to /images/edits
+    (built here with the standard library) when there are reference images or a mask."""
+    import json
+
+    fields: dict[str, Any] = {
+        "model": job.tool_options.get("model") or DEFAULT_IMAGES_MODEL,
+        "prompt": job.prompt,
+        "size": size,
+    }
+    fields.update((k, v) for k, v in job.tool_options.items() if k != "model")
+    if not job.images:
+        body = json.dumps(fields, ensure_ascii=False).encode("utf-8")
+        return Request("/images/generations", Body([body]), "application/json", False)
+    boundary = "----codex-imagegen-" + os.urandom(12).hex()
+    parts: list[bytes | InputImage | RawFile] = []
+    for name, value in fields.items():
+        parts.append(
+            '--{}\r\nContent-Disposition: form-data; name="{}"\r\n\r\n{}\r\n'.format(
+                boundary, name, value
+            ).encode("utf-8")
+        )
+    files = [("image[]", image) for image in job.images]
+    if job.mask is not None:
+        files.append(("mask", job.mask))
+    for name, image in files:
+        filename = os.path.basename(image.path).replace('"', "_")
+        parts.append(
+            '--{}\r\nContent-Disposition: form-data; name="{}"; filename="{}"\r\n'
+            "Content-Type: {}\r\n\r\n".format(boundary, name, filename, image.mime).encode("utf-8")
+        )
+        parts.append(RawFile(image.path, image.size))
+        parts.append(b"\r\n")
+    parts.append("--{}--\r\n".format(boundary).encode("ascii"))
+    return Request("/images/edits", Body(parts), "multipart/form-data; boundary=" + boundary, False)
+
+
 def exchange(
     gw: Gateway,
     settings: Settings,
-    payload: Mapping[str, Any],
+    request: Request,
     collector: Collector,
     deadline: float,
     console: Console,
 ) -> None:
-    """One POST to /responses; the answer (SSE or JSON) is fed to the collector as it arrives."""
+    """One POST; the answer (SSE or JSON) is fed to the collector as it arrives."""
     import http.client
     import socket
 
-    url = gw.url("/responses")
-    stream = bool(payload.get("stream"))
-    body = encode_body(payload)
+    url = gw.url(request.path)
+    body = request.body
     headers = gw.request_headers()
-    headers["Content-Type"] = "application/json"
-    headers["Accept"] = "text/event-stream" if stream else "application/json"
+    headers["Content-Type"] = request.content_type
+    headers["Accept"] = "text/event-stream" if request.stream else "application/json"
     clock = Clock(settings.idle_timeout, deadline)
     if clock.remaining() <= 0:
         raise NetworkError(f"the total time budget (--timeout {settings.timeout:g}s) ran out")
@@ -2042,10 +2165,7 @@ def exchange(
                     started=True,
                 ) from None
             if isinstance(obj, dict):
-                if isinstance(obj.get("error"), dict) and not obj.get("output"):
-                    collector.failure = error_from_payload(obj["error"])
-                else:
-                    collector.handle_response(obj)
+                collector.handle_json(obj)
             collector.finished = True
             ended_early = False
         collector.verdict(transport_ended_early=ended_early)
@@ -2197,6 +2317,9 @@ class Outcome:
         self.retries = 0
         self.fallbacks: list[str] = []
         self.elapsed = 0.0
+        self.started_at = 0.0
+        self.api = "responses"
+        self.used_previous = False
         self.error: ImagegenError | None = None
 
     @property
@@ -2208,6 +2331,30 @@ def backoff(retry_index: int) -> float:
     import random
 
     return float(min(BACKOFF_BASE * 2**retry_index, BACKOFF_MAX) * (1 - 0.25 * random.random()))
+
+
+IMAGE_TOOL_UNSUPPORTED = (
+    r"image_generation\W.*(not supported|unsupported|not found|unknown|not enabled|not available)"
+    r"|(not supported|unsupported|unknown|invalid).*\bimage_generation\b"
+)
+
+
+def images_fallback_reason(exc: ImagegenError, request_path: str) -> str | None:
+    """Why /responses cannot make images here (for --api auto), or None."""
+    import re
+
+    if not isinstance(exc, GatewayError) or isinstance(exc, AuthError):
+        return None
+    if request_path != "/responses" or not 400 <= exc.status < 500:
+        return None
+    msg = exc.message.lower()
+    if exc.status == 404:
+        return "the gateway has no /responses endpoint"
+    if re.search(IMAGE_TOOL_UNSUPPORTED, msg):
+        return "the gateway's /responses does not support the image tool"
+    if "tool_choice" in msg or "tool choice" in msg or getattr(exc, "param", "") == "tool_choice":
+        return "the gateway rejects a forced tool_choice"
+    return None
 
 
 def run_job(
@@ -2227,7 +2374,10 @@ def run_job(
     started = time.monotonic()
     deadline = started + settings.timeout
     outcome = Outcome(job)
+    outcome.started_at = time.time()
     stream, force_tool, size = job.stream, True, job.size
+    api = "images" if job.api == "images" else "responses"
+    use_previous = bool(job.previous_response_id)
     used: set[str] = set()
     sink = ImageSink(job.out, job.force, want_sha256)
     label = "" if job.name == job.out else job.name + ": "
@@ -2236,30 +2386,47 @@ def run_job(
             settings.gate.wait(deadline)
             collector = Collector(sink, progress)
             collector.on_partial = on_partial
-            payload = build_payload(job, stream=stream, size=size, force_tool=force_tool)
+            if api == "images":
+                request = images_request(job, size)
+            else:
+                payload = build_payload(
+                    job, stream=stream, size=size, force_tool=force_tool, use_previous=use_previous
+                )
+                request = responses_request(payload)
             try:
-                exchange(gw, settings, payload, collector, deadline, console)
+                exchange(gw, settings, request, collector, deadline, console)
                 break
             except (GatewayError, NetworkError) as exc:
                 if sink.has_image:
                     break
-                quirk = detect_quirk(
-                    exc,
-                    stream=stream,
-                    force_tool=force_tool,
-                    size=size,
-                    strict_size=settings.strict_size,
-                    used=used,
-                )
-                if quirk is not None:
-                    kind, note = quirk
-                    used.add(kind.split(":")[0])
-                    if kind == "stream":
-                        stream = not stream
-                    elif kind == "tool_choice":
-                        force_tool = False
-                    else:
-                        size = kind.split(":", 1)[1]
+                note = ""
+                reason = images_fallback_reason(exc, request.path) if job.api == "auto" else None
+                if reason and "images" not in used:
+                    used.add("images")
+                    api = "images"
+                    note = reason + "; switching to the Images API (/images/...)"
+                elif use_previous and "previous_response" in exc.message.lower():
+                    use_previous = False
+                    note = "the gateway rejected previous_response_id; re-uploading the image"
+                else:
+                    quirk = detect_quirk(
+                        exc,
+                        stream=stream,
+                        force_tool=force_tool,
+                        size=size,
+                        strict_size=settings.strict_size,
+                        used=used,
+                    )
+                    if quirk is not None:
+                        kind, note = quirk
+                        used.add(kind.split(":")[0])
+                        if kind == "stream":
+                            stream = not stream
+                        elif kind == "tool_choice":
+                            force_tool = False
+                        else:
+                            size = kind.split(":", 1)[1]
+                if note:
                     outcome.fallbacks.append(note)
                     console.warn(label + note)
                     continue
@@ -2270,7 +2437,7 @@ def run_job(
                     raise
                 outcome.retries += 1
                 if isinstance(exc, GatewayError) and exc.status == 429:
-                    settings.gate.hold(wait)
+                    settings.gate.hold(wait)  # slows every concurrent job, not just this one
                 console.warn(
                     "{}attempt {}/{} failed: {}; retrying in {:.1f}s{}".format(
                         label,
@@ -2290,12 +2457,16 @@ def run_job(
         outcome.item_size = collector.item_size
         outcome.item_format = collector.item_format
         outcome.final_size = size
-        outcome.stream = stream
+        outcome.stream = stream and api == "responses"
+        outcome.api = api
+        outcome.used_previous = use_previous
         outcome.image = sink.commit()
         outcome.elapsed = time.monotonic() - started
         return outcome
-    except OutputError:
-        outcome.image = sink.image
+    except ImagegenError as exc:
+        outcome.image = sink.image if isinstance(exc, OutputError) else None
+        outcome.elapsed = time.monotonic() - started
+        exc.outcome = outcome  # type: ignore[attr-defined]
         raise
     finally:
         sink.discard()
@@ -2425,14 +2596,16 @@ class Progress:
         with self.lock:
             changed = self.phases.get(index) != name
             self.phases[index] = name
-        if changed:
-            self._show(force=not self.tty)
+        if changed:  # off a terminal, concurrent jobs report on finishing and heartbeats only
+            self._show(force=not self.tty and self.total == 1)
 
     def finish_one(self) -> None:
         index = getattr(self.local, "index", 0)
         with self.lock:
             self.done += 1
             self.phases.pop(index, None)
+        if self.total > 1:
+            self._show(force=True)
 
     def line(self) -> str:
         import time
@@ -2492,7 +2665,7 @@ def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
     return record
 
 
-def report_saved(outcome: Outcome, console: Console) -> None:
+def report_saved(outcome: Outcome, console: Console, quiet_success: bool = False) -> None:
     """Notes on stderr about the saved image: size, and mismatches with what was asked."""
     image = outcome.image
     if image is None:
@@ -2508,6 +2681,8 @@ def report_saved(outcome: Outcome, console: Console) -> None:
         console.warn(
             "asked for {}x{} but the image is {}x{}".format(requested[0], requested[1], *image.dims)
         )
+    if quiet_success:  # several images: the summary lines on stdout say it
+        return
     dims = "{}x{} ".format(*image.dims) if image.dims else ""
     console.info(
         f"saved {image.path} ({dims}{image.kind.upper()}, {image.nbytes:,} bytes) "
@@ -2515,11 +2690,14 @@ def report_saved(outcome: Outcome, console: Console) -> None:
     )
 
 
-def print_dry_run(gw: Gateway, payload: Mapping[str, Any], console: Console) -> None:
+def print_dry_run(
+    gw: Gateway, request: Request, console: Console, payload: Mapping[str, Any] | None = None
+) -> None:
+    """The request as it would be sent: endpoint, headers (credentials masked), body."""
     headers = gw.request_headers()
-    headers["Content-Type"] = "application/json"
-    headers["Accept"] = "text/event-stream" if payload.get("stream") else "application/json"
-    lines = ["POST " + gw.url("/responses")]
+    headers["Content-Type"] = request.content_type
+    headers["Accept"] = "text/event-stream" if request.stream else "application/json"
+    lines = ["POST " + gw.url(request.path)]
     for name, value in headers.items():
         if name.lower() == "authorization" and value.lower().startswith("bearer "):
             value = "Bearer " + mask_secret(value[7:])
@@ -2529,8 +2707,22 @@ def print_dry_run(gw: Gateway, payload: Mapping[str, Any], console: Console) -> 
     if not gw.api_key:
         lines.append("# no API key found: no Authorization header would be sent")
     lines.append("")
-    lines.append(display_payload(payload))
+    if payload is not None:
+        lines.append(display_payload(payload))
+    else:
+        lines.append(display_body(request.body))
     console.result("\n".join(lines))
+
+
+def display_body(body: Body) -> str:
+    """A non-JSON-payload body for --dry-run: text parts as they are, files as placeholders."""
+    out = []
+    for part in body.parts:
+        if isinstance(part, bytes):
+            out.append(part.decode("utf-8", "replace"))
+        else:
+            out.append(f"<{part.length()} bytes from {part.path}>")
+    return "".join(out)
 
 
 # =============================================================================================
@@ -2683,6 +2875,76 @@ def build_parser() -> Any:
         help="TCP/TLS connect timeout (default 30)",
     )
 
+    g = p.add_argument_group("several images")
+    g.add_argument(
+        "--n",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N variants, sent concurrently, saved as OUT-1..OUT-N (1-10)",
+    )
+    g.add_argument(
+        "--batch",
+        metavar="JOBS.jsonl",
+        help="one job per line: a prompt string or an object with prompt, out, size, image, ...",
+    )
+    g.add_argument(
+        "--out-dir", metavar="DIR", help="folder for --batch results (default names NNN-<slug>.png)"
+    )
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="K",
+        help="parallel --batch jobs (default 4, max 16)",
+    )
+
+    g = p.add_argument_group("previews, metadata and iteration")
+    g.add_argument(
+        "--partial-images",
+        type=int,
+        default=0,
+        metavar="K",
+        help="ask for K (0-3) live previews, saved as OUT.partial-K.ext",
+    )
+    g.add_argument(
+        "--partials-dir", metavar="DIR", help="where previews go (default: beside --out)"
+    )
+    g.add_argument(
+        "--sidecar",
+        action="store_true",
+        help="write OUT.json beside each image (prompt, ids, sizes, sha256, timings)",
+    )
+    g.add_argument(
+        "--edit-from",
+        metavar="PATH",
+        help="continue editing an earlier image (or its .json sidecar)",
+    )
+    g.add_argument(
+        "--store",
+        action="store_true",
+        help="ask the gateway to store the response (lets --edit-from send previous_response_id)",
+    )
+    g.add_argument(
+        "--api",
+        choices=("responses", "images", "auto"),
+        default="responses",
+        help="responses (default), images (/images/generations and /images/edits), "
+        "or auto (fall back to images)",
+    )
+
+    g = p.add_argument_group("diagnostics")
+    g.add_argument(
+        "--doctor",
+        action="store_true",
+        help="check configuration, key, DNS, TCP, TLS and GET /models; no image",
+    )
+    g.add_argument(
+        "--probe",
+        action="store_true",
+        help="with --doctor: one cheap /responses call (may cost one low-quality image)",
+    )
+
     g = p.add_argument_group("messages")
     g.add_argument(
         "--quiet",
@@ -2746,8 +3008,8 @@ def job_options(args: Any, prompt: str, env: Mapping[str, str]) -> dict[str, Any
         "size": args.size,
         "action": args.action,
         "detail": args.detail,
-        "images": args.image,
-        "image_urls": args.image_url,
+        "images": list(args.image),
+        "image_urls": list(args.image_url),
         "mask": args.mask,
         "image_model": args.image_model,
         "quality": args.quality,
@@ -2756,9 +3018,197 @@ def job_options(args: Any, prompt: str, env: Mapping[str, str]) -> dict[str, Any
         "compression": args.compression,
         "moderation": args.moderation,
         "input_fidelity": args.input_fidelity,
+        "partial_images": args.partial_images,
         "stream": args.stream,
         "force": args.force,
+        "api": args.api,
+        "store": args.store,
     }
+
+
+BATCH_KEYS: dict[str, Any] = {
+    "prompt": str,
+    "out": str,
+    "size": str,
+    "image": (str, list),
+    "image_url": (str, list),
+    "mask": str,
+    "action": str,
+    "format": str,
+    "quality": str,
+    "background": str,
+    "compression": int,
+    "moderation": str,
+    "input_fidelity": str,
+    "image_model": str,
+    "model": str,
+    "detail": str,
+}
+BATCH_CHOICES = {
+    "action": ACTIONS,
+    "format": FORMATS + ("jpg",),
+    "quality": QUALITIES,
+    "background": BACKGROUNDS,
+    "moderation": MODERATIONS,
+    "input_fidelity": FIDELITIES,
+    "detail": DETAILS,
+}
+FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif", "svg": ".svg"}
+
+
+def slugify(text: str, limit: int = 40) -> str:
+    import re
+
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "image"
+
+
+def batch_line_options(text: str) -> dict[str, Any]:
+    """One JSONL line: a JSON string (the prompt), a JSON object, or bare prompt text."""
+    import json
+
+    if text.startswith(("{", '"')):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"invalid JSON: {exc}") from None
+    else:
+        value = text
+    if isinstance(value, str):
+        return {"prompt": value}
+    if not isinstance(value, dict):
+        raise UsageError("expected a prompt string or a JSON object")
+    for key, item in value.items():
+        if key not in BATCH_KEYS:
+            raise UsageError(f"unknown key {key!r} (allowed: {', '.join(sorted(BATCH_KEYS))})")
+        kind = BATCH_KEYS[key]
+        if not isinstance(item, kind) or isinstance(item, bool):
+            raise UsageError(f"{key!r} has the wrong type")
+        if key in BATCH_CHOICES and item not in BATCH_CHOICES[key]:
+            raise UsageError(f"{key}={item!r} is not one of {', '.join(BATCH_CHOICES[key])}")
+    return dict(value)
+
+
+def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
+    """Every job of the JSONL file, validated before anything is sent (errors name the line)."""
+    if args.prompt is not None or args.prompt_file or args.out or args.n != 1:
+        raise UsageError("--batch takes prompts and names from the file: use --out-dir, not --out")
+    if not args.out_dir:
+        raise UsageError("--batch needs --out-dir DIR")
+    try:
+        with open(args.batch, encoding="utf-8-sig") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--batch {args.batch}: cannot read: {exc}") from None
+    jobs: list[Job] = []
+    errors: list[ImagegenError] = []
+    outs: dict[str, int] = {}
+    number = 0
+    for lineno, raw in enumerate(lines, 1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        number += 1
+        try:
+            line = batch_line_options(text)
+            opts = job_options(args, str(line.get("prompt") or ""), env)
+            for key in ("size", "mask", "action", "format", "quality", "background", "detail"):
+                if key in line:
+                    opts[key] = line[key]
+            for key in ("compression", "moderation", "input_fidelity", "image_model", "model"):
+                if key in line:
+                    opts[key] = line[key]
+            if "image" in line:
+                opts["images"] = (
+                    [line["image"]] if isinstance(line["image"], str) else line["image"]
+                )
+            if "image_url" in line:
+                value = line["image_url"]
+                opts["image_urls"] = [value] if isinstance(value, str) else value
+            name = line.get("out")
+            if name:
+                if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+                    raise UsageError(f"out {name!r} must be a relative path inside --out-dir")
+            else:
+                ext = FORMAT_EXTENSIONS[format_for(None, opts.get("format"))]
+                name = f"{number:03d}-{slugify(opts['prompt'])}{ext}"
+            opts["out"] = os.path.join(args.out_dir, name)
+            job = build_job(opts)
+            job.name = f"line {lineno} ({name})"
+            key = os.path.normcase(os.path.abspath(job.out))
+            if key in outs:
+                raise UsageError(f"writes {name}, like line {outs[key]}")
+            outs[key] = lineno
+            if not args.dry_run:
+                check_output_path(job.out, job.force)
+            jobs.append(job)
+        except ImagegenError as exc:
+            errors.append(type(exc)(f"{args.batch}:{lineno}: {exc.message}", exc.hint))
+    if errors:
+        worst = max(errors, key=lambda e: e.exit_code)
+        message = "\n".join(e.message for e in errors)
+        raise type(worst)(f"{len(errors)} bad line(s) in the batch, nothing was sent:\n{message}")
+    if not jobs:
+        raise UsageError(f"--batch {args.batch}: no jobs (only blank or # lines)")
+    return jobs
+
+
+def resolve_edit_from(path: str) -> tuple[str, str | None]:
+    """(image path, previous_response_id or None) from an image or its sidecar."""
+    sidecar_path = path if path.lower().endswith(".json") else path + ".json"
+    data: Any = None
+    if os.path.isfile(sidecar_path):
+        try:
+            data = load_json_file(sidecar_path)
+        except ConfigError as exc:
+            raise UsageError(f"--edit-from: {exc.message}") from None
+    if path.lower().endswith(".json"):
+        if not isinstance(data, dict) or not data.get("path"):
+            raise UsageError(f"--edit-from {path}: not a sidecar written by --sidecar")
+        image = str(data["path"])
+        if not os.path.isabs(image):
+            image = os.path.join(os.path.dirname(path), os.path.basename(image))
+    else:
+        image = path
+    previous = None
+    if isinstance(data, dict) and data.get("stored") and data.get("response_id"):
+        previous = str(data["response_id"])
+    return image, previous
+
+
+def plan_jobs(args: Any, env: Mapping[str, str]) -> list[Job]:
+    """All jobs of this run (one, --n variants, or a --batch file), validated up front."""
+    if not 1 <= args.n <= 10:
+        raise UsageError("--n must be between 1 and 10")
+    if not 1 <= args.concurrency <= 16:
+        raise UsageError("--concurrency must be between 1 and 16")
+    if args.batch:
+        return plan_batch(args, env)
+    if args.out_dir:
+        raise UsageError("--out-dir is for --batch; use --out for a single image")
+    prompt = read_prompt(args)
+    if not args.out and not args.dry_run:
+        raise UsageError(
+            "no --out given", "pass --out PATH for the image file, e.g. --out image.png"
+        )
+    opts = job_options(args, prompt, env)
+    if args.edit_from:
+        opts["edit_from_image"], opts["previous_response_id"] = resolve_edit_from(args.edit_from)
+    if args.n == 1:
+        job = build_job(opts)
+        if not args.dry_run:
+            check_output_path(job.out, job.force)
+        return [job]
+    stem, ext = os.path.splitext(args.out or "image.png")
+    jobs = []
+    for i in range(1, args.n + 1):
+        opts["out"] = f"{stem}-{i}{ext}"
+        job = build_job(opts)
+        job.name = os.path.basename(job.out)
+        if not args.dry_run:
+            check_output_path(job.out, job.force)
+        jobs.append(job)
+    return jobs
 
 
 def make_settings(args: Any, env: Mapping[str, str]) -> Settings:
@@ -2776,17 +3226,423 @@ def make_settings(args: Any, env: Mapping[str, str]) -> Settings:
     return settings
 
 
+def partial_writer(job: Job, folder: str | None, console: Console) -> Callable[[int, Any], None]:
+    """Writes each live preview as STEM.partial-K.EXT (never at --out) as soon as it arrives."""
+    stem, ext = os.path.splitext(os.path.basename(job.out) or "image.png")
+    target = folder or os.path.dirname(os.path.abspath(job.out))
+    label = "" if job.name == job.out else job.name + ": "
+
+    def write(index: int, data: Any) -> None:
+        path = os.path.join(target, f"{stem}.partial-{index + 1}{ext or '.png'}")
+        sink = ImageSink(path, force=True)
+        try:
+            if sink.save(data):
+                sink.commit()
+                console.info(f"{label}preview {index + 1} saved: {path}")
+            else:
+                reason = sink.last_error.message if sink.last_error else "unreadable"
+                console.warn(f"{label}preview {index + 1} skipped: {reason}")
+        except (OSError, ImagegenError) as exc:
+            console.warn(f"{label}preview {index + 1} not saved: {exc}")
+        finally:
+            sink.discard()
+
+    return write
+
+
+def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
+    """OUT.json beside the image: everything needed to understand or continue it (no key)."""
+    import json
+    import tempfile
+    import time
+
+    image = outcome.image
+    assert image is not None
+    job = outcome.job
+    options = dict(job.options)
+    options.pop("force", None)
+    options["image_urls"] = [u if len(u) < 200 else u[:60] + "..." for u in job.image_urls]
+    record = {
+        "version": __version__,
+        "path": os.path.basename(image.path),
+        "prompt": job.prompt,
+        "revised_prompt": outcome.revised_prompt or None,
+        "request": options,
+        "model": job.model,
+        "tool": {"type": "image_generation", "action": job.action, **job.tool_options},
+        "api": outcome.api,
+        "endpoint_host": host_of(gw.base_url),
+        "response_id": outcome.response_id or None,
+        "image_call_id": outcome.item_id or None,
+        "stored": job.store,
+        "previous_response_id": job.previous_response_id if outcome.used_previous else None,
+        "requested_size": job.size,
+        "sent_size": outcome.final_size,
+        "reported_size": outcome.item_size or None,
+        "width": image.dims[0] if image.dims else None,
+        "height": image.dims[1] if image.dims else None,
+        "requested_format": job.output_format,
+        "format": image.kind,
+        "bytes": image.nbytes,
+        "sha256": image.sha256 or None,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(outcome.started_at)),
+        "elapsed_seconds": round(outcome.elapsed, 3),
+        "stream": outcome.stream,
+        "retries": outcome.retries,
+        "fallbacks": outcome.fallbacks,
+    }
+    path = image.path + ".json"
+    fd, tmp = tempfile.mkstemp(prefix=".sidecar.", suffix=".part", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def run_all(
+    jobs: Sequence[Job], gw: Gateway, settings: Settings, console: Console, args: Any
+) -> list[Outcome]:
+    """Run the jobs on up to --concurrency daemon threads (one job: on this thread)."""
+    import threading
+    import time
+
+    progress = Progress(console, total=len(jobs))
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    if args.partial_images and not args.stream:
+        console.warn("--partial-images needs streaming; no previews with --no-stream")
+
+    def one(index: int) -> None:
+        job = jobs[index]
+        progress.job(index)
+        writer = partial_writer(job, args.partials_dir, console) if args.partial_images else None
+        try:
+            outcome = run_job(job, gw, settings, console, progress, writer, args.sidecar)
+            if args.sidecar:
+                console.info(f"sidecar saved: {write_sidecar(outcome, gw)}")
+        except ImagegenError as exc:
+            outcome = getattr(exc, "outcome", None) or Outcome(job)
+            outcome.error = exc
+            if len(jobs) > 1:
+                console._err(f"error: {job.name}: {exc.message}")
+        except Exception as exc:  # a bug in one job must not take the others down
+            outcome = Outcome(job)
+            outcome.error = ImagegenError(f"internal error: {type(exc).__name__}: {exc}")
+            console._err(f"error: {job.name}: {outcome.error.message}")
+        progress.finish_one()
+        outcomes[index] = outcome
+
+    progress.start()
+    try:
+        if len(jobs) == 1:
+            one(0)
+        else:
+            limit = len(jobs) if not args.batch else args.concurrency
+            pending = list(range(len(jobs)))
+            lock = threading.Lock()
+
+            def worker() -> None:
+                while True:
+                    with lock:
+                        if not pending:
+                            return
+                        index = pending.pop(0)
+                    one(index)
+
+            threads = [threading.Thread(target=worker, daemon=True) for _ in range(limit)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():  # join in slices so Ctrl-C still works
+                    thread.join(0.2)
+            time.sleep(0)
+    finally:
+        progress.stop()
+    return [o for o in outcomes if o is not None]
+
+
+def summary_line(outcome: Outcome) -> str:
+    image = outcome.image
+    if outcome.error is None and image is not None:
+        dims = "{}x{} ".format(*image.dims) if image.dims else ""
+        size = f"{dims}{image.kind.upper()}, {image.nbytes:,} bytes"
+        return f"ok\t{image.path}\t{size}, {outcome.elapsed:.1f}s"
+    assert outcome.error is not None
+    return f"failed\t{outcome.job.out}\texit {outcome.error.exit_code}: {outcome.error.message}"
+
+
+class Check:
+    """One doctor line: ok / failed / note, with a hint on failure."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.failures: list[int] = []
+
+    def __call__(
+        self, name: str, ok: bool | None, detail: str, hint: str = "", code: int = EXIT_NETWORK
+    ) -> None:
+        mark = "ok" if ok else ("note" if ok is None else "failed")
+        line = f"{mark:<7}{name:<10}{detail}"
+        if hint and ok is False:
+            line += f"\n{'':17}hint: {hint}"
+        self.console.result(line)
+        if ok is False:
+            self.failures.append(code)
+
+
+def http_request(
+    gw: Gateway, settings: Settings, method: str, path: str, body: bytes = b""
+) -> tuple[int, Any, bytes]:
+    """A small request for the doctor: (status, headers, up to 2 MB of body)."""
+    import time
+
+    url = gw.url(path)
+    clock = Clock(settings.idle_timeout, time.monotonic() + min(settings.timeout, 60.0))
+    conn, target, extra = open_connection(url, settings, settings.connect_timeout)
+    try:
+        clock.sock = conn.sock
+        clock.arm()
+        headers = gw.request_headers()
+        headers.update(extra)
+        headers["Accept"] = "application/json"
+        if body:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, target, body=body or None, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, _Headers(resp), _read_limited(resp, clock)
+    finally:
+        conn.close()
+
+
+def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Console) -> int:
+    """Resolve and print the configuration, then probe the gateway step by step."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    check = Check(console)
+    try:
+        args.dry_run = True  # resolve without failing on a missing key: that is its own check
+        gw = load_gateway(args, env, console)
+    except ConfigError as exc:
+        check("config", False, exc.message, exc.hint, EXIT_CONFIG)
+        return EXIT_CONFIG
+    files = ", ".join(gw.config_files) or "none found"
+    check("config", True, f"Codex home {gw.codex_home}; files: {files}")
+    check("provider", True, f"{gw.provider} (profile: {gw.profile or 'none'})")
+    check("endpoint", True, gw.url("/responses"))
+    if gw.api_key:
+        check("key", True, f"{mask_secret(gw.api_key)} from {gw.key_source}")
+    elif args.base_url:
+        check("key", None, "none: no Authorization header will be sent (--base-url)")
+    else:
+        check("key", False, "no API key found", "set CODEX_API_KEY or add one to auth.json", 3)
+    parts = urlsplit(gw.base_url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = proxy_for(parts.scheme, host, port, env) if host else None
+    check("proxy", None, proxy or "none (direct connection)")
+    ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
+    if parts.scheme == "https":
+        check("ca", None, f"system roots + {ca}" if ca else "system roots")
+    if not host or parts.scheme not in ("http", "https"):
+        check("url", False, f"{gw.base_url!r} is not an http(s) URL", "fix base_url", EXIT_CONFIG)
+        return EXIT_CONFIG
+    dial_host, dial_port = host, port
+    if proxy:
+        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        dial_host, dial_port = p.hostname or host, p.port or 8080
+    try:
+        infos = socket.getaddrinfo(dial_host, dial_port, type=socket.SOCK_STREAM)
+        addresses = sorted({str(info[4][0]) for info in infos})
+        check("dns", True, f"{dial_host} -> {', '.join(addresses[:4])}")
+    except OSError as exc:
+        err = describe_network_error(exc, gw.base_url)
+        check("dns", False, f"{dial_host}: {exc}", err.hint)
+        return max(check.failures)
+    try:
+        started = time.monotonic()
+        sock = socket.create_connection((dial_host, dial_port), timeout=settings.connect_timeout)
+        sock.close()
+        check(
+            "tcp", True, f"{dial_host}:{dial_port} in {1000 * (time.monotonic() - started):.0f} ms"
+        )
+    except OSError as exc:
+        err = describe_network_error(exc, gw.base_url)
+        check("tcp", False, f"{dial_host}:{dial_port}: {err.message}", err.hint)
+        return max(check.failures)
+    try:
+        conn, _, _ = open_connection(gw.base_url, settings, settings.connect_timeout)
+        if parts.scheme == "https":
+            sock = conn.sock
+            check("tls", True, f"{sock.version()} with {host}, certificate verified")
+        conn.close()
+    except ImagegenError as exc:
+        check("tls", False, exc.message, exc.hint, exc.exit_code)
+        return max(check.failures)
+    except OSError as exc:
+        err = describe_network_error(exc, gw.base_url)
+        check("tls" if parts.scheme == "https" else "connect", False, err.message, err.hint)
+        return max(check.failures)
+    try:
+        status, headers, body = http_request(gw, settings, "GET", "/models")
+        if status < 300:
+            check("models", True, f"GET /models: HTTP {status}, key accepted")
+        elif status in (401, 403):
+            refused = http_error(status, "", headers, body, gw)
+            check("models", False, refused.message, refused.hint, EXIT_CONFIG)
+        elif status == 404:
+            check("models", None, "GET /models: 404 (this gateway has no model list; not required)")
+        else:
+            check("models", None, http_error(status, "", headers, body, gw).message)
+    except (OSError, ImagegenError) as exc:
+        check("models", False, f"GET /models: {exc}", "", EXIT_NETWORK)
+    if args.probe:
+        probe(gw, settings, check)
+    return max(check.failures) if check.failures else EXIT_OK
+
+
+def probe(gw: Gateway, settings: Settings, check: Check) -> None:
+    """One small streaming /responses call: does it stream, accept a forced tool_choice and
+    start the image tool? Reading stops as soon as that is known."""
+    import http.client
+    import json
+    import time
+
+    payload = {
+        "model": DEFAULT_MODEL,
+        "input": [
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "A plain grey square."}],
+            }
+        ],
+        "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "low"}],
+        "tool_choice": {"type": "image_generation"},
+        "store": False,
+        "stream": True,
+    }
+    seen: dict[str, str] = {}
+
+    def on_event(name: str, buf: bytes | bytearray, start: int, end: int) -> None:
+        if end - start > BIG_PAYLOAD:
+            seen.setdefault("item", "image_generation_call")
+            return
+        try:
+            event = json.loads(buf[start:end])
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        etype = str(event.get("type") or name)
+        item: dict[str, Any] = event["item"] if isinstance(event.get("item"), dict) else {}
+        if (
+            etype.startswith("response.image_generation_call")
+            or item.get("type") == "image_generation_call"
+        ):
+            seen.setdefault("item", "image_generation_call")
+        elif item.get("type") == "message":
+            seen.setdefault("item", "message")
+        elif etype in ("error", "response.failed"):
+            seen.setdefault("error", text_of(json.dumps(event), 200))
+
+    url = gw.url("/responses")
+    body = json.dumps(payload).encode("utf-8")
+    clock = Clock(settings.idle_timeout, time.monotonic() + min(settings.timeout, 300.0))
+    try:
+        conn, target, extra = open_connection(url, settings, settings.connect_timeout)
+    except (OSError, ImagegenError) as exc:
+        check("probe", False, f"cannot connect: {exc}", "", EXIT_NETWORK)
+        return
+    try:
+        clock.sock = conn.sock
+        clock.arm()
+        headers = gw.request_headers()
+        headers.update(extra)
+        headers.update({"Content-Type": "application/json", "Accept": "text/event-stream"})
+        conn.request("POST", target, body=body, headers=headers)
+        resp = conn.getresponse()
+        ctype = (resp.getheader("content-type") or "").lower()
+        if resp.status >= 400:
+            err = http_error(
+                resp.status, resp.reason, _Headers(resp), _read_limited(resp, clock), gw
+            )
+            lowered = err.message.lower()
+            if "tool_choice" in lowered or "tool choice" in lowered:
+                check(
+                    "probe",
+                    False,
+                    "a forced tool_choice is rejected: " + err.message,
+                    "the script retries with tool_choice auto; or try --api auto",
+                    EXIT_GATEWAY,
+                )
+            elif "stream" in lowered:
+                check(
+                    "probe",
+                    False,
+                    "streaming is refused: " + err.message,
+                    "use --no-stream",
+                    EXIT_GATEWAY,
+                )
+            else:
+                check("probe", False, err.message, err.hint or "try --api auto", err.exit_code)
+            return
+        streams = "event-stream" in ctype
+        check(
+            "stream",
+            None,
+            "the gateway streams (SSE)"
+            if streams
+            else f"answered {ctype or 'no content type'} to a streaming request",
+        )
+        parser = SSEParser(on_event)
+        while "item" not in seen and "error" not in seen:
+            clock.arm()
+            chunk = resp.read1(READ_CHUNK)
+            if not chunk:
+                break
+            if streams:
+                parser.feed(chunk)
+            elif b"image_generation_call" in chunk:
+                seen["item"] = "image_generation_call"
+        if seen.get("item") == "image_generation_call":
+            check("probe", True, "forced tool_choice accepted; the image tool started")
+        elif seen.get("item") == "message":
+            check(
+                "probe",
+                False,
+                "the model answered in text: the image tool did not run",
+                "the model or gateway may not support image_generation; try --api auto",
+                EXIT_NO_IMAGE,
+            )
+        else:
+            check(
+                "probe",
+                False,
+                seen.get("error", "no image tool activity in the answer"),
+                "try --api auto",
+                EXIT_GATEWAY,
+            )
+    except (OSError, http.client.HTTPException) as exc:
+        check("probe", False, f"{type(exc).__name__}: {exc}", "", EXIT_NETWORK)
+    finally:
+        conn.close()
+
+
 def run(args: Any, console: Console) -> int:
     env = os.environ
-    prompt = read_prompt(args)
-    if not args.out and not args.dry_run:
-        raise UsageError(
-            "no --out given", "pass --out PATH for the image file, e.g. --out image.png"
-        )
-    job = build_job(job_options(args, prompt, env))
     settings = make_settings(args, env)
-    if not args.dry_run:
-        check_output_path(job.out, job.force)
+    if args.doctor:
+        return doctor(args, env, settings, console)
+    jobs = plan_jobs(args, env)
     gw = load_gateway(args, env, console)
     from urllib.parse import urlsplit
 
@@ -2794,33 +3650,46 @@ def run(args: Any, console: Console) -> int:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
     if args.dry_run:
-        print_dry_run(gw, build_payload(job, stream=job.stream, size=job.size), console)
+        job = jobs[0]
+        if job.api == "images":
+            request = images_request(job, job.size)
+            print_dry_run(gw, request, console)
+        else:
+            payload = build_payload(job, stream=job.stream, size=job.size)
+            print_dry_run(gw, responses_request(payload), console, payload)
+        if len(jobs) > 1:
+            console.result(f"# and {len(jobs) - 1} more request(s) like it:")
+            for job in jobs[1:]:
+                console.result(f"#   {job.out}: {text_of(job.prompt, 80)}")
         return EXIT_OK
     if parts.scheme == "http" and gw.api_key and not is_loopback_host(parts.hostname):
         console.warn(f"the API key will be sent unencrypted over http:// to {parts.hostname}")
+    what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
     console.info(
-        "requesting image from {} ({}, {}); this can take a minute or two".format(
-            parts.netloc, job.model, "streaming" if job.stream else "no streaming"
+        "requesting {} from {} ({}, {}); this can take a minute or two".format(
+            what, parts.netloc, jobs[0].model, "streaming" if jobs[0].stream else "no streaming"
         )
     )
-    progress = Progress(console)
-    progress.start()
-    try:
-        outcome = run_job(job, gw, settings, console, progress)
-    except ImagegenError as exc:
-        progress.stop()
+    outcomes = run_all(jobs, gw, settings, console, args)
+    for outcome in outcomes:
+        if outcome.error is None:
+            report_saved(outcome, console, quiet_success=len(outcomes) > 1)
+    if len(outcomes) == 1 and not args.batch:
+        outcome = outcomes[0]
         if args.json:
-            failed = Outcome(job)
-            failed.error = exc
-            console.result(json_dumps(outcome_record(failed, gw)))
-        raise
-    progress.stop()
-    report_saved(outcome, console)
-    if args.json:
-        console.result(json_dumps(outcome_record(outcome, gw)))
-    else:
-        console.result(outcome.image.path if outcome.image else "")
-    return EXIT_OK
+            console.result(json_dumps(outcome_record(outcome, gw)))
+        if outcome.error is not None:
+            raise outcome.error
+        if not args.json:
+            console.result(outcome.image.path if outcome.image else "")
+        return EXIT_OK
+    for outcome in outcomes:
+        line = json_dumps(outcome_record(outcome, gw)) if args.json else summary_line(outcome)
+        console.result(line)
+    failed = [o for o in outcomes if o.error is not None]
+    if failed:
+        console.info(f"{len(outcomes) - len(failed)} of {len(outcomes)} images saved")
+    return max((o.exit_code for o in outcomes), default=EXIT_OK)
 
 
 def json_dumps(obj: Any) -> str:
