@@ -1384,8 +1384,10 @@ class Blob:
         if buf.find(b"\\", start, end) >= 0:  # rare: e.g. "\/" from some gateways' encoders
             import json
 
-            raw = bytes(buf[start:end]).replace(b"\\/", b"/")
-            if b"\\" in raw:
+            raw = bytes(buf[start:end])
+            if raw.count(b"\\") == raw.count(b"\\/"):  # only "\/" escapes: a plain replace
+                raw = raw.replace(b"\\/", b"/")
+            else:
                 raw = str(json.loads(b'"' + raw + b'"')).encode("utf-8")
             buf, start, end = raw, 0, len(raw)
         for i in range(start, end, size):
