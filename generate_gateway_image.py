@@ -289,7 +289,14 @@ def load_toml(path: str) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib  # novermin (guarded by the version check)
     else:  # pragma: no cover - exercised on old interpreters only
-        import tomli as tomllib
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigError(
+                f"{path}: reading TOML on Python {sys.version_info[0]}.{sys.version_info[1]} "
+                "needs the tomli package",
+                "pip install tomli (or use Python 3.11+)",
+            ) from None
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
