@@ -1,0 +1,801 @@
+"""End-to-end tests of the core CLI (issue 2).
+
+Every test runs ``generate_gateway_image.py`` as a subprocess (``run_cli``) against the loopback
+test gateway, or with no network at all, and checks the exit code, stdout/stderr, the request(s)
+the gateway recorded and the files on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import generate_gateway_image as g
+from tests import images
+from tests.conftest import (
+    ROOT,
+    TEST_KEY,
+    clean_env,
+    leftovers,
+    parse_json_stdout,
+    run_cli,
+    write_codex_home,
+)
+from tests.gateway import (
+    Gateway,
+    Recorded,
+    Reply,
+    image_events,
+    image_item,
+    json_reply,
+    response_obj,
+    sse_reply,
+)
+
+PNG = images.png_bytes(40, 24)
+TOOL_OPTION_KEYS = (
+    "model",
+    "quality",
+    "background",
+    "output_compression",
+    "moderation",
+    "input_fidelity",
+    "input_image_mask",
+    "n",
+)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
+    """A successful SSE image stream carrying ``data``."""
+    return sse_reply(image_events(images.b64(data), **kw))
+
+
+def only_post(gw: Gateway) -> Recorded:
+    posts = gw.posts()
+    assert len(posts) == 1, gw.dump()
+    assert len(gw.requests) == 1, gw.dump()
+    return posts[0]
+
+
+def body_of(rec: Recorded) -> Any:
+    assert (rec.header("content-type") or "").startswith("application/json")
+    return json.loads(rec.body.decode("utf-8"))
+
+
+def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\n{proc.stderr}"
+
+
+def assert_no_secret(proc: subprocess.CompletedProcess[str], secret: str = TEST_KEY) -> None:
+    assert secret not in proc.stdout
+    assert secret not in proc.stderr
+
+
+def write_auth(home: Path, obj: Any) -> None:
+    auth = home / "auth.json"
+    auth.write_text(json.dumps(obj), encoding="utf-8")
+    if os.name == "posix":
+        auth.chmod(0o600)
+
+
+def write_config(home: Path, text: str, name: str = "config.toml") -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / name).write_text(text, encoding="utf-8")
+
+
+def decode_data_url(url: str, mime: str) -> bytes:
+    prefix = f"data:{mime};base64,"
+    assert url.startswith(prefix), url[:80]
+    return base64.b64decode(url[len(prefix) :], validate=True)
+
+
+def home_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment whose home directory is an empty folder and with no CODEX_HOME."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return clean_env(HOME=str(home), USERPROFILE=str(home), **extra)
+
+
+# --- configuration as seen on the wire ---------------------------------------------------------
+
+
+def test_custom_provider_query_headers_env_headers(tmp_path: Path, gateway: Gateway) -> None:
+    home = write_codex_home(
+        tmp_path / "ch",
+        gateway.base_url + "/",  # trailing slash: still /v1/responses
+        extra_provider=(
+            'query_params = { "api-version" = "2025-04-01-preview", "foo" = "a b&c=d", '
+            '"q" = "é/ü" }\n'
+            'http_headers = { "X-Static" = "static-value" }\n'
+            'env_http_headers = { "X-Env-Set" = "IMG_TEST_SET", '
+            '"X-Env-Unset" = "IMG_TEST_UNSET", "X-Env-Blank" = "IMG_TEST_BLANK" }\n'
+        ),
+    )
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    env = clean_env(CODEX_HOME=str(home), IMG_TEST_SET="from-env", IMG_TEST_BLANK="  ")
+    proc = run_cli(["--prompt", "a fox", "--out", str(out), "--retries", "0"], env)
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert rec.method == "POST"
+    assert rec.path == "/v1/responses"
+    assert rec.raw_query.isascii() and " " not in rec.raw_query
+    names = [part.split("=", 1)[0] for part in rec.raw_query.split("&")]
+    assert names == ["api-version", "foo", "q"]
+    assert rec.query == {"api-version": ["2025-04-01-preview"], "foo": ["a b&c=d"], "q": ["é/ü"]}
+    assert rec.header("x-static") == "static-value"
+    assert rec.header("x-env-set") == "from-env"
+    assert rec.header("x-env-unset") is None
+    assert rec.header("x-env-blank") is None
+    assert rec.header("authorization") == f"Bearer {TEST_KEY}"
+    assert out.read_bytes() == PNG
+    assert_no_secret(proc)
+
+
+PROFILE_BASE = """\
+model_provider = "base"
+
+[model_providers.base]
+name = "base"
+base_url = "{url}/base/v1"
+requires_openai_auth = true
+"""
+
+
+@pytest.mark.parametrize(
+    "profile_text",
+    [
+        # the profile switches to another provider
+        'model_provider = "prof"\n\n[model_providers.prof]\nname = "prof"\n'
+        'base_url = "{url}/prof/v1"\nhttp_headers = {{ "X-Profile" = "work" }}\n',
+        # the profile only overrides keys of the same provider (deep merge)
+        '[model_providers.base]\nbase_url = "{url}/prof/v1"\n'
+        'http_headers = {{ "X-Profile" = "work" }}\n',
+    ],
+    ids=["other-provider", "same-provider"],
+)
+def test_profile_file_overrides_config(tmp_path: Path, gateway: Gateway, profile_text: str) -> None:
+    home = tmp_path / "ch"
+    write_config(home, PROFILE_BASE.format(url=gateway.url))
+    write_config(home, profile_text.format(url=gateway.url), "work.config.toml")
+    write_auth(home, {"OPENAI_API_KEY": TEST_KEY})
+    gateway.enqueue(image_reply(), path="/prof/v1/responses")
+    out = tmp_path / "o.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out), "--profile", "work", "--retries", "0"],
+        clean_env(CODEX_HOME=str(home)),
+    )
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert rec.path == "/prof/v1/responses"
+    assert rec.header("x-profile") == "work"
+    assert rec.header("authorization") == f"Bearer {TEST_KEY}"
+    assert out.read_bytes() == PNG
+
+
+@pytest.mark.parametrize("how", ["selector", "flag"])
+def test_legacy_profiles_table(tmp_path: Path, gateway: Gateway, how: str) -> None:
+    home = tmp_path / "ch"
+    selector = 'profile = "old"\n' if how == "selector" else ""
+    write_config(
+        home,
+        selector
+        + PROFILE_BASE.format(url=gateway.url)
+        + f'\n[model_providers.prof]\nname = "prof"\nbase_url = "{gateway.url}/prof/v1"\n'
+        + '\n[profiles.old]\nmodel_provider = "prof"\n',
+    )
+    write_auth(home, {"OPENAI_API_KEY": TEST_KEY})
+    gateway.enqueue(image_reply(), path="/prof/v1/responses")
+    out = tmp_path / "o.png"
+    args = ["--prompt", "p", "--out", str(out), "--retries", "0"]
+    if how == "flag":
+        args += ["--profile", "old"]
+    proc = run_cli(args, clean_env(CODEX_HOME=str(home)))
+    assert_ok(proc)
+    assert only_post(gateway).path == "/prof/v1/responses"
+    assert out.read_bytes() == PNG
+
+
+@pytest.mark.parametrize(
+    ("extra_provider", "extra_env", "expected"),
+    [
+        (
+            'env_key = "GW_TEST_KEY"',
+            {"GW_TEST_KEY": "sk-envkey-1111aaaa2222"},
+            "sk-envkey-1111aaaa2222",
+        ),
+        ("", {"CODEX_API_KEY": "sk-codexkey-3333bbbb4444"}, "sk-codexkey-3333bbbb4444"),
+        (
+            'env_key = "GW_TEST_KEY"',
+            {"GW_TEST_KEY": "sk-envkey-1111aaaa2222", "CODEX_API_KEY": "sk-codexkey-3333bbbb4444"},
+            "sk-codexkey-3333bbbb4444",
+        ),
+    ],
+    ids=["env_key-beats-auth.json", "CODEX_API_KEY-beats-auth.json", "CODEX_API_KEY-beats-env_key"],
+)
+def test_key_precedence(
+    tmp_path: Path,
+    gateway: Gateway,
+    extra_provider: str,
+    extra_env: dict[str, str],
+    expected: str,
+) -> None:
+    # auth.json holds TEST_KEY as well: the environment must win over it
+    home = write_codex_home(tmp_path / "ch", gateway.base_url, extra_provider=extra_provider)
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out)], clean_env(CODEX_HOME=str(home), **extra_env)
+    )
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert rec.header("authorization") == f"Bearer {expected}"
+    assert TEST_KEY not in json.dumps(rec.headers)
+    assert_no_secret(proc, expected)
+
+
+def test_chatgpt_tokens_in_auth_json(tmp_path: Path, gateway: Gateway) -> None:
+    home = write_codex_home(tmp_path / "ch", gateway.base_url, key=None)
+    access = "eyJhbGciOiJSUzI1NiJ9.access-token-payload.sig-5e6f"
+    write_auth(
+        home,
+        {
+            "OPENAI_API_KEY": None,
+            "tokens": {
+                "id_token": "eyJ.id-token.sig",
+                "access_token": access,
+                "refresh_token": "rt-refresh-0000",
+                "account_id": "acct-1234-abcd",
+            },
+            "last_refresh": "2025-01-01T00:00:00Z",
+        },
+    )
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], clean_env(CODEX_HOME=str(home)))
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert rec.header("authorization") == f"Bearer {access}"
+    assert rec.header("chatgpt-account-id") == "acct-1234-abcd"
+    assert_no_secret(proc, access)
+
+
+def test_builtin_openai_provider_with_openai_base_url(tmp_path: Path, gateway: Gateway) -> None:
+    home = tmp_path / "ch"
+    write_config(home, f'openai_base_url = "{gateway.base_url}"\n')
+    write_auth(home, {"OPENAI_API_KEY": TEST_KEY})
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out)],
+        clean_env(CODEX_HOME=str(home), OPENAI_ORGANIZATION="org-test1"),
+    )
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert rec.path == "/v1/responses"
+    assert rec.header("authorization") == f"Bearer {TEST_KEY}"
+    assert rec.header("openai-organization") == "org-test1"
+    assert out.read_bytes() == PNG
+
+
+def test_base_url_and_header_overrides(tmp_path: Path, gateway: Gateway) -> None:
+    home = write_codex_home(
+        tmp_path / "ch",
+        gateway.url + "/cfg/v1",
+        extra_provider='http_headers = { "X-Team" = "from-config" }',
+    )
+    gateway.enqueue(image_reply(), path="/alt/v1/responses")
+    out = tmp_path / "o.png"
+    proc = run_cli(
+        [
+            "--prompt",
+            "p",
+            "--out",
+            str(out),
+            "--retries",
+            "0",
+            "--base-url",
+            gateway.url + "/alt/v1/",
+            "--header",
+            "X-Extra: 1",
+            "--header",
+            "X-Team: from-cli",
+        ],
+        clean_env(CODEX_HOME=str(home)),
+    )
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert rec.path == "/alt/v1/responses"
+    assert rec.header("x-extra") == "1"
+    assert rec.header("x-team") == "from-cli"
+    assert rec.header("authorization") == f"Bearer {TEST_KEY}"
+
+
+def test_base_url_without_any_key_sends_no_authorization(tmp_path: Path, gateway: Gateway) -> None:
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out), "--base-url", gateway.base_url],
+        home_env(tmp_path),
+    )
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert rec.header("authorization") is None
+    assert "warning" in proc.stderr.lower()
+    assert "no api key" in proc.stderr.lower()
+    assert out.read_bytes() == PNG
+    assert proc.stdout == f"{out}\n"
+
+
+# --- missing or broken configuration ---------------------------------------------------------
+
+
+def test_no_configuration_at_all(tmp_path: Path, gateway: Gateway) -> None:
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], home_env(tmp_path))
+    assert proc.returncode == 3, proc.stderr
+    wanted = os.path.join(".codex", "config.toml")
+    assert wanted in proc.stderr
+    assert str(tmp_path / "home" / ".codex" / "config.toml") in proc.stderr
+    assert "model_providers" in proc.stderr  # an example to copy
+    assert "base_url" in proc.stderr
+    assert proc.stdout == ""
+    assert gateway.requests == []
+    assert not out.exists()
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "case", ["no-key", "env-key-missing", "malformed-toml", "unknown-provider"]
+)
+def test_configuration_errors_exit_3(tmp_path: Path, gateway: Gateway, case: str) -> None:
+    home = tmp_path / "ch"
+    expected: list[str]
+    if case == "no-key":
+        write_codex_home(home, gateway.base_url, key=None)
+        expected = ["no API key"]
+    elif case == "env-key-missing":
+        write_codex_home(
+            home,
+            gateway.base_url,
+            key=None,
+            extra_provider=(
+                'env_key = "GW_TEST_KEY"\n'
+                'env_key_instructions = "Create a key at https://keys.example.test, '
+                'then export GW_TEST_KEY"'
+            ),
+        )
+        expected = ["GW_TEST_KEY", "Create a key at https://keys.example.test, then export"]
+    elif case == "malformed-toml":
+        write_config(
+            home, f'model_provider = "gw"\n\n[model_providers.gw\nbase_url = "{gateway.base_url}"\n'
+        )
+        write_auth(home, {"OPENAI_API_KEY": TEST_KEY})
+        expected = [str(home / "config.toml"), "line 3"]
+    else:
+        write_config(
+            home,
+            f'model_provider = "nosuch"\n\n[model_providers.gw]\nbase_url = "{gateway.base_url}"\n',
+        )
+        write_auth(home, {"OPENAI_API_KEY": TEST_KEY})
+        expected = ["nosuch"]
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], clean_env(CODEX_HOME=str(home)))
+    assert proc.returncode == 3, proc.stderr
+    for text in expected:
+        assert text in proc.stderr
+    assert proc.stderr.startswith("error:")
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert gateway.requests == []
+    assert not out.exists()
+    assert_no_secret(proc)
+
+
+# --- the request body on the wire ------------------------------------------------------------
+
+
+def test_default_request(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "a red fox in snow", "--out", str(out)], env)
+    assert_ok(proc)
+    rec = only_post(gateway)
+    body = body_of(rec)
+    assert body["model"] == "gpt-5.5"
+    assert body["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "a red fox in snow"}],
+        }
+    ]
+    (tool,) = body["tools"]
+    assert tool["type"] == "image_generation"
+    assert tool["size"] == "1024x1024"
+    assert tool.get("action", "auto") == "auto"
+    assert tool.get("output_format", "png") == "png"
+    for key in TOOL_OPTION_KEYS:
+        assert key not in tool, key
+    assert "n" not in body
+    assert body["tool_choice"] == {"type": "image_generation"}
+    assert body["store"] is False
+    assert body["stream"] is True
+    assert rec.header("accept") == "text/event-stream"
+    assert (rec.header("user-agent") or "").strip()
+    assert not (rec.header("user-agent") or "").startswith("Python-urllib")
+
+
+@pytest.mark.parametrize(
+    ("args", "extra_env", "expected"),
+    [
+        (["--model", "gpt-cli-model"], {}, "gpt-cli-model"),
+        ([], {"CODEX_IMAGEGEN_MODEL": "gpt-env-model"}, "gpt-env-model"),
+        (["--model", "gpt-cli-model"], {"CODEX_IMAGEGEN_MODEL": "gpt-env-model"}, "gpt-cli-model"),
+    ],
+    ids=["flag", "env", "flag-beats-env"],
+)
+def test_model_selection(
+    tmp_path: Path,
+    gateway: Gateway,
+    codex_home: Path,
+    args: list[str],
+    extra_env: dict[str, str],
+    expected: str,
+) -> None:
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out), *args],
+        clean_env(CODEX_HOME=str(codex_home), **extra_env),
+    )
+    assert_ok(proc)
+    assert body_of(only_post(gateway))["model"] == expected
+
+
+def test_no_stream_request(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(json_reply(response_obj([image_item(images.b64(PNG))])))
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--no-stream"], env)
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert body_of(rec)["stream"] is False
+    assert "event-stream" not in (rec.header("accept") or "")
+    assert out.read_bytes() == PNG
+
+
+def test_full_request_with_images_mask_and_options(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    png = images.png_bytes(32, 32)
+    jpeg = images.jpeg_bytes(24, 16)
+    mask = images.png_bytes(32, 32, alpha=True)
+    (tmp_path / "ref.png").write_bytes(png)
+    (tmp_path / "ref.jpg").write_bytes(jpeg)
+    (tmp_path / "mask.png").write_bytes(mask)
+    remote = gateway.url + "/static/ref.png"  # passed through, never fetched by the script
+    served = images.webp_bytes(32, 32)
+    gateway.enqueue(image_reply(served, output_format="webp"))
+    out = tmp_path / "result.img"  # no known extension: the format comes from --format
+    proc = run_cli(
+        [
+            "--prompt",
+            "make it night",
+            "--out",
+            str(out),
+            "--image",
+            str(tmp_path / "ref.png"),
+            "--image",
+            str(tmp_path / "ref.jpg"),
+            "--image-url",
+            remote,
+            "--detail",
+            "high",
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--quality",
+            "high",
+            "--background",
+            "opaque",
+            "--compression",
+            "50",
+            "--moderation",
+            "low",
+            "--input-fidelity",
+            "high",
+            "--image-model",
+            "gpt-image-1.5",
+            "--format",
+            "webp",
+        ],
+        env,
+    )
+    assert_ok(proc)
+    rec = only_post(gateway)
+    assert rec.path == "/v1/responses"  # the remote reference URL was not fetched
+    body = body_of(rec)
+    (message,) = body["input"]
+    assert message["role"] == "user"
+    content = message["content"]
+    assert [part["type"] for part in content] == [
+        "input_text",
+        "input_image",
+        "input_image",
+        "input_image",
+    ]
+    assert content[0]["text"] == "make it night"
+    assert decode_data_url(content[1]["image_url"], "image/png") == png
+    assert decode_data_url(content[2]["image_url"], "image/jpeg") == jpeg
+    assert content[3]["image_url"] == remote
+    assert [part["detail"] for part in content[1:]] == ["high", "high", "high"]
+    (tool,) = body["tools"]
+    assert tool["type"] == "image_generation"
+    assert tool["model"] == "gpt-image-1.5"
+    assert tool["quality"] == "high"
+    assert tool["background"] == "opaque"
+    assert tool["output_compression"] == 50
+    assert tool["moderation"] == "low"
+    assert tool["input_fidelity"] == "high"
+    assert tool["output_format"] == "webp"
+    assert "n" not in tool and "n" not in body
+    assert decode_data_url(tool["input_image_mask"]["image_url"], "image/png") == mask
+    assert body["tool_choice"] == {"type": "image_generation"}
+    assert body["store"] is False
+    assert body["stream"] is True
+    assert out.read_bytes() == served
+
+
+# --- prompt sources --------------------------------------------------------------------------
+
+
+def test_prompt_from_stdin(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_cli(
+        ["--prompt", "-", "--out", str(out)], env, input="a lighthouse, read from stdin\n"
+    )
+    assert_ok(proc)
+    content = body_of(only_post(gateway))["input"][0]["content"]
+    assert content[0] == {"type": "input_text", "text": "a lighthouse, read from stdin"}
+
+
+def test_prompt_file_utf8(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    text = "Ein Fuchs im Schnee — 狐狸 🦊, café crème\nzweite Zeile: «ñ»"
+    prompt_file = tmp_path / "brief.txt"
+    prompt_file.write_bytes(text.encode("utf-8"))
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt-file", str(prompt_file), "--out", str(out)], env)
+    assert_ok(proc)
+    content = body_of(only_post(gateway))["input"][0]["content"]
+    assert content[0]["text"] == text
+
+
+@pytest.mark.parametrize("case", ["both", "none", "empty", "blank-stdin", "empty-file"])
+def test_prompt_errors_exit_2(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], case: str
+) -> None:
+    prompt_file = tmp_path / "brief.txt"
+    prompt_file.write_text("" if case == "empty-file" else "a fox", encoding="utf-8")
+    out = tmp_path / "o.png"
+    stdin: str | None = None
+    args = {
+        "both": ["--prompt", "a fox", "--prompt-file", str(prompt_file)],
+        "none": [],
+        "empty": ["--prompt", ""],
+        "blank-stdin": ["--prompt", "-"],
+        "empty-file": ["--prompt-file", str(prompt_file)],
+    }[case]
+    if case == "blank-stdin":
+        stdin = "  \n\t\n"
+    proc = run_cli([*args, "--out", str(out)], env, input=stdin)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error:")
+    assert "prompt" in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert gateway.requests == []
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def test_saves_image_creating_parent_folders(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(image_reply())
+    out = tmp_path / "a" / "b" / "c" / "fox.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], env)
+    assert_ok(proc)
+    assert proc.stdout == f"{out}\n"
+    assert out.read_bytes() == PNG
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fox.png"]
+    assert_no_secret(proc)
+
+
+def test_existing_out_refused_then_force_replaces(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    out = tmp_path / "fox.png"
+    out.write_bytes(b"old content")
+    gateway.set_default(image_reply())
+    proc = run_cli(["--prompt", "p", "--out", str(out)], env)
+    assert proc.returncode == 7, proc.stderr
+    assert "exists" in proc.stderr
+    assert "--force" in proc.stderr
+    assert proc.stdout == ""
+    assert gateway.requests == []
+    assert out.read_bytes() == b"old content"
+
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--force"], env)
+    assert_ok(proc)
+    assert proc.stdout == f"{out}\n"
+    assert len(gateway.posts()) == 1
+    assert out.read_bytes() == PNG
+    assert leftovers(tmp_path) == []
+
+
+def test_out_is_a_directory(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    out = tmp_path / "folder"
+    out.mkdir()
+    gateway.set_default(image_reply())
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--force"], env)
+    assert proc.returncode == 7, proc.stderr
+    assert "directory" in proc.stderr
+    assert proc.stdout == ""
+    assert gateway.requests == []
+    assert out.is_dir() and list(out.iterdir()) == []
+    assert leftovers(tmp_path) == []
+
+
+def test_json_output(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    served = images.png_bytes(48, 32)
+    gateway.enqueue(
+        image_reply(served, revised_prompt="a fox in deep snow, revised", resp_id="resp_json1")
+    )
+    out = tmp_path / "fox.png"
+    proc = run_cli(["--prompt", "a fox", "--out", str(out), "--json"], env)
+    assert_ok(proc)
+    assert proc.stdout.count("\n") == 1 and proc.stdout.endswith("\n")
+    data = parse_json_stdout(proc)
+    assert isinstance(data, dict)
+    assert data["path"] == str(out)
+    assert data["revised_prompt"] == "a fox in deep snow, revised"
+    assert data["response_id"] == "resp_json1"
+    assert data["size"] == "48x32"
+    assert data["format"] == "png"
+    assert data["bytes"] == len(served)
+    assert isinstance(data["elapsed_seconds"], (int, float)) and data["elapsed_seconds"] >= 0
+    assert out.read_bytes() == served
+    assert leftovers(tmp_path) == []
+    assert_no_secret(proc)
+
+
+def test_jpeg_bytes_for_png_name_keeps_path_and_warns(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    jpeg = images.jpeg_bytes(32, 24)
+    gateway.enqueue(image_reply(jpeg, output_format="jpeg"))
+    out = tmp_path / "x.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], env)
+    assert_ok(proc)
+    assert proc.stdout == f"{out}\n"
+    assert out.read_bytes() == jpeg
+    assert "warning" in proc.stderr
+    assert "JPEG" in proc.stderr and "PNG" in proc.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_format_from_out_extension(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    served = images.webp_bytes(1024, 1024)  # the requested size: no size warning either
+    gateway.enqueue(image_reply(served, output_format="webp"))
+    out = tmp_path / "a.webp"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], env)
+    assert_ok(proc)
+    (tool,) = body_of(only_post(gateway))["tools"]
+    assert tool["output_format"] == "webp"
+    assert out.read_bytes() == served
+    assert "warning" not in proc.stderr
+
+
+# --- dry run ---------------------------------------------------------------------------------
+
+
+def dry_run_body(stdout: str) -> Any:
+    """The JSON body printed by --dry-run: everything from the first line that is '{'."""
+    lines = stdout.splitlines()
+    start = lines.index("{")
+    return json.loads("\n".join(lines[start:]))
+
+
+def test_dry_run_redacts_key_and_sends_nothing(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "a fox", "--out", str(out), "--dry-run"], env)
+    assert_ok(proc)
+    assert gateway.requests == []
+    assert not out.exists()
+    assert gateway.base_url + "/responses" in proc.stdout
+    auth = [ln for ln in proc.stdout.splitlines() if ln.lower().startswith("authorization:")]
+    assert len(auth) == 1
+    assert auth[0].startswith("Authorization: Bearer sk-")
+    assert auth[0].endswith(TEST_KEY[-4:])
+    assert_no_secret(proc)
+    body = dry_run_body(proc.stdout)
+    assert body["model"] == "gpt-5.5"
+    assert body["input"][0]["content"][0]["text"] == "a fox"
+    assert body["tools"][0]["type"] == "image_generation"
+    assert body["stream"] is True
+
+
+def test_dry_run_shortens_image_base64(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    big = images.png_bytes(260, 260, noise=True)
+    assert len(big) > 200_000
+    ref = tmp_path / "big.png"
+    ref.write_bytes(big)
+    encoded = images.b64(big)
+    proc = run_cli(["--prompt", "p", "--image", str(ref), "--dry-run"], env)
+    assert_ok(proc)
+    assert gateway.requests == []
+    assert len(proc.stdout) * 20 < len(encoded)
+    assert encoded[100:300] not in proc.stdout
+    body = dry_run_body(proc.stdout)
+    assert body["input"][0]["content"][1]["type"] == "input_image"
+
+
+def test_dry_run_without_config_or_key(tmp_path: Path) -> None:
+    proc = run_cli(["--prompt", "p", "--dry-run"], home_env(tmp_path))
+    assert_ok(proc)
+    assert "/responses" in proc.stdout
+    assert not any(ln.lower().startswith("authorization:") for ln in proc.stdout.splitlines())
+    assert dry_run_body(proc.stdout)["model"] == "gpt-5.5"
+
+
+# --- help, version, console script -----------------------------------------------------------
+
+
+def test_help() -> None:
+    proc = run_cli(["--help"])
+    assert_ok(proc)
+    text = proc.stdout.lower()
+    assert "examples" in text
+    assert "exit codes" in text
+    for flag in ("--prompt", "--out", "--dry-run", "--base-url"):
+        assert flag in proc.stdout
+
+
+def test_version() -> None:
+    proc = run_cli(["--version"])
+    assert_ok(proc)
+    assert g.__version__ in proc.stdout
+
+
+def test_console_script_entry_point() -> None:
+    code = "import generate_gateway_image as g; raise SystemExit(g.main(['--version']))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=str(ROOT),
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert g.__version__ in proc.stdout
