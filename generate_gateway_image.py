@@ -544,8 +544,13 @@ def mask_secret(value: str) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    host = host.strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".localhost")
+    import ipaddress
+
+    host = host.strip("[]").lower().rstrip(".")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: only localhost is sure to stay on this machine
+        return host == "localhost" or host.endswith(".localhost")
 
 
 # =============================================================================================
@@ -587,7 +592,7 @@ def image_dimensions(f: IO[bytes], kind: str) -> tuple[int, int] | None:
             return int(w), int(h)
         elif kind == "webp":
             chunk = head[12:16]
-            if chunk == b"VP8X":
+            if chunk == b"VP8X" and len(head) >= 30:
                 w = int.from_bytes(head[24:27], "little") + 1
                 h = int.from_bytes(head[27:30], "little") + 1
                 return w, h
@@ -743,7 +748,8 @@ def parse_size(text: str) -> tuple[int, int] | None:
     if value == "auto":
         return None
     w, sep, h = value.partition("x")
-    if not sep or not w.isdigit() or not h.isdigit() or int(w) <= 0 or int(h) <= 0:
+    digits = (w + h).isascii() and w.isdigit() and h.isdigit()
+    if not sep or not digits or int(w) <= 0 or int(h) <= 0:
         raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT (e.g. 1024x1024) or auto")
     return int(w), int(h)
 
@@ -1044,7 +1050,7 @@ def encode_body(payload: Mapping[str, Any]) -> Body:
     import json
 
     images: list[InputImage] = []
-    marker = "\x1eIMG{}\x1e"
+    marker = "\x1eIMG{}." + os.urandom(16).hex() + "\x1e"  # no prompt can contain it
 
     def placeholder(obj: object) -> str:
         if isinstance(obj, InputImage):
@@ -1113,9 +1119,9 @@ class RateGate:
     """Shared across concurrent jobs: after a 429 every job waits until the gateway is ready."""
 
     def __init__(self) -> None:
-        import threading
+        import _thread
 
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.not_before = 0.0
 
     def hold(self, seconds: float) -> None:
@@ -1510,6 +1516,9 @@ class SavedImage:
         self.rescued = False
 
 
+ACTIVE_TEMP_FILES: set[str] = set()  # .part files in flight, removed on Ctrl-C by main()
+
+
 class ImageSink:
     """Decodes base64 straight into a temporary file beside --out, checks it, renames it.
 
@@ -1517,10 +1526,13 @@ class ImageSink:
     folder instead, so an image that was paid for is never lost.
     """
 
-    def __init__(self, out: str, force: bool, want_sha256: bool = False) -> None:
+    def __init__(
+        self, out: str, force: bool, want_sha256: bool = False, rescue: bool = True
+    ) -> None:
         self.out = out
         self.force = force
         self.want_sha256 = want_sha256
+        self.rescue = rescue  # previews are not worth a rescue file
         self.tmp: str | None = None
         self.image: SavedImage | None = None
         self.rescue_reason = ""
@@ -1537,6 +1549,8 @@ class ImageSink:
         try:
             image = self._decode(value, rescue=False)
         except OSError as exc:
+            if not self.rescue:
+                raise
             self.rescue_reason = exc.strerror or str(exc)
             image = self._decode(value, rescue=True)
         if image is not None:
@@ -1554,6 +1568,8 @@ class ImageSink:
             os.makedirs(folder, exist_ok=True)
             name = "." + os.path.basename(self.out) + "."
             fd, path = tempfile.mkstemp(prefix=name, suffix=".part", dir=folder)
+        if not rescue:
+            ACTIVE_TEMP_FILES.add(path)
         return os.fdopen(fd, "w+b"), path
 
     def _decode(self, value: str | Blob, rescue: bool) -> SavedImage | None:
@@ -1645,6 +1661,7 @@ class ImageSink:
             os.remove(path)
         except OSError:
             pass
+        ACTIVE_TEMP_FILES.discard(path)
         if self.tmp == path:
             self.tmp = None
 
@@ -1657,6 +1674,7 @@ class ImageSink:
                 if not self.force and os.path.exists(self.out):
                     raise FileExistsError(17, "it appeared while the image was generated")
                 os.replace(self.tmp, self.out)
+                ACTIVE_TEMP_FILES.discard(self.tmp)
                 self.tmp = None
                 image.path = self.out
                 return image
@@ -1678,6 +1696,7 @@ class ImageSink:
         fd, rescue = tempfile.mkstemp(prefix="codex-imagegen-rescue-", suffix="." + image.kind)
         os.close(fd)
         shutil.move(self.tmp, rescue)
+        ACTIVE_TEMP_FILES.discard(self.tmp)
         image.path = rescue
         image.rescued = True
 
@@ -1705,6 +1724,7 @@ class Collector:
         self.unreadable = 0
         self.partials: list[tuple[int, str | Blob]] = []
         self.on_partial: Callable[[int, str | Blob], None] | None = None
+        self.debug: Callable[[str], None] | None = None
 
     # -- input -------------------------------------------------------------------------------
 
@@ -1719,6 +1739,8 @@ class Collector:
             return
         if isinstance(event, dict):
             self.events += 1
+            if self.debug is not None:
+                self.debug(f"event {event.get('type') or name} ({end - start} bytes)")
             self.handle_event(event, name)
 
     def handle_event(self, ev: Mapping[str, Any], name: str = "") -> None:
@@ -1805,7 +1827,8 @@ class Collector:
                 elif entry.get("url") and self.failure is None:
                     self.failure = GatewayError(
                         "the gateway returned an image URL instead of image data",
-                        "this gateway's Images API needs response_format b64_json",
+                        "this gateway's Images API does not return base64 images; "
+                        "use --api responses",
                     )
             self.response_id = str(obj.get("id") or obj.get("created") or "")
         else:
@@ -1927,7 +1950,9 @@ def parse_retry_after(headers: Any) -> float | None:
     return seconds if 0 <= seconds <= RETRY_AFTER_CAP else None
 
 
-def http_error(status: int, reason: str, headers: Any, body: bytes, gw: Gateway) -> ImagegenError:
+def http_error(
+    status: int, reason: str, headers: Any, body: bytes, gw: Gateway, path: str = "/responses"
+) -> ImagegenError:
     """Our error for an HTTP error answer: the gateway's own message, never a raw HTML page."""
     import json
 
@@ -1961,8 +1986,13 @@ def http_error(status: int, reason: str, headers: Any, body: bytes, gw: Gateway)
     else:
         message = text_of(text, 300)
     message = message or (reason or "no details")
-    summary = "HTTP {} from {}: {}{}".format(
-        status, host_of(gw.base_url), message, f" ({code})" if code else ""
+    request_id = headers.get("x-request-id") or ""
+    summary = "HTTP {} from {}: {}{}{}".format(
+        status,
+        host_of(gw.base_url),
+        message,
+        f" ({code})" if code else "",
+        f" [request id {request_id}]" if request_id and request_id not in message else "",
     )
     retry_after = parse_retry_after(headers)
     should = (headers.get("x-should-retry") or "").strip().lower()
@@ -1986,14 +2016,14 @@ def http_error(status: int, reason: str, headers: Any, body: bytes, gw: Gateway)
     ):
         return moderation_error(code, summary, details)
     hint = ""
-    if "must be verified" in message:
+    if status < 400:
+        hint = "something other than the gateway answered (a proxy or login page?): check base_url"
+    elif "must be verified" in message:
         hint = (
             "verify your organization at https://platform.openai.com/settings/organization/general"
         )
     elif status == 404:
-        hint = "check base_url: {} does not exist there (does it need /v1?)".format(
-            gw.url("/responses")
-        )
+        hint = "check base_url: {} does not exist there (does it need /v1?)".format(gw.url(path))
     elif status == 413:
         hint = "the request is too large for the gateway: shrink the reference images or use JPEG"
     elif status == 524:
@@ -2006,7 +2036,13 @@ def http_error(status: int, reason: str, headers: Any, body: bytes, gw: Gateway)
     elif status == 429:
         hint = "rate limited; wait a moment or lower --concurrency"
     err_obj = GatewayError(
-        summary, hint, status=status, code=code, retryable=retryable, retry_after=retry_after
+        summary,
+        hint,
+        status=status,
+        code=code,
+        retryable=retryable,
+        retry_after=retry_after,
+        started=status == 524,  # the CDN gave up waiting; the gateway may still be working
     )
     err_obj.param = param  # type: ignore[attr-defined]
     return err_obj
@@ -2127,7 +2163,13 @@ def exchange(
             "HTTP {} {} ({})".format(resp.status, resp.reason, resp.getheader("content-type"))
         )
         if status >= 400:
-            raise http_error(status, resp.reason, _Headers(resp), _read_limited(resp, clock), gw)
+            raise http_error(
+                status, resp.reason, _Headers(resp), _read_limited(resp, clock), gw, request.path
+            )
+        if "html" in (resp.getheader("content-type") or "").lower():
+            raise http_error(  # a captive portal or proxy login page, not the gateway
+                status, resp.reason, _Headers(resp), _read_limited(resp, clock), gw, request.path
+            )
         if collector.progress is not None:
             collector.progress.phase("waiting")
         ctype = (resp.getheader("content-type") or "").lower()
@@ -2158,7 +2200,10 @@ def exchange(
                     break
                 data += chunk
             if "event-stream" not in ctype:
-                if data.lstrip()[:1] != b"{":
+                pos = 0  # find the first byte without copying a multi-megabyte body
+                while pos < len(data) and data[pos] in b" \t\r\n":
+                    pos += 1
+                if data[pos : pos + 1] != b"{":
                     raise GatewayError(
                         "the gateway answered HTTP {} with something that is not JSON: {}".format(
                             status, text_of(bytes(data[:200]).decode("utf-8", "replace"), 200)
@@ -2174,6 +2219,13 @@ def exchange(
                     started=True,
                 ) from None
             if isinstance(obj, dict):
+                if console.verbose:
+                    items = [
+                        f"{i.get('type')}/{i.get('status')}"
+                        for i in obj.get("output") or ()
+                        if isinstance(i, dict)
+                    ]
+                    console.debug(f"JSON answer: status {obj.get('status')}, output {items}")
                 collector.handle_json(obj)
             collector.finished = True
             ended_early = False
@@ -2366,6 +2418,17 @@ def images_fallback_reason(exc: ImagegenError, request_path: str) -> str | None:
     return None
 
 
+def rejects_previous_response(exc: ImagegenError) -> bool:
+    if not isinstance(exc, GatewayError) or not 400 <= exc.status < 500:
+        return False
+    msg = exc.message.lower()
+    return (
+        "previous_response" in msg
+        or "previous response" in msg
+        or getattr(exc, "param", "") == "previous_response_id"
+    )
+
+
 def run_job(
     job: Job,
     gw: Gateway,
@@ -2395,6 +2458,8 @@ def run_job(
             settings.gate.wait(deadline)
             collector = Collector(sink, progress)
             collector.on_partial = on_partial
+            if console.verbose:
+                collector.debug = console.debug
             if api == "images":
                 request = images_request(job, size)
             else:
@@ -2409,12 +2474,14 @@ def run_job(
                 if sink.has_image:
                     break
                 note = ""
-                reason = images_fallback_reason(exc, request.path) if job.api == "auto" else None
+                reason = None
+                if job.api == "auto" and not job.image_urls:  # the Images API takes files only
+                    reason = images_fallback_reason(exc, request.path)
                 if reason and "images" not in used:
                     used.add("images")
                     api = "images"
                     note = reason + "; switching to the Images API (/images/...)"
-                elif use_previous and "previous_response" in exc.message.lower():
+                elif use_previous and rejects_previous_response(exc):
                     use_previous = False
                     note = "the gateway rejected previous_response_id; re-uploading the image"
                 else:
@@ -2468,7 +2535,7 @@ def run_job(
         outcome.final_size = size
         outcome.stream = stream and api == "responses"
         outcome.api = api
-        outcome.used_previous = use_previous
+        outcome.used_previous = use_previous and api == "responses"
         outcome.image = sink.commit()
         outcome.elapsed = time.monotonic() - started
         return outcome
@@ -2490,12 +2557,12 @@ class Console:
     """Every line the script prints goes through here, so the key is redacted everywhere."""
 
     def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
-        import threading
+        import _thread  # threading itself costs start-up time that --help does not need
 
         self.quiet = quiet
         self.verbose = verbose
         self.secrets: list[str] = []
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         self.status_shown = False  # a TTY status line is on screen and must be cleared first
 
     def add_secret(self, value: str) -> None:
@@ -2747,6 +2814,12 @@ examples:
   masked edit:   %(prog)s --prompt "replace the sky" --image in.png --mask sky.png --out sky.png
   check only:    %(prog)s --prompt "test" --out x.png --dry-run
   for agents:    %(prog)s --prompt "..." --out a.png --json
+  variants:      %(prog)s --prompt "a logo" --out logo.png --n 4
+  batch:         %(prog)s --batch jobs.jsonl --out-dir out/ --concurrency 4
+  iterate:       %(prog)s --prompt "a fox" --out fox.png --sidecar
+                 %(prog)s --prompt "now at night" --edit-from fox.png --out fox-night.png
+  diagnose:      %(prog)s --doctor --probe
+  images API:    %(prog)s --prompt "a fox" --out fox.png --api auto
 
 configuration: read from $CODEX_HOME (default ~/.codex): config.toml (model_provider and
 [model_providers.<id>]: base_url, env_key, query_params, http_headers, ...) and auth.json.
@@ -3076,13 +3149,12 @@ def batch_line_options(text: str) -> dict[str, Any]:
     """One JSONL line: a JSON string (the prompt), a JSON object, or bare prompt text."""
     import json
 
-    if text.startswith(("{", '"')):
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        if text.startswith(("{", '"')):
             raise UsageError(f"invalid JSON: {exc}") from None
-    else:
-        value = text
+        value = text  # bare prompt text
     if isinstance(value, str):
         return {"prompt": value}
     if not isinstance(value, dict):
@@ -3100,8 +3172,18 @@ def batch_line_options(text: str) -> dict[str, Any]:
 
 def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     """Every job of the JSONL file, validated before anything is sent (errors name the line)."""
-    if args.prompt is not None or args.prompt_file or args.out or args.n != 1:
-        raise UsageError("--batch takes prompts and names from the file: use --out-dir, not --out")
+    for flag, value in (
+        ("--prompt", args.prompt is not None),
+        ("--prompt-file", args.prompt_file),
+        ("--out", args.out),
+        ("--n", args.n != 1),
+        ("--edit-from", args.edit_from),
+    ):
+        if value:
+            raise UsageError(
+                f"{flag} cannot be combined with --batch",
+                "prompts and names come from the file; results go to --out-dir",
+            )
     if not args.out_dir:
         raise UsageError("--batch needs --out-dir DIR")
     try:
@@ -3243,7 +3325,7 @@ def partial_writer(job: Job, folder: str | None, console: Console) -> Callable[[
 
     def write(index: int, data: Any) -> None:
         path = os.path.join(target, f"{stem}.partial-{index + 1}{ext or '.png'}")
-        sink = ImageSink(path, force=True)
+        sink = ImageSink(path, force=True, rescue=False)
         try:
             if sink.save(data):
                 sink.commit()
@@ -3335,7 +3417,10 @@ def run_all(
         try:
             outcome = run_job(job, gw, settings, console, progress, writer, args.sidecar)
             if args.sidecar:
-                console.info(f"sidecar saved: {write_sidecar(outcome, gw)}")
+                try:
+                    console.info(f"sidecar saved: {write_sidecar(outcome, gw)}")
+                except OSError as exc:
+                    console.warn(f"{job.name}: the image is saved but its sidecar is not: {exc}")
         except ImagegenError as exc:
             outcome = getattr(exc, "outcome", None) or Outcome(job)
             outcome.error = exc
@@ -3443,8 +3528,10 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
     except ConfigError as exc:
         check("config", False, exc.message, exc.hint, EXIT_CONFIG)
         return EXIT_CONFIG
-    files = ", ".join(gw.config_files) or "none found"
-    check("config", True, f"Codex home {gw.codex_home}; files: {files}")
+    if gw.config_files:
+        check("config", True, f"Codex home {gw.codex_home}; files: {', '.join(gw.config_files)}")
+    else:
+        check("config", None, f"no config.toml or auth.json in {gw.codex_home}: using defaults")
     check("provider", True, f"{gw.provider} (profile: {gw.profile or 'none'})")
     check("endpoint", True, gw.url("/responses"))
     if gw.api_key:
@@ -3503,7 +3590,8 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
     try:
         status, headers, body = http_request(gw, settings, "GET", "/models")
         if status < 300:
-            check("models", True, f"GET /models: HTTP {status}, key accepted")
+            accepted = "key accepted" if gw.api_key else "no key needed"
+            check("models", True, f"GET /models: HTTP {status}, {accepted}")
         elif status in (401, 403):
             refused = http_error(status, "", headers, body, gw)
             check("models", False, refused.message, refused.hint, EXIT_CONFIG)
@@ -3514,11 +3602,11 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
     except (OSError, ImagegenError) as exc:
         check("models", False, f"GET /models: {exc}", "", EXIT_NETWORK)
     if args.probe:
-        probe(gw, settings, check)
+        probe(gw, settings, check, args.model or env.get("CODEX_IMAGEGEN_MODEL") or DEFAULT_MODEL)
     return max(check.failures) if check.failures else EXIT_OK
 
 
-def probe(gw: Gateway, settings: Settings, check: Check) -> None:
+def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
     """One small streaming /responses call: does it stream, accept a forced tool_choice and
     start the image tool? Reading stops as soon as that is known."""
     import http.client
@@ -3526,7 +3614,7 @@ def probe(gw: Gateway, settings: Settings, check: Check) -> None:
     import time
 
     payload = {
-        "model": DEFAULT_MODEL,
+        "model": model,
         "input": [
             {
                 "type": "message",
@@ -3719,6 +3807,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
+        for path in list(ACTIVE_TEMP_FILES):  # worker threads die with us: clear their files
+            try:
+                os.remove(path)
+            except OSError:
+                pass
         console._err("interrupted")
         return 130
     except Exception as exc:  # a bug: one line, traceback only with --verbose
