@@ -3,6 +3,7 @@ as a subprocess exactly as a user would."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def write_codex_home(
     )
     if key is not None:
         auth = home / "auth.json"
-        auth.write_text('{"OPENAI_API_KEY": "%s"}' % key, encoding="utf-8")
+        auth.write_text(json.dumps({"OPENAI_API_KEY": key}), encoding="utf-8")
         if os.name == "posix":
             auth.chmod(0o600)
     return home
