@@ -30,7 +30,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings at run time
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from typing import IO, Any, Callable, NoReturn
 
 __version__ = "0.1.0"
@@ -1194,12 +1194,184 @@ def proxy_for(scheme: str, host: str, port: int, env: Mapping[str, str]) -> str 
     return None
 
 
+class RemoteClosed(ConnectionError):
+    """The gateway closed the connection before sending any answer."""
+
+
+class ProtocolError(ConnectionError):
+    """The answer broke HTTP/1.1 framing (bad status line, connection closed mid-body)."""
+
+
+class Response:
+    """The answer to one request: status line, headers, and a body read piece by piece.
+
+    A small HTTP/1.1 reader instead of http.client: it imports nothing heavy and returns
+    everything already received (across chunk boundaries) in one read1() call."""
+
+    def __init__(self, sock: Any, head_only: bool = False) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                head = bytes(self.buf[:end]).decode("latin-1")
+                del self.buf[: end + 4]
+                self._parse_head(head)
+                if not 100 <= self.status < 200 or self.status == 101 or head_only:
+                    break
+                continue  # 1xx interim answer: the real one follows
+            if len(self.buf) > 256 * 1024:
+                raise ProtocolError("the answer's headers are too long")
+            data = sock.recv(64 * 1024)
+            if not data:
+                if self.buf:
+                    raise ProtocolError("the connection closed in the middle of the headers")
+                raise RemoteClosed("the gateway closed the connection without answering")
+            self.buf += data
+        self.done = head_only or self.status in (204, 304)
+        self.chunked = "chunked" in (self.get("transfer-encoding") or "").lower()
+        length = self.get("content-length")
+        self.remaining = -1  # -1: read until the connection closes
+        if not self.chunked and length is not None and length.strip().isdigit():
+            self.remaining = int(length)
+        self.chunk_left = 0
+        self.crlf_due = False
+
+    def _parse_head(self, head: str) -> None:
+        status_line, _, rest = head.partition("\r\n")
+        version, _, rest_line = status_line.partition(" ")
+        code, _, reason = rest_line.partition(" ")
+        if not version.startswith("HTTP/") or not code.isdigit():
+            raise ProtocolError(f"not an HTTP answer: {status_line[:80]!r}")
+        self.status = int(code)
+        self.reason = reason.strip()
+        self.headers: dict[str, str] = {}
+        for line in rest.split("\r\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                key = name.strip().lower()
+                value = value.strip()
+                self.headers[key] = (
+                    self.headers[key] + ", " + value if key in self.headers else value
+                )
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+    getheader = get
+
+    def _fill(self, size: int) -> bool:
+        data = self.sock.recv(size)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def read1(self, n: int) -> bytes:
+        """Up to n body bytes: whatever has arrived, blocking only when nothing has."""
+        if self.done:
+            return b""
+        if not self.chunked:
+            if self.remaining == 0:
+                self.done = True
+                return b""
+            if not self.buf and not self._fill(n):
+                self.done = True
+                if self.remaining > 0:
+                    raise ProtocolError(f"the connection closed {self.remaining} bytes early")
+                return b""
+            take = len(self.buf) if self.remaining < 0 else min(len(self.buf), self.remaining)
+            take = min(take, n)
+            piece = bytes(self.buf[:take])
+            del self.buf[:take]
+            if self.remaining > 0:
+                self.remaining -= take
+            return piece
+        out = bytearray()
+        while len(out) < n and not self.done:
+            if self.crlf_due:
+                if len(self.buf) < 2:
+                    if out or not self._fill(READ_CHUNK):
+                        if not out:
+                            raise ProtocolError("the connection closed mid-chunk")
+                        break
+                    continue
+                del self.buf[:2]
+                self.crlf_due = False
+            if self.chunk_left == 0:
+                nl = self.buf.find(b"\r\n")
+                if nl < 0:
+                    if out:
+                        break
+                    if not self._fill(READ_CHUNK):
+                        raise ProtocolError("the connection closed between chunks")
+                    continue
+                size_text = bytes(self.buf[:nl]).split(b";")[0].strip()
+                del self.buf[: nl + 2]
+                try:
+                    self.chunk_left = int(size_text, 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+                if self.chunk_left == 0:
+                    self.done = True  # trailers, if any, are not needed
+                    break
+            if not self.buf:
+                if out:
+                    break
+                if not self._fill(READ_CHUNK):
+                    raise ProtocolError("the connection closed mid-chunk")
+            take = min(self.chunk_left, n - len(out), len(self.buf))
+            out += self.buf[:take]
+            del self.buf[:take]
+            self.chunk_left -= take
+            if self.chunk_left == 0:
+                self.crlf_due = True
+        return bytes(out)
+
+
+class Connection:
+    """One connected socket (plain or TLS) for one request; no keep-alive."""
+
+    def __init__(self, sock: Any, host_header: str) -> None:
+        self.sock = sock
+        self.host_header = host_header
+
+    def send(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: Iterable[bytes],
+        clock: Clock | None = None,
+        close: bool = True,
+    ) -> None:
+        lines = [f"{method} {target} HTTP/1.1", "Host: " + self.host_header]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if close:
+            lines.append("Connection: close")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+        for chunk in body:
+            if clock is not None:
+                clock.arm()
+            self.sock.sendall(chunk)
+
+    def response(self) -> Response:
+        return Response(self.sock)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
 def open_connection(
     url: str, settings: Settings, timeout: float
-) -> tuple[Any, str, dict[str, str]]:
-    """A connected http.client connection for url (direct, via proxy or CONNECT tunnel), the
-    request target, and headers a plain-HTTP proxy needs on the request itself."""
-    import http.client
+) -> tuple[Connection, str, dict[str, str]]:
+    """A connected socket for url (direct, via an HTTP proxy, or through a CONNECT tunnel),
+    the request target, and headers a plain-HTTP proxy needs on the request itself.
+    This is the one place that decides proxy, TLS context and connect timeout."""
+    import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -1207,11 +1379,16 @@ def open_connection(
         raise ConfigError(f"base URL {url!r} must start with http:// or https://")
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = parts.path + ("?" + parts.query if parts.query else "")
+    target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
     proxy = proxy_for(parts.scheme, host, port, settings.env)
     context = ssl_context(settings.env) if parts.scheme == "https" else None
-    conn: http.client.HTTPConnection
+    name = host.encode("idna").decode("ascii") if not host.isascii() else host
+    if ":" in name:
+        name = "[" + name + "]"
+    host_header = name if parts.port is None else f"{name}:{port}"
     request_headers: dict[str, str] = {}
+    dial = (host, port)
+    tunnel_headers: dict[str, str] = {}
     if proxy:
         p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
         if p.scheme not in ("http", "https") or not p.hostname:
@@ -1219,6 +1396,7 @@ def open_connection(
                 f"proxy {proxy!r} is not supported",
                 "use an http:// proxy (SOCKS is not available in the standard library)",
             )
+        dial = (p.hostname, p.port or 8080)
         proxy_headers = {}
         if p.username:
             import base64
@@ -1229,20 +1407,25 @@ def open_connection(
                 creds.encode("utf-8")
             ).decode("ascii")
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                p.hostname, p.port or 8080, timeout=timeout, context=context
-            )
-            conn.set_tunnel(host, port, headers=proxy_headers)
+            tunnel_headers = proxy_headers
         else:
-            conn = http.client.HTTPConnection(p.hostname, p.port or 8080, timeout=timeout)
             target = url
             request_headers = proxy_headers
-    elif parts.scheme == "https":
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    conn.connect()
-    return conn, target, request_headers
+    sock = socket.create_connection(dial, timeout=timeout)
+    try:
+        if proxy and parts.scheme == "https":
+            Connection(sock, f"{name}:{port}").send(
+                "CONNECT", f"{name}:{port}", tunnel_headers, (), close=False
+            )
+            answer = Response(sock, head_only=True)
+            if answer.status != 200:
+                raise OSError(f"Tunnel connection failed: {answer.status} {answer.reason}")
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
+    return Connection(sock, host_header), target, request_headers
 
 
 def describe_network_error(exc: BaseException, url: str) -> NetworkError:
@@ -2116,7 +2299,6 @@ def exchange(
     console: Console,
 ) -> None:
     """One POST; the answer (SSE or JSON) is fed to the collector as it arrives."""
-    import http.client
     import socket
 
     url = gw.url(request.path)
@@ -2142,33 +2324,28 @@ def exchange(
             ) from None
         clock.sock = conn.sock
         clock.arm()
-        conn.putrequest("POST", target, skip_accept_encoding=True)
-        for name, value in list(headers.items()) + list(proxy_headers.items()):
-            conn.putheader(name, value)
-        conn.putheader("Content-Length", str(body.length))
+        headers.update(proxy_headers)
+        headers["Content-Length"] = str(body.length)
         console.debug(f"POST {url} ({body.length} bytes)")
         for name, value in headers.items():
             console.debug(f"  {name}: {value}")
         try:
-            conn.endheaders()
-            for chunk in body.chunks():
-                clock.arm()
-                conn.sock.sendall(chunk)
+            conn.send("POST", target, headers, body.chunks(), clock)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the gateway answered early (e.g. 413) and closed: read that answer below
         clock.arm()
-        resp = conn.getresponse()
+        resp = conn.response()
         status = resp.status
         console.debug(
             "HTTP {} {} ({})".format(resp.status, resp.reason, resp.getheader("content-type"))
         )
         if status >= 400:
             raise http_error(
-                status, resp.reason, _Headers(resp), _read_limited(resp, clock), gw, request.path
+                status, resp.reason, resp, _read_limited(resp, clock), gw, request.path
             )
         if "html" in (resp.getheader("content-type") or "").lower():
             raise http_error(  # a captive portal or proxy login page, not the gateway
-                status, resp.reason, _Headers(resp), _read_limited(resp, clock), gw, request.path
+                status, resp.reason, resp, _read_limited(resp, clock), gw, request.path
             )
         if collector.progress is not None:
             collector.progress.phase("waiting")
@@ -2251,7 +2428,7 @@ def exchange(
         ) from None
     except ImagegenError:
         raise
-    except (OSError, http.client.HTTPException, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         if collector.sink.has_image:
             return  # the image is safe; a connection that breaks afterwards does not matter
         if status:
@@ -2261,7 +2438,7 @@ def exchange(
                 retryable=True,
                 started=True,
             ) from None
-        if isinstance(exc, http.client.RemoteDisconnected):
+        if isinstance(exc, RemoteClosed):
             raise NetworkError(
                 "the gateway closed the connection without answering", retryable=True
             ) from None
@@ -2269,17 +2446,6 @@ def exchange(
     finally:
         if conn is not None:
             conn.close()
-
-
-class _Headers:
-    """Case-insensitive header lookup over an http.client response."""
-
-    def __init__(self, resp: Any) -> None:
-        self.resp = resp
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        value = self.resp.getheader(name)
-        return default if value is None else str(value)
 
 
 def _read_limited(resp: Any, clock: Clock) -> bytes:
@@ -3508,9 +3674,10 @@ def http_request(
         headers["Accept"] = "application/json"
         if body:
             headers["Content-Type"] = "application/json"
-        conn.request(method, target, body=body or None, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, _Headers(resp), _read_limited(resp, clock)
+            headers["Content-Length"] = str(len(body))
+        conn.send(method, target, headers, [body] if body else (), clock)
+        resp = conn.response()
+        return resp.status, resp, _read_limited(resp, clock)
     finally:
         conn.close()
 
@@ -3609,7 +3776,6 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
 def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
     """One small streaming /responses call: does it stream, accept a forced tool_choice and
     start the image tool? Reading stops as soon as that is known."""
-    import http.client
     import json
     import time
 
@@ -3665,13 +3831,12 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         headers = gw.request_headers()
         headers.update(extra)
         headers.update({"Content-Type": "application/json", "Accept": "text/event-stream"})
-        conn.request("POST", target, body=body, headers=headers)
-        resp = conn.getresponse()
+        headers["Content-Length"] = str(len(body))
+        conn.send("POST", target, headers, [body], clock)
+        resp = conn.response()
         ctype = (resp.getheader("content-type") or "").lower()
         if resp.status >= 400:
-            err = http_error(
-                resp.status, resp.reason, _Headers(resp), _read_limited(resp, clock), gw
-            )
+            err = http_error(resp.status, resp.reason, resp, _read_limited(resp, clock), gw)
             lowered = err.message.lower()
             if "tool_choice" in lowered or "tool choice" in lowered:
                 check(
@@ -3728,7 +3893,7 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
                 "try --api auto",
                 EXIT_GATEWAY,
             )
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, ValueError) as exc:
         check("probe", False, f"{type(exc).__name__}: {exc}", "", EXIT_NETWORK)
     finally:
         conn.close()
