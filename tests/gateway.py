@@ -509,6 +509,23 @@ def close_reply(*, reset: bool = False) -> Reply:
 # --- server ------------------------------------------------------------------
 
 
+def read_request_body(rfile: Any, headers: Any) -> bytes:
+    """The body of a request being served (Content-Length or chunked); shared with the bench."""
+    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+        out = bytearray()
+        while True:
+            size_line = rfile.readline(65537)
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                return bytes(out)
+            out += rfile.read(size)
+            rfile.readline(65537)
+    length = int(headers.get("Content-Length") or 0)
+    return bytes(rfile.read(length)) if length > 0 else b""
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -563,19 +580,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            out = bytearray()
-            while True:
-                size_line = self.rfile.readline(65537)
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(out)
-                out += self.rfile.read(size)
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        return read_request_body(self.rfile, self.headers)
 
     def _handle(self) -> None:
         t_start = time.monotonic()

@@ -180,18 +180,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            out = bytearray()
-            while True:
-                size = int(self.rfile.readline(65537).split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(out)
-                out += self.rfile.read(size)
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        sys.path.insert(0, str(ROOT))
+        from tests.gateway import read_request_body
+
+        return read_request_body(self.rfile, self.headers)
 
     def do_POST(self) -> None:
         server = cast("BenchServer", getattr(self.server, "bench"))  # noqa: B009
