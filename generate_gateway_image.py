@@ -2871,7 +2871,7 @@ class Progress:
             self.console.status(self.line(), self.tty)
 
     def _tick(self) -> None:
-        while not self.stop_event.wait(1.0 if self.tty else 1.0):
+        while not self.stop_event.wait(1.0):
             self._show()
 
 

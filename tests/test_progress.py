@@ -1,0 +1,100 @@
+"""Progress on stderr: in place on a terminal (dimmed unless NO_COLOR), plain lines and a
+heartbeat otherwise, nothing with --quiet."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import generate_gateway_image as g
+from tests.conftest import SCRIPT, run_cli
+from tests.gateway import Gateway, image_events, sse_reply
+from tests.images import b64, png_bytes
+
+IMAGE = png_bytes(32, 32)
+
+
+def test_plain_lines_per_phase_and_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = g.Progress(g.Console())
+    assert not progress.tty
+    progress.phase("generating")
+    assert err.getvalue().splitlines()[-1].endswith("generating")
+    count = len(err.getvalue().splitlines())
+    progress._show()  # nothing new yet: no heartbeat within 15 s
+    assert len(err.getvalue().splitlines()) == count
+    progress.last_line -= g.HEARTBEAT_SECONDS + 1
+    progress._show()
+    lines = err.getvalue().splitlines()
+    assert len(lines) == count + 1 and lines[-1].endswith("generating")
+    assert "\r" not in err.getvalue() and "\x1b" not in err.getvalue()
+
+
+def test_quiet_prints_no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = g.Progress(g.Console(quiet=True))
+    progress.phase("generating")
+    progress.last_line -= g.HEARTBEAT_SECONDS + 1
+    progress._show()
+    assert err.getvalue() == ""
+
+
+def test_non_tty_run_logs_phases(gateway: Gateway, env: dict[str, str], tmp_path: Path) -> None:
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))))
+    proc = run_cli(["--prompt", "x", "--out", str(tmp_path / "a.png")], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "] generating" in proc.stderr and "] finalising" in proc.stderr
+    assert "\x1b" not in proc.stderr
+
+
+def test_quiet_run_has_no_progress(gateway: Gateway, env: dict[str, str], tmp_path: Path) -> None:
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))))
+    proc = run_cli(["--prompt", "x", "--out", str(tmp_path / "a.png"), "--quiet"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "generating" not in proc.stderr and "requesting" not in proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "a.png")
+
+
+def _run_on_tty(env: dict[str, str], args: list[str]) -> str:
+    """Run the script with stderr on a pseudo-terminal; return what it wrote there."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args], env=env, stdout=subprocess.PIPE, stderr=slave
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=30)
+    os.close(master)
+    assert proc.returncode == 0
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="pseudo-terminals are POSIX only")
+@pytest.mark.parametrize("no_color", [False, True])
+def test_tty_status_line_in_place(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path, no_color: bool
+) -> None:
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE)), delay=0.4))
+    if no_color:
+        env = dict(env, NO_COLOR="1")
+    out = _run_on_tty(env, ["--prompt", "x", "--out", str(tmp_path / "a.png")])
+    assert "\r\x1b[2K" in out  # rewritten in place
+    assert "generating" in out
+    assert ("\x1b[2m" in out) is (not no_color)
