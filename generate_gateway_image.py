@@ -670,7 +670,7 @@ def image_is_complete(f: IO[bytes], kind: str, size: int) -> bool:
         declared = int.from_bytes(f.read(4), "little")
         return declared + 8 <= size
     if kind == "svg":
-        return b"</svg>" in tail.lower() or b"/>" in tail
+        return b"</svg>" in tail.lower()
     return False
 
 
@@ -1912,7 +1912,7 @@ class Collector:
     # -- input -------------------------------------------------------------------------------
 
     def on_sse(self, name: str, buf: bytes | bytearray, start: int, end: int) -> None:
-        if buf[start:end].strip() == b"[DONE]" if end - start < 16 else False:
+        if end - start < 16 and buf[start:end].strip() == b"[DONE]":
             self.finished = True
             return
         try:
