@@ -1212,10 +1212,13 @@ class Response:
         self.sock = sock
         self.buf = bytearray()
         while True:
-            end = self.buf.find(b"\r\n\r\n")
+            end, sep = self.buf.find(b"\r\n\r\n"), 4
+            bare = self.buf.find(b"\n\n")  # tolerate servers that end lines with LF only
+            if bare >= 0 and (end < 0 or bare < end):
+                end, sep = bare, 2
             if end >= 0:
                 head = bytes(self.buf[:end]).decode("latin-1")
-                del self.buf[: end + 4]
+                del self.buf[: end + sep]
                 self._parse_head(head)
                 if not 100 <= self.status < 200 or self.status == 101 or head_only:
                     break
@@ -1232,21 +1235,23 @@ class Response:
         self.chunked = "chunked" in (self.get("transfer-encoding") or "").lower()
         length = self.get("content-length")
         self.remaining = -1  # -1: read until the connection closes
-        if not self.chunked and length is not None and length.strip().isdigit():
+        length = (length or "").strip()
+        if not self.chunked and length.isascii() and length.isdigit():
             self.remaining = int(length)
         self.chunk_left = 0
         self.crlf_due = False
 
     def _parse_head(self, head: str) -> None:
-        status_line, _, rest = head.partition("\r\n")
+        head = head.replace("\r\n", "\n")
+        status_line, _, rest = head.partition("\n")
         version, _, rest_line = status_line.partition(" ")
         code, _, reason = rest_line.partition(" ")
-        if not version.startswith("HTTP/") or not code.isdigit():
+        if not version.startswith("HTTP/") or not (code.isascii() and code.isdigit()):
             raise ProtocolError(f"not an HTTP answer: {status_line[:80]!r}")
         self.status = int(code)
         self.reason = reason.strip()
         self.headers: dict[str, str] = {}
-        for line in rest.split("\r\n"):
+        for line in rest.split("\n"):
             name, sep, value = line.partition(":")
             if sep:
                 key = name.strip().lower()
@@ -1269,7 +1274,7 @@ class Response:
 
     def read1(self, n: int) -> bytes:
         """Up to n body bytes: whatever has arrived, blocking only when nothing has."""
-        if self.done:
+        if self.done or n <= 0:
             return b""
         if not self.chunked:
             if self.remaining == 0:
@@ -1296,6 +1301,8 @@ class Response:
                             raise ProtocolError("the connection closed mid-chunk")
                         break
                     continue
+                if self.buf[:2] != b"\r\n":
+                    raise ProtocolError("a chunk's data did not end where its size said")
                 del self.buf[:2]
                 self.crlf_due = False
             if self.chunk_left == 0:
@@ -1308,6 +1315,8 @@ class Response:
                     continue
                 size_text = bytes(self.buf[:nl]).split(b";")[0].strip()
                 del self.buf[: nl + 2]
+                if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}")
                 try:
                     self.chunk_left = int(size_text, 16)
                 except ValueError:
