@@ -1708,6 +1708,19 @@ class SavedImage:
         self.rescued = False
 
 
+def create_unique(folder: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file that did not exist (O_EXCL), with the normal umask-based permissions that the
+    final image should have (tempfile.mkstemp would make it owner-only)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(folder, prefix + os.urandom(6).hex() + suffix)
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, "no free temporary file name", folder)
+
+
 ACTIVE_TEMP_FILES: set[str] = set()  # .part files in flight, removed on Ctrl-C by main()
 
 
@@ -1750,16 +1763,16 @@ class ImageSink:
         return image is not None
 
     def _open_temp(self, rescue: bool) -> tuple[IO[bytes], str]:
-        import tempfile
-
         ext = "." + (os.path.splitext(self.out)[1].lstrip(".") or "png")
         if rescue:
-            fd, path = tempfile.mkstemp(prefix="codex-imagegen-rescue-", suffix=ext)
+            import tempfile
+
+            folder, name, suffix = tempfile.gettempdir(), "codex-imagegen-rescue-", ext
         else:
             folder = os.path.dirname(os.path.abspath(self.out))
             os.makedirs(folder, exist_ok=True)
-            name = "." + os.path.basename(self.out) + "."
-            fd, path = tempfile.mkstemp(prefix=name, suffix=".part", dir=folder)
+            name, suffix = "." + os.path.basename(self.out) + ".", ".part"
+        fd, path = create_unique(folder, name, suffix)
         if not rescue:
             ACTIVE_TEMP_FILES.add(path)
         return os.fdopen(fd, "w+b"), path
@@ -1885,7 +1898,9 @@ class ImageSink:
         import tempfile
 
         assert self.tmp is not None
-        fd, rescue = tempfile.mkstemp(prefix="codex-imagegen-rescue-", suffix="." + image.kind)
+        fd, rescue = create_unique(
+            tempfile.gettempdir(), "codex-imagegen-rescue-", "." + image.kind
+        )
         os.close(fd)
         shutil.move(self.tmp, rescue)
         ACTIVE_TEMP_FILES.discard(self.tmp)
@@ -3519,7 +3534,6 @@ def partial_writer(job: Job, folder: str | None, console: Console) -> Callable[[
 def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
     """OUT.json beside the image: everything needed to understand or continue it (no key)."""
     import json
-    import tempfile
     import time
 
     image = outcome.image
@@ -3558,7 +3572,7 @@ def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
         "fallbacks": outcome.fallbacks,
     }
     path = image.path + ".json"
-    fd, tmp = tempfile.mkstemp(prefix=".sidecar.", suffix=".part", dir=os.path.dirname(path) or ".")
+    fd, tmp = create_unique(os.path.dirname(path) or ".", ".sidecar.", ".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2, ensure_ascii=False)

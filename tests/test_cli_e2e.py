@@ -799,3 +799,19 @@ def test_console_script_entry_point() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert g.__version__ in proc.stdout
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_saved_image_has_normal_permissions(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The temporary file is renamed into place: it must not stay owner-only (umask applies)."""
+    gateway.enqueue(sse_reply(image_events(images.b64(images.png_bytes(8, 8)))))
+    out = tmp_path / "perm.png"
+    old = os.umask(0o022)
+    try:
+        proc = run_cli(["--prompt", "x", "--out", str(out)], env)
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_mode & 0o777 == 0o644
