@@ -169,10 +169,14 @@ class GatewayError(ImagegenError):
         retryable: bool = False,
         retry_after: float | None = None,
         started: bool = False,
+        detail: str | None = None,
+        param: str = "",
     ) -> None:
         super().__init__(message, hint)
         self.status = status
         self.code = code
+        self.detail = message if detail is None else detail  # the gateway's own words only
+        self.param = param
         self.retryable = retryable
         self.retry_after = retry_after
         self.started = started  # the gateway had begun the work: a retry may be billed twice
@@ -494,6 +498,9 @@ def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway
     if gw.api_key:
         console.add_secret(gw.api_key)
     for name, value in gw.headers.items():
+        if looks_secret(name, value):
+            console.add_secret(value)
+    for name, value in gw.query:
         if looks_secret(name):
             console.add_secret(value)
     if not gw.api_key and not args.dry_run:
@@ -529,12 +536,53 @@ def warn_if_world_readable(path: str, console: Console) -> None:
         )
 
 
-SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret", "cookie", "password")
+SECRET_HEADER_WORDS = (
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "cookie",
+    "password",
+    "session",
+    "credential",
+    "sig",
+)
+SECRETS: list[str] = []  # every credential this run knows, longest first; see redact()
 
 
-def looks_secret(header_name: str) -> bool:
+def looks_secret(header_name: str, value: str = "") -> bool:
     lowered = header_name.lower()
-    return any(word in lowered for word in SECRET_HEADER_WORDS)
+    return any(word in lowered for word in SECRET_HEADER_WORDS) or value.lower().startswith(
+        ("bearer ", "basic ")
+    )
+
+
+def add_secret(value: str) -> None:
+    """Remember a credential so that redact() masks it in everything printed or written."""
+    value = value.strip()
+    if len(value) >= 6 and value not in SECRETS:
+        SECRETS.append(value)
+        SECRETS.sort(key=len, reverse=True)
+        if value.lower().startswith(("bearer ", "basic ")):
+            add_secret(value.split(" ", 1)[1])
+
+
+def redact(text: str) -> str:
+    for secret in SECRETS:
+        if secret in text:
+            text = text.replace(secret, mask_secret(secret))
+    return text
+
+
+def redact_url(url: str) -> str:
+    """The URL without any user:password@ part."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return redact((scheme + sep if sep else "") + authority + slash + path)
 
 
 def mask_secret(value: str) -> str:
@@ -1208,8 +1256,9 @@ class Response:
     A small HTTP/1.1 reader instead of http.client: it imports nothing heavy and returns
     everything already received (across chunk boundaries) in one read1() call."""
 
-    def __init__(self, sock: Any, head_only: bool = False) -> None:
+    def __init__(self, sock: Any, head_only: bool = False, clock: Clock | None = None) -> None:
         self.sock = sock
+        self.clock = clock  # re-armed before every receive: a trickle cannot outlive --timeout
         self.buf = bytearray()
         while True:
             end, sep = self.buf.find(b"\r\n\r\n"), 4
@@ -1225,6 +1274,8 @@ class Response:
                 continue  # 1xx interim answer: the real one follows
             if len(self.buf) > 256 * 1024:
                 raise ProtocolError("the answer's headers are too long")
+            if clock is not None:
+                clock.arm()
             data = sock.recv(64 * 1024)
             if not data:
                 if self.buf:
@@ -1266,6 +1317,8 @@ class Response:
     getheader = get
 
     def _fill(self, size: int) -> bool:
+        if self.clock is not None:
+            self.clock.arm()
         data = self.sock.recv(size)
         if not data:
             return False
@@ -1308,6 +1361,8 @@ class Response:
             if self.chunk_left == 0:
                 nl = self.buf.find(b"\r\n")
                 if nl < 0:
+                    if len(self.buf) > 4096:
+                        raise ProtocolError("a chunk-size line is too long")
                     if out:
                         break
                     if not self._fill(READ_CHUNK):
@@ -1364,8 +1419,8 @@ class Connection:
                 clock.arm()
             self.sock.sendall(chunk)
 
-    def response(self) -> Response:
-        return Response(self.sock)
+    def response(self, clock: Clock | None = None) -> Response:
+        return Response(self.sock, clock=clock)
 
     def close(self) -> None:
         try:
@@ -1374,13 +1429,64 @@ class Connection:
             pass
 
 
+def resolve(host: str, port: int, timeout: float) -> list[Any]:
+    """getaddrinfo within `timeout` (it has no timeout of its own; a broken resolver in a
+    sandbox can block for minutes), on a daemon thread that is simply abandoned if late."""
+    import socket
+    import threading
+
+    result: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=lookup, name="dns", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not result:
+        raise NetworkError(
+            f"looking up {host} took longer than {timeout:g}s",
+            "DNS is not answering; in a sandbox, rerun with host network access",
+            retryable=True,
+        )
+    if isinstance(result[0], OSError):
+        raise result[0]
+    return list(result[0])
+
+
+def connect(address: tuple[str, int], timeout: float) -> Any:
+    """A TCP connection within `timeout` in all: DNS, then each address with what is left."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: OSError | None = None
+    for family, kind, proto, _, sockaddr in resolve(address[0], address[1], timeout):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(remaining)
+        try:
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            last = exc
+            sock.close()
+    if last is not None and not isinstance(last, socket.timeout):
+        raise last
+    raise socket.timeout(f"connecting to {address[0]} timed out")
+
+
 def open_connection(
     url: str, settings: Settings, timeout: float
 ) -> tuple[Connection, str, dict[str, str]]:
     """A connected socket for url (direct, via an HTTP proxy, or through a CONNECT tunnel),
     the request target, and headers a plain-HTTP proxy needs on the request itself.
     This is the one place that decides proxy, TLS context and connect timeout."""
-    import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -1402,7 +1508,7 @@ def open_connection(
         p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
         if p.scheme not in ("http", "https") or not p.hostname:
             raise ConfigError(
-                f"proxy {proxy!r} is not supported",
+                f"proxy {redact_url(proxy)!r} is not supported",
                 "use an http:// proxy (SOCKS is not available in the standard library)",
             )
         dial = (p.hostname, p.port or 8080)
@@ -1415,12 +1521,15 @@ def open_connection(
             proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(
                 creds.encode("utf-8")
             ).decode("ascii")
+            add_secret(proxy_headers["Proxy-Authorization"])
+            if p.password:
+                add_secret(unquote(p.password))
         if parts.scheme == "https":
             tunnel_headers = proxy_headers
         else:
             target = url
             request_headers = proxy_headers
-    sock = socket.create_connection(dial, timeout=timeout)
+    sock = connect(dial, timeout)
     try:
         if proxy and parts.scheme == "https":
             Connection(sock, f"{name}:{port}").send(
@@ -1655,7 +1764,8 @@ def _put_blobs(obj: Any, blobs: Mapping[str, Blob]) -> Any:
 
 
 def text_of(value: Any, limit: int = 500) -> str:
-    text = value if isinstance(value, str) else ""
+    """One line of at most `limit` characters, credentials masked before it is cut short."""
+    text = redact(value) if isinstance(value, str) else ""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -1757,7 +1867,14 @@ class ImageSink:
             if not self.rescue:
                 raise
             self.rescue_reason = exc.strerror or str(exc)
-            image = self._decode(value, rescue=True)
+            try:
+                image = self._decode(value, rescue=True)
+            except OSError as second:  # not a network fault: never retried, never re-billed
+                raise OutputError(
+                    f"could not write {self.out} ({self.rescue_reason}) nor a rescue file in "
+                    f"the temp folder ({second.strerror or second})",
+                    "free some disk space or choose another --out, then run again",
+                ) from None
         if image is not None:
             self.image = image
         return image is not None
@@ -2250,15 +2367,19 @@ def http_error(
         retryable=retryable,
         retry_after=retry_after,
         started=status == 524,  # the CDN gave up waiting; the gateway may still be working
+        detail=message,
+        param=param,
     )
-    err_obj.param = param  # type: ignore[attr-defined]
     return err_obj
 
 
 def host_of(url: str) -> str:
+    """host[:port] of a URL, never its user:password@ part."""
     from urllib.parse import urlsplit
 
-    return urlsplit(url).netloc or url
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 class Request:
@@ -2352,13 +2473,13 @@ def exchange(
         headers["Content-Length"] = str(body.length)
         console.debug(f"POST {url} ({body.length} bytes)")
         for name, value in headers.items():
-            console.debug(f"  {name}: {value}")
+            console.debug(f"  {name}: {mask_secret(value) if looks_secret(name, value) else value}")
         try:
             conn.send("POST", target, headers, body.chunks(), clock)
-        except (BrokenPipeError, ConnectionResetError):
+        except ConnectionError:
             pass  # the gateway answered early (e.g. 413) and closed: read that answer below
         clock.arm()
-        resp = conn.response()
+        resp = conn.response(clock)
         status = resp.status
         console.debug(
             "HTTP {} {} ({})".format(resp.status, resp.reason, resp.getheader("content-type"))
@@ -2366,6 +2487,14 @@ def exchange(
         if status >= 400:
             raise http_error(
                 status, resp.reason, resp, _read_limited(resp, clock), gw, request.path
+            )
+        if 300 <= status < 400:
+            location = resp.get("location") or "no Location given"
+            raise GatewayError(
+                f"HTTP {status} from {host_of(url)}: redirected to {redact_url(location)}",
+                "set base_url to the address it redirects to (the script does not follow "
+                "redirects: they would resend the key and the body)",
+                status=status,
             )
         if "html" in (resp.getheader("content-type") or "").lower():
             raise http_error(  # a captive portal or proxy login page, not the gateway
@@ -2383,13 +2512,15 @@ def exchange(
             parser = SSEParser(collector.on_sse)
             if first:
                 parser.feed(first)
-            while not collector.finished:
+            # Stop as soon as the image is safe: the rest (message, response.completed with a
+            # second copy of the image) is not needed, and a stall there must not hold it up.
+            while not collector.finished and not collector.sink.has_image:
                 clock.arm()
                 chunk = resp.read1(READ_CHUNK)
                 if not chunk:
                     break
                 parser.feed(chunk)
-            if not collector.finished:
+            if not collector.finished and not collector.sink.has_image:
                 parser.close()
             ended_early = not collector.finished
         else:
@@ -2504,8 +2635,8 @@ def detect_quirk(
         or not 400 <= exc.status < 500
     ):
         return None
-    msg = exc.message.lower()
-    param = str(getattr(exc, "param", "")).lower()
+    msg = exc.detail.lower()
+    param = exc.param.lower()
     if "minimum pixel budget" in msg and "size" not in used and not strict_size:
         bigger = larger_known_size(size)
         if bigger:
@@ -2598,12 +2729,12 @@ def images_fallback_reason(exc: ImagegenError, request_path: str) -> str | None:
         return None
     if request_path != "/responses" or not 400 <= exc.status < 500:
         return None
-    msg = exc.message.lower()
+    msg = exc.detail.lower()
     if exc.status == 404:
         return "the gateway has no /responses endpoint"
     if re.search(IMAGE_TOOL_UNSUPPORTED, msg):
         return "the gateway's /responses does not support the image tool"
-    if "tool_choice" in msg or "tool choice" in msg or getattr(exc, "param", "") == "tool_choice":
+    if "tool_choice" in msg or "tool choice" in msg or exc.param == "tool_choice":
         return "the gateway rejects a forced tool_choice"
     return None
 
@@ -2611,11 +2742,11 @@ def images_fallback_reason(exc: ImagegenError, request_path: str) -> str | None:
 def rejects_previous_response(exc: ImagegenError) -> bool:
     if not isinstance(exc, GatewayError) or not 400 <= exc.status < 500:
         return False
-    msg = exc.message.lower()
+    msg = exc.detail.lower()
     return (
         "previous_response" in msg
         or "previous response" in msg
-        or getattr(exc, "param", "") == "previous_response_id"
+        or exc.param == "previous_response_id"
     )
 
 
@@ -2647,6 +2778,7 @@ def run_job(
         while True:
             settings.gate.wait(deadline)
             collector = Collector(sink, progress)
+            sink.last_error = None  # a bad result of an earlier attempt says nothing about this one
             collector.on_partial = on_partial
             if console.verbose:
                 collector.debug = console.debug
@@ -2751,23 +2883,14 @@ class Console:
 
         self.quiet = quiet
         self.verbose = verbose
-        self.secrets: list[str] = []
         self.lock = _thread.RLock()
         self.status_shown = False  # a TTY status line is on screen and must be cleared first
 
     def add_secret(self, value: str) -> None:
-        value = value.strip()
-        if len(value) >= 6 and value not in self.secrets:
-            self.secrets.append(value)
-            self.secrets.sort(key=len, reverse=True)
-            if value.lower().startswith("bearer "):
-                self.add_secret(value[7:])
+        add_secret(value)
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, mask_secret(secret))
-        return text
+        return redact(text)
 
     def _err(self, line: str) -> None:
         with self.lock:
@@ -3408,7 +3531,14 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
                 opts["image_urls"] = [value] if isinstance(value, str) else value
             name = line.get("out")
             if name:
-                if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+                inside = os.path.abspath(args.out_dir)
+                target = os.path.abspath(os.path.join(args.out_dir, name))
+                drive = os.path.splitdrive(name)[0]
+                if (
+                    drive
+                    or name.startswith(("/", "\\"))
+                    or (os.path.commonpath([inside, target]) != inside or target == inside)
+                ):
                     raise UsageError(f"out {name!r} must be a relative path inside --out-dir")
             else:
                 ext = FORMAT_EXTENSIONS[format_for(None, opts.get("format"))]
@@ -3699,7 +3829,7 @@ def http_request(
             headers["Content-Type"] = "application/json"
             headers["Content-Length"] = str(len(body))
         conn.send(method, target, headers, [body] if body else (), clock)
-        resp = conn.response()
+        resp = conn.response(clock)
         return resp.status, resp, _read_limited(resp, clock)
     finally:
         conn.close()
@@ -3734,7 +3864,7 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     proxy = proxy_for(parts.scheme, host, port, env) if host else None
-    check("proxy", None, proxy or "none (direct connection)")
+    check("proxy", None, redact_url(proxy) if proxy else "none (direct connection)")
     ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
     if parts.scheme == "https":
         check("ca", None, f"system roots + {ca}" if ca else "system roots")
@@ -3746,17 +3876,19 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
         p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
         dial_host, dial_port = p.hostname or host, p.port or 8080
     try:
-        infos = socket.getaddrinfo(dial_host, dial_port, type=socket.SOCK_STREAM)
+        infos = resolve(dial_host, dial_port, settings.connect_timeout)
         addresses = sorted({str(info[4][0]) for info in infos})
         check("dns", True, f"{dial_host} -> {', '.join(addresses[:4])}")
+    except NetworkError as exc:
+        check("dns", False, exc.message, exc.hint)
+        return max(check.failures)
     except OSError as exc:
         err = describe_network_error(exc, gw.base_url)
         check("dns", False, f"{dial_host}: {exc}", err.hint)
         return max(check.failures)
     try:
         started = time.monotonic()
-        sock = socket.create_connection((dial_host, dial_port), timeout=settings.connect_timeout)
-        sock.close()
+        connect((dial_host, dial_port), settings.connect_timeout).close()
         check(
             "tcp", True, f"{dial_host}:{dial_port} in {1000 * (time.monotonic() - started):.0f} ms"
         )
@@ -3856,7 +3988,7 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         headers.update({"Content-Type": "application/json", "Accept": "text/event-stream"})
         headers["Content-Length"] = str(len(body))
         conn.send("POST", target, headers, [body], clock)
-        resp = conn.response()
+        resp = conn.response(clock)
         ctype = (resp.getheader("content-type") or "").lower()
         if resp.status >= 400:
             err = http_error(resp.status, resp.reason, resp, _read_limited(resp, clock), gw)
@@ -3980,13 +4112,45 @@ def run(args: Any, console: Console) -> int:
 def json_dumps(obj: Any) -> str:
     import json
 
-    return json.dumps(obj, ensure_ascii=False)
+    return json.dumps(obj)  # ASCII escapes: readable by any consumer, whatever its encoding
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (an agent's or CI's timeout): clean up like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def utf8_output() -> None:
+    """Piped output in UTF-8 (Windows pipes default to a code page that cannot print every
+    prompt or path); a terminal keeps its encoding but never fails on a character."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", "") or "").lower().replace("-", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding == "utf8" or reconfigure is None:
+            continue
+        try:
+            if stream.isatty():
+                reconfigure(errors="backslashreplace")
+            else:
+                reconfigure(encoding="utf-8", errors="backslashreplace")
+        except (OSError, ValueError):
+            pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
+    utf8_output()
     console = Console()
     verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
     console.verbose = verbose
+    try:
+        previous: Any = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        previous = None
     try:
         args = build_parser().parse_args(argv)
         console.quiet = args.quiet
@@ -3994,14 +4158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImagegenError as exc:
         console.error(exc)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         for path in list(ACTIVE_TEMP_FILES):  # worker threads die with us: clear their files
             try:
                 os.remove(path)
             except OSError:
                 pass
-        console._err("interrupted")
-        return 130
+        console._err("terminated" if isinstance(exc, Terminated) else "interrupted")
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # a bug: one line, traceback only with --verbose
         if verbose:
             import traceback
@@ -4012,6 +4176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(rerun with --verbose and report it)"
         )
         return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
