@@ -3837,7 +3837,6 @@ def http_request(
 
 def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Console) -> int:
     """Resolve and print the configuration, then probe the gateway step by step."""
-    import socket
     import time
     from urllib.parse import urlsplit
 
