@@ -8,15 +8,11 @@ Retry waits are kept short with ``Retry-After: 0`` and small ``--retries``/``--t
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import os
 import re
 import socket
 import ssl
 import subprocess
-import threading
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +29,7 @@ from tests.conftest import (
     write_codex_home,
 )
 from tests.gateway import (
+    ForwardProxy,
     Gateway,
     Recorded,
     Reply,
@@ -1031,69 +1028,6 @@ def test_tls_ca_variable_pointing_at_missing_file_exits_3(
 
 
 # --- 9. proxy ------------------------------------------------------------------------------
-
-
-class ForwardProxy:
-    """A tiny plain-HTTP forward proxy on loopback: records each request line and forwards the
-    request to ``upstream`` (whatever host the absolute URI names)."""
-
-    def __init__(self, upstream: Gateway) -> None:
-        self.upstream = upstream
-        self.lines: list[str] = []
-        self.proxy_auth: list[str | None] = []
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                proxy.lines.append(self.requestline)
-                proxy.proxy_auth.append(self.headers.get("Proxy-Authorization"))
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                parts = urllib.parse.urlsplit(self.path)
-                target = parts.path + ("?" + parts.query if parts.query else "")
-                skip = {"host", "connection", "proxy-authorization", "proxy-connection"}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream.port, timeout=20)
-                try:
-                    conn.request("POST", target, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    hop = {"transfer-encoding", "content-length", "connection"}
-                    self.send_response(resp.status, resp.reason)
-                    for name, value in resp.getheaders():
-                        if name.lower() not in hop:
-                            self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    conn.close()
-                self.close_connection = True
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return "http://127.0.0.1:{}".format(self.server.server_address[1])
-
-    def __enter__(self) -> ForwardProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import http.client
-import http.server
 import json
 import os
 import signal
@@ -22,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +37,7 @@ from tests.conftest import (
     write_codex_home,
 )
 from tests.gateway import (
+    ForwardProxy,
     Gateway,
     Reply,
     error_event,
@@ -97,69 +95,6 @@ def assert_no_proxy_secret(text: str) -> None:
 
 
 # --- 1. proxy credentials ------------------------------------------------------------------
-
-
-class ForwardProxy:
-    """A tiny plain-HTTP forward proxy on loopback (after tests/test_faults.py): records each
-    request line and Proxy-Authorization, forwards the request to the gateway."""
-
-    def __init__(self, upstream: Gateway) -> None:
-        self.upstream = upstream
-        self.lines: list[str] = []
-        self.proxy_auth: list[str | None] = []
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                proxy.lines.append(self.requestline)
-                proxy.proxy_auth.append(self.headers.get("Proxy-Authorization"))
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                parts = urllib.parse.urlsplit(self.path)
-                target = parts.path + ("?" + parts.query if parts.query else "")
-                skip = {"host", "connection", "proxy-authorization", "proxy-connection"}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream.port, timeout=20)
-                try:
-                    conn.request("POST", target, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    hop = {"transfer-encoding", "content-length", "connection"}
-                    self.send_response(resp.status, resp.reason)
-                    for name, value in resp.getheaders():
-                        if name.lower() not in hop:
-                            self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    conn.close()
-                self.close_connection = True
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return "http://127.0.0.1:{}".format(self.server.server_address[1])
-
-    def __enter__(self) -> ForwardProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 def test_unsupported_socks_proxy_error_hides_credentials(
