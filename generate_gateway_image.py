@@ -19,6 +19,7 @@ Exit codes:
   5  no image came back (moderation block, refusal, the model answered in text)
   6  network (DNS, connect, TLS, timeout)
   7  the output could not be written (a paid image is saved to a rescue file)
+  130/143  interrupted (Ctrl-C) / terminated (SIGTERM); temporary files are removed
 
 Standard library only (plus tomli on Python < 3.11). Python 3.9+.
 """
@@ -3137,7 +3138,7 @@ examples:
 configuration: read from $CODEX_HOME (default ~/.codex): config.toml (model_provider and
 [model_providers.<id>]: base_url, env_key, query_params, http_headers, ...) and auth.json.
 exit codes: 0 ok, 1 internal, 2 arguments/input, 3 config/credentials, 4 gateway error,
-5 no image, 6 network/timeout, 7 output not written.
+5 no image, 6 network/timeout, 7 output not written, 130/143 interrupted.
 """
 
 
