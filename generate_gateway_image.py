@@ -1530,16 +1530,31 @@ def open_connection(
         else:
             target = url
             request_headers = proxy_headers
+    import socket
+    import time
+
+    # `timeout` bounds the whole set-up (DNS, TCP, tunnel, TLS), not each receive: a proxy or
+    # server that trickles one byte at a time must not hold the run open.
+    deadline = time.monotonic() + timeout
     sock = connect(dial, timeout)
     try:
         if proxy and parts.scheme == "https":
             Connection(sock, f"{name}:{port}").send(
                 "CONNECT", f"{name}:{port}", tunnel_headers, (), close=False
             )
-            answer = Response(sock, head_only=True)
+            clock = Clock(timeout, deadline)
+            clock.sock = sock
+            try:
+                answer = Response(sock, head_only=True, clock=clock)
+            except (TimeoutError, socket.timeout):
+                raise socket.timeout(f"the proxy did not open the tunnel in {timeout:g}s") from None
             if answer.status != 200:
                 raise OSError(f"Tunnel connection failed: {answer.status} {answer.reason}")
         if context is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout(f"no time left for the TLS handshake with {host}")
+            sock.settimeout(remaining)  # ssl bounds the whole handshake by the socket timeout
             sock = context.wrap_socket(sock, server_hostname=host)
     except BaseException:
         sock.close()
@@ -3268,7 +3283,7 @@ def build_parser() -> Any:
         type=float,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="SECONDS",
-        help="TCP/TLS connect timeout (default 30)",
+        help="time to connect: DNS, TCP, proxy tunnel and TLS in all (default 30)",
     )
 
     g = p.add_argument_group("several images")

@@ -212,9 +212,10 @@ class TrickleServer:
     """Raw TCP: reads the request head, sends ``head``, then one byte of ``trickle`` every
     0.3 s, forever (until the test ends)."""
 
-    def __init__(self, head: bytes, trickle: bytes) -> None:
+    def __init__(self, head: bytes, trickle: bytes, request_end: bytes = b"\r\n\r\n") -> None:
         self.head = head
         self.trickle = trickle
+        self.request_end = request_end  # b"": answer after the first bytes (a TLS ClientHello)
         self.stop = threading.Event()
         self.connections = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -243,7 +244,7 @@ class TrickleServer:
         try:
             conn.settimeout(5)
             data = b""
-            while b"\r\n\r\n" not in data:
+            while not data or self.request_end not in data:
                 piece = conn.recv(65536)
                 if not piece:
                     return
@@ -303,6 +304,46 @@ def test_trickling_answer_ends_at_the_total_timeout(case: str, tmp_path: Path) -
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
     assert "--timeout" in errors[0], errors[0]
+    assert connections == 1
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+# The proxy tunnel's answer used to be bounded per receive only: a proxy trickling a byte every
+# 0.3 s held the run open past --connect-timeout and --timeout. The TLS handshake is bounded as a
+# whole by ssl itself (the socket timeout is a deadline there); the second case keeps it so.
+SETUP_TRICKLES = {
+    # the proxy answers CONNECT with a header block that never ends
+    "connect-tunnel": (b"HTTP/1.1 200 Connection established\r\n", b"X-Slow: " + b"a" * 10_000),
+    # the gateway answers the ClientHello with a 16 KB TLS record, one byte at a time
+    "tls-handshake": (b"\x16\x03\x03\x40\x00", b"\x02" * 20_000),
+}
+
+
+@pytest.mark.parametrize("case", list(SETUP_TRICKLES))
+def test_trickling_connection_setup_ends_at_the_connect_timeout(case: str, tmp_path: Path) -> None:
+    head, trickle = SETUP_TRICKLES[case]
+    out = tmp_path / "out" / "image.png"
+    request_end = b"\r\n\r\n" if case == "connect-tunnel" else b""
+    with TrickleServer(head, trickle, request_end) as server:
+        if case == "connect-tunnel":
+            base_url = f"https://127.0.0.1:{closed_port()}/v1"  # only the proxy is dialled
+            env = clean_env(HTTPS_PROXY=f"http://127.0.0.1:{server.port}", NO_PROXY="")
+        else:
+            base_url = f"https://127.0.0.1:{server.port}/v1"
+            env = clean_env()
+        env["CODEX_HOME"] = str(write_codex_home(tmp_path / "home", base_url))
+        started = time.monotonic()
+        proc = cli(
+            tmp_path, env, "--connect-timeout", "1", "--timeout", "120", "--retries", "0", out=out
+        )
+        elapsed = time.monotonic() - started
+        connections = server.connections
+    assert proc.returncode == 6, report(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "timed out after 1s" in errors[0], errors[0]
+    assert elapsed < 20, elapsed  # the fault would otherwise hold it for --timeout (120 s)
     assert connections == 1
     assert not out.exists()
     assert leftovers(tmp_path) == []
