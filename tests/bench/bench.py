@@ -876,6 +876,13 @@ class Bench:
                 0,
                 PYC_ENV,
             ),
+            Contender(
+                "python: only compile the script",
+                "compile",
+                cmd(py, "-c", f"compile(open({str(SCRIPT)!r}, 'rb').read(), 'x', 'exec')"),
+                False,
+                0,
+            ),
             Contender("stdlib: +json, urllib.parse", "dry-base", cmd(py, "-c", dry_base), False, 0),
             Contender("ours --dry-run", "dry", cmd(*self.ours(*dry, "--dry-run")), False, 0),
             Contender("python -S -c pass", "bare-S", cmd(py, "-S", "-c", "pass"), False, 0),
@@ -902,6 +909,16 @@ class Bench:
             )
         rounds = self.args.rounds * (1 if self.args.quick else 3)  # cheap: more rounds
         self.measure(res, contenders, rounds, None)
+        # what running by path costs over the installed command, next to what compiling the
+        # file alone costs: a script run by path is compiled on every run, never cached
+        walls = {
+            kind: s.wall
+            for kind in ("bare", "compile", "help", "help-pyc")
+            if (s := _by_kind(res, kind)) is not None and s.wall is not None
+        }
+        if len(walls) == 4:
+            res.info["compile_ms"] = (walls["compile"] - walls["bare"]) * 1000
+            res.info["by_path_minus_installed_ms"] = (walls["help"] - walls["help-pyc"]) * 1000
         return res
 
 
