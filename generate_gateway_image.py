@@ -237,6 +237,7 @@ class Gateway:
         "profile",
         "codex_home",
         "config_files",
+        "key_hint",
     )
 
     def __init__(self) -> None:
@@ -249,6 +250,7 @@ class Gateway:
         self.profile: str | None = None
         self.codex_home = ""
         self.config_files: list[str] = []
+        self.key_hint = ""  # how to supply a key when none was found
 
     def url(self, path: str) -> str:
         url = self.base_url.rstrip("/") + path
@@ -496,6 +498,9 @@ def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway
     gw.codex_home = home
     gw.profile = profile
     gw.config_files = files + ([auth_path] if auth is not None else [])
+    gw.key_hint = keyring_hint(config, auth) or (
+        f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
+    )
     if gw.api_key:
         console.add_secret(gw.api_key)
     for name, value in gw.headers.items():
@@ -516,12 +521,20 @@ def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway
                 "or pass --base-url URL for a gateway that needs no key",
             )
         else:
-            raise ConfigError(
-                f"no API key found for provider {gw.provider!r}",
-                f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, "
-                "or give the provider an env_key",
-            )
+            raise ConfigError(f"no API key found for provider {gw.provider!r}", gw.key_hint)
     return gw
+
+
+def keyring_hint(config: Mapping[str, Any], auth: Any) -> str:
+    """Codex may keep its login in the OS keyring, which a stdlib script cannot read."""
+    store = config.get("cli_auth_credentials_store")
+    if auth is None and store in ("keyring", "auto"):
+        return (
+            f"Codex keeps its credentials in the OS keyring (cli_auth_credentials_store = "
+            f'"{store}"), which this script cannot read: export CODEX_API_KEY (or the '
+            'provider\'s env_key), or set cli_auth_credentials_store = "file" and log in again'
+        )
+    return ""
 
 
 def warn_if_world_readable(path: str, console: Console) -> None:
@@ -3874,7 +3887,7 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
     elif args.base_url:
         check("key", None, "none: no Authorization header will be sent (--base-url)")
     else:
-        check("key", False, "no API key found", "set CODEX_API_KEY or add one to auth.json", 3)
+        check("key", False, "no API key found", gw.key_hint, EXIT_CONFIG)
     parts = urlsplit(gw.base_url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)

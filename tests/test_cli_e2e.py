@@ -355,6 +355,26 @@ def test_no_configuration_at_all(tmp_path: Path, gateway: Gateway) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("store", ["keyring", "auto", "file"])
+def test_keyring_credentials_are_explained(tmp_path: Path, gateway: Gateway, store: str) -> None:
+    """Codex can keep its login in the OS keyring; the script cannot read it and says so."""
+    home = write_codex_home(
+        tmp_path / "ch",
+        gateway.base_url,
+        key=None,
+        extra_top=f'cli_auth_credentials_store = "{store}"',
+    )
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], clean_env(CODEX_HOME=str(home)))
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith("error: no API key found"), proc.stderr
+    assert ("OS keyring" in proc.stderr) == (store != "file"), proc.stderr
+    assert gateway.requests == []
+    doctor = run_cli(["--doctor"], clean_env(CODEX_HOME=str(home)))
+    assert doctor.returncode == 3, doctor.stdout + doctor.stderr
+    assert ("OS keyring" in doctor.stdout + doctor.stderr) == (store != "file")
+
+
 @pytest.mark.parametrize(
     "case", ["no-key", "env-key-missing", "malformed-toml", "unknown-provider"]
 )
