@@ -54,6 +54,9 @@ BUILTIN_PROVIDER_URLS = {
     "ollama": "http://localhost:11434/v1",
     "lmstudio": "http://localhost:1234/v1",
 }
+BUILTIN_PROVIDER_IDS = ("openai", "ollama", "lmstudio", "amazon-bedrock")
+CHATGPT_BASE_URL = "https://chatgpt.com/backend-api/codex"  # built-in provider, ChatGPT login
+KEY_COMMAND_TIMEOUT = 5.0  # auth.command's default timeout_ms, as in Codex
 KNOWN_GOOD_SIZES = ("1024x1024", "1024x1536", "1536x1024")
 
 ACTIONS = ("auto", "generate", "edit")
@@ -238,6 +241,7 @@ class Gateway:
         "codex_home",
         "config_files",
         "key_hint",
+        "key_command",
     )
 
     def __init__(self) -> None:
@@ -251,13 +255,12 @@ class Gateway:
         self.codex_home = ""
         self.config_files: list[str] = []
         self.key_hint = ""  # how to supply a key when none was found
+        self.key_command: KeyCommand | None = None  # auth.command: run it to get the key
 
     def url(self, path: str) -> str:
         url = self.base_url.rstrip("/") + path
         if self.query:
-            from urllib.parse import urlencode
-
-            url += "?" + urlencode(self.query)
+            url += "?" + "&".join(f"{quote_query(k)}={quote_query(v)}" for k, v in self.query)
         return url
 
     def request_headers(self) -> dict[str, str]:
@@ -267,6 +270,16 @@ class Gateway:
         for name, value in self.headers.items():
             set_header(headers, name, value)
         return headers
+
+
+def quote_query(text: str) -> str:
+    """Percent-encode a query_params key or value, keeping %XX escapes already in it: Codex
+    appends the values raw, so a signature copied from a URL arrives as written."""
+    import re
+    from urllib.parse import quote
+
+    parts = re.split(r"(%[0-9A-Fa-f]{2})", text)
+    return "".join(part if i % 2 else quote(part, safe="") for i, part in enumerate(parts))
 
 
 def set_header(headers: dict[str, str], name: str, value: str) -> None:
@@ -306,7 +319,14 @@ def load_toml(path: str) -> dict[str, Any]:
             ) from None
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            raw = f.read()
+        # a BOM is what Windows editors write; Codex's TOML parser skips it too
+        return tomllib.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path}: not UTF-8 text",
+            "save it as UTF-8 (PowerShell 5's > and Out-File write UTF-16)",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"{path}: invalid TOML: {exc}", "fix the file; Codex cannot read it either"
@@ -379,6 +399,78 @@ def _table(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"config.toml: {where} must be a string, not {value!r}")
+    return value
+
+
+class KeyCommand:
+    """A provider's `auth = { command, args, timeout_ms, cwd }`: a program printing the key."""
+
+    __slots__ = ("argv", "cwd", "timeout")
+
+    def __init__(self, argv: list[str], cwd: str | None, timeout: float) -> None:
+        self.argv = argv
+        self.cwd = cwd
+        self.timeout = timeout
+
+
+def key_command_spec(value: Any, where: str) -> KeyCommand:
+    table = _table(value, f"{where} auth")
+    command = table.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise ConfigError(f"config.toml: {where} auth.command must be a non-empty string")
+    args = table.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ConfigError(f"config.toml: {where} auth.args must be a list of strings")
+    timeout_ms = table.get("timeout_ms", KEY_COMMAND_TIMEOUT * 1000)
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms <= 0:
+        raise ConfigError(f"config.toml: {where} auth.timeout_ms must be a positive number")
+    cwd = table.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ConfigError(f"config.toml: {where} auth.cwd must be a string")
+    return KeyCommand([command, *args], cwd, float(timeout_ms) / 1000.0)
+
+
+def run_key_command(spec: KeyCommand, home: str) -> str:
+    """Run auth.command as Codex does: its trimmed stdout is the key; exit 0 required. A relative
+    cwd, and a command given as a path, are taken from the Codex home."""
+    import subprocess
+
+    cwd = os.path.join(home, os.path.expanduser(spec.cwd)) if spec.cwd else home
+    argv = list(spec.argv)
+    if os.sep in argv[0] or (os.altsep and os.altsep in argv[0]):
+        argv[0] = os.path.join(cwd, os.path.expanduser(argv[0]))
+    shown = os.path.basename(spec.argv[0])
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=cwd if os.path.isdir(cwd) else None,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=spec.timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"auth.command {shown} did not finish in {spec.timeout:g}s",
+            "run it by hand to check it, or raise auth.timeout_ms",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"auth.command {shown} cannot be run: {exc.strerror or exc}") from None
+    key = done.stdout.decode("utf-8", "replace").strip()
+    if done.returncode != 0 or not key:
+        if key:
+            add_secret(key)  # whatever it printed may still be a secret
+        last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        why = f"exited with {done.returncode}" if done.returncode else "printed no key"
+        raise ConfigError(
+            f"auth.command {shown} {why}" + (f": {redact(last[0])[:200]}" if last[0] else ""),
+            "run it by hand; it must print the token on stdout and exit 0",
+        )
+    return key
+
+
 def resolve_gateway(
     config: Mapping[str, Any],
     auth: Mapping[str, Any] | None,
@@ -389,11 +481,24 @@ def resolve_gateway(
 ) -> Gateway:
     """Resolve endpoint, headers and key the way Codex does (pure: no files, no network)."""
     gw = Gateway()
-    provider_id = config.get("model_provider") or DEFAULT_PROVIDER
-    if not isinstance(provider_id, str):
-        raise ConfigError("config.toml: model_provider must be a string")
+    provider_id = config.get("model_provider", DEFAULT_PROVIDER)
+    if not isinstance(provider_id, str) or not provider_id:
+        raise ConfigError("config.toml: model_provider must be a provider name (a string)")
     gw.provider = provider_id
     providers = _table(config.get("model_providers"), "[model_providers]")
+    # Codex refuses to start when a built-in id is redefined; mirror it rather than guess
+    reserved = [p for p in providers if p in BUILTIN_PROVIDER_IDS]
+    if reserved and not (reserved == ["amazon-bedrock"] and set(providers[reserved[0]]) <= {"aws"}):
+        raise ConfigError(
+            f"config.toml: [model_providers.{reserved[0]}] redefines a built-in provider, "
+            "which Codex rejects",
+            "rename the table (e.g. [model_providers.my-gateway]) and set model_provider to it",
+        )
+    if provider_id == "amazon-bedrock":
+        raise ConfigError(
+            "provider 'amazon-bedrock' signs requests with AWS SigV4, which this script cannot do",
+            "use a provider with a bearer key (env_key, auth.json) for image generation",
+        )
     provider = providers.get(provider_id)
     if provider is not None:
         provider = _table(provider, f"[model_providers.{provider_id}]")
@@ -407,20 +512,37 @@ def resolve_gateway(
             f"model provider {provider_id!r} not found in config.toml [model_providers] ({known})",
             f"add a [model_providers.{provider_id}] table with base_url, or fix model_provider",
         )
-
-    if provider.get("base_url"):
-        url = str(provider["base_url"])
-    elif provider_id == "openai":
-        url = str(
-            config.get("openai_base_url") or env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
+    where = f"[model_providers.{provider_id}]"
+    wire_api = provider.get("wire_api", "responses")
+    if wire_api != "responses":
+        raise ConfigError(
+            f'config.toml: {where} wire_api = {wire_api!r}: only "responses" is supported '
+            "(Codex rejects other values too)"
         )
+
+    tokens = (auth or {}).get("tokens") if isinstance((auth or {}).get("tokens"), dict) else None
+    chatgpt_login = bool(
+        tokens
+        and tokens.get("access_token")
+        and not ((auth or {}).get("OPENAI_API_KEY") or env.get("CODEX_API_KEY"))
+    )
+    if provider.get("base_url"):
+        url = _string(provider["base_url"], f"{where} base_url")
+    elif provider_id == "openai":
+        default = CHATGPT_BASE_URL if chatgpt_login else DEFAULT_OPENAI_BASE_URL
+        url = str(config.get("openai_base_url") or env.get("OPENAI_BASE_URL") or default)
+    elif provider_id in BUILTIN_PROVIDER_URLS:
+        url = env.get("CODEX_OSS_BASE_URL", "").strip() or BUILTIN_PROVIDER_URLS[provider_id]
+        port = env.get("CODEX_OSS_PORT", "").strip()
+        if port and not env.get("CODEX_OSS_BASE_URL", "").strip():
+            if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                raise ConfigError(f"CODEX_OSS_PORT={port!r} is not a port number")
+            url = url.rsplit(":", 1)[0] + ":" + port + "/v1"
     else:
-        url = env.get("CODEX_OSS_BASE_URL") or BUILTIN_PROVIDER_URLS.get(provider_id, "")
-        if not url:
-            raise ConfigError(f"config.toml: [model_providers.{provider_id}] has no base_url")
+        raise ConfigError(f"config.toml: {where} has no base_url")
     gw.base_url = base_url or url
     for key, value in _table(provider.get("query_params"), "query_params").items():
-        gw.query.append((str(key), str(value)))
+        gw.query.append((str(key), _string(value, f"{where} query_params.{key}")))
 
     headers: dict[str, str] = {}
     if provider_id == "openai" and "base_url" not in provider:
@@ -431,42 +553,42 @@ def resolve_gateway(
             if env.get(var, "").strip():
                 headers[name] = env[var].strip()
     for name, value in _table(provider.get("http_headers"), "http_headers").items():
-        set_header(headers, str(name), str(value))
+        set_header(headers, str(name), _string(value, f"{where} http_headers.{name}"))
     for name, var in _table(provider.get("env_http_headers"), "env_http_headers").items():
-        value = env.get(str(var), "").strip()
+        value = env.get(_string(var, f"{where} env_http_headers.{name}"), "").strip()
         if value:
             set_header(headers, str(name), value)
 
-    # Credentials: first found wins.
+    # Credentials: first found wins. The provider's own key (env_key, bearer token, auth
+    # command) comes before the user's OpenAI login, so that an OpenAI key set for Codex in
+    # general is never sent to a gateway that has a key of its own.
     env_key = provider.get("env_key")
-    tokens = (auth or {}).get("tokens") if isinstance((auth or {}).get("tokens"), dict) else None
+    command = provider.get("auth")
+    if command is not None:
+        gw.key_command = key_command_spec(command, where)
+        gw.key_source = "auth.command in config.toml"
     candidates: list[tuple[str, str | None]] = [
-        ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
         (
             f"{env_key} environment variable (env_key)",
             env.get(str(env_key)) if env_key else None,
         ),
         ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token")),
+        ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
         ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
         ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
         ("OPENAI_API_KEY environment variable", env.get("OPENAI_API_KEY")),
     ]
-    for source, value in candidates:
+    for source, value in candidates if gw.key_command is None else ():
         if isinstance(value, str) and value.strip():
             gw.api_key = value.strip()
             gw.key_source = source
             if source.startswith("ChatGPT") and tokens and tokens.get("account_id"):
                 set_header(headers, "chatgpt-account-id", str(tokens["account_id"]))
             break
-    if gw.api_key is None and env_key:
+    if gw.api_key is None and gw.key_command is None and env_key:
         gw.key_source = "missing:" + str(env_key)
         instructions = provider.get("env_key_instructions")
-        gw.headers = headers
-        if not base_url:
-            raise ConfigError(
-                f"missing environment variable {env_key} (env_key of provider {provider_id!r})",
-                str(instructions) if instructions else f"export {env_key}=<your key>",
-            )
+        gw.key_hint = str(instructions) if instructions else f"export {env_key}=<your key>"
     for header in extra_headers:
         set_header(headers, header[0], header[1])
     gw.headers = headers
@@ -498,9 +620,16 @@ def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway
     gw.codex_home = home
     gw.profile = profile
     gw.config_files = files + ([auth_path] if auth is not None else [])
-    gw.key_hint = keyring_hint(config, auth) or (
-        f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
+    gw.key_hint = (
+        gw.key_hint
+        or keyring_hint(config, auth)
+        or (
+            f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
+        )
     )
+    if gw.key_command is not None and (not args.dry_run or getattr(args, "doctor", False)):
+        gw.api_key = run_key_command(gw.key_command, home)
+    check_headers(gw)
     if gw.api_key:
         console.add_secret(gw.api_key)
     for name, value in gw.headers.items():
@@ -510,6 +639,12 @@ def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway
         if looks_secret(name):
             console.add_secret(value)
     if not gw.api_key and not args.dry_run:
+        if gw.key_source.startswith("missing:") and not args.base_url:
+            raise ConfigError(
+                f"missing environment variable {gw.key_source[8:]} "
+                f"(env_key of provider {gw.provider!r})",
+                gw.key_hint,
+            )
         if args.base_url:
             console.warn("no API key found; sending no Authorization header to " + gw.base_url)
         elif not files:
@@ -523,6 +658,19 @@ def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway
         else:
             raise ConfigError(f"no API key found for provider {gw.provider!r}", gw.key_hint)
     return gw
+
+
+def check_headers(gw: Gateway) -> None:
+    """Header names and values from config.toml, auth.json or the environment must be one clean
+    line each: a stray newline would otherwise inject headers into the request."""
+    import re
+
+    for name, value in [*gw.headers.items(), ("Authorization", gw.api_key or "")]:
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ConfigError(f"header name {name!r} in the configuration is not valid")
+        if any(c in value for c in "\r\n\0"):
+            what = "the API key" if name == "Authorization" else f"header {name!r}"
+            raise ConfigError(f"{what} from the configuration contains a line break")
 
 
 def keyring_hint(config: Mapping[str, Any], auth: Any) -> str:
@@ -2072,6 +2220,7 @@ class Collector:
         self.texts: list[str] = []
         self.deltas: list[str] = []
         self.failure: ImagegenError | None = None
+        self.call_failed = False  # an image call failed with no error object of its own
         self.finished = False
         self.events = 0
         self.unreadable = 0
@@ -2109,7 +2258,7 @@ class Collector:
             index = ev.get("partial_image_index", len(self.partials))
             data = ev.get("partial_image_b64")
             self._phase(f"partial {int(index) + 1 if isinstance(index, int) else index}")
-            if data and self.on_partial is not None:
+            if isinstance(data, (str, Blob)) and data and self.on_partial is not None:
                 self.on_partial(int(index) if isinstance(index, int) else len(self.partials), data)
         elif etype == "response.image_generation_call.completed":
             self._phase("finalising")
@@ -2148,7 +2297,14 @@ class Collector:
         itype = item.get("type")
         if itype == "image_generation_call":
             result = item.get("result")
-            if result and not self.sink.has_image:
+            if result and not isinstance(result, (str, Blob)):
+                self.unreadable += 1  # a gateway bug; a later copy of the item may be fine
+                if self.failure is None:
+                    self.failure = GatewayError(
+                        f"the image result is not base64 text (a JSON {type(result).__name__})",
+                        started=True,
+                    )
+            elif result and not self.sink.has_image:
                 if self.sink.save(result):  # any non-empty result counts, whatever the status
                     self.item_id = str(item.get("id") or "")
                     self.revised_prompt = text_of(item.get("revised_prompt"), 10_000)
@@ -2159,7 +2315,7 @@ class Collector:
                 if isinstance(err, dict):
                     self.failure = error_from_payload(err)
                 else:
-                    self.failure = NoImageError("the image generation call failed without a reason")
+                    self.call_failed = True  # the reason may be in the model's text (verdict)
         elif itype == "message":
             for part in item.get("content") or ():
                 if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
@@ -2169,13 +2325,19 @@ class Collector:
 
     def handle_json(self, obj: Mapping[str, Any]) -> None:
         """A whole JSON answer: a Response object, an Images API answer, or an error."""
-        if isinstance(obj.get("error"), dict) and not obj.get("output") and not obj.get("data"):
-            self.failure = error_from_payload(obj["error"])
+        err = obj.get("error")
+        if isinstance(err, (dict, str)) and err and not obj.get("output") and not obj.get("data"):
+            self.failure = error_from_payload(err if isinstance(err, dict) else {"message": err})
         elif isinstance(obj.get("data"), list):
             for entry in obj["data"]:
                 if not isinstance(entry, dict) or self.sink.has_image:
                     continue
-                if entry.get("b64_json") and self.sink.save(entry["b64_json"]):
+                b64 = entry.get("b64_json")
+                if b64 and not isinstance(b64, (str, Blob)):
+                    self.unreadable += 1
+                    if self.failure is None:
+                        self.failure = GatewayError("b64_json is not base64 text", started=True)
+                elif b64 and self.sink.save(b64):
                     self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
                 elif entry.get("url") and self.failure is None:
                     self.failure = GatewayError(
@@ -2227,11 +2389,14 @@ class Collector:
             raise self.sink.last_error
         text = "\n".join(self.texts) or "".join(self.deltas).strip()
         if text:
+            lead = "the image generation call failed" if self.call_failed else "no image came back"
             raise NoImageError(
-                "no image came back; the model answered in text: " + text_of(text, 2000),
+                f"{lead}; the model answered in text: " + text_of(text, 2000),
                 "make the request explicitly visual, or rephrase it",
                 text=text,
             )
+        if self.call_failed:
+            raise NoImageError("the image generation call failed without a reason")
         if transport_ended_early or not self.finished:
             raise GatewayError(
                 f"the stream ended before the image arrived ({self.events} events received)",
@@ -2251,6 +2416,17 @@ class Collector:
 # =============================================================================================
 # 7. Exchange: one attempt over the wire, then retries and gateway quirks around it
 # =============================================================================================
+
+
+def answer_kind(label: str, first: bytes) -> str:
+    """ "json" or "event-stream": what the body's first bytes show, else what its Content-Type
+    says. Relays mislabel answers both ways, and a JSON body never looks like an SSE line."""
+    head = first.lstrip()[:6]
+    if head[:1] in (b"{", b"["):
+        return "json"
+    if head.startswith((b"event:", b"data:", b"id:", b"retry:", b":")):
+        return "event-stream"
+    return "json" if "json" in label and "event-stream" not in label else "event-stream"
 
 
 class Clock:
@@ -2531,12 +2707,12 @@ def exchange(
             )
         if collector.progress is not None:
             collector.progress.phase("waiting")
-        ctype = (resp.getheader("content-type") or "").lower()
-        first = b""
-        if "event-stream" not in ctype and "json" not in ctype:
-            clock.arm()
-            first = resp.read1(READ_CHUNK)
-            ctype = "json" if first.lstrip()[:1] in (b"{", b"[") else "event-stream"
+        label = (resp.getheader("content-type") or "").lower()
+        clock.arm()
+        first = resp.read1(READ_CHUNK)
+        ctype = answer_kind(label, first)
+        if ctype not in label:
+            console.debug(f"the answer is labelled {label or 'nothing'!r} but reads as {ctype}")
         if "event-stream" in ctype:
             parser = SSEParser(collector.on_sse)
             if first:
@@ -2567,7 +2743,9 @@ def exchange(
                 if data[pos : pos + 1] != b"{":
                     raise GatewayError(
                         "the gateway answered HTTP {} with something that is not JSON: {}".format(
-                            status, text_of(bytes(data[:200]).decode("utf-8", "replace"), 200)
+                            # cut after masking: a key across the cut must not leak a prefix
+                            status,
+                            text_of(bytes(data[:8192]).decode("utf-8", "replace"), 200),
                         )
                     )
             try:
@@ -3122,7 +3300,9 @@ def print_dry_run(
         elif looks_secret(name):
             value = mask_secret(value)
         lines.append(f"{name}: {value}")
-    if not gw.api_key:
+    if gw.key_command is not None and not gw.api_key:
+        lines.append("# the key would come from auth.command (not run by --dry-run)")
+    elif not gw.api_key:
         lines.append("# no API key found: no Authorization header would be sent")
     lines.append("")
     if payload is not None:

@@ -218,10 +218,10 @@ def test_legacy_profiles_table(tmp_path: Path, gateway: Gateway, how: str) -> No
         (
             'env_key = "GW_TEST_KEY"',
             {"GW_TEST_KEY": "sk-envkey-1111aaaa2222", "CODEX_API_KEY": "sk-codexkey-3333bbbb4444"},
-            "sk-codexkey-3333bbbb4444",
+            "sk-envkey-1111aaaa2222",
         ),
     ],
-    ids=["env_key-beats-auth.json", "CODEX_API_KEY-beats-auth.json", "CODEX_API_KEY-beats-env_key"],
+    ids=["env_key-beats-auth.json", "CODEX_API_KEY-beats-auth.json", "env_key-beats-CODEX_API_KEY"],
 )
 def test_key_precedence(
     tmp_path: Path,
@@ -835,3 +835,102 @@ def test_saved_image_has_normal_permissions(
         os.umask(old)
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+# --- review fixes: auth.command, a missing env_key in --dry-run/--doctor, odd config files -----
+
+
+def command_provider(home: Path, gateway: Gateway, code: str, **extra: str) -> None:
+    """A provider whose key comes from `auth.command` (this Python running ``code``)."""
+    args = json.dumps(["-c", code])
+    lines = "".join(f"{k} = {v}\n" for k, v in extra.items())
+    write_config(
+        home,
+        f'model_provider = "gw"\n[model_providers.gw]\nbase_url = "{gateway.base_url}"\n'
+        f"[model_providers.gw.auth]\ncommand = {json.dumps(sys.executable)}\nargs = {args}\n"
+        + lines,
+    )
+    write_auth(home, {"OPENAI_API_KEY": TEST_KEY})  # must not be used for this provider
+
+
+def test_auth_command_supplies_the_key(tmp_path: Path, gateway: Gateway) -> None:
+    home = tmp_path / "ch"
+    command_provider(home, gateway, "print('  tok-from-command-123456  ')")
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    env = clean_env(CODEX_HOME=str(home), CODEX_API_KEY="sk-openai-not-for-the-gateway")
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--verbose"], env)
+    assert_ok(proc)
+    assert only_post(gateway).header("authorization") == "Bearer tok-from-command-123456"
+    assert_no_secret(proc, "tok-from-command-123456")
+
+
+def test_failing_auth_command_is_exit_3(tmp_path: Path, gateway: Gateway) -> None:
+    home = tmp_path / "ch"
+    command_provider(home, gateway, "import sys; sys.exit('token expired, run corp-login')")
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png")], clean_env(CODEX_HOME=str(home))
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith("error: auth.command "), proc.stderr
+    assert "exited with 1: token expired, run corp-login" in proc.stderr
+    assert gateway.requests == []
+
+
+def test_slow_auth_command_times_out(tmp_path: Path, gateway: Gateway) -> None:
+    home = tmp_path / "ch"
+    command_provider(home, gateway, "import time; time.sleep(30)", timeout_ms="300")
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png")], clean_env(CODEX_HOME=str(home))
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "did not finish in 0.3s" in proc.stderr
+    assert gateway.requests == []
+
+
+def test_dry_run_does_not_run_the_auth_command(tmp_path: Path, gateway: Gateway) -> None:
+    home = tmp_path / "ch"
+    marker = tmp_path / "ran"
+    command_provider(home, gateway, f"open({str(marker)!r}, 'w'); print('tok')")
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"],
+        clean_env(CODEX_HOME=str(home)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "auth.command" in proc.stdout + proc.stderr
+    assert not marker.exists()
+
+
+def test_missing_env_key_still_allows_dry_run_and_doctor(tmp_path: Path, gateway: Gateway) -> None:
+    home = write_codex_home(
+        tmp_path / "ch",
+        gateway.base_url,
+        key=None,
+        extra_provider='env_key = "GW_TEST_KEY"\nenv_key_instructions = "export GW_TEST_KEY=..."',
+    )
+    env = clean_env(CODEX_HOME=str(home))
+    dry = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"], env)
+    assert dry.returncode == 0, dry.stderr
+    assert gateway.base_url + "/responses" in dry.stdout + dry.stderr
+    doctor = run_cli(["--doctor"], env)
+    text = doctor.stdout + doctor.stderr
+    assert doctor.returncode == 3, text
+    key_lines = [line for line in text.splitlines() if " key " in f" {line} "]
+    assert key_lines and "failed" in key_lines[0], text
+    assert "export GW_TEST_KEY=..." in text
+    assert any(line.startswith("ok") and "endpoint" in line for line in text.splitlines()), text
+
+
+def test_utf16_config_is_exit_3_not_a_crash(tmp_path: Path, gateway: Gateway) -> None:
+    home = tmp_path / "ch"
+    home.mkdir()
+    text = f'model_provider = "gw"\n[model_providers.gw]\nbase_url = "{gateway.base_url}"\n'
+    (home / "config.toml").write_bytes(text.encode("utf-16"))
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png")],
+        clean_env(CODEX_HOME=str(home), CODEX_API_KEY=TEST_KEY),
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "not UTF-8" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert gateway.requests == []

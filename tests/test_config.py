@@ -482,9 +482,11 @@ def test_base_url_override() -> None:
 
 CHAIN = [
     # (source name, the key it provides, words its key_source must contain)
-    ("codex_env", "k-codex-env", ["CODEX_API_KEY"]),
+    # the provider's own key first: an OpenAI key set for Codex must not go to a gateway
+    # that has a key of its own (Codex reads env_key and the bearer token before its login)
     ("env_key", "k-env-key", ["GW_KEY"]),
     ("bearer", "k-bearer", ["experimental_bearer_token"]),
+    ("codex_env", "k-codex-env", ["CODEX_API_KEY"]),
     ("auth_key", "k-auth-json", ["OPENAI_API_KEY", "auth.json"]),
     ("chatgpt", "k-chatgpt-access", ["auth.json"]),
     ("openai_env", "k-openai-env", ["OPENAI_API_KEY", "environment"]),
@@ -577,26 +579,26 @@ def test_no_key_anywhere_is_not_an_error_here() -> None:
     assert header(gw.request_headers(), "Authorization") == []
 
 
-def test_env_key_missing_is_an_error_with_instructions() -> None:
+def test_env_key_missing_is_recorded_with_instructions() -> None:
+    """Resolution stays pure; load_gateway turns the missing variable into the exit-3 error
+    (so that --dry-run and --doctor can still show everything else)."""
     config = custom(env_key="GW_SECRET", env_key_instructions="Get one at https://gw/keys")
-    with pytest.raises(g.ConfigError) as err:
-        g.resolve_gateway(config, None, {"OTHER": "x"})
-    assert "GW_SECRET" in err.value.message
-    assert "Get one at https://gw/keys" in err.value.message + "\n" + err.value.hint
-    assert err.value.exit_code == g.EXIT_CONFIG
+    gw = g.resolve_gateway(config, None, {"OTHER": "x"})
+    assert gw.api_key is None
+    assert gw.key_source == "missing:GW_SECRET"
+    assert gw.key_hint == "Get one at https://gw/keys"
 
 
 @pytest.mark.parametrize("value", ["", "   "])
-def test_env_key_blank_is_an_error(value: str) -> None:
-    with pytest.raises(g.ConfigError) as err:
-        g.resolve_gateway(custom(env_key="GW_SECRET"), None, {"GW_SECRET": value})
-    assert "GW_SECRET" in err.value.message
+def test_env_key_blank_counts_as_missing(value: str) -> None:
+    gw = g.resolve_gateway(custom(env_key="GW_SECRET"), None, {"GW_SECRET": value})
+    assert gw.api_key is None
+    assert gw.key_source == "missing:GW_SECRET"
 
 
 def test_env_key_missing_without_instructions_still_names_the_variable() -> None:
-    with pytest.raises(g.ConfigError) as err:
-        g.resolve_gateway(custom(env_key="GW_SECRET"), None, {})
-    assert "GW_SECRET" in err.value.message + err.value.hint
+    gw = g.resolve_gateway(custom(env_key="GW_SECRET"), None, {})
+    assert "GW_SECRET" in gw.key_hint
 
 
 def test_env_key_missing_with_base_url_override_is_not_fatal() -> None:
@@ -741,3 +743,155 @@ def test_loopback_hosts(host: str) -> None:
 )
 def test_non_loopback_hosts(host: str) -> None:
     assert g.is_loopback_host(host) is False
+
+
+# --- review fixes: resolution as Codex does it ------------------------------------------------
+
+
+def test_config_with_a_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'\xef\xbb\xbfmodel_provider = "gw"\n')
+    assert g.load_toml(str(path)) == {"model_provider": "gw"}
+
+
+@pytest.mark.parametrize("data", ['model_provider = "gw"\n'.encode("utf-16"), b"# caf\xe9\n"])
+def test_config_that_is_not_utf8_is_a_config_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(data)
+    with pytest.raises(g.ConfigError, match="not UTF-8") as err:
+        g.load_toml(str(path))
+    assert err.value.exit_code == g.EXIT_CONFIG
+
+
+@pytest.mark.parametrize("builtin", ["openai", "ollama", "lmstudio"])
+def test_redefining_a_builtin_provider_is_rejected(builtin: str) -> None:
+    config = {"model_providers": {builtin: {"base_url": GW_URL}}, "model_provider": builtin}
+    with pytest.raises(g.ConfigError, match="built-in provider"):
+        g.resolve_gateway(config, None, {"CODEX_API_KEY": "k"})
+
+
+def test_bedrock_profile_may_be_set_but_bedrock_cannot_be_used() -> None:
+    config = custom(env_key="K")
+    config["model_providers"]["amazon-bedrock"] = {"aws": {"profile": "work"}}
+    assert g.resolve_gateway(config, None, {"K": "k"}).api_key == "k"
+    config["model_provider"] = "amazon-bedrock"
+    with pytest.raises(g.ConfigError, match="SigV4"):
+        g.resolve_gateway(config, None, {"K": "k"})
+
+
+def test_wire_api_other_than_responses_is_rejected() -> None:
+    assert g.resolve_gateway(custom(wire_api="responses"), None, {}).base_url == GW_URL
+    with pytest.raises(g.ConfigError, match="wire_api"):
+        g.resolve_gateway(custom(wire_api="chat"), None, {})
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [{"http_headers": {"x-flag": True}}, {"query_params": {"n": 1}}, {"base_url": 5}],
+)
+def test_non_string_provider_values_are_rejected(provider: dict[str, Any]) -> None:
+    config = custom()
+    config["model_providers"]["gw"].update(provider)
+    with pytest.raises(g.ConfigError, match="must be a string"):
+        g.resolve_gateway(config, None, {})
+
+
+@pytest.mark.parametrize("value", [False, 0, "", ["gw"]])
+def test_model_provider_that_is_not_a_name_is_rejected(value: Any) -> None:
+    with pytest.raises(g.ConfigError, match="model_provider"):
+        g.resolve_gateway({"model_provider": value}, None, {})
+
+
+CHATGPT_AUTH = {"auth_mode": "chatgpt", "OPENAI_API_KEY": None, "tokens": {"access_token": "tok"}}
+
+
+def test_chatgpt_login_on_the_builtin_provider_uses_the_codex_backend() -> None:
+    gw = g.resolve_gateway({}, CHATGPT_AUTH, {})
+    assert gw.url("/responses") == "https://chatgpt.com/backend-api/codex/responses"
+    assert gw.api_key == "tok"
+
+
+@pytest.mark.parametrize(
+    ("config", "auth", "env", "url"),
+    [
+        ({"openai_base_url": GW_URL}, CHATGPT_AUTH, {}, GW_URL),  # explicit URL wins
+        ({}, {**CHATGPT_AUTH, "OPENAI_API_KEY": "sk"}, {}, g.DEFAULT_OPENAI_BASE_URL),
+        ({}, CHATGPT_AUTH, {"CODEX_API_KEY": "sk"}, g.DEFAULT_OPENAI_BASE_URL),
+    ],
+)
+def test_api_key_or_explicit_url_keeps_the_platform_url(
+    config: dict[str, Any], auth: dict[str, Any], env: dict[str, str], url: str
+) -> None:
+    assert g.resolve_gateway(config, auth, env).base_url == url
+
+
+def test_oss_variables_apply_to_ollama_and_lmstudio_only() -> None:
+    env = {"CODEX_OSS_PORT": "11435"}
+    assert g.resolve_gateway({"model_provider": "ollama"}, None, env).base_url == (
+        "http://localhost:11435/v1"
+    )
+    assert g.resolve_gateway({"model_provider": "lmstudio"}, None, env).base_url == (
+        "http://localhost:11435/v1"
+    )
+    env = {"CODEX_OSS_BASE_URL": "http://127.0.0.1:9/v1", "CODEX_OSS_PORT": "1"}
+    assert g.resolve_gateway({"model_provider": "ollama"}, None, env).base_url == (
+        "http://127.0.0.1:9/v1"
+    )
+    config = {"model_provider": "gw", "model_providers": {"gw": {"name": "no url"}}}
+    with pytest.raises(g.ConfigError, match="no base_url"):
+        g.resolve_gateway(config, None, env)
+    with pytest.raises(g.ConfigError, match="CODEX_OSS_PORT"):
+        g.resolve_gateway({"model_provider": "ollama"}, None, {"CODEX_OSS_PORT": "x1"})
+
+
+def test_query_params_keep_existing_escapes() -> None:
+    params = {"sig": "abc%2Bdef%3D", "scope": "a b&c", "plus": "x+y", "pct": "100%"}
+    url = g.resolve_gateway(custom(query_params=params), None, {}).url("/responses")
+    assert url == (GW_URL + "/responses?sig=abc%2Bdef%3D&scope=a%20b%26c&plus=x%2By&pct=100%25")
+    assert dict(parse_qsl(urlsplit(url).query)) == {
+        "sig": "abc+def=",
+        "scope": "a b&c",
+        "plus": "x+y",
+        "pct": "100%",
+    }
+
+
+def test_auth_command_replaces_every_other_key_source() -> None:
+    config = custom(auth={"command": "print-token", "args": ["--x"], "timeout_ms": 2500})
+    env = {"CODEX_API_KEY": "sk-openai", "OPENAI_API_KEY": "sk-openai-2"}
+    gw = g.resolve_gateway(config, {"OPENAI_API_KEY": "sk-auth-json"}, env)
+    assert gw.api_key is None  # not run by the pure resolution
+    assert gw.key_command is not None
+    assert gw.key_command.argv == ["print-token", "--x"]
+    assert gw.key_command.timeout == 2.5
+    assert "auth.command" in gw.key_source
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"args": []},
+        {"command": ""},
+        {"command": "t", "args": "x"},
+        {"command": "t", "timeout_ms": 0},
+    ],
+)
+def test_bad_auth_command_tables_are_rejected(auth: dict[str, Any]) -> None:
+    with pytest.raises(g.ConfigError, match="auth"):
+        g.resolve_gateway(custom(auth=auth), None, {})
+
+
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ({"x-inj": "a\r\nX-Injected: yes"}, "k"),
+        ({"x bad:name": "v"}, "k"),
+        ({}, "sk-one\nX-Smuggled: 1"),
+    ],
+)
+def test_header_injection_from_the_configuration_is_refused(
+    headers: dict[str, str], key: str
+) -> None:
+    gw = g.resolve_gateway(custom(http_headers=headers), {"OPENAI_API_KEY": key}, {})
+    with pytest.raises(g.ConfigError):
+        g.check_headers(gw)
