@@ -102,6 +102,7 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
 RETRY_STATUSES = (408, 409, 429)
 
+TEMP_NAME_EXTRA = len(".") + len(".") + 12 + len(".part")  # .NAME.<12 hex>.part beside --out
 READ_CHUNK = 256 * 1024
 BIG_PAYLOAD = 256 * 1024  # SSE/JSON payloads above this are parsed without copying their base64
 B64_CHUNK = 4 * 128 * 1024  # base64 characters decoded per step (a multiple of 4)
@@ -632,6 +633,15 @@ def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway
     check_headers(gw)
     if gw.api_key:
         console.add_secret(gw.api_key)
+    from urllib.parse import parse_qsl, urlsplit
+
+    base = urlsplit(gw.base_url)
+    if base.password:  # http://user:password@host/v1: never printed
+        console.add_secret(base.netloc.rsplit("@", 1)[0])
+        console.add_secret(base.password)
+    for name, value in parse_qsl(base.query):
+        if looks_secret(name):
+            console.add_secret(value)
     for name, value in gw.headers.items():
         if looks_secret(name, value):
             console.add_secret(value)
@@ -1093,7 +1103,7 @@ class Job:
 
 def build_job(opts: Mapping[str, Any]) -> Job:
     """Validate options and load input files; raises UsageError before anything is sent."""
-    prompt = (opts.get("prompt") or "").strip()
+    prompt = check_text((opts.get("prompt") or "").strip(), "the prompt")
     if not prompt:
         raise UsageError("the prompt is empty", "pass --prompt TEXT, --prompt - or --prompt-file")
     job = Job(prompt, str(opts.get("out") or ""))
@@ -1944,6 +1954,8 @@ def text_of(value: Any, limit: int = 500) -> str:
     """One line of at most `limit` characters, credentials masked before it is cut short."""
     text = redact(value) if isinstance(value, str) else ""
     text = " ".join(text.split())
+    if not text.isprintable():  # no terminal escape sequences from the gateway's words
+        text = "".join(c if c.isprintable() else "?" for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -2040,10 +2052,10 @@ class ImageSink:
             return True
         try:
             image = self._decode(value, rescue=False)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a name the file system refuses
             if not self.rescue:
                 raise
-            self.rescue_reason = exc.strerror or str(exc)
+            self.rescue_reason = getattr(exc, "strerror", None) or str(exc)
             try:
                 image = self._decode(value, rescue=True)
             except OSError as second:  # not a network fault: never retried, never re-billed
@@ -2629,10 +2641,15 @@ def images_request(job: Job, size: str) -> Request:
     if job.mask is not None:
         files.append(("mask", job.mask))
     for name, image in files:
-        filename = os.path.basename(image.path).replace('"', "_")
+        # a file name is only a label here: keep it one printable line, and a name that is not
+        # UTF-8 (kept as lone surrogates) becomes "?"s rather than an error after the upload
+        base = os.path.basename(image.path)
+        filename = "".join(c if c.isprintable() and c != '"' else "_" for c in base)
         parts.append(
             '--{}\r\nContent-Disposition: form-data; name="{}"; filename="{}"\r\n'
-            "Content-Type: {}\r\n\r\n".format(boundary, name, filename, image.mime).encode("utf-8")
+            "Content-Type: {}\r\n\r\n".format(boundary, name, filename, image.mime).encode(
+                "utf-8", "replace"
+            )
         )
         parts.append(RawFile(image.path, image.size))
         parts.append(b"\r\n")
@@ -3578,16 +3595,50 @@ def read_prompt(args: Any) -> str:
                 )
             ) from None
     if args.prompt == "-":
-        return sys.stdin.read()
+        try:
+            text = sys.stdin.read()
+        except (AttributeError, OSError, ValueError) as exc:  # closed, or not UTF-8
+            why = "stdin is closed" if sys.stdin is None else str(exc)
+            raise UsageError(f"--prompt -: cannot read the prompt from stdin: {why}") from None
+        return check_text(text, "the prompt on stdin")
     if args.prompt is None:
         raise UsageError(
             "no prompt given", "pass --prompt TEXT, --prompt - (stdin) or --prompt-file PATH"
         )
-    return str(args.prompt)
+    return check_text(str(args.prompt), "--prompt")
+
+
+def check_text(value: str, what: str) -> str:
+    """Refuse text that cannot be sent or saved: a NUL, or bytes that were not UTF-8 (Python
+    keeps those as lone surrogates, which fail only later, after the image is paid for)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8 text: {ascii(value)[:80]}") from None
+    if "\0" in value:
+        raise UsageError(f"{what} contains a NUL character")
+    return value
+
+
+def check_path(path: str, what: str) -> str:
+    """A name the file system can take: no NUL, and encodable (a name that was not UTF-8 on
+    the command line is fine on POSIX; a lone surrogate from JSON is not)."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} cannot be a file name: {ascii(path)[:80]}") from None
+    if "\0" in path:
+        raise UsageError(f"{what} contains a NUL character")
+    return path
 
 
 def check_output_path(out: str, force: bool) -> None:
     """Refuse before sending anything if --out cannot become the image."""
+    check_path(out, "the output path")
+    if out.endswith(("/", os.sep)) or (os.altsep and out.endswith(os.altsep)):
+        raise OutputError(
+            f"--out {out} names a folder", "give a file name, e.g. {}".format(out + "image.png")
+        )
     if os.path.isdir(out):
         raise OutputError(
             f"--out {out} is a directory",
@@ -3602,6 +3653,21 @@ def check_output_path(out: str, force: bool) -> None:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise OutputError(f"cannot create the folder for {out}: {parent} is not a directory")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        name_max = 255
+    longest = len(os.fsencode(os.path.basename(out))) + TEMP_NAME_EXTRA
+    if name_max and longest > name_max:
+        raise OutputError(
+            f"--out file name is too long ({longest - TEMP_NAME_EXTRA} bytes; this folder takes "
+            f"{name_max - TEMP_NAME_EXTRA} for an image name)",
+            "choose a shorter name",
+        )
+    if os.name == "posix" and not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"cannot write in {parent}: permission denied", "choose another --out folder"
+        )
 
 
 def job_options(args: Any, prompt: str, env: Mapping[str, str]) -> dict[str, Any]:
@@ -3716,6 +3782,7 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     jobs: list[Job] = []
     errors: list[ImagegenError] = []
     outs: dict[str, int] = {}
+    linenos: list[int] = []
     number = 0
     for lineno, raw in enumerate(lines, 1):
         text = raw.strip()
@@ -3762,8 +3829,10 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
             if not args.dry_run:
                 check_output_path(job.out, job.force)
             jobs.append(job)
+            linenos.append(lineno)
         except ImagegenError as exc:
             errors.append(type(exc)(f"{args.batch}:{lineno}: {exc.message}", exc.hint))
+    errors += batch_overlaps(args.batch, jobs, linenos, outs)
     if errors:
         worst = max(errors, key=lambda e: e.exit_code)
         message = "\n".join(e.message for e in errors)
@@ -3771,6 +3840,36 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     if not jobs:
         raise UsageError(f"--batch {args.batch}: no jobs (only blank or # lines)")
     return jobs
+
+
+def batch_overlaps(
+    batch: str, jobs: Sequence[Job], linenos: Sequence[int], outs: Mapping[str, int]
+) -> list[ImagegenError]:
+    """Jobs of one batch run side by side, so one job's output must be neither a folder on
+    another's output path nor another's input image (it would change while being sent)."""
+    folders: dict[str, int] = {}
+    for key, lineno in outs.items():
+        parent = os.path.dirname(key)
+        while parent and parent not in folders and os.path.dirname(parent) != parent:
+            folders[parent] = lineno
+            parent = os.path.dirname(parent)
+    errors: list[ImagegenError] = []
+    for job, lineno in zip(jobs, linenos):
+        key = os.path.normcase(os.path.abspath(job.out))
+        if key in folders:
+            errors.append(
+                UsageError(f"{batch}:{lineno}: writes {job.out}, a folder of line {folders[key]}")
+            )
+        for image in [*job.images, *([job.mask] if job.mask is not None else [])]:
+            source = os.path.normcase(os.path.abspath(image.path))
+            if source in outs:
+                errors.append(
+                    UsageError(
+                        f"{batch}:{lineno}: reads {image.path}, which line {outs[source]} "
+                        "writes; run the two in separate batches"
+                    )
+                )
+    return errors
 
 
 def resolve_edit_from(path: str) -> tuple[str, str | None]:
@@ -3793,7 +3892,24 @@ def resolve_edit_from(path: str) -> tuple[str, str | None]:
     previous = None
     if isinstance(data, dict) and data.get("stored") and data.get("response_id"):
         previous = str(data["response_id"])
+        if data.get("sha256") != file_sha256(image):
+            # the image was replaced since the sidecar was written (e.g. --force without
+            # --sidecar): the stored response is another picture, so send this file instead
+            previous = None
     return image, previous
+
+
+def file_sha256(path: str) -> str | None:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1024 * 1024), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def plan_jobs(args: Any, env: Mapping[str, str]) -> list[Job]:
@@ -3836,7 +3952,7 @@ def make_settings(args: Any, env: Mapping[str, str]) -> Settings:
     if args.retries < 0:
         raise UsageError("--retries must be 0 or more")
     for name in ("timeout", "idle_timeout", "connect_timeout"):
-        if getattr(args, name) <= 0:
+        if not 0 < getattr(args, name) < float("inf"):  # NaN fails this too
             raise UsageError("--{} must be more than 0 seconds".format(name.replace("_", "-")))
     settings.retries = args.retries
     settings.timeout = args.timeout
@@ -4337,10 +4453,10 @@ def utf8_output() -> None:
     for stream in (sys.stdout, sys.stderr):
         encoding = (getattr(stream, "encoding", "") or "").lower().replace("-", "")
         reconfigure = getattr(stream, "reconfigure", None)
-        if encoding == "utf8" or reconfigure is None:
+        if reconfigure is None:
             continue
         try:
-            if stream.isatty():
+            if encoding == "utf8" or stream.isatty():
                 reconfigure(errors="backslashreplace")
             else:
                 reconfigure(encoding="utf-8", errors="backslashreplace")
@@ -4372,7 +4488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.remove(path)
             except OSError:
                 pass
-        console._err("terminated" if isinstance(exc, Terminated) else "interrupted")
+        console._err("error: " + ("terminated" if isinstance(exc, Terminated) else "interrupted"))
         return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # a bug: one line, traceback only with --verbose
         if verbose:
