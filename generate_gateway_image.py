@@ -3608,33 +3608,23 @@ def read_prompt(args: Any) -> str:
     return check_text(str(args.prompt), "--prompt")
 
 
-def check_text(value: str, what: str) -> str:
-    """Refuse text that cannot be sent or saved: a NUL, or bytes that were not UTF-8 (Python
-    keeps those as lone surrogates, which fail only later, after the image is paid for)."""
+def check_text(value: str, what: str, *, path: bool = False) -> str:
+    """Refuse text that cannot be sent or saved, before anything is paid for: a NUL, or bytes
+    that were not UTF-8 (Python keeps those as lone surrogates). A file name only has to be
+    encodable for the file system: one that was not UTF-8 on a POSIX command line is fine."""
     try:
-        value.encode("utf-8")
+        os.fsencode(value) if path else value.encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError(f"{what} is not valid UTF-8 text: {ascii(value)[:80]}") from None
+        kind = "cannot be a file name" if path else "is not valid UTF-8 text"
+        raise UsageError(f"{what} {kind}: {ascii(value)[:80]}") from None
     if "\0" in value:
         raise UsageError(f"{what} contains a NUL character")
     return value
 
 
-def check_path(path: str, what: str) -> str:
-    """A name the file system can take: no NUL, and encodable (a name that was not UTF-8 on
-    the command line is fine on POSIX; a lone surrogate from JSON is not)."""
-    try:
-        os.fsencode(path)
-    except UnicodeEncodeError:
-        raise UsageError(f"{what} cannot be a file name: {ascii(path)[:80]}") from None
-    if "\0" in path:
-        raise UsageError(f"{what} contains a NUL character")
-    return path
-
-
 def check_output_path(out: str, force: bool) -> None:
     """Refuse before sending anything if --out cannot become the image."""
-    check_path(out, "the output path")
+    check_text(out, "the output path", path=True)
     if out.endswith(("/", os.sep)) or (os.altsep and out.endswith(os.altsep)):
         raise OutputError(
             f"--out {out} names a folder", "give a file name, e.g. {}".format(out + "image.png")
