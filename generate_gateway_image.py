@@ -3609,15 +3609,15 @@ def read_prompt(args: Any) -> str:
 
 
 def check_text(value: str, what: str, *, path: bool = False) -> str:
-    """Refuse text that cannot be sent or saved, before anything is paid for: a NUL, or bytes
-    that were not UTF-8 (Python keeps those as lone surrogates). A file name only has to be
-    encodable for the file system: one that was not UTF-8 on a POSIX command line is fine."""
+    """Refuse text that cannot be sent or saved, before anything is paid for: bytes that were
+    not UTF-8 (Python keeps those as lone surrogates), and a NUL in a file name. A file name
+    only has to be encodable: one that was not UTF-8 on a POSIX command line is fine."""
     try:
         os.fsencode(value) if path else value.encode("utf-8")
     except UnicodeEncodeError:
         kind = "cannot be a file name" if path else "is not valid UTF-8 text"
         raise UsageError(f"{what} {kind}: {ascii(value)[:80]}") from None
-    if "\0" in value:
+    if path and "\0" in value:
         raise UsageError(f"{what} contains a NUL character")
     return value
 

@@ -241,3 +241,14 @@ def test_escape_sequences_from_the_gateway_do_not_reach_the_terminal(
     assert proc.returncode == 4, report(proc, gateway)
     assert "red" in proc.stderr
     assert not any(c in proc.stderr for c in "\x1b\x07\x00"), repr(proc.stderr)
+
+
+def test_check_text_rules() -> None:
+    assert g.check_text("a\x00b", "the prompt") == "a\x00b"  # JSON carries a NUL fine
+    assert g.check_text("caf\u00e9", "the prompt") == "caf\u00e9"
+    with pytest.raises(g.UsageError, match="not valid UTF-8"):
+        g.check_text("caf\udce9", "the prompt")
+    with pytest.raises(g.UsageError, match="NUL"):
+        g.check_text("a\x00b.png", "the output path", path=True)
+    with pytest.raises(g.UsageError, match="cannot be a file name"):
+        g.check_text("\ud800.png", "the output path", path=True)
