@@ -51,6 +51,12 @@ def run_cli(
     )
 
 
+def report(proc: subprocess.CompletedProcess[str], gw: Gateway | None = None) -> str:
+    """Exit code, stdout, stderr and (if given) what the gateway saw: for assertion messages."""
+    text = f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+    return text + ("\ngateway:\n" + gw.dump() if gw is not None else "")
+
+
 def write_codex_home(
     home: Path,
     base_url: str,

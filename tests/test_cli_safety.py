@@ -17,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import generate_gateway_image as g
 from tests import images
-from tests.conftest import TEST_KEY, clean_env, leftovers, run_cli, write_codex_home
+from tests.conftest import TEST_KEY, clean_env, leftovers, report, run_cli, write_codex_home
 from tests.gateway import Gateway, Reply, error_reply, image_events, sse_reply
 
 PNG = images.png_bytes(40, 24)
@@ -30,13 +31,9 @@ OTHER = images.png_bytes(40, 24, noise=True, seed=5)
 POSIX = os.name == "posix"
 
 
-def image_reply(data: bytes = PNG, **kw: object) -> Reply:
-    return sse_reply(image_events(images.b64(data), **kw))  # type: ignore[arg-type]
-
-
-def report(proc: subprocess.CompletedProcess[str], gw: Gateway | None = None) -> str:
-    text = f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
-    return text + ("\ngateway:\n" + gw.dump() if gw is not None else "")
+def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
+    """A successful SSE image stream carrying ``data``."""
+    return sse_reply(image_events(images.b64(data), **kw))
 
 
 def batch(tmp_path: Path, *lines: dict[str, object]) -> Path:

@@ -25,6 +25,7 @@ from tests.conftest import (
     clean_env,
     leftovers,
     parse_json_stdout,
+    report,
     run_cli,
     write_codex_home,
 )
@@ -81,11 +82,6 @@ def cli(
     return run_cli(
         ["--prompt", "a fox in snow", "--out", str(target), *extra], env, timeout=timeout
     )
-
-
-def report(proc: subprocess.CompletedProcess[str], gw: Gateway | None = None) -> str:
-    text = f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
-    return text + ("\ngateway:\n" + gw.dump() if gw is not None else "")
 
 
 def near_out(out: Path) -> list[str]:

@@ -33,6 +33,7 @@ from tests.conftest import (
     clean_env,
     leftovers,
     parse_json_stdout,
+    report,
     run_cli,
     write_codex_home,
 )
@@ -64,11 +65,6 @@ PROXY_BASIC = base64.b64encode(PROXY_USERINFO.encode("ascii")).decode("ascii")
 
 def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
     return sse_reply(image_events(images.b64(data), **kw))
-
-
-def report(proc: subprocess.CompletedProcess[str], gw: Gateway | None = None) -> str:
-    text = f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
-    return text + ("\ngateway:\n" + gw.dump() if gw is not None else "")
 
 
 def cli(
