@@ -104,9 +104,16 @@ RETRY_STATUSES = (408, 409, 429)
 
 TEMP_NAME_EXTRA = len(".") + len(".") + 12 + len(".part")  # .NAME.<12 hex>.part beside --out
 READ_CHUNK = 256 * 1024
-BIG_PAYLOAD = 256 * 1024  # SSE/JSON payloads above this are parsed without copying their base64
 B64_CHUNK = 4 * 128 * 1024  # base64 characters decoded per step (a multiple of 4)
 MAX_ERROR_BODY = 2 * 1024 * 1024
+# Limits on what a gateway may send (anything beyond is exit 4, never a MemoryError):
+MAX_IMAGE_BYTES = 128 * 1024 * 1024  # a decoded image (3840x2160 noise PNG: about 25 MB)
+MAX_STRING_CHARS = MAX_IMAGE_BYTES // 3 * 4 + 4096  # one JSON string value (base64, data: URL)
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # an SSE event or JSON body, not counting long strings
+MAX_LONG_STRINGS = 8  # strings of BLOB_MIN characters or more in one event or body
+MAX_PREVIEW_INDEX = 99  # partial_image_index values above this (or not integers) are ignored
+BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
+# Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
 
 TOOL_CHOICE_INSTRUCTIONS = (
@@ -1387,218 +1394,90 @@ def ssl_context(env: Mapping[str, str]) -> Any:
     return ctx
 
 
-def proxy_for(scheme: str, host: str, port: int, env: Mapping[str, str]) -> str | None:
-    """The proxy URL for this request from *_PROXY / NO_PROXY (lower case wins), or None."""
-    no_proxy = env.get("no_proxy", env.get("NO_PROXY", ""))
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        if not entry:
-            continue
-        if entry == "*":
-            return None
-        name, _, entry_port = entry.partition(":") if entry.count(":") == 1 else (entry, "", "")
-        if entry_port and entry_port != str(port):
-            continue
-        name = name.lstrip(".")
-        if host.lower() == name or host.lower().endswith("." + name):
-            return None
-    for var in (scheme + "_proxy", "all_proxy"):
-        value = env.get(var) or env.get(var.upper())
-        if value:
-            return value
-    if sys.platform in ("win32", "darwin") and env is os.environ:
-        import urllib.request
+class Clock:
+    """Arms the socket timeout before each blocking step: the idle limit or what is left of the
+    total budget, whichever is smaller, and remembers which one it was."""
 
-        if urllib.request.proxy_bypass(host):
-            return None
-        return urllib.request.getproxies().get(scheme)
-    return None
+    def __init__(self, idle: float, deadline: float) -> None:
+        self.idle = idle
+        self.deadline = deadline
+        self.total_limited = False
+        self.sock: Any = None
+
+    def remaining(self) -> float:
+        import time
+
+        return self.deadline - time.monotonic()
+
+    def arm(self) -> None:
+        remaining = self.remaining()
+        if remaining <= 0:
+            self.total_limited = True
+            raise TimeoutError("budget spent")
+        self.total_limited = remaining < self.idle
+        if self.sock is not None:
+            self.sock.settimeout(min(self.idle, remaining))
 
 
-class RemoteClosed(ConnectionError):
-    """The gateway closed the connection before sending any answer."""
+def host_of(url: str) -> str:
+    """host[:port] of a URL, never its user:password@ part."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    return f"{host}:{parts.port}" if parts.port else host
 
 
-class ProtocolError(ConnectionError):
-    """The answer broke HTTP/1.1 framing (bad status line, connection closed mid-body)."""
+def proxy_for(scheme: str, host: str, port: int) -> str | None:
+    """The proxy URL for this request, found as urllib finds it: *_proxy variables (lower case
+    wins), ALL_PROXY, no_proxy, and on Windows and macOS the system settings; else None."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(f"{host}:{port}"):
+        return None
+    return proxy
 
 
-class Response:
-    """The answer to one request: status line, headers, and a body read piece by piece.
+class Proxy:
+    """An http:// proxy: where to dial, how to name it, and its Proxy-Authorization."""
 
-    A small HTTP/1.1 reader instead of http.client: it imports nothing heavy and returns
-    everything already received (across chunk boundaries) in one read1() call."""
+    __slots__ = ("host", "port", "name", "authorization")
 
-    def __init__(self, sock: Any, head_only: bool = False, clock: Clock | None = None) -> None:
-        self.sock = sock
-        self.clock = clock  # re-armed before every receive: a trickle cannot outlive --timeout
-        self.buf = bytearray()
-        while True:
-            end, sep = self.buf.find(b"\r\n\r\n"), 4
-            bare = self.buf.find(b"\n\n")  # tolerate servers that end lines with LF only
-            if bare >= 0 and (end < 0 or bare < end):
-                end, sep = bare, 2
-            if end >= 0:
-                head = bytes(self.buf[:end]).decode("latin-1")
-                del self.buf[: end + sep]
-                self._parse_head(head)
-                if not 100 <= self.status < 200 or self.status == 101 or head_only:
-                    break
-                continue  # 1xx interim answer: the real one follows
-            if len(self.buf) > 256 * 1024:
-                raise ProtocolError("the answer's headers are too long")
-            if clock is not None:
-                clock.arm()
-            data = sock.recv(64 * 1024)
-            if not data:
-                if self.buf:
-                    raise ProtocolError("the connection closed in the middle of the headers")
-                raise RemoteClosed("the gateway closed the connection without answering")
-            self.buf += data
-        self.done = head_only or self.status in (204, 304)
-        self.chunked = "chunked" in (self.get("transfer-encoding") or "").lower()
-        length = self.get("content-length")
-        self.remaining = -1  # -1: read until the connection closes
-        length = (length or "").strip()
-        if not self.chunked and length.isascii() and length.isdigit():
-            self.remaining = int(length)
-        self.chunk_left = 0
-        self.crlf_due = False
+    def __init__(self, url: str) -> None:
+        from urllib.parse import unquote, urlsplit
 
-    def _parse_head(self, head: str) -> None:
-        head = head.replace("\r\n", "\n")
-        status_line, _, rest = head.partition("\n")
-        version, _, rest_line = status_line.partition(" ")
-        code, _, reason = rest_line.partition(" ")
-        if not version.startswith("HTTP/") or not (code.isascii() and code.isdigit()):
-            raise ProtocolError(f"not an HTTP answer: {status_line[:80]!r}")
-        self.status = int(code)
-        self.reason = reason.strip()
-        self.headers: dict[str, str] = {}
-        for line in rest.split("\n"):
-            name, sep, value = line.partition(":")
-            if sep:
-                key = name.strip().lower()
-                value = value.strip()
-                self.headers[key] = (
-                    self.headers[key] + ", " + value if key in self.headers else value
-                )
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name.lower(), default)
-
-    getheader = get
-
-    def _fill(self, size: int) -> bool:
-        if self.clock is not None:
-            self.clock.arm()
-        data = self.sock.recv(size)
-        if not data:
-            return False
-        self.buf += data
-        return True
-
-    def read1(self, n: int) -> bytes:
-        """Up to n body bytes: whatever has arrived, blocking only when nothing has."""
-        if self.done or n <= 0:
-            return b""
-        if not self.chunked:
-            if self.remaining == 0:
-                self.done = True
-                return b""
-            if not self.buf and not self._fill(n):
-                self.done = True
-                if self.remaining > 0:
-                    raise ProtocolError(f"the connection closed {self.remaining} bytes early")
-                return b""
-            take = len(self.buf) if self.remaining < 0 else min(len(self.buf), self.remaining)
-            take = min(take, n)
-            piece = bytes(self.buf[:take])
-            del self.buf[:take]
-            if self.remaining > 0:
-                self.remaining -= take
-            return piece
-        out = bytearray()
-        while len(out) < n and not self.done:
-            if self.crlf_due:
-                if len(self.buf) < 2:
-                    if out or not self._fill(READ_CHUNK):
-                        if not out:
-                            raise ProtocolError("the connection closed mid-chunk")
-                        break
-                    continue
-                if self.buf[:2] != b"\r\n":
-                    raise ProtocolError("a chunk's data did not end where its size said")
-                del self.buf[:2]
-                self.crlf_due = False
-            if self.chunk_left == 0:
-                nl = self.buf.find(b"\r\n")
-                if nl < 0:
-                    if len(self.buf) > 4096:
-                        raise ProtocolError("a chunk-size line is too long")
-                    if out:
-                        break
-                    if not self._fill(READ_CHUNK):
-                        raise ProtocolError("the connection closed between chunks")
-                    continue
-                size_text = bytes(self.buf[:nl]).split(b";")[0].strip()
-                del self.buf[: nl + 2]
-                if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
-                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}")
-                try:
-                    self.chunk_left = int(size_text, 16)
-                except ValueError:
-                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-                if self.chunk_left == 0:
-                    self.done = True  # trailers, if any, are not needed
-                    break
-            if not self.buf:
-                if out:
-                    break
-                if not self._fill(READ_CHUNK):
-                    raise ProtocolError("the connection closed mid-chunk")
-            take = min(self.chunk_left, n - len(out), len(self.buf))
-            out += self.buf[:take]
-            del self.buf[:take]
-            self.chunk_left -= take
-            if self.chunk_left == 0:
-                self.crlf_due = True
-        return bytes(out)
-
-
-class Connection:
-    """One connected socket (plain or TLS) for one request; no keep-alive."""
-
-    def __init__(self, sock: Any, host_header: str) -> None:
-        self.sock = sock
-        self.host_header = host_header
-
-    def send(
-        self,
-        method: str,
-        target: str,
-        headers: Mapping[str, str],
-        body: Iterable[bytes],
-        clock: Clock | None = None,
-        close: bool = True,
-    ) -> None:
-        lines = [f"{method} {target} HTTP/1.1", "Host: " + self.host_header]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        if close:
-            lines.append("Connection: close")
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
-        for chunk in body:
-            if clock is not None:
-                clock.arm()
-            self.sock.sendall(chunk)
-
-    def response(self, clock: Clock | None = None) -> Response:
-        return Response(self.sock, clock=clock)
-
-    def close(self) -> None:
+        p = urlsplit(url if "://" in url else "http://" + url)
+        shown = redact_url(url)
+        if p.scheme == "https":
+            raise ConfigError(
+                f"proxy {shown!r} is an https:// proxy, which the standard library cannot "
+                "speak TLS to",
+                "use the proxy's http:// address (the tunnel to the gateway is still TLS); "
+                "its password is never sent in clear to a proxy marked https",
+            )
+        if p.scheme != "http" or not p.hostname:
+            raise ConfigError(
+                f"proxy {shown!r} is not supported",
+                "use an http:// proxy (SOCKS is not available in the standard library)",
+            )
         try:
-            self.sock.close()
-        except OSError:
-            pass
+            port = p.port
+        except ValueError:
+            raise ConfigError(f"proxy {shown!r} has a port out of range") from None
+        self.host = p.hostname
+        self.port = port or 80  # urllib's default for an http:// proxy without a port
+        self.name = f"{self.host}:{self.port}"
+        self.authorization = ""
+        if p.username:
+            import base64
+
+            creds = "{}:{}".format(unquote(p.username), unquote(p.password or ""))
+            self.authorization = "Basic " + base64.b64encode(creds.encode("utf-8")).decode("ascii")
+            add_secret(self.authorization)
+            if p.password:
+                add_secret(unquote(p.password))
 
 
 def resolve(host: str, port: int, timeout: float) -> list[Any]:
@@ -1653,84 +1532,327 @@ def connect(address: tuple[str, int], timeout: float) -> Any:
     raise socket.timeout(f"connecting to {address[0]} timed out")
 
 
-def open_connection(
-    url: str, settings: Settings, timeout: float
-) -> tuple[Connection, str, dict[str, str]]:
-    """A connected socket for url (direct, via an HTTP proxy, or through a CONNECT tunnel),
-    the request target, and headers a plain-HTTP proxy needs on the request itself.
-    This is the one place that decides proxy, TLS context and connect timeout."""
-    from urllib.parse import urlsplit
+class Watchdog:
+    """Shuts the connection down once its deadline passes. Socket timeouts bound each receive
+    only; this bounds the steps made of many (a proxy or TLS handshake that trickles, a status
+    line sent a byte at a time) by the connect timeout, and everything by the total budget."""
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL {url!r} must start with http:// or https://")
-    host = parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-    proxy = proxy_for(parts.scheme, host, port, settings.env)
-    context = ssl_context(settings.env) if parts.scheme == "https" else None
-    name = host.encode("idna").decode("ascii") if not host.isascii() else host
-    if ":" in name:
-        name = "[" + name + "]"
-    host_header = name if parts.port is None else f"{name}:{port}"
-    request_headers: dict[str, str] = {}
-    dial = (host, port)
-    tunnel_headers: dict[str, str] = {}
-    if proxy:
-        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
-        if p.scheme not in ("http", "https") or not p.hostname:
-            raise ConfigError(
-                f"proxy {redact_url(proxy)!r} is not supported",
-                "use an http:// proxy (SOCKS is not available in the standard library)",
-            )
-        dial = (p.hostname, p.port or 8080)
-        proxy_headers = {}
-        if p.username:
-            import base64
-            from urllib.parse import unquote
+    def __init__(self, deadline: float) -> None:
+        import threading
 
-            creds = "{}:{}".format(unquote(p.username), unquote(p.password or ""))
-            proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(
-                creds.encode("utf-8")
-            ).decode("ascii")
-            add_secret(proxy_headers["Proxy-Authorization"])
-            if p.password:
-                add_secret(unquote(p.password))
+        self.deadline = deadline
+        self.fd = -1
+        self.fired = False
+        self.done = False
+        self.cond = threading.Condition()
+        threading.Thread(target=self._run, name="watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        import socket
+        import time
+
+        with self.cond:
+            while not self.done:
+                left = self.deadline - time.monotonic()
+                if left > 0:
+                    self.cond.wait(left)
+                    continue
+                self.fired = True
+                if self.fd >= 0:  # by number: TLS wrapping replaces the socket object
+                    try:
+                        s = socket.socket(fileno=self.fd)
+                        try:
+                            s.shutdown(socket.SHUT_RDWR)
+                        finally:
+                            s.detach()
+                    except OSError:
+                        pass
+                return
+
+    def extend(self, deadline: float) -> None:
+        with self.cond:
+            self.deadline = deadline
+            self.cond.notify()
+
+    def stop(self) -> None:
+        with self.cond:  # after this returns the socket is never touched again
+            self.done = True
+            self.cond.notify()
+
+
+class Wire:
+    """One request on one connection through http.client: the one place that decides proxy,
+    TLS, tunnel, timeouts and compression, and turns transport exceptions into our errors."""
+
+    def __init__(self, url: str, settings: Settings, clock: Clock) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"base URL {redact_url(url)!r} must start with http:// or https://")
+        self.url = url
+        self.host = host_of(url)
+        self.settings = settings
+        self.clock = clock
+        host = parts.hostname
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        proxy_url = proxy_for(parts.scheme, host, port)
+        self.proxy = Proxy(proxy_url) if proxy_url else None
+        self.tunnel = self.proxy is not None and parts.scheme == "https"
+        self.extra: dict[str, str] = {}  # headers the request itself carries for a proxy
+        self.resp: Any = None
+        self.inflater: Any = None
+        self.watchdog: Watchdog | None = None
+        import http.client
+
+        dial_host, dial_port = (self.proxy.host, self.proxy.port) if self.proxy else (host, port)
+        conn: Any
         if parts.scheme == "https":
-            tunnel_headers = proxy_headers
-        else:
-            target = url
-            request_headers = proxy_headers
-    import socket
-    import time
-
-    # `timeout` bounds the whole set-up (DNS, TCP, tunnel, TLS), not each receive: a proxy or
-    # server that trickles one byte at a time must not hold the run open.
-    deadline = time.monotonic() + timeout
-    sock = connect(dial, timeout)
-    try:
-        if proxy and parts.scheme == "https":
-            Connection(sock, f"{name}:{port}").send(
-                "CONNECT", f"{name}:{port}", tunnel_headers, (), close=False
+            conn = http.client.HTTPSConnection(
+                dial_host, dial_port, context=ssl_context(settings.env)
             )
-            clock = Clock(timeout, deadline)
-            clock.sock = sock
-            try:
-                answer = Response(sock, head_only=True, clock=clock)
-            except (TimeoutError, socket.timeout):
-                raise socket.timeout(f"the proxy did not open the tunnel in {timeout:g}s") from None
-            if answer.status != 200:
-                raise OSError(f"Tunnel connection failed: {answer.status} {answer.reason}")
-        if context is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise socket.timeout(f"no time left for the TLS handshake with {host}")
-            sock.settimeout(remaining)  # ssl bounds the whole handshake by the socket timeout
-            sock = context.wrap_socket(sock, server_hostname=host)
-    except BaseException:
-        sock.close()
-        raise
-    return Connection(sock, host_header), target, request_headers
+            if self.proxy is not None:
+                tunnel_headers = {}
+                if self.proxy.authorization:
+                    tunnel_headers["Proxy-Authorization"] = self.proxy.authorization
+                conn.set_tunnel(host, port, headers=tunnel_headers)
+        else:
+            conn = http.client.HTTPConnection(dial_host, dial_port)
+            if self.proxy is not None:
+                self.target = url  # a plain-HTTP proxy takes the absolute URL
+                if self.proxy.authorization:
+                    self.extra["Proxy-Authorization"] = self.proxy.authorization
+        conn._create_connection = self._dial  # DNS and TCP within the connect timeout
+        self.conn = conn
+
+    def _dial(self, address: tuple[str, int], timeout: Any = None, source: Any = None) -> Any:
+        sock = connect(address, self.connect_left())
+        if self.watchdog is not None:
+            self.watchdog.fd = sock.fileno()
+        return sock
+
+    def connect_left(self) -> float:
+        import time
+
+        return max(0.001, self.connect_deadline - time.monotonic())
+
+    # -- the exchange ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect (DNS, TCP, tunnel, TLS) within --connect-timeout in all."""
+        import time
+
+        remaining = self.clock.remaining()
+        if remaining <= 0:
+            raise NetworkError(
+                f"the total time budget (--timeout {self.settings.timeout:g}s) ran out"
+            )
+        self.connect_deadline = time.monotonic() + min(self.settings.connect_timeout, remaining)
+        self.watchdog = Watchdog(self.connect_deadline)
+        self.conn.timeout = self.connect_left()
+        try:
+            self.conn.connect()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, ImagegenError):
+                raise
+            if isinstance(exc, (OSError, ValueError)):
+                raise self.connect_error(exc) from None
+            raise
+        self.watchdog.extend(self.clock.deadline)
+        self.clock.sock = self.conn.sock
+
+    def connect_error(self, exc: BaseException) -> ImagegenError:
+        import socket
+
+        fired = self.watchdog is not None and self.watchdog.fired
+        if fired or isinstance(exc, socket.timeout):
+            via = f" through the proxy {self.proxy.name}" if self.proxy else ""
+            return NetworkError(
+                f"connecting to {self.host}{via} timed out after "
+                f"{self.settings.connect_timeout:g}s",
+                "check the network or proxy; in a sandbox, rerun with host network access",
+                retryable=True,
+            )
+        text = str(exc)
+        if self.proxy is not None and "Tunnel connection failed" in text:
+            return proxy_refusal(self.proxy, text.partition(":")[2].strip(), self.host)
+        return describe_network_error(exc, self.url)
+
+    def send(self, method: str, headers: Mapping[str, str], body: Iterable[bytes]) -> None:
+        conn = self.conn
+        conn.putrequest(method, self.target, skip_accept_encoding=True)
+        sent = {name.lower() for name in headers}
+        if "accept-encoding" not in sent:
+            conn.putheader("Accept-Encoding", "identity")
+        for name, value in {**headers, **self.extra}.items():
+            conn.putheader(name, value)
+        conn.putheader("Connection", "close")
+        conn.endheaders()
+        try:
+            for chunk in body:
+                self.clock.arm()
+                conn.send(chunk)
+        except ConnectionError:
+            pass  # the gateway answered early (e.g. 413) and closed: that answer is read next
+
+    def answer(self) -> Any:
+        """The final answer's status and headers; anything that is not one is exit 4."""
+        import http.client
+
+        self.clock.arm()
+        try:
+            resp = self.conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            if self.watchdog_fired():
+                self.budget_spent()
+            if isinstance(exc, http.client.RemoteDisconnected):
+                raise NetworkError(
+                    f"{self.host} closed the connection without answering", retryable=True
+                ) from None
+            if isinstance(exc, http.client.HTTPException):
+                raise unreadable_answer(self.host, exc) from None
+            raise
+        self.resp = resp
+        if resp.status < 200:  # 101 Switching Protocols, 102, 103: not an answer to a POST
+            raise unreadable_answer(self.host, f"HTTP {resp.status} is not a final answer")
+        encoding = (resp.getheader("content-encoding") or "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self.inflater = encoding  # set up on the first bytes (zlib or raw deflate)
+        elif encoding not in ("identity", ""):
+            raise GatewayError(
+                f"the gateway compressed its answer with {text_of(encoding, 40)!r}, which "
+                "cannot be decoded here",
+                "remove any Accept-Encoding header from the configuration (the script asks "
+                "for an uncompressed answer)",
+            )
+        return resp
+
+    def read(self, size: int = READ_CHUNK) -> bytes:
+        """The next piece of the body as it arrives, decompressed; b"" at its end."""
+        import zlib
+
+        while True:
+            inflater = self.inflater
+            if inflater is not None and not isinstance(inflater, str) and inflater.unconsumed_tail:
+                data = inflater.decompress(inflater.unconsumed_tail, size)
+            else:
+                self.clock.arm()
+                raw = self.resp.read1(size)
+                if not raw and self.watchdog_fired():
+                    self.budget_spent()
+                if inflater is None:
+                    return bytes(raw)
+                if not raw:
+                    if isinstance(inflater, str):
+                        return b""
+                    self.inflater = None
+                    try:
+                        tail = inflater.flush()
+                    except zlib.error as exc:
+                        raise undecodable(exc) from None
+                    if not inflater.eof:
+                        raise GatewayError(
+                            "the gateway's compressed answer was cut short",
+                            "retry",
+                            retryable=True,
+                            started=True,
+                        )
+                    return bytes(tail)
+                if isinstance(inflater, str):
+                    wbits = 47  # gzip (or zlib), detected from the header
+                    if inflater == "deflate" and not (
+                        len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
+                    ):
+                        wbits = -15  # raw deflate, as some servers send it
+                    inflater = self.inflater = zlib.decompressobj(wbits)
+                try:
+                    data = inflater.decompress(raw, size)
+                except zlib.error as exc:
+                    raise undecodable(exc) from None
+            if data:
+                return bytes(data)
+
+    def read_limited(self, limit: int = MAX_ERROR_BODY) -> bytes:
+        """Up to `limit` bytes of an error answer; whatever arrived if the connection breaks."""
+        data = bytearray()
+        try:
+            while len(data) < limit:
+                chunk = self.read(64 * 1024)
+                if not chunk:
+                    break
+                data += chunk
+        except (OSError, ValueError, ImagegenError, EOFError):
+            pass
+        except Exception as exc:  # http.client.IncompleteRead and friends
+            if not is_http_exception(exc):
+                raise
+        return bytes(data[:limit])
+
+    def from_proxy(self) -> bool:
+        """Whether an HTTP answer came from the proxy rather than the gateway behind it."""
+        if self.proxy is None or self.tunnel or self.resp is None:
+            return False  # inside a CONNECT tunnel every answer is the gateway's (TLS)
+        get = self.resp.getheader
+        if self.resp.status == 407 or get("proxy-status") or get("x-squid-error"):
+            return True
+        return "html" in (get("content-type") or "").lower()
+
+    def budget_spent(self) -> NoReturn:
+        import socket
+
+        self.clock.total_limited = True
+        raise socket.timeout("the total time budget ran out")
+
+    def watchdog_fired(self) -> bool:
+        return self.watchdog is not None and self.watchdog.fired
+
+    def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+def is_http_exception(exc: BaseException) -> bool:
+    mod = sys.modules.get("http.client")
+    return mod is not None and isinstance(exc, mod.HTTPException)
+
+
+def unreadable_answer(host: str, detail: object) -> GatewayError:
+    text = detail if isinstance(detail, str) else f"{type(detail).__name__}: {detail}"
+    return GatewayError(
+        f"{host} answered something unreadable ({text_of(text, 120)})",
+        "something other than an HTTP gateway answered: check base_url and the proxy settings",
+    )
+
+
+def undecodable(exc: BaseException) -> GatewayError:
+    return GatewayError(
+        f"the gateway's compressed answer cannot be decoded ({exc})",
+        "remove any Accept-Encoding header from the configuration",
+    )
+
+
+def proxy_refusal(proxy: Proxy, status_text: str, host: str) -> ImagegenError:
+    """A proxy's own 'no': 407 is a configuration problem, the rest a network one."""
+    words = text_of(status_text, 120)
+    if words.startswith("407"):
+        return ConfigError(
+            f"the proxy {proxy.name} asked for credentials ({words})"
+            + (" and refused the ones given" if proxy.authorization else ""),
+            "put them in the proxy URL as http://user:pass@host:port (percent-encode @ : / "
+            "and % in them, e.g. %40 for @)",
+        )
+    return NetworkError(
+        f"the proxy {proxy.name} refused the connection to {host} ({words})",
+        "check HTTPS_PROXY / HTTP_PROXY / NO_PROXY, or ask the proxy's administrator",
+    )
 
 
 def describe_network_error(exc: BaseException, url: str) -> NetworkError:
@@ -1738,7 +1860,7 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
     import ssl
 
     text = str(exc) or type(exc).__name__
-    host = url.split("/")[2] if "//" in url else url
+    host = host_of(url)
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         return NetworkError(
             "TLS certificate check failed for {}: {}".format(
@@ -1768,176 +1890,206 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
         )
     if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
         return NetworkError(f"connection to {host} was reset: {text}", retryable=True)
-    if isinstance(exc, OSError) and "Tunnel connection failed" in text:
-        return NetworkError(
-            f"the proxy refused the tunnel to {host}: {text}",
-            "check HTTPS_PROXY / NO_PROXY",
-        )
-    return NetworkError(f"network error talking to {host}: {text}", retryable=False)
+    return NetworkError(f"network error talking to {host}: {text_of(text, 300)}", retryable=False)
 
 
-class SSEParser:
-    """Incremental Server-Sent Events parser.
-
-    Lines accumulate in one bytearray that is scanned once (no re-scanning, no joins), so cost is
-    linear in the stream size. A single-line `data:` payload is handed to the callback as a span
-    (buffer, start, end) of that buffer, not a copy; the span is only valid during the callback.
-    """
-
-    def __init__(self, on_event: Callable[[str, bytes | bytearray, int, int], None]) -> None:
-        self.on_event = on_event
-        self.buf = bytearray()
-        self.scan = 0  # where the search for the next newline resumes
-        self.line_start = 0
-        self.event = ""
-        self.data: list[tuple[int, int]] = []  # spans of data lines of the pending event
-
-    def feed(self, chunk: bytes) -> None:
-        buf = self.buf
-        buf += chunk
-        while True:
-            nl = buf.find(b"\n", self.scan)
-            if nl < 0:
-                self.scan = len(buf)
-                break
-            end = nl - 1 if nl > self.line_start and buf[nl - 1] == 13 else nl
-            self._line(self.line_start, end)
-            self.line_start = self.scan = nl + 1
-        self._compact()
-
-    def close(self) -> None:
-        if self.line_start < len(self.buf):
-            end = len(self.buf)
-            if self.buf[end - 1] == 13:
-                end -= 1
-            self._line(self.line_start, end)
-            self.line_start = self.scan = len(self.buf)
-        if self.data:
-            self._dispatch()
-
-    def _line(self, start: int, end: int) -> None:
-        buf = self.buf
-        if start == end:
-            if self.data:
-                self._dispatch()
-            self.event = ""
-            return
-        if buf[start] == 58:  # ':' comment
-            return
-        colon = buf.find(b":", start, end)
-        field_end = end if colon < 0 else colon
-        value = end if colon < 0 else colon + 1
-        if value < end and buf[value] == 32:
-            value += 1
-        name = bytes(buf[start:field_end])
-        if name == b"data":
-            self.data.append((value, end))
-        elif name == b"event":
-            self.event = buf[value:end].decode("utf-8", "replace")
-
-    def _dispatch(self) -> None:
-        spans, self.data = self.data, []
-        event, self.event = self.event, ""
-        if len(spans) == 1:
-            self.on_event(event, self.buf, spans[0][0], spans[0][1])
-        else:
-            joined = b"\n".join(bytes(self.buf[s:e]) for s, e in spans)
-            self.on_event(event, joined, 0, len(joined))
-
-    def _compact(self) -> None:
-        keep = self.data[0][0] if self.data else self.line_start
-        if keep <= 0:
-            return
-        del self.buf[:keep]
-        self.scan -= keep
-        self.line_start -= keep
-        self.data = [(s - keep, e - keep) for s, e in self.data]
-
-
-# =============================================================================================
-# 6. Response: JSON payloads (base64 left in place), events, errors, collecting the image
-# =============================================================================================
-
-B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-BLOB_MIN = 64 * 1024  # string values this long are left in the buffer as Blobs
-_BLOB_TOKEN = f"@@gwblob-{os.getpid()}-"
+_BLOB_TOKEN = f"@@gwblob-{os.getpid()}-{os.urandom(4).hex()}-"
 
 
 class Blob:
-    """A long JSON string value (base64) left inside the receive buffer instead of copied.
+    """A long JSON string value (base64, as a rule), kept in an unnamed temporary file instead of
+    memory while the answer streams in, with its JSON escapes already resolved."""
 
-    Valid only while the buffer is: the collector consumes it inside the event callback.
-    """
+    __slots__ = ("file", "length")
 
-    __slots__ = ("buf", "start", "end")
+    def __init__(self) -> None:
+        import tempfile
 
-    def __init__(self, buf: bytes | bytearray, start: int, end: int) -> None:
-        self.buf = buf
-        self.start = start
-        self.end = end
+        self.file: IO[bytes]
+        try:
+            self.file = tempfile.TemporaryFile(prefix="codex-imagegen-")  # owner-only, unnamed
+        except OSError:  # no writable temp folder (a sandbox): hold it in memory instead
+            import io
+
+            self.file = io.BytesIO()
+        self.length = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.length += len(data)
+        if self.length > MAX_STRING_CHARS:
+            raise GatewayError(
+                f"the gateway sent a value of more than {MAX_STRING_CHARS // 2**20} MB "
+                f"(images are capped at {MAX_IMAGE_BYTES // 2**20} MB)",
+                "the answer is not a usable image; check the gateway",
+            )
+        self.file.write(data)
 
     def __len__(self) -> int:
-        return self.end - self.start
+        return self.length
 
-    def pieces(self, size: int = B64_CHUNK) -> Iterator[bytes | bytearray]:
-        """The string's characters, JSON escapes resolved, in pieces of `size` bytes."""
-        buf, start, end = self.buf, self.start, self.end
-        if buf.find(b"\\", start, end) >= 0:  # rare: e.g. "\/" from some gateways' encoders
-            import json
+    def pieces(self, size: int = B64_CHUNK) -> Iterator[bytes]:
+        """The string's characters (UTF-8), in pieces of `size` bytes."""
+        f = self.file
+        f.seek(0)
+        while True:
+            piece = f.read(size)
+            if not piece:
+                return
+            yield piece
 
-            raw = bytes(buf[start:end])
-            if raw.count(b"\\") == raw.count(b"\\/"):  # only "\/" escapes: a plain replace
-                raw = raw.replace(b"\\/", b"/")
-            else:
-                raw = str(json.loads(b'"' + raw + b'"')).encode("utf-8")
-            buf, start, end = raw, 0, len(raw)
-        for i in range(start, end, size):
-            yield buf[i : min(i + size, end)]
+    def close(self) -> None:
+        self.file.close()
 
 
-def _long_string_spans(buf: bytes | bytearray, start: int, end: int) -> list[tuple[int, int]]:
-    """Spans of JSON string contents at least BLOB_MIN long. Outside strings JSON has no quote
-    character, so walking quote to quote (skipping escaped ones) is exact for any valid JSON."""
-    spans: list[tuple[int, int]] = []
-    pos = start
-    while True:
-        open_q = buf.find(b'"', pos, end)
-        if open_q < 0:
-            return spans
-        close_q = buf.find(b'"', open_q + 1, end)
-        while close_q > 0:
-            back = close_q - 1
-            while buf[back] == 92:  # an odd run of backslashes escapes the quote
-                back -= 1
-            if (close_q - 1 - back) % 2 == 0:
-                break
-            close_q = buf.find(b'"', close_q + 1, end)
-        if close_q < 0:
-            return spans
-        if close_q - open_q - 1 >= BLOB_MIN:
-            spans.append((open_q + 1, close_q))
-        pos = close_q + 1
+def _escape_cut(seg: bytes | bytearray) -> int:
+    """Where an escape sequence cut off at the end of `seg` starts (len(seg) if none is)."""
+    r = seg.rfind(b"\\")
+    if r < 0:
+        return len(seg)
+    j = r
+    while j > 0 and seg[j - 1] == 92:
+        j -= 1
+    if (r - j) % 2 == 1:  # an even run: "\\\\" pairs, all complete
+        return len(seg)
+    if r + 1 >= len(seg) or (seg[r + 1] == 117 and r + 6 > len(seg)):  # "\" or "\uXX"
+        return r
+    return len(seg)
 
 
-def parse_json_span(buf: bytes | bytearray, start: int, end: int) -> Any:
-    """json.loads of buf[start:end]; long strings become Blobs that point into buf."""
+def _unescape(seg: bytes | bytearray) -> bytes:
+    """The characters a piece of a JSON string stands for (complete escapes only)."""
+    if b"\\" not in seg:
+        return bytes(seg)
+    if seg.count(b"\\") == seg.count(b"\\/"):  # only "\/", as some encoders write slashes
+        return bytes(seg).replace(b"\\/", b"/")
     import json
 
-    if end - start < BIG_PAYLOAD:
-        return json.loads(buf[start:end])
-    spans = _long_string_spans(buf, start, end)
-    pieces = []
-    blobs: dict[str, Blob] = {}
-    pos = start
-    for i, (s, e) in enumerate(spans):
-        token = _BLOB_TOKEN + str(i)
-        pieces.append(bytes(buf[pos:s]))
-        pieces.append(token.encode("ascii"))
-        blobs[token] = Blob(buf, s, e)
-        pos = e
-    pieces.append(bytes(buf[pos:end]))
-    obj = json.loads(b"".join(pieces))
-    return _put_blobs(obj, blobs) if blobs else obj
+    text = json.JSONDecoder(strict=False).decode('"' + bytes(seg).decode("utf-8", "replace") + '"')
+    return str(text).encode("utf-8", "replace")
+
+
+class JsonSpool:
+    """One JSON text fed in pieces (an SSE event's data, or a whole JSON body). String values of
+    BLOB_MIN characters or more go to Blobs as they arrive; the rest is kept, up to
+    MAX_EVENT_BYTES. Memory stays flat however long the image or the stream is."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()  # the JSON text, long strings replaced by tokens
+        self.blobs: dict[str, Blob] = {}
+        self.in_string = False
+        self.string_start = 0  # where the open string's characters start in head
+        self.blob: Blob | None = None  # the open string, when it went to a Blob
+        self.carry = b""  # an escape sequence cut at the end of the last piece
+        self.size = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        data = bytes(data) if not isinstance(data, (bytes, bytearray)) else data
+        pos, n = 0, len(data)
+        while pos < n:
+            if not self.in_string:
+                q = data.find(b'"', pos)
+                end = n if q < 0 else q + 1
+                self.head += data[pos:end]
+                self._check()
+                if q < 0:
+                    return
+                self.in_string = True
+                self.string_start = len(self.head)
+                pos = end
+            elif self.blob is None:
+                q = self._closing_quote(self.head, data, pos)
+                end = n if q < 0 else q
+                self.head += data[pos:end]
+                if len(self.head) - self.string_start >= BLOB_MIN:
+                    self._to_blob()  # ends with the closing quote already
+                    if q >= 0:  # the string is complete (it cannot end mid-escape)
+                        self.blob = None
+                        self.in_string = False
+                elif q >= 0:
+                    self.head += b'"'
+                    self.in_string = False
+                self._check()
+                pos = n if q < 0 else q + 1
+            else:
+                piece = self.carry + data[pos:] if self.carry else data[pos:]
+                q = self._closing_quote(b"", piece, 0)
+                body = piece if q < 0 else piece[:q]
+                cut = _escape_cut(body) if q < 0 else len(body)
+                self.carry = bytes(body[cut:])
+                self.blob.write(_unescape(body[:cut]))
+                if q < 0:
+                    return
+                self.blob = None
+                self.in_string = False
+                pos = n - (len(piece) - q - 1)
+
+    @staticmethod
+    def _closing_quote(before: bytes | bytearray, data: bytes | bytearray, pos: int) -> int:
+        """The first quote in data[pos:] that no backslash escapes (backslashes may run back
+        into `before`, the string so far), or -1."""
+        q = data.find(b'"', pos)
+        while q >= 0:
+            back, k = 0, q - 1
+            while k >= pos and data[k] == 92:
+                back += 1
+                k -= 1
+            if k < pos:
+                k = len(before) - 1
+                while k >= 0 and before[k] == 92:
+                    back += 1
+                    k -= 1
+            if back % 2 == 0:
+                return q
+            q = data.find(b'"', q + 1)
+        return -1
+
+    def _to_blob(self) -> None:
+        if len(self.blobs) >= MAX_LONG_STRINGS:
+            raise GatewayError(
+                f"an event from the gateway holds more than {MAX_LONG_STRINGS} long values",
+                "the answer is not a usable image; check the gateway",
+            )
+        raw = self.head[self.string_start :]
+        del self.head[self.string_start :]
+        blob = Blob()
+        cut = _escape_cut(raw)
+        self.carry = bytes(raw[cut:])
+        blob.write(_unescape(raw[:cut]))
+        token = _BLOB_TOKEN + str(len(self.blobs))
+        self.blobs[token] = blob
+        self.head += token.encode("ascii") + b'"'
+        self.blob = blob
+
+    def _check(self) -> None:
+        if len(self.head) > MAX_EVENT_BYTES:
+            raise GatewayError(
+                f"the gateway sent an event or JSON body of more than "
+                f"{MAX_EVENT_BYTES // 2**20} MB (not counting image data)",
+                "the answer is not a usable image; check the gateway",
+            )
+
+    def text(self) -> bytes:
+        return bytes(self.head)
+
+    def parse(self) -> Any:
+        """The JSON value, long strings as Blobs; ValueError when it is not JSON."""
+        import json
+
+        if self.in_string:
+            raise ValueError("the JSON text ends inside a string")
+        try:
+            obj = json.loads(self.head)
+            return _put_blobs(obj, self.blobs) if self.blobs else obj
+        except RecursionError:
+            raise GatewayError(
+                "the gateway's JSON is nested too deeply to read",
+                "the answer is not a usable image; check the gateway",
+            ) from None
+
+    def close(self) -> None:
+        for blob in self.blobs.values():
+            blob.close()
+        self.blobs.clear()
 
 
 def _put_blobs(obj: Any, blobs: Mapping[str, Blob]) -> Any:
@@ -1948,6 +2100,132 @@ def _put_blobs(obj: Any, blobs: Mapping[str, Blob]) -> Any:
     if isinstance(obj, str) and obj.startswith(_BLOB_TOKEN):
         return blobs.get(obj, obj)
     return obj
+
+
+def parse_json_span(buf: bytes | bytearray, start: int, end: int) -> Any:
+    """json.loads of buf[start:end], long strings as Blobs (one piece through a JsonSpool)."""
+    spool = JsonSpool()
+    spool.feed(buf[start:end])
+    return spool.parse()
+
+
+class SSEParser:
+    """Incremental Server-Sent Events parser. Each event's `data:` lines stream into a
+    JsonSpool, so an image held in one long line never sits in memory whole; any other line is
+    capped. on_event(name, spool) is called once per event; the spool is closed after it."""
+
+    def __init__(self, on_event: Callable[[str, JsonSpool], None]) -> None:
+        self.on_event = on_event
+        self.field: bytes | None = None  # the current line's field name, once its ':' came
+        self.line = bytearray()  # the current line until its field is known, or its value
+        self.skip_space = False
+        self.pending_cr = False
+        self.spool: JsonSpool | None = None
+        self.data_lines = 0
+        self.event = ""
+
+    def feed(self, chunk: bytes) -> None:
+        pos, n = 0, len(chunk)
+        while pos < n:
+            nl = chunk.find(b"\n", pos)
+            end = n if nl < 0 else nl
+            if self.pending_cr:
+                self.pending_cr = False
+                if end > pos or nl < 0:
+                    self._segment(b"\r")
+            if nl < 0 and end > pos and chunk[end - 1] == 13:
+                self.pending_cr = True  # maybe the CR of a CRLF split across reads
+                end -= 1
+            elif nl >= 0 and end > pos and chunk[end - 1] == 13:
+                end -= 1
+            if end > pos:
+                self._segment(chunk[pos:end])
+            if nl < 0:
+                return
+            self._end_line()
+            pos = nl + 1
+
+    def _segment(self, seg: bytes) -> None:
+        if self.field is None:
+            colon = seg.find(b":")
+            if colon < 0:
+                self.line += seg
+                self._check_line()
+                return
+            self.field = bytes(self.line) + seg[:colon]
+            self.line = bytearray()
+            self.skip_space = True
+            seg = seg[colon + 1 :]
+            if self.field == b"data":
+                self._start_data()
+            if not seg:
+                return
+        if self.skip_space:
+            self.skip_space = False
+            if seg[:1] == b" ":
+                seg = seg[1:]
+        if self.field == b"data":
+            assert self.spool is not None
+            self.spool.feed(seg)
+        elif self.field == b"event":
+            self.line += seg
+            self._check_line()
+        # comments (an empty field name), id and retry: not needed, not kept
+
+    def _check_line(self) -> None:
+        if len(self.line) > MAX_EVENT_BYTES:
+            raise GatewayError(
+                f"the gateway sent a stream line of more than {MAX_EVENT_BYTES // 2**20} MB "
+                "that is not image data",
+                "the answer is not a usable image; check the gateway",
+            )
+
+    def _start_data(self) -> None:
+        if self.spool is None:
+            self.spool = JsonSpool()
+        elif self.data_lines:
+            self.spool.feed(b"\n")  # data lines of one event are joined with newlines
+        self.data_lines += 1
+
+    def _end_line(self) -> None:
+        field, self.field = self.field, None
+        if field is None:
+            if not self.line:  # a blank line ends the event
+                self._dispatch()
+                return
+            field, self.line = bytes(self.line), bytearray()  # a field without a colon
+            if field == b"data":
+                self._start_data()
+            elif field == b"event":
+                self.event = ""
+            return
+        if field == b"event":
+            self.event = self.line.decode("utf-8", "replace")
+        self.line = bytearray()
+
+    def _dispatch(self) -> None:
+        spool, self.spool = self.spool, None
+        event, self.event = self.event, ""
+        self.data_lines = 0
+        if spool is not None:
+            try:
+                self.on_event(event, spool)
+            finally:
+                spool.close()
+
+    def close(self) -> None:
+        if self.pending_cr:
+            self.pending_cr = False
+        if self.field is not None or self.line:
+            self._end_line()
+        self._dispatch()
+
+
+# =============================================================================================
+# 6. Response: JSON payloads (base64 left in place), events, errors, collecting the image
+# =============================================================================================
+
+B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def text_of(value: Any, limit: int = 500) -> str:
@@ -2242,19 +2520,20 @@ class Collector:
 
     # -- input -------------------------------------------------------------------------------
 
-    def on_sse(self, name: str, buf: bytes | bytearray, start: int, end: int) -> None:
-        if end - start < 16 and buf[start:end].strip() == b"[DONE]":
+    def on_sse(self, name: str, spool: JsonSpool) -> None:
+        if not spool.blobs and len(spool.head) < 16 and spool.head.strip() == b"[DONE]":
             self.finished = True
             return
         try:
-            event = parse_json_span(buf, start, end)
+            event = spool.parse()
         except ValueError:
             self.unreadable += 1
             return
         if isinstance(event, dict):
             self.events += 1
             if self.debug is not None:
-                self.debug(f"event {event.get('type') or name} ({end - start} bytes)")
+                size = len(spool.head) + sum(len(b) for b in spool.blobs.values())
+                self.debug(f"event {event.get('type') or name} ({size} bytes)")
             self.handle_event(event, name)
 
     def handle_event(self, ev: Mapping[str, Any], name: str = "") -> None:
@@ -2441,31 +2720,6 @@ def answer_kind(label: str, first: bytes) -> str:
     return "json" if "json" in label and "event-stream" not in label else "event-stream"
 
 
-class Clock:
-    """Arms the socket timeout before each blocking step: the idle limit or what is left of the
-    total budget, whichever is smaller, and remembers which one it was."""
-
-    def __init__(self, idle: float, deadline: float) -> None:
-        self.idle = idle
-        self.deadline = deadline
-        self.total_limited = False
-        self.sock: Any = None
-
-    def remaining(self) -> float:
-        import time
-
-        return self.deadline - time.monotonic()
-
-    def arm(self) -> None:
-        remaining = self.remaining()
-        if remaining <= 0:
-            self.total_limited = True
-            raise TimeoutError("budget spent")
-        self.total_limited = remaining < self.idle
-        if self.sock is not None:
-            self.sock.settimeout(min(self.idle, remaining))
-
-
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds from retry-after-ms / retry-after (seconds or HTTP date), if 0..cap."""
     value = headers.get("retry-after-ms")
@@ -2492,9 +2746,16 @@ def parse_retry_after(headers: Any) -> float | None:
 
 
 def http_error(
-    status: int, reason: str, headers: Any, body: bytes, gw: Gateway, path: str = "/responses"
+    status: int,
+    reason: str,
+    headers: Any,
+    body: bytes,
+    gw: Gateway,
+    path: str = "/responses",
+    wire: Wire | None = None,
 ) -> ImagegenError:
-    """Our error for an HTTP error answer: the gateway's own message, never a raw HTML page."""
+    """Our error for an HTTP error answer: the gateway's own message, never a raw HTML page;
+    a proxy's own answer is named as the proxy's."""
     import json
 
     message, code, etype, param = "", "", "", ""
@@ -2505,7 +2766,7 @@ def http_error(
     if "json" in ctype or text.lstrip()[:1] in ("{", "["):
         try:
             parsed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
     if isinstance(parsed, dict):
         err = parsed.get("error", parsed)
@@ -2526,8 +2787,11 @@ def http_error(
         message = "HTML page" + (": " + text_of(title.group(1), 200) if title else "")
     else:
         message = text_of(text, 300)
-    message = message or (reason or "no details")
-    request_id = headers.get("x-request-id") or ""
+    message = message or text_of(reason, 200) or "no details"
+    code = text_of(code, 100)
+    if wire is not None and wire.proxy is not None and wire.from_proxy():
+        return proxy_refusal(wire.proxy, f"{status} {message}", host_of(gw.base_url))
+    request_id = text_of(headers.get("x-request-id"), 200)
     summary = "HTTP {} from {}: {}{}{}".format(
         status,
         host_of(gw.base_url),
@@ -2588,15 +2852,6 @@ def http_error(
         param=param,
     )
     return err_obj
-
-
-def host_of(url: str) -> str:
-    """host[:port] of a URL, never its user:password@ part."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or url
-    return f"{host}:{parts.port}" if parts.port else host
 
 
 class Request:
@@ -2674,59 +2929,42 @@ def exchange(
     headers["Content-Type"] = request.content_type
     headers["Accept"] = "text/event-stream" if request.stream else "application/json"
     clock = Clock(settings.idle_timeout, deadline)
-    if clock.remaining() <= 0:
-        raise NetworkError(f"the total time budget (--timeout {settings.timeout:g}s) ran out")
-    conn: Any = None
+    wire: Wire | None = None
     status = 0
     try:
-        try:
-            conn, target, proxy_headers = open_connection(
-                url, settings, min(settings.connect_timeout, clock.remaining())
-            )
-        except socket.timeout:
-            raise NetworkError(
-                f"connecting to {host_of(url)} timed out after {settings.connect_timeout:g}s",
-                "check the network or proxy; in a sandbox, rerun with host network access",
-                retryable=True,
-            ) from None
-        clock.sock = conn.sock
-        clock.arm()
-        headers.update(proxy_headers)
+        wire = Wire(url, settings, clock)
+        wire.open()
         headers["Content-Length"] = str(body.length)
         console.debug(f"POST {url} ({body.length} bytes)")
-        for name, value in headers.items():
+        for name, value in {**headers, **wire.extra}.items():
             console.debug(f"  {name}: {mask_secret(value) if looks_secret(name, value) else value}")
-        try:
-            conn.send("POST", target, headers, body.chunks(), clock)
-        except ConnectionError:
-            pass  # the gateway answered early (e.g. 413) and closed: read that answer below
         clock.arm()
-        resp = conn.response(clock)
+        wire.send("POST", headers, body.chunks())
+        resp = wire.answer()
         status = resp.status
         console.debug(
-            "HTTP {} {} ({})".format(resp.status, resp.reason, resp.getheader("content-type"))
+            "HTTP {} {} ({})".format(
+                resp.status, text_of(resp.reason, 80), text_of(resp.getheader("content-type"), 80)
+            )
         )
-        if status >= 400:
+        if status >= 400 or "html" in (resp.getheader("content-type") or "").lower():
+            # an error, or a captive portal or proxy login page instead of the gateway
             raise http_error(
-                status, resp.reason, resp, _read_limited(resp, clock), gw, request.path
+                status, resp.reason, resp.headers, wire.read_limited(), gw, request.path, wire
             )
         if 300 <= status < 400:
-            location = resp.get("location") or "no Location given"
+            location = resp.getheader("location") or "no Location given"
             raise GatewayError(
-                f"HTTP {status} from {host_of(url)}: redirected to {redact_url(location)}",
+                f"HTTP {status} from {host_of(url)}: redirected to "
+                + text_of(redact_url(location), 300),
                 "set base_url to the address it redirects to (the script does not follow "
                 "redirects: they would resend the key and the body)",
                 status=status,
             )
-        if "html" in (resp.getheader("content-type") or "").lower():
-            raise http_error(  # a captive portal or proxy login page, not the gateway
-                status, resp.reason, resp, _read_limited(resp, clock), gw, request.path
-            )
         if collector.progress is not None:
             collector.progress.phase("waiting")
         label = (resp.getheader("content-type") or "").lower()
-        clock.arm()
-        first = resp.read1(READ_CHUNK)
+        first = wire.read()
         ctype = answer_kind(label, first)
         if ctype not in label:
             console.debug(f"the answer is labelled {label or 'nothing'!r} but reads as {ctype}")
@@ -2737,8 +2975,7 @@ def exchange(
             # Stop as soon as the image is safe: the rest (message, response.completed with a
             # second copy of the image) is not needed, and a stall there must not hold it up.
             while not collector.finished and not collector.sink.has_image:
-                clock.arm()
-                chunk = resp.read1(READ_CHUNK)
+                chunk = wire.read()
                 if not chunk:
                     break
                 parser.feed(chunk)
@@ -2746,50 +2983,49 @@ def exchange(
                 parser.close()
             ended_early = not collector.finished
         else:
-            data = bytearray(first)
-            while True:
-                clock.arm()
-                chunk = resp.read1(READ_CHUNK)
-                if not chunk:
-                    break
-                data += chunk
-            if "event-stream" not in ctype:
-                pos = 0  # find the first byte without copying a multi-megabyte body
-                while pos < len(data) and data[pos] in b" \t\r\n":
-                    pos += 1
-                if data[pos : pos + 1] != b"{":
-                    raise GatewayError(
-                        "the gateway answered HTTP {} with something that is not JSON: {}".format(
-                            # cut after masking: a key across the cut must not leak a prefix
-                            status,
-                            text_of(bytes(data[:8192]).decode("utf-8", "replace"), 200),
-                        )
-                    )
-            try:
-                obj = parse_json_span(data, 0, len(data))
-            except ValueError as exc:
+            if first.lstrip()[:1] not in (b"{", b""):
+                head = first + wire.read_limited(64 * 1024)
                 raise GatewayError(
-                    f"the gateway's JSON answer is unreadable: {exc}",
-                    "the body may have been cut short; retry",
-                    retryable=True,
-                    started=True,
-                ) from None
-            if isinstance(obj, dict):
-                if console.verbose:
-                    items = [
-                        f"{i.get('type')}/{i.get('status')}"
-                        for i in obj.get("output") or ()
-                        if isinstance(i, dict)
-                    ]
-                    console.debug(f"JSON answer: status {obj.get('status')}, output {items}")
-                collector.handle_json(obj)
+                    "the gateway answered HTTP {} with something that is not JSON: {}".format(
+                        status, text_of(head.decode("utf-8", "replace"), 200)
+                    )
+                )
+            spool = JsonSpool()
+            try:
+                chunk = first
+                while chunk:
+                    spool.feed(chunk)
+                    chunk = wire.read()
+                try:
+                    obj = spool.parse()
+                except ValueError as exc:
+                    raise GatewayError(
+                        f"the gateway's JSON answer is unreadable: {exc}",
+                        "the body may have been cut short; retry",
+                        retryable=True,
+                        started=True,
+                    ) from None
+                if isinstance(obj, dict):
+                    if console.verbose:
+                        items = [
+                            f"{i.get('type')}/{i.get('status')}"
+                            for i in obj.get("output") or ()
+                            if isinstance(i, dict)
+                        ]
+                        console.debug(f"JSON answer: status {obj.get('status')}, output {items}")
+                    collector.handle_json(obj)
+            finally:
+                spool.close()
             collector.finished = True
             ended_early = False
+        if wire.watchdog is not None and wire.watchdog.fired:
+            clock.total_limited = True  # the end of the body was the watchdog's doing
+            raise socket.timeout("budget spent")
         collector.verdict(transport_ended_early=ended_early)
     except socket.timeout:
         if collector.sink.has_image:
             return
-        if clock.total_limited:
+        if clock.total_limited or (wire is not None and wire.watchdog_fired()):
             raise NetworkError(
                 f"the total time budget ran out (--timeout {settings.timeout:g}s)",
                 "raise --timeout for slow renders",
@@ -2807,38 +3043,29 @@ def exchange(
         ) from None
     except ImagegenError:
         raise
-    except (OSError, ValueError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError, EOFError)) and not is_http_exception(exc):
+            raise
         if collector.sink.has_image:
             return  # the image is safe; a connection that breaks afterwards does not matter
+        if wire is not None and wire.watchdog_fired():
+            raise NetworkError(
+                f"the total time budget ran out (--timeout {settings.timeout:g}s)",
+                "raise --timeout for slow renders",
+            ) from None
         if status:
             raise GatewayError(
-                f"the connection broke while reading the answer ({type(exc).__name__}: {exc})",
+                "the connection broke while reading the answer ({}: {})".format(
+                    type(exc).__name__, text_of(str(exc), 200)
+                ),
                 "the gateway or a proxy cut the stream; retrying may help",
                 retryable=True,
                 started=True,
             ) from None
-        if isinstance(exc, RemoteClosed):
-            raise NetworkError(
-                "the gateway closed the connection without answering", retryable=True
-            ) from None
         raise describe_network_error(exc, url) from None
     finally:
-        if conn is not None:
-            conn.close()
-
-
-def _read_limited(resp: Any, clock: Clock) -> bytes:
-    data = bytearray()
-    try:
-        while len(data) < MAX_ERROR_BODY:
-            clock.arm()
-            chunk = resp.read1(64 * 1024)
-            if not chunk:
-                break
-            data += chunk
-    except (OSError, ValueError):
-        pass
-    return bytes(data)
+        if wire is not None:
+            wire.close()
 
 
 def detect_quirk(
@@ -4131,23 +4358,20 @@ def http_request(
     """A small request for the doctor: (status, headers, up to 2 MB of body)."""
     import time
 
-    url = gw.url(path)
     clock = Clock(settings.idle_timeout, time.monotonic() + min(settings.timeout, 60.0))
-    conn, target, extra = open_connection(url, settings, settings.connect_timeout)
+    wire = Wire(gw.url(path), settings, clock)
     try:
-        clock.sock = conn.sock
-        clock.arm()
+        wire.open()
         headers = gw.request_headers()
-        headers.update(extra)
         headers["Accept"] = "application/json"
         if body:
             headers["Content-Type"] = "application/json"
             headers["Content-Length"] = str(len(body))
-        conn.send(method, target, headers, [body] if body else (), clock)
-        resp = conn.response(clock)
-        return resp.status, resp, _read_limited(resp, clock)
+        wire.send(method, headers, [body] if body else ())
+        resp = wire.answer()
+        return resp.status, resp.headers, wire.read_limited()
     finally:
-        conn.close()
+        wire.close()
 
 
 def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Console) -> int:
@@ -4177,7 +4401,7 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
     parts = urlsplit(gw.base_url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    proxy = proxy_for(parts.scheme, host, port, env) if host else None
+    proxy = proxy_for(parts.scheme, host, port) if host else None
     check("proxy", None, redact_url(proxy) if proxy else "none (direct connection)")
     ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
     if parts.scheme == "https":
@@ -4187,8 +4411,12 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
         return EXIT_CONFIG
     dial_host, dial_port = host, port
     if proxy:
-        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
-        dial_host, dial_port = p.hostname or host, p.port or 8080
+        try:
+            via = Proxy(proxy)
+        except ConfigError as exc:
+            check("proxy", False, exc.message, exc.hint, EXIT_CONFIG)
+            return EXIT_CONFIG
+        dial_host, dial_port = via.host, via.port
     try:
         infos = resolve(dial_host, dial_port, settings.connect_timeout)
         addresses = sorted({str(info[4][0]) for info in infos})
@@ -4211,11 +4439,14 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
         check("tcp", False, f"{dial_host}:{dial_port}: {err.message}", err.hint)
         return max(check.failures)
     try:
-        conn, _, _ = open_connection(gw.base_url, settings, settings.connect_timeout)
-        if parts.scheme == "https":
-            sock = conn.sock
-            check("tls", True, f"{sock.version()} with {host}, certificate verified")
-        conn.close()
+        wire = Wire(gw.base_url, settings, Clock(settings.idle_timeout, time.monotonic() + 60.0))
+        try:
+            wire.open()
+            if parts.scheme == "https":
+                version = wire.conn.sock.version()
+                check("tls", True, f"{version} with {host}, certificate verified")
+        finally:
+            wire.close()
     except ImagegenError as exc:
         check("tls", False, exc.message, exc.hint, exc.exit_code)
         return max(check.failures)
@@ -4264,12 +4495,12 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
     }
     seen: dict[str, str] = {}
 
-    def on_event(name: str, buf: bytes | bytearray, start: int, end: int) -> None:
-        if end - start > BIG_PAYLOAD:
+    def on_event(name: str, spool: JsonSpool) -> None:
+        if spool.blobs:  # only image data is that long
             seen.setdefault("item", "image_generation_call")
             return
         try:
-            event = json.loads(buf[start:end])
+            event = spool.parse()
         except ValueError:
             return
         if not isinstance(event, dict):
@@ -4290,22 +4521,22 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
     body = json.dumps(payload).encode("utf-8")
     clock = Clock(settings.idle_timeout, time.monotonic() + min(settings.timeout, 300.0))
     try:
-        conn, target, extra = open_connection(url, settings, settings.connect_timeout)
+        wire = Wire(url, settings, clock)
+        wire.open()
     except (OSError, ImagegenError) as exc:
         check("probe", False, f"cannot connect: {exc}", "", EXIT_NETWORK)
         return
     try:
-        clock.sock = conn.sock
-        clock.arm()
         headers = gw.request_headers()
-        headers.update(extra)
         headers.update({"Content-Type": "application/json", "Accept": "text/event-stream"})
         headers["Content-Length"] = str(len(body))
-        conn.send("POST", target, headers, [body], clock)
-        resp = conn.response(clock)
+        wire.send("POST", headers, [body])
+        resp = wire.answer()
         ctype = (resp.getheader("content-type") or "").lower()
         if resp.status >= 400:
-            err = http_error(resp.status, resp.reason, resp, _read_limited(resp, clock), gw)
+            err = http_error(
+                resp.status, resp.reason, resp.headers, wire.read_limited(), gw, wire=wire
+            )
             lowered = err.message.lower()
             if "tool_choice" in lowered or "tool choice" in lowered:
                 check(
@@ -4336,8 +4567,7 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         )
         parser = SSEParser(on_event)
         while "item" not in seen and "error" not in seen:
-            clock.arm()
-            chunk = resp.read1(READ_CHUNK)
+            chunk = wire.read()
             if not chunk:
                 break
             if streams:
@@ -4362,10 +4592,14 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
                 "try --api auto",
                 EXIT_GATEWAY,
             )
-    except (OSError, ValueError) as exc:
-        check("probe", False, f"{type(exc).__name__}: {exc}", "", EXIT_NETWORK)
+    except ImagegenError as exc:
+        check("probe", False, exc.message, exc.hint, exc.exit_code)
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError)) and not is_http_exception(exc):
+            raise
+        check("probe", False, f"{type(exc).__name__}: {text_of(str(exc), 200)}", "", EXIT_NETWORK)
     finally:
-        conn.close()
+        wire.close()
 
 
 def run(args: Any, console: Console) -> int:

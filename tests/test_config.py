@@ -636,23 +636,34 @@ def test_parse_header_arg_rejects(text: str) -> None:
 # --- proxies ------------------------------------------------------------------------------------
 
 
+def proxy_for(scheme: str, host: str, port: int, env: dict[str, str]) -> str | None:
+    """g.proxy_for with exactly `env` as the proxy environment (urllib reads os.environ)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.lower().endswith("_proxy"):
+                mp.delenv(name)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        return g.proxy_for(scheme, host, port)
+
+
 def test_no_proxy_configured() -> None:
-    assert g.proxy_for("https", "gw.example.test", 443, {}) is None
+    assert proxy_for("https", "gw.example.test", 443, {}) is None
 
 
 def test_https_proxy_for_https_and_http_proxy_for_http() -> None:
     env = {"HTTPS_PROXY": "http://sproxy:3128", "HTTP_PROXY": "http://proxy:8080"}
-    assert g.proxy_for("https", "gw.example.test", 443, env) == "http://sproxy:3128"
-    assert g.proxy_for("http", "gw.example.test", 80, env) == "http://proxy:8080"
+    assert proxy_for("https", "gw.example.test", 443, env) == "http://sproxy:3128"
+    assert proxy_for("http", "gw.example.test", 80, env) == "http://proxy:8080"
 
 
 def test_lower_case_proxy_variable_wins() -> None:
     env = {"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2"}
-    assert g.proxy_for("https", "gw.example.test", 443, env) == "http://lower:2"
+    assert proxy_for("https", "gw.example.test", 443, env) == "http://lower:2"
 
 
 def test_all_proxy_is_the_fallback() -> None:
-    assert g.proxy_for("https", "h.test", 443, {"ALL_PROXY": "http://all:1"}) == "http://all:1"
+    assert proxy_for("https", "h.test", 443, {"ALL_PROXY": "http://all:1"}) == "http://all:1"
 
 
 @pytest.mark.parametrize(
@@ -676,13 +687,13 @@ def test_all_proxy_is_the_fallback() -> None:
 def test_no_proxy(no_proxy: str, host: str, port: int, bypassed: bool) -> None:
     env = {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": no_proxy}
     expected = None if bypassed else "http://proxy:3128"
-    assert g.proxy_for("https", host, port, env) == expected
+    assert proxy_for("https", host, port, env) == expected
 
 
 def test_lower_case_no_proxy_wins() -> None:
     env = {"HTTPS_PROXY": "http://proxy:3128", "no_proxy": "a.test", "NO_PROXY": "*"}
-    assert g.proxy_for("https", "a.test", 443, env) is None
-    assert g.proxy_for("https", "b.test", 443, env) == "http://proxy:3128"
+    assert proxy_for("https", "a.test", 443, env) is None
+    assert proxy_for("https", "b.test", 443, env) == "http://proxy:3128"
 
 
 # --- secrets and hosts --------------------------------------------------------------------------

@@ -51,14 +51,25 @@ def parse_chunks(chunks: Iterable[bytes]) -> list[tuple[str, bytes]]:
     """Feed ``chunks`` to a fresh SSEParser, close it, return (event name, data) pairs."""
     out: list[tuple[str, bytes]] = []
 
-    def on_event(name: str, buf: bytes | bytearray, start: int, end: int) -> None:
-        out.append((name, bytes(buf[start:end])))  # the span is only valid during the call
+    def on_event(name: str, spool: g.JsonSpool) -> None:
+        out.append((name, spool_bytes(spool)))  # the spool is only valid during the call
 
     parser = g.SSEParser(on_event)
     for chunk in chunks:
         parser.feed(chunk)
     parser.close()
     return out
+
+
+def spool_bytes(spool: g.JsonSpool) -> bytes:
+    """The data of one event as sent (exact for long strings without JSON escapes)."""
+    text = spool.text()
+    for token, blob in spool.blobs.items():
+        text = text.replace(token.encode("ascii"), blob_bytes(blob))
+    return text
+
+
+BIG = 4 * g.BLOB_MIN  # a payload size with room for long strings
 
 
 def split(data: bytes, points: Iterable[int]) -> list[bytes]:
@@ -190,7 +201,7 @@ def test_sse_missing_final_blank_line_is_flushed_by_close() -> None:
 
 def test_sse_nothing_dispatched_before_the_blank_line() -> None:
     got: list[bytes] = []
-    parser = g.SSEParser(lambda n, b, s, e: got.append(bytes(b[s:e])))
+    parser = g.SSEParser(lambda name, spool: got.append(spool_bytes(spool)))
     parser.feed(b"data: 1\n")
     assert got == []
     parser.feed(b"\n")
@@ -344,17 +355,17 @@ def test_parse_json_span_small_payloads_equal_json_loads() -> None:
             assert g.parse_json_span(bytearray(data), start, end) == json.loads(raw)
 
 
-def test_parse_json_span_small_payload_never_makes_blobs() -> None:
-    text = long_b64(g.BLOB_MIN + 10)
-    raw = json.dumps({"result": text}).encode()
-    assert len(raw) < g.BIG_PAYLOAD
-    assert g.parse_json_span(raw, 0, len(raw)) == {"result": text}
+def test_parse_json_span_short_strings_stay_strings_in_a_big_payload() -> None:
+    texts = [long_b64(g.BLOB_MIN - 10, seed) for seed in range(6)]
+    raw = json.dumps({"parts": texts}).encode()
+    assert len(raw) > BIG
+    assert g.parse_json_span(raw, 0, len(raw)) == {"parts": texts}
 
 
 def check_big(raw: bytes, long_paths: Sequence[tuple[Any, ...]] = ()) -> Any:
     """parse_json_span over raw (embedded in a larger buffer) equals json.loads after the Blobs
     are turned back into strings; the values at ``long_paths`` are Blobs."""
-    assert len(raw) >= g.BIG_PAYLOAD
+    assert len(raw) >= BIG
     buf = bytearray(b"data: " + raw + b"\n\n")
     obj = g.parse_json_span(buf, 6, 6 + len(raw))
     expected = json.loads(raw)
@@ -437,7 +448,7 @@ def test_parse_json_span_several_long_strings_and_whitespace() -> None:
 
 def test_parse_json_span_long_string_exactly_at_the_blob_threshold() -> None:
     at, below = long_b64(g.BLOB_MIN, 11), long_b64(g.BLOB_MIN - 1, 12)
-    doc = {"at": at, "below": below, "pad": long_b64(g.BIG_PAYLOAD, 13)}
+    doc = {"at": at, "below": below, "pad": long_b64(BIG, 13)}
     obj = check_big(json.dumps(doc).encode(), [("at",), ("pad",)])
     assert obj["below"] == below
 
@@ -498,7 +509,7 @@ def test_parse_json_span_property(
     spec: dict[str, Any], pad: int, ensure_ascii: bool, slashes: bool, indent: int | None
 ) -> None:
     doc = build_doc(spec)
-    doc["padding"] = ["x" * 1000] * 260 if pad == 0 else long_b64(g.BIG_PAYLOAD, pad)
+    doc["padding"] = ["x" * 1000] * 260 if pad == 0 else long_b64(BIG, pad)
     text = json.dumps(doc, ensure_ascii=ensure_ascii, indent=indent)
     raw = (escape_slashes(text) if slashes else text).encode("utf-8")
     buf = bytearray(b"data: " + raw + b"\n")
@@ -761,7 +772,7 @@ def test_collector_bad_results_never_saved(tmp_path: Path, result: str) -> None:
 def test_collector_bad_results_via_blob_path_never_saved(tmp_path: Path, result: str) -> None:
     # The same faults inside a payload big enough to take the Blob path.
     sink, collector = sink_for(tmp_path)
-    events = image_events(result, revised_prompt="p" * g.BIG_PAYLOAD)
+    events = image_events(result, revised_prompt="p" * BIG)
     feed_sse(collector, format_sse(events, done=True), chunk_size=100_000)
     with pytest.raises(g.GatewayError) as info:
         collector.verdict(not collector.finished)
@@ -777,7 +788,7 @@ def test_collector_big_image_through_sse_blob_path(
 ) -> None:
     png = png_bytes(300, 300, noise=True)
     data = b64(png)
-    assert len(data) > g.BIG_PAYLOAD and "/" in data
+    assert len(data) > BIG and "/" in data
     events = [dumps(ev, slashes=slashes) for ev in image_events(data, partials=[b64(OTHER_PNG)])]
     stream = format_sse(events, crlf=True, keepalive=True)
     assert (b"\\/" in stream) is slashes
@@ -819,7 +830,7 @@ def test_recorded_jpeg_response_as_json_body_and_as_stream(tmp_path: Path, slash
     assert saved_bytes(sink) == expected
     # the same response as the final event of a stream, with a big padding so it takes the
     # Blob path
-    padded = {**resp, "instructions": "x" * g.BIG_PAYLOAD}
+    padded = {**resp, "instructions": "x" * BIG}
     stream = format_sse([dumps({"type": "response.completed", "response": padded}, slashes=True)])
     sink, collector = sink_for(tmp_path / "stream", "out.jpg")
     feed_sse(collector, stream, chunk_size=65_536)
