@@ -2514,8 +2514,10 @@ class Collector:
         self.finished = False
         self.events = 0
         self.unreadable = 0
-        self.partials: list[tuple[int, str | Blob]] = []
+        self.previews = 0  # previews handed to on_partial
+        self.max_previews = 0  # --partial-images: at most this many are written
         self.on_partial: Callable[[int, str | Blob], None] | None = None
+        self.warn: Callable[[str], None] | None = None
         self.debug: Callable[[str], None] | None = None
 
     # -- input -------------------------------------------------------------------------------
@@ -2546,11 +2548,26 @@ class Collector:
         elif etype == "response.image_generation_call.generating":
             self._phase("generating")
         elif etype == "response.image_generation_call.partial_image":
-            index = ev.get("partial_image_index", len(self.partials))
+            index = ev.get("partial_image_index", self.previews)
+            if (
+                not isinstance(index, int)
+                or isinstance(index, bool)
+                or not 0 <= index <= MAX_PREVIEW_INDEX
+            ):
+                return  # not a number we would put in a file name or on the terminal
+            self._phase(f"partial {index + 1}")
             data = ev.get("partial_image_b64")
-            self._phase(f"partial {int(index) + 1 if isinstance(index, int) else index}")
             if isinstance(data, (str, Blob)) and data and self.on_partial is not None:
-                self.on_partial(int(index) if isinstance(index, int) else len(self.partials), data)
+                if self.previews >= self.max_previews:
+                    if self.previews == self.max_previews and self.warn is not None:
+                        self.warn(
+                            f"the gateway sent more previews than the {self.max_previews} "
+                            "asked for; the extras are ignored"
+                        )
+                    self.previews = self.max_previews + 1
+                    return
+                self.previews += 1
+                self.on_partial(index, data)
         elif etype == "response.image_generation_call.completed":
             self._phase("finalising")
         elif etype == "response.output_item.done":
@@ -3231,6 +3248,8 @@ def run_job(
             collector = Collector(sink, progress)
             sink.last_error = None  # a bad result of an earlier attempt says nothing about this one
             collector.on_partial = on_partial
+            collector.max_previews = job.partial_images
+            collector.warn = console.warn
             if console.verbose:
                 collector.debug = console.debug
             if api == "images":

@@ -1,0 +1,413 @@
+"""The transport: http.client underneath, and what it does with hostile answers.
+
+Every test runs the script as a subprocess against real loopback servers: ``RawServer`` for
+answers no well-behaved server would send (bad status lines, endless streams, compression),
+``ConnectProxy`` for CONNECT with Basic auth, the TLS ``Gateway`` with a trustme CA. Memory is
+pinned with ``RLIMIT_AS`` so that a regression fails fast instead of filling the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+import generate_gateway_image as g
+from tests.conftest import SCRIPT, TEST_KEY, clean_env, report, write_codex_home
+from tests.gateway import Gateway, format_sse, image_events, sse_reply
+from tests.hostile import ConnectProxy, RawServer, big_png, endless, gzip_bytes, send
+from tests.images import b64, png_bytes
+
+PNG = png_bytes(32, 32)
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+
+
+def sse_answer(
+    events: Sequence[object], extra_headers: bytes = b"", body: bytes | None = None
+) -> bytes:
+    stream = format_sse(events, done=True) if body is None else body  # type: ignore[arg-type]
+    return SSE_HEAD + extra_headers + b"Content-Length: %d\r\n\r\n" % len(stream) + stream
+
+
+def run(
+    tmp_path: Path,
+    base_url: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    home = write_codex_home(tmp_path / "home", base_url)
+    full_env = clean_env(CODEX_HOME=str(home))
+    full_env.update(env or {})
+    cmd = [sys.executable, str(SCRIPT), "--prompt", "a fox", "--out", str(tmp_path / "o.png")]
+    return subprocess.run(
+        [*cmd, *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+    )
+
+
+def assert_clean(proc: subprocess.CompletedProcess[str]) -> None:
+    everything = proc.stdout + proc.stderr
+    assert "Traceback" not in everything, everything
+    assert TEST_KEY not in everything
+    assert "\x1b" not in everything
+
+
+@pytest.fixture
+def ok_events() -> list[object]:
+    return list(image_events(b64(PNG)))
+
+
+# --- malformed answers are exit 4, never 1 or 6, and never retried ---------------------------
+
+MALFORMED = {
+    "garbage": b"hello there\r\n\r\n",
+    "binary": b"\x00\x01\x02\xff\xfe\r\n\r\n",
+    "http-0.9": b'{"type":"response.completed"}',
+    "switching-protocols": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+    "early-hints-only": b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+    "status-thousands-of-digits": b"HTTP/1.1 " + b"2" * 5000 + b" OK\r\n\r\n",
+    "status-out-of-range": b"HTTP/1.1 1000 Big\r\n\r\n",
+    "too-many-headers": b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 150 + b"\r\n",
+    "header-line-too-long": b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70_000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_answers_are_exit_4(tmp_path: Path, case: str) -> None:
+    with RawServer(send(MALFORMED[case])) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "2")
+    assert proc.returncode == 4, report(proc)
+    assert "unreadable" in proc.stderr
+    assert_clean(proc)
+    assert len(server.requests) == 1  # not retried: the gateway may have started
+    assert not (tmp_path / "o.png").exists()
+
+
+# --- framing, as http.client reads it -------------------------------------------------------
+
+
+def chunked(data: bytes, size: int) -> bytes:
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["chunked-7", "chunked-4096", "length", "close"])
+def test_every_framing_delivers_the_image(
+    tmp_path: Path, ok_events: list[object], framing: str
+) -> None:
+    stream = format_sse(ok_events, done=True)  # type: ignore[arg-type]
+    if framing.startswith("chunked"):
+        body = chunked(stream, int(framing.split("-")[1]))
+        answer = SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + body
+    elif framing == "length":
+        answer = SSE_HEAD + b"Content-Length: %d\r\n\r\n" % len(stream) + stream
+    else:
+        answer = SSE_HEAD + b"Connection: close\r\n\r\n" + stream
+    with RawServer(send(b"HTTP/1.1 100 Continue\r\n\r\n", answer)) as server:
+        proc = run(tmp_path, server.base_url)
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+    request = server.requests[0]
+    assert request.startswith(b"POST /v1/responses HTTP/1.1\r\n")
+    assert b"\r\nAccept-Encoding: identity\r\n" in request
+
+
+# --- bounded whatever the gateway sends -----------------------------------------------------
+
+
+def limited(limit: int) -> object:
+    def set_limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return set_limit
+
+
+def peak_vm(args: list[str], env: dict[str, str], limit: int = 0) -> tuple[int, int, str]:
+    """Run the script; (exit code, VmPeak in bytes as last seen, stderr)."""
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=limited(limit) if limit else None,  # type: ignore[arg-type]
+    )
+    peak = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmPeak:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            pass
+        time.sleep(0.002)
+    assert proc.stderr is not None
+    return proc.returncode, peak, proc.stderr.read().decode("utf-8", "replace")
+
+
+needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux /proc")
+
+
+@needs_proc
+@pytest.mark.parametrize("stream", [True, False], ids=["sse", "json-body"])
+def test_memory_stays_flat_for_a_60_mb_image(tmp_path: Path, stream: bool) -> None:
+    def answer_for(png: bytes) -> bytes:
+        if stream:
+            return sse_answer(list(image_events(base64.b64encode(png).decode())))
+        body = json.dumps(
+            {
+                "id": "resp_1",
+                "status": "completed",
+                "output": [
+                    {
+                        "type": "image_generation_call",
+                        "id": "ig_1",
+                        "status": "completed",
+                        "result": base64.b64encode(png).decode(),
+                    }
+                ],
+            }
+        ).encode()
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + (
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+    flags = [] if stream else ["--no-stream"]
+    small, big = big_png(1 << 20), big_png(60 << 20)
+    results = []
+    for png, slack in ((small, 0), (big, 48 << 20)):
+        with RawServer(send(answer_for(png))) as server:
+            home = write_codex_home(tmp_path / "home", server.base_url)
+            env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
+            out = tmp_path / f"o{len(png)}.png"
+            args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", str(out), *flags]
+            # the big image runs with the small one's address space plus 48 MB: holding its
+            # 80 MB of base64 (or the decoded 60 MB) in memory cannot fit
+            limit = results[0][1] + slack if results else 0
+            code, peak, err = peak_vm(args, env, limit)
+        assert code == 0, err
+        assert out.read_bytes() == png
+        results.append((code, peak))
+
+
+def test_an_endless_data_line_ends_at_the_event_cap(tmp_path: Path) -> None:
+    head = SSE_HEAD + b"\r\ndata: "
+    with RawServer(endless(head, b"x" * 65536)) as server:
+        home = write_codex_home(tmp_path / "home", server.base_url)
+        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
+        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", str(tmp_path / "o.png")]
+        code, _, err = peak_vm(args, env, 1 << 30)
+    assert code == 4, err
+    assert f"more than {g.MAX_EVENT_BYTES // 2**20} MB" in err
+    assert "Traceback" not in err and "MemoryError" not in err
+
+
+def test_an_endless_string_ends_at_the_image_cap(tmp_path: Path) -> None:
+    head = SSE_HEAD + b'\r\ndata: {"type":"response.output_item.done","item":{"result":"'
+    with RawServer(endless(head, b"QUFB" * 65536)) as server:
+        home = write_codex_home(tmp_path / "home", server.base_url)
+        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
+        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", str(tmp_path / "o.png")]
+        code, _, err = peak_vm(args, env, 1 << 30)
+    assert code == 4, err
+    assert f"images are capped at {g.MAX_IMAGE_BYTES // 2**20} MB" in err
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_an_endless_comment_stream_ends_at_the_budget(tmp_path: Path) -> None:
+    with RawServer(endless(SSE_HEAD + b"\r\n:", b"k" * 4096)) as server:
+        proc = run(tmp_path, server.base_url, "--timeout", "2", "--retries", "0")
+    assert proc.returncode == 6, report(proc)
+    assert "total time budget" in proc.stderr
+    assert_clean(proc)
+
+
+def test_deeply_nested_json_from_the_gateway_is_exit_4(tmp_path: Path) -> None:
+    deep = b'{"type":"x","a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with RawServer(send(sse_answer([], body=b"data: " + deep + b"\n\n"))) as server:
+        proc = run(tmp_path, server.base_url)
+    assert proc.returncode == 4, report(proc)
+    assert "nested too deeply" in proc.stderr
+    assert_clean(proc)
+
+
+# --- previews: at most as many as asked for; odd indexes ignored ------------------------------
+
+
+def test_extra_previews_and_odd_indexes_are_ignored(tmp_path: Path) -> None:
+    preview = b64(png_bytes(8, 8))
+    events = list(image_events(b64(PNG), partials=[preview, preview, preview]))
+    odd = [
+        {
+            "type": "response.image_generation_call.partial_image",
+            "partial_image_index": index,
+            "partial_image_b64": preview,
+        }
+        for index in ("\x1b[31mred", -1, 10**30, True, 1.5)
+    ]
+    events = events[:2] + odd + events[2:]
+    with RawServer(send(sse_answer(events))) as server:
+        proc = run(tmp_path, server.base_url, "--partial-images", "1")
+    assert proc.returncode == 0, report(proc)
+    previews = sorted(p.name for p in tmp_path.iterdir() if ".partial-" in p.name)
+    assert previews == ["o.partial-1.png"]
+    assert proc.stderr.count("more previews than the 1 asked for") == 1
+    assert_clean(proc)
+
+
+# --- compression -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("encoding", "wbits"), [("gzip", 31), ("deflate", 15), ("deflate", -15)])
+def test_a_compressed_answer_is_decoded(
+    tmp_path: Path, ok_events: list[object], encoding: str, wbits: int
+) -> None:
+    body = gzip_bytes(format_sse(ok_events, done=True), wbits)  # type: ignore[arg-type]
+    header = b"Content-Encoding: %s\r\n" % encoding.encode()
+    with RawServer(send(sse_answer([], header, body))) as server:
+        proc = run(tmp_path, server.base_url)
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+
+
+def test_an_encoding_we_cannot_decode_is_one_clear_exit_4(tmp_path: Path) -> None:
+    junk = bytes(range(256)) * 4
+    with RawServer(send(sse_answer([], b"Content-Encoding: br\r\n", junk))) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "2")
+    assert proc.returncode == 4, report(proc)
+    assert "compressed its answer with 'br'" in proc.stderr
+    assert len(server.requests) == 1
+    assert "\ufffd" not in proc.stderr and "\\x" not in proc.stderr
+    assert_clean(proc)
+
+
+def test_a_configured_accept_encoding_is_sent_as_configured(
+    tmp_path: Path, ok_events: list[object]
+) -> None:
+    body = gzip_bytes(format_sse(ok_events, done=True))  # type: ignore[arg-type]
+    with RawServer(send(sse_answer([], b"Content-Encoding: gzip\r\n", body))) as server:
+        proc = run(tmp_path, server.base_url, "--header", "Accept-Encoding: gzip")
+    assert proc.returncode == 0, report(proc)
+    request = server.requests[0].lower()
+    assert request.count(b"accept-encoding:") == 1
+    assert b"accept-encoding: gzip\r\n" in request
+
+
+# --- proxies: CONNECT with Basic auth, and saying who refused ---------------------------------
+
+
+@pytest.fixture
+def tls_gateway(tmp_path: Path) -> Iterator[tuple[Gateway, str]]:
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with Gateway(tls=ctx) as gw:
+        yield gw, str(bundle)
+
+
+def test_connect_tunnel_with_basic_auth(tmp_path: Path, tls_gateway: tuple[Gateway, str]) -> None:
+    gw, bundle = tls_gateway
+    gw.set_default(sse_reply(image_events(b64(PNG))))
+    with ConnectProxy(credentials="bob:p@ss:w/rd") as proxy:
+        url = proxy.url.replace("http://", "http://bob:p%40ss%3Aw%2Frd@")
+        env = {"HTTPS_PROXY": url, "NO_PROXY": "", "CODEX_CA_CERTIFICATE": bundle}
+        proc = run(tmp_path, gw.base_url, env=env)
+    assert proc.returncode == 0, report(proc, gw)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+    assert len(proxy.lines) == 1
+    assert proxy.lines[0].startswith(f"CONNECT 127.0.0.1:{gw.port} HTTP/1.")
+    assert proxy.auth == ["Basic " + base64.b64encode(b"bob:p@ss:w/rd").decode()]
+    assert gw.posts()[0].header("proxy-authorization") is None  # only the proxy sees it
+    assert "p@ss" not in proc.stderr and "p%40ss" not in proc.stderr
+
+
+def test_a_407_from_the_tunnel_proxy_is_exit_3_and_names_the_proxy(
+    tmp_path: Path, tls_gateway: tuple[Gateway, str]
+) -> None:
+    gw, bundle = tls_gateway
+    with ConnectProxy(credentials="bob:right") as proxy:
+        url = proxy.url.replace("http://", "http://bob:wrong@")
+        env = {"HTTPS_PROXY": url, "NO_PROXY": "", "CODEX_CA_CERTIFICATE": bundle}
+        proc = run(tmp_path, gw.base_url, env=env)
+    assert proc.returncode == 3, report(proc)
+    assert f"proxy 127.0.0.1:{proxy.port} asked for credentials" in proc.stderr
+    assert "percent-encode" in proc.stderr
+    assert "API key" not in proc.stderr
+    assert gw.requests == []
+    assert_clean(proc)
+
+
+def test_a_tunnel_refused_by_the_proxy_names_the_proxy(
+    tmp_path: Path, tls_gateway: tuple[Gateway, str]
+) -> None:
+    gw, bundle = tls_gateway
+    with ConnectProxy(refuse=b"HTTP/1.1 403 Forbidden\x1b[2J") as proxy:
+        env = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "", "CODEX_CA_CERTIFICATE": bundle}
+        proc = run(tmp_path, gw.base_url, env=env)
+    assert proc.returncode == 6, report(proc)
+    assert f"the proxy 127.0.0.1:{proxy.port} refused" in proc.stderr
+    assert "API key" not in proc.stderr
+    assert_clean(proc)
+
+
+PROXY_403_PAGE = (
+    b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nX-Squid-Error: ERR_ACCESS_DENIED 0\r\n"
+    b"Content-Length: 60\r\n\r\n<html><head><title>Access Denied</title></head></html>      "
+)
+
+
+def test_a_plain_http_proxy_403_page_is_the_proxy_s_not_the_key_s(tmp_path: Path) -> None:
+    with RawServer(send(PROXY_403_PAGE)) as proxy:
+        env = {"HTTP_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": ""}
+        proc = run(tmp_path, "http://127.0.0.1:9/v1", env=env)
+    assert proc.returncode == 6, report(proc)
+    assert f"the proxy 127.0.0.1:{proxy.port} refused" in proc.stderr
+    assert "Access Denied" in proc.stderr
+    assert "API key" not in proc.stderr
+    assert proxy.requests[0].startswith(b"POST http://127.0.0.1:9/v1/responses HTTP/1.1")
+
+
+def test_a_plain_http_proxy_407_is_exit_3(tmp_path: Path) -> None:
+    answer = b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n"
+    with RawServer(send(answer + b"Content-Length: 0\r\n\r\n")) as proxy:
+        env = {"HTTP_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": ""}
+        proc = run(tmp_path, "http://127.0.0.1:9/v1", env=env)
+    assert proc.returncode == 3, report(proc)
+    assert "asked for credentials" in proc.stderr
+
+
+def test_an_https_proxy_url_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    with RawServer(send(b"")) as proxy:
+        env = {"HTTPS_PROXY": f"https://u:secret-pw@127.0.0.1:{proxy.port}", "NO_PROXY": ""}
+        proc = run(tmp_path, "https://127.0.0.1:9/v1", env=env)
+    assert proc.returncode == 3, report(proc)
+    assert "https:// proxy" in proc.stderr
+    assert "secret-pw" not in proc.stderr
+    assert proxy.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [("http://proxy.test", 80), ("proxy.test", 80), ("http://proxy.test:3128", 3128)],
+)
+def test_a_proxy_url_without_a_port_uses_the_scheme_default(url: str, port: int) -> None:
+    assert g.Proxy(url).port == port
