@@ -3,9 +3,10 @@
 
 Run from the repository root (not part of the pytest run)::
 
-    python tests/bench/bench.py                 # all scenarios, 5 rounds (~100 s on 2 cores)
+    python tests/bench/bench.py                 # all scenarios, 5 rounds (a few minutes on 2 cores)
     python tests/bench/bench.py --quick         # 1 round, no warm-up
     python tests/bench/bench.py --scenarios a,b --rounds 9 --json bench.json
+    python tests/bench/bench.py --scenarios m --mem-sizes 3,60   # the memory series only
 
 A loopback server inside this process answers every contender with the same prebuilt bytes and
 no generation delay (scenario d excepted), so the wall time is what the client adds: interpreter
@@ -36,9 +37,14 @@ d. a batch of 16 jobs, 1 s simulated generation each, at concurrency 4 (ideal: 4
 e. start-up: ``--help`` and ``--dry-run`` against ``python -c pass`` and the stdlib work they
    cannot avoid (``import argparse`` and formatting a help text; plus ``json``, ``urllib.parse``),
    also with ``python -S`` (no site-packages ``.pth`` hooks, which some machines run at start-up)
+m. the memory series: incompressible noise PNGs of about 1, 3, 8, 24 and 60 MB (``--mem-sizes``),
+   streamed (SSE) at every size and as one ``--no-stream`` JSON body at 3 MB and the largest
+   size: the child's peak RSS and its user + system CPU seconds, also per MB of image. Target:
+   peak RSS for the largest image at most 1.5x the peak for the 3 MB one, measured in one run
 
-Peak memory: every child is started by a small runner process (``python -I -S``) and reaped with
-``os.wait4``, whose ``ru_maxrss`` is per child. Children are not forked from this process on
+Peak memory and CPU: every child is started by a small runner process (``python -I -S``) and
+reaped with ``os.wait4``, whose ``ru_maxrss``, ``ru_utime`` and ``ru_stime`` are that child's own
+(RUSAGE_CHILDREN would mix all children). Children are not forked from this process on
 purpose: Linux carries the parent's peak RSS into a child's ``ru_maxrss`` across ``exec``, and this
 process holds the served streams (hundreds of MB).
 
@@ -55,6 +61,7 @@ import base64
 import hashlib
 import http.server
 import json
+import math
 import os
 import platform
 import random
@@ -87,6 +94,10 @@ TARGET_SDK_SPEEDUP = 6.0  # SDK / ours in a
 TARGET_RSS_FACTOR = 3.0  # peak RSS in b / decoded image size
 TARGET_BATCH_SLACK = 0.15  # d within 15% of the ideal wall time
 TARGET_HELP_RATIO = 1.5  # --help / (interpreter + the stdlib imports it needs)
+# target from issue 10
+TARGET_MEM_FLAT = 1.5  # memory series: peak RSS for the largest image / for the 3 MB one
+MEM_SIZES = (1, 3, 8, 24, 60)  # memory series: noise PNGs of about this many MB
+MEM_REFERENCE_MB = 3  # the series' ratio is taken against this size
 
 BATCH_JOBS = 16
 BATCH_CONCURRENCY = 4
@@ -197,7 +208,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if server.delay:
             time.sleep(server.delay)
         self.close_connection = True
-        self.connection.sendall(server.sse if stream else server.json)
+        try:
+            self.connection.sendall(server.sse if stream else server.json)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a client may hang up once it has the image (the stream carries it twice)
         seen.t_answered = time.monotonic()
 
     def do_GET(self) -> None:
@@ -273,7 +287,8 @@ def build_answers(image: bytes, size: str, chunk_size: int) -> tuple[bytes, byte
 
 # A small, long-lived process that spawns each child and reaps it with wait4, so ru_maxrss is
 # that child's own peak (see the module docstring). Protocol: one JSON command per line in,
-# {"pid": N} per spawned step and one final {"rc", "wall", "maxrss", "walls"} line out.
+# {"pid": N} per spawned step and one final {"rc", "wall", "maxrss", "cpu", "walls"} line out
+# (cpu: user + system seconds of the steps, each reaped child's own rusage, summed).
 RUNNER = r"""
 import json, os, sys, time
 OUT = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -284,7 +299,7 @@ def say(obj):
 for line in sys.stdin:
     cmd = json.loads(line)
     os.chdir(cmd["cwd"])
-    rc, maxrss, walls, err = 0, 0, [], ""
+    rc, maxrss, cpu, walls, err = 0, 0, 0.0, [], ""
     t0 = time.perf_counter()
     for step in cmd["steps"]:
         actions = [
@@ -302,11 +317,12 @@ for line in sys.stdin:
         _, status, usage = os.wait4(pid, 0)
         walls.append(time.perf_counter() - t1)
         maxrss = max(maxrss, usage.ru_maxrss * scale)
+        cpu += usage.ru_utime + usage.ru_stime
         rc = os.waitstatus_to_exitcode(status)
         if rc:
             break
-    say({"rc": rc, "wall": time.perf_counter() - t0, "maxrss": maxrss, "walls": walls,
-         "error": err})
+    say({"rc": rc, "wall": time.perf_counter() - t0, "maxrss": maxrss, "cpu": cpu,
+         "walls": walls, "error": err})
 """
 
 
@@ -327,6 +343,7 @@ class Result:
     error: str = ""
     t_sent: float = 0.0  # time.monotonic() in this process when the run was started
     t_done: float = 0.0  # ... and when its result arrived
+    cpu: float | None = None  # user + system seconds of the child(ren), from wait4
 
 
 class Runner:
@@ -412,6 +429,7 @@ class Runner:
             error=str(msg.get("error") or ""),
             t_sent=t_sent,
             t_done=time.monotonic(),
+            cpu=float(msg["cpu"]),
         )
         if timed_out:
             result.error = f"timed out after {timeout:g}s"
@@ -529,6 +547,9 @@ class Stats:
     walls: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)  # bytes
     failures: list[str] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # user + system seconds per run
+    image_mb: float | None = None  # the served image's size (memory series)
+    nominal_mb: int | None = None  # ... as asked for with --mem-sizes
 
     @property
     def wall(self) -> float | None:
@@ -537,6 +558,10 @@ class Stats:
     @property
     def rss_mb(self) -> float | None:
         return statistics.median(self.rss) / MB if self.rss else None
+
+    @property
+    def cpu_s(self) -> float | None:
+        return statistics.median(self.cpu) if self.cpu else None
 
 
 @dataclass
@@ -625,6 +650,8 @@ class Bench:
                 stats.walls.append(result.wall)
                 if result.maxrss is not None:
                     stats.rss.append(result.maxrss)
+                if result.cpu is not None:
+                    stats.cpu.append(result.cpu)
                 if observe is not None:
                     observe(result, seen)
             progress(f"  {res.key}: round {r + 1}/{rounds}" if r >= 0 else f"  {res.key}: warm-up")
@@ -921,6 +948,69 @@ class Bench:
             res.info["by_path_minus_installed_ms"] = (walls["help"] - walls["help-pyc"]) * 1000
         return res
 
+    def scenario_m(self) -> ScenarioResult:
+        """Peak RSS and CPU per MB against the image size: one noise PNG per --mem-sizes entry.
+
+        Streaming (SSE, the default) for every size; ``--no-stream`` (one JSON body) for the
+        reference size and the largest one. Each child's own peak RSS and user + system CPU
+        come from ``os.wait4`` in the runner process.
+        """
+        sizes = sorted(set(self.args.mem_sizes))
+        big = sizes[-1]
+        res = ScenarioResult("m", "memory and CPU against image size, noise PNGs")
+        res.info.update(sizes_mb=",".join(map(str, sizes)))
+        (self.tmp / "m").mkdir(exist_ok=True)
+        common = ["--prompt", PROMPT, "--base-url", self.server.base_url, "--quiet", "--force"]
+
+        def ours(*extra: str) -> Callable[[Path], list[Step]]:
+            return lambda out: [Step(self.ours(*common, *extra, "--out", str(out)))]
+
+        for mb in sizes:
+            width, height = noise_dims(mb)
+            image = noise_png(width, height, seed=100 + mb)
+            self.serve(image, f"{width}x{height}")
+            contenders = [Contender(f"ours, {mb} MB", "mem", ours())]
+            if mb in (MEM_REFERENCE_MB, big):
+                contenders.append(
+                    Contender(f"ours --no-stream, {mb} MB", "mem-json", ours("--no-stream"))
+                )
+            progress(f"  m: {mb} MB ({width}x{height}, {len(image) / MB:.1f} MB)")
+            self.measure(res, contenders, self.args.rounds, image)
+            for c in contenders:
+                res.stats[c.name].image_mb = len(image) / MB
+                res.stats[c.name].nominal_mb = mb
+            del image
+        self.server.sse = self.server.json = b""
+        for kind, label in (("mem", "stream"), ("mem-json", "json")):
+            ref, top = _series(res, kind, MEM_REFERENCE_MB), _series(res, kind, big)
+            if ref is None or top is None or top is ref:
+                continue
+            if ref.rss_mb is not None and top.rss_mb is not None:
+                assert top.image_mb is not None and ref.image_mb is not None
+                # how much peak RSS each further MB of image costs (1.0: the image is held once)
+                slope = (top.rss_mb - ref.rss_mb) / (top.image_mb - ref.image_mb)
+                res.info[f"{label}_rss_mb_per_image_mb"] = slope
+            if ref.cpu_s is not None and top.cpu_s is not None:
+                assert top.image_mb is not None and ref.image_mb is not None
+                # CPU each further MB costs, without the fixed start-up
+                slope = (top.cpu_s - ref.cpu_s) / (top.image_mb - ref.image_mb)
+                res.info[f"{label}_cpu_ms_per_extra_mb"] = slope * 1000
+        return res
+
+
+def noise_dims(mb: float) -> tuple[int, int]:
+    """Width and height of a roughly square RGB noise PNG of about ``mb`` MB."""
+    row_bytes = 3 * max(16, round(math.sqrt(mb * MB / 3)))
+    width = row_bytes // 3
+    return width, max(1, round(mb * MB / (row_bytes + 1)))
+
+
+def _series(res: ScenarioResult, kind: str, mb: int) -> Stats | None:
+    for s in res.stats.values():
+        if s.kind == kind and s.nominal_mb == mb and s.walls:
+            return s
+    return None
+
 
 # --- report ----------------------------------------------------------------------------------
 
@@ -960,6 +1050,8 @@ def table(results: list[ScenarioResult]) -> list[str]:
     head = ("scenario", "contender", "wall s", "peak RSS MB", "ours/floor", "ours/SDK", "runs")
     rows: list[tuple[str, ...]] = [head]
     for res in results:
+        if res.key == "m":  # its own table: series_table()
+            continue
         floor = _by_kind(res, "floor")
         sdk = _by_kind(res, "sdk")
         for s in res.stats.values():
@@ -983,13 +1075,38 @@ def table(results: list[ScenarioResult]) -> list[str]:
             )
         if not res.stats:
             rows.append((f"{res.key} {res.title}", "; ".join(res.notes), "", "", "", "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return _columns(rows)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for i, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return lines
+
+
+def series_table(res: ScenarioResult) -> list[str]:
+    """The memory series: one row per image size and mode."""
+    head = ("image MB", "contender", "wall s", "peak RSS MB", "CPU s", "CPU s/MB", "runs")
+    rows: list[tuple[str, ...]] = [head]
+    for s in res.stats.values():
+        per_mb = s.cpu_s / s.image_mb if s.cpu_s is not None and s.image_mb else None
+        runs = f"{len(s.walls)}" + (f" ({len(s.failures)} FAILED)" if s.failures else "")
+        rows.append(
+            (
+                _fmt(s.image_mb, ".1f"),
+                s.name,
+                _fmt(s.wall),
+                _fmt(s.rss_mb, ".1f"),
+                _fmt(s.cpu_s),
+                _fmt(per_mb, ".4f"),
+                runs,
+            )
+        )
+    return _columns(rows)
 
 
 @dataclass
@@ -1043,6 +1160,16 @@ def targets(results: list[ScenarioResult]) -> list[Target]:
         out.append(
             Target("(d) batch wall time", wall("d", "ours"), ideal * (1 + TARGET_BATCH_SLACK), " s")
         )
+    if "m" in by:
+        big = max(s.nominal_mb or 0 for s in by["m"].stats.values()) if by["m"].stats else 0
+        for kind, label, info in (("mem", "streaming", False), ("mem-json", "--no-stream", True)):
+            ref = _series(by["m"], kind, MEM_REFERENCE_MB)
+            top = _series(by["m"], kind, big)
+            if big <= MEM_REFERENCE_MB or ref is None or top is None:
+                continue
+            r = _ratio(top.rss_mb, ref.rss_mb)
+            name = f"(m) peak RSS {big} MB / {MEM_REFERENCE_MB} MB image, {label}"
+            out.append(Target(name, r, TARGET_MEM_FLAT, "x", info=info))
     if "e" in by:
         r = _ratio(wall("e", "help"), wall("e", "help-base"))
         out.append(Target("(e) --help / stdlib argparse help", r, TARGET_HELP_RATIO, "x"))
@@ -1080,6 +1207,7 @@ def to_json(results: list[ScenarioResult], args: argparse.Namespace) -> dict[str
             "quick": args.quick,
             "chunk_size": args.chunk_size,
             "scenarios": args.scenarios,
+            "mem_sizes": args.mem_sizes,
         },
         "scenarios": [
             {
@@ -1095,6 +1223,9 @@ def to_json(results: list[ScenarioResult], args: argparse.Namespace) -> dict[str
                         "median_peak_rss_mb": s.rss_mb,
                         "walls_s": s.walls,
                         "peak_rss_bytes": s.rss,
+                        "median_cpu_s": s.cpu_s,
+                        "cpu_s": s.cpu,
+                        "image_mb": s.image_mb,
                         "failures": s.failures,
                     }
                     for s in r.stats.values()
@@ -1122,7 +1253,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     p.add_argument("--rounds", type=int, help="rounds per scenario (default 5, --quick 1)")
-    p.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    p.add_argument(
+        "--scenarios", default="a,b,c,d,e,m", help="comma-separated subset of a,b,c,d,e,m"
+    )
+    p.add_argument(
+        "--mem-sizes",
+        default=",".join(map(str, MEM_SIZES)),
+        help="image sizes in MB of the memory series m (default %(default)s; the ratio target "
+        f"needs {MEM_REFERENCE_MB} and a larger one)",
+    )
     p.add_argument("--quick", action="store_true", help="1 round, no warm-up")
     p.add_argument(
         "--chunk-size",
@@ -1136,9 +1275,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = [s for s in args.scenarios if s not in "abcde" or len(s) != 1]
+    unknown = [s for s in args.scenarios if s not in "abcdem" or len(s) != 1]
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(unknown)}")
+    try:
+        args.mem_sizes = [int(x) for x in args.mem_sizes.split(",") if x.strip()]
+    except ValueError:
+        p.error("--mem-sizes: comma-separated whole numbers of MB")
+    if not args.mem_sizes or min(args.mem_sizes) < 1 or max(args.mem_sizes) > 100:
+        p.error("--mem-sizes: between 1 and 100 MB each")
     return args
 
 
@@ -1174,9 +1319,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.info.items()
             )
             print(f"({res.key}) {res.title}: {info}")
-    print()
-    for line in table(results):
-        print(line)
+    if any(r.key != "m" for r in results):
+        print()
+        for line in table(results):
+            print(line)
+    for res in results:
+        if res.key == "m" and res.stats:
+            print("\n(m) peak RSS and CPU (user + system) of the child against the image size:")
+            for line in series_table(res):
+                print(line)
     print()
     for t in targets(results):
         print(t.line())
