@@ -110,7 +110,7 @@ MAX_ERROR_BODY = 2 * 1024 * 1024
 MAX_IMAGE_BYTES = 128 * 1024 * 1024  # a decoded image (3840x2160 noise PNG: about 25 MB)
 MAX_STRING_CHARS = MAX_IMAGE_BYTES // 3 * 4 + 4096  # one JSON string value (base64, data: URL)
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # an SSE event or JSON body, not counting long strings
-MAX_LONG_STRINGS = 8  # strings of BLOB_MIN characters or more in one event or body
+MAX_LONG_STRINGS = 64  # strings of BLOB_MIN characters or more in one event or body
 MAX_PREVIEW_INDEX = 99  # partial_image_index values above this (or not integers) are ignored
 BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
@@ -3608,6 +3608,9 @@ examples:
 
 configuration: read from $CODEX_HOME (default ~/.codex): config.toml (model_provider and
 [model_providers.<id>]: base_url, env_key, query_params, http_headers, ...) and auth.json.
+network: proxies as urllib finds them (https_proxy, http_proxy, all_proxy, no_proxy; the
+system settings on Windows/macOS); http:// proxies only, user:pass@ percent-encoded. Answers
+are read in bounded memory: an image over 128 MB or an event over 8 MB is exit 4.
 exit codes: 0 ok, 1 internal, 2 arguments/input, 3 config/credentials, 4 gateway error,
 5 no image, 6 network/timeout, 7 output not written, 130/143 interrupted.
 """
@@ -3975,6 +3978,8 @@ def batch_line_options(text: str) -> dict[str, Any]:
 
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise UsageError("invalid JSON: nested too deeply") from None
     except ValueError as exc:
         if text.startswith(("{", '"')):
             raise UsageError(f"invalid JSON: {exc}") from None

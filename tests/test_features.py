@@ -409,6 +409,19 @@ def test_batch_bare_json_array_line_is_rejected(
     assert gateway.requests == []
 
 
+def test_batch_deeply_nested_line_is_exit_2(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(lambda rec: image_reply())
+    deep = '{"prompt": "x", "n": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    batch = write_batch(tmp_path / "deep.jsonl", ['"ok"', deep])
+    proc = run_cli(["--batch", str(batch), "--out-dir", str(tmp_path / "o")], env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{batch}:2: invalid JSON: nested too deeply" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert gateway.requests == []
+
+
 def test_batch_concurrency_is_bounded(
     tmp_path: Path, gateway: Gateway, env: dict[str, str]
 ) -> None:
