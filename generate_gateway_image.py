@@ -802,7 +802,7 @@ def resolve_gateway(
         default = CHATGPT_BASE_URL if chatgpt_login else DEFAULT_OPENAI_BASE_URL
         configured = config.get("openai_base_url")
         url = _string(configured, "openai_base_url") if configured else default
-        if env.get("OPENAI_BASE_URL", "").strip() and not base_url:
+        if env.get("OPENAI_BASE_URL", "").strip() and not (configured or base_url):
             gw.notes.append(
                 "OPENAI_BASE_URL is ignored, as by Codex 0.119 and later: "
                 "set openai_base_url in config.toml to move the built-in provider"
