@@ -151,7 +151,7 @@ model_provider = "gateway"
 [model_providers.gateway]
 name = "My gateway"
 base_url = "https://gateway.example.com/v1"
-env_key = "GATEWAY_API_KEY"   # or put OPENAI_API_KEY in auth.json"""
+env_key = "GATEWAY_API_KEY"   # or requires_openai_auth = true to send auth.json's key"""
 
 # =============================================================================================
 # 2. Errors: one hierarchy, each class carries its exit code; only main() turns them into exits
@@ -3725,8 +3725,12 @@ examples:
   diagnose:      %(prog)s --doctor --probe
   images API:    %(prog)s --prompt "a fox" --out fox.png --api auto
 
-configuration: read from $CODEX_HOME (default ~/.codex): config.toml (model_provider and
-[model_providers.<id>]: base_url, env_key, query_params, http_headers, ...) and auth.json.
+configuration: as Codex 0.171.0 reads it: /etc/codex/config.toml, then $CODEX_HOME (default
+~/.codex)/config.toml (model_provider and [model_providers.<id>]: base_url, env_key,
+query_params, http_headers, ...), --profile NAME.config.toml, then /etc/codex/managed_config.toml
+over all of them. auth.json, CODEX_API_KEY and OPENAI_API_KEY go only to the built-in openai
+provider or one with requires_openai_auth = true; OPENAI_BASE_URL is ignored (use
+openai_base_url). --doctor lists every file read and the layer that chose the provider.
 exit codes: 0 ok, 1 internal, 2 arguments/input, 3 config/credentials, 4 gateway error,
 5 no image, 6 network/timeout, 7 output not written, 130/143 interrupted.
 """
@@ -3817,7 +3821,11 @@ def build_parser() -> Any:
     g.add_argument(
         "--codex-home", metavar="DIR", help="Codex home (default $CODEX_HOME or ~/.codex)"
     )
-    g.add_argument("--profile", metavar="NAME", help="layer NAME.config.toml over config.toml")
+    g.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="layer NAME.config.toml over config.toml (managed_config.toml still wins)",
+    )
     g.add_argument("--base-url", metavar="URL", help="override the provider's base URL")
     g.add_argument(
         "--header",
@@ -3923,7 +3931,8 @@ def build_parser() -> Any:
     g.add_argument(
         "--doctor",
         action="store_true",
-        help="check configuration, key, DNS, TCP, TLS and GET /models; no image",
+        help="check configuration (files and layers read, provider, key, whether Codex has its "
+        "own image tool here), DNS, TCP, TLS and GET /models; no image",
     )
     g.add_argument(
         "--probe",
