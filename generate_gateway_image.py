@@ -971,7 +971,9 @@ def load_gateway(
     gw.codex_home = home
     gw.profile = layers.profile
     gw.config_files = files + ([auth_path] if auth is not None else [])
-    gw.layers = list(zip(layers.labels, files)) + ([("auth", auth_path)] if auth else [])
+    gw.layers = list(zip(layers.labels, files)) + (
+        [("auth", auth_path)] if auth is not None else []
+    )
     gw.provider_layer = layers.provider_layer
     if gw.openai_auth:
         default_hint = (
@@ -3684,7 +3686,9 @@ def print_dry_run(
         lines.append(f"{name}: {value}")
     if gw.key_command is not None and not gw.api_key:
         lines.append("# the key would come from auth.command (not run by --dry-run)")
-    elif not gw.api_key:
+    elif gw.key_problem and not gw.api_key:
+        lines.append(f"# {gw.key_problem}: a real run stops here (exit 3)")
+    elif not gw.api_key and not gw.header_credential:
         lines.append("# no API key found: no Authorization header would be sent")
     lines.append("")
     if payload is not None:

@@ -382,3 +382,13 @@ def test_doctor_notes_an_ignored_openai_base_url(tmp_path: Path, gateway: Gatewa
     (tmp_path / "home" / "config.toml").write_text("", encoding="utf-8")
     text = run_cli(["--prompt", "p", "--out", "x.png", "--dry-run"], env, cwd=tmp_path).stderr
     assert "OPENAI_BASE_URL is ignored" in text
+
+
+def test_dry_run_says_why_no_key_would_be_sent(tmp_path: Path, gateway: Gateway) -> None:
+    env = setup(tmp_path, gw_config(gateway.base_url), {"OPENAI_API_KEY": TEST_KEY})
+    proc = run_cli(["--prompt", "p", "--out", "x.png", "--dry-run"], env, cwd=tmp_path)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert "requires_openai_auth" in proc.stdout and "exit 3" in proc.stdout
+    assert "Authorization" not in proc.stdout
+    assert TEST_KEY not in proc.stdout + proc.stderr
+    assert gateway.requests == []
