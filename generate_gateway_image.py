@@ -63,7 +63,7 @@ SYSTEM_CONFIG_DIR_ENV = "CODEX_IMAGEGEN_SYSTEM_CONFIG_DIR"
 SYSTEM_CONFIG_DIR_UNIX = "/etc/codex"
 SYSTEM_CONFIG_DIR_WINDOWS = ("OpenAI", "Codex")  # under %ProgramData%
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # config.toml, a profile, managed_config.toml or auth.json
-MAX_CONFIG_DEPTH = 64  # nested tables/arrays; Codex's own files are 4 deep at most
+MAX_CONFIG_DEPTH = 64  # nested tables/arrays; a real Codex config is a few levels deep
 MAX_KEY_COMMAND_OUTPUT = 64 * 1024  # auth.command's stdout: a token, not a file
 PROVIDER_KEYS = frozenset(  # ModelProviderInfo in Codex 0.171.0; others are warned about
     (
@@ -295,7 +295,7 @@ class Gateway:
         self.layers: list[tuple[str, str]] = []  # (layer, file) for every file read
         self.provider_layer = "built-in default"  # the layer whose model_provider won
         self.warnings: list[str] = []  # shown on stderr by load_gateway
-        self.notes: list[str] = []  # informational, for --doctor and --verbose
+        self.notes: list[str] = []  # informational: doctor lines, else info lines on stderr
         self.image_tool: tuple[bool, str] = (False, "")  # would Codex offer its own image tool
 
     def url(self, path: str) -> str:
@@ -4565,7 +4565,12 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
         check("key", False, gw.key_problem or "no API key found", gw.key_hint, EXIT_CONFIG)
     offered, why = gw.image_tool
     if offered:
-        check("imagetool", None, f"Codex itself would offer its image tool here ({why})")
+        check(
+            "imagetool",
+            None,
+            f"Codex itself would offer its image tool here ({why}); its model cannot choose "
+            "size, quality, image model or mask",
+        )
     else:
         check("imagetool", None, f"Codex offers no image tool here: {why}; use this script")
     for line in gw.notes:
