@@ -57,6 +57,28 @@ BUILTIN_PROVIDER_URLS = {
 BUILTIN_PROVIDER_IDS = ("openai", "ollama", "lmstudio", "amazon-bedrock")
 CHATGPT_BASE_URL = "https://chatgpt.com/backend-api/codex"  # built-in provider, ChatGPT login
 KEY_COMMAND_TIMEOUT = 5.0  # auth.command's default timeout_ms, as in Codex
+# Config layers as Codex stacks them: system < user < profile < managed (administrator's, wins).
+# The test-only variable points both system files at another folder, so tests never touch /etc.
+SYSTEM_CONFIG_DIR_ENV = "CODEX_IMAGEGEN_SYSTEM_CONFIG_DIR"
+SYSTEM_CONFIG_DIR_UNIX = "/etc/codex"
+SYSTEM_CONFIG_DIR_WINDOWS = ("OpenAI", "Codex")  # under %ProgramData%
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # config.toml, a profile, managed_config.toml or auth.json
+MAX_CONFIG_DEPTH = 64  # nested tables/arrays; a real Codex config is a few levels deep
+MAX_KEY_COMMAND_OUTPUT = 64 * 1024  # auth.command's stdout: a token, not a file
+PROVIDER_KEYS = frozenset(  # ModelProviderInfo in Codex 0.171.0; others are warned about
+    (
+        "name base_url env_key env_key_instructions experimental_bearer_token auth aws "
+        "wire_api query_params http_headers env_http_headers request_max_retries "
+        "stream_max_retries stream_idle_timeout_ms websocket_connect_timeout_ms "
+        "requires_openai_auth supports_websockets model_catalog_url gateway_oauth "
+        "supports_standalone_web_search capabilities include_internal_metadata"
+    ).split()
+)
+# Codex 0.171.0 knows these but they need credentials a standard-library script cannot mint
+VERTEX_PROVIDER_IDS = ("vertex", "vertex-ai", "vertexai", "google-vertex", "google-vertex-ai")
+VERTEX_PROVIDER_KEYS = ("project_id", "location", "credential_file")
+# Codex offers its own image tool to a custom provider that sends this header
+CODEX_IMAGE_TOOL_HEADER = "x-openai-actor-authorization"
 KNOWN_GOOD_SIZES = ("1024x1024", "1024x1536", "1536x1024")
 
 ACTIONS = ("auto", "generate", "edit")
@@ -136,7 +158,7 @@ model_provider = "gateway"
 [model_providers.gateway]
 name = "My gateway"
 base_url = "https://gateway.example.com/v1"
-env_key = "GATEWAY_API_KEY"   # or put OPENAI_API_KEY in auth.json"""
+env_key = "GATEWAY_API_KEY"   # or requires_openai_auth = true to send auth.json's key"""
 
 # =============================================================================================
 # 2. Errors: one hierarchy, each class carries its exit code; only main() turns them into exits
@@ -250,6 +272,15 @@ class Gateway:
         "config_files",
         "key_hint",
         "key_command",
+        "key_problem",
+        "key_seconds",
+        "header_credential",
+        "openai_auth",
+        "layers",
+        "provider_layer",
+        "warnings",
+        "notes",
+        "image_tool",
     )
 
     def __init__(self) -> None:
@@ -264,6 +295,15 @@ class Gateway:
         self.config_files: list[str] = []
         self.key_hint = ""  # how to supply a key when none was found
         self.key_command: KeyCommand | None = None  # auth.command: run it to get the key
+        self.key_problem = ""  # why no credential may be sent (the exit-3 message)
+        self.key_seconds = 0.0  # time auth.command took (spent from the --timeout budget)
+        self.header_credential = ""  # a configured header that carries the credential instead
+        self.openai_auth = False  # the provider takes the user's OpenAI login (Codex's rule)
+        self.layers: list[tuple[str, str]] = []  # (layer, file) for every file read
+        self.provider_layer = "built-in default"  # the layer whose model_provider won
+        self.warnings: list[str] = []  # shown on stderr by load_gateway
+        self.notes: list[str] = []  # informational: doctor lines, else info lines on stderr
+        self.image_tool: tuple[bool, str] = (False, "")  # would Codex offer its own image tool
 
     def url(self, path: str) -> str:
         url = self.base_url.rstrip("/") + path
@@ -313,6 +353,36 @@ def find_codex_home(arg: str | None, env: Mapping[str, str]) -> str:
     return os.path.join(os.path.expanduser("~"), ".codex")
 
 
+def _read_config_bytes(path: str) -> bytes:
+    """A configuration file, refused past MAX_CONFIG_BYTES: memory stays bounded whatever
+    sits at the path (a log, a disk image, /dev/zero)."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB; "
+            "this is not a Codex configuration file"
+        )
+    return raw
+
+
+def _check_depth(value: Any, path: str) -> None:
+    """Refuse structures nested deeper than MAX_CONFIG_DEPTH (checked without recursion), so
+    that merging and resolving them never overflows the stack."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"{path}: nested more than {MAX_CONFIG_DEPTH} levels deep; "
+                "this is not a Codex configuration file"
+            )
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
 def load_toml(path: str) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib  # novermin (guarded by the version check)
@@ -326,10 +396,9 @@ def load_toml(path: str) -> dict[str, Any]:
                 "pip install tomli (or use Python 3.11+)",
             ) from None
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = _read_config_bytes(path)
         # a BOM is what Windows editors write; Codex's TOML parser skips it too
-        return tomllib.loads(raw.decode("utf-8-sig"))
+        table = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(
             f"{path}: not UTF-8 text",
@@ -339,25 +408,34 @@ def load_toml(path: str) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: invalid TOML: {exc}", "fix the file; Codex cannot read it either"
         ) from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(
+            f"{path}: nested too deeply to read; this is not a Codex configuration file"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    _check_depth(table, path)
+    return table
 
 
 def load_json_file(path: str) -> Any:
     import json
 
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        return json.loads(raw.decode("utf-8-sig"))
+        raw = _read_config_bytes(path)
+        value = json.loads(raw.decode("utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{path}: nested too deeply to read; this is not Codex's file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    _check_depth(value, path)
+    return value
 
 
 def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -370,33 +448,101 @@ def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def system_layer_paths(home: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """(system config.toml, managed_config.toml) where Codex 0.171.0 reads them: /etc/codex on
+    Linux and macOS; on Windows %ProgramData%\\OpenAI\\Codex\\config.toml and the managed file
+    in the Codex home. CODEX_IMAGEGEN_SYSTEM_CONFIG_DIR (tests only) replaces the folder."""
+    override = env.get(SYSTEM_CONFIG_DIR_ENV, "")
+    if override:
+        return os.path.join(override, "config.toml"), os.path.join(override, "managed_config.toml")
+    if os.name == "nt":
+        program_data = env.get("ProgramData") or env.get("PROGRAMDATA") or "C:\\ProgramData"
+        system = os.path.join(program_data, *SYSTEM_CONFIG_DIR_WINDOWS, "config.toml")
+        return system, os.path.join(home, "managed_config.toml")
+    return (
+        os.path.join(SYSTEM_CONFIG_DIR_UNIX, "config.toml"),
+        os.path.join(SYSTEM_CONFIG_DIR_UNIX, "managed_config.toml"),
+    )
+
+
+class ConfigLayers:
+    """The merged configuration and where each part came from (shown by --doctor)."""
+
+    __slots__ = ("config", "files", "labels", "profile", "provider_layer")
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] = {}
+        self.files: list[str] = []
+        self.labels: list[str] = []
+        self.profile: str | None = None
+        self.provider_layer = "built-in default"
+
+    def add(self, label: str, path: str, table: Mapping[str, Any]) -> None:
+        self.config = deep_merge(self.config, table)
+        self.files.append(path)
+        self.labels.append(label)
+        if "model_provider" in table:
+            self.provider_layer = f"{label} ({path})"
+
+
+def load_config_layers(
+    home: str,
+    profile: str | None,
+    *,
+    system_config: str | None = None,
+    managed_config: str | None = None,
+) -> ConfigLayers:
+    """Stack the layers as Codex does: system config.toml < the user's config.toml < profile
+    < managed_config.toml (an administrator's settings win). Missing files are skipped; no
+    project .codex/ folder is ever read (a cloned repository must not route the key)."""
+    layers = ConfigLayers()
+    if system_config and os.path.isfile(system_config):
+        table = load_toml(system_config)
+        for key in ("profile", "profiles"):  # legacy profiles: only the user's own file
+            table.pop(key, None)
+        layers.add("system", system_config, table)
+    path = os.path.join(home, "config.toml")
+    legacy: Any = None
+    legacy_tables: Any = None
+    if os.path.isfile(path):
+        table = load_toml(path)
+        legacy = table.pop("profile", None)
+        legacy_tables = table.pop("profiles", None)
+        layers.add("user", path, table)
+    name = profile or (legacy if isinstance(legacy, str) else None)
+    if name:
+        profile_path = os.path.join(home, name + ".config.toml")
+        if os.path.isfile(profile_path):
+            layers.add("profile", profile_path, load_toml(profile_path))
+        # Older Codex: [profiles.NAME] tables inside config.toml, selected by --profile or profile=
+        elif isinstance(legacy_tables, dict) and isinstance(legacy_tables.get(name), dict):
+            layers.add("profile", path + f" [profiles.{name}]", legacy_tables[name])
+        else:
+            raise ConfigError(
+                f"profile {name!r} not found: no {profile_path} and no [profiles.{name}] table",
+                f"create {profile_path} with the keys to override",
+            )
+        layers.profile = name
+    if managed_config and os.path.isfile(managed_config):
+        table = load_toml(managed_config)
+        for key in ("profile", "profiles"):
+            table.pop(key, None)
+        layers.add("managed", managed_config, table)
+    return layers
+
+
 def load_codex_config(
-    home: str, profile: str | None
+    home: str,
+    profile: str | None,
+    *,
+    system_config: str | None = None,
+    managed_config: str | None = None,
 ) -> tuple[dict[str, Any], list[str], str | None]:
     """Return (merged config, files read, profile used). A missing config.toml is an empty one."""
-    files: list[str] = []
-    config: dict[str, Any] = {}
-    path = os.path.join(home, "config.toml")
-    if os.path.isfile(path):
-        config = load_toml(path)
-        files.append(path)
-    legacy = config.pop("profile", None)
-    legacy_tables = config.pop("profiles", None)
-    name = profile or (legacy if isinstance(legacy, str) else None)
-    if not name:
-        return config, files, None
-    profile_path = os.path.join(home, name + ".config.toml")
-    if os.path.isfile(profile_path):
-        files.append(profile_path)
-        return deep_merge(config, load_toml(profile_path)), files, name
-    # Older Codex: [profiles.NAME] tables inside config.toml, selected by --profile or profile=
-    if isinstance(legacy_tables, dict) and isinstance(legacy_tables.get(name), dict):
-        files.append(path + f" [profiles.{name}]")
-        return deep_merge(config, legacy_tables[name]), files, name
-    raise ConfigError(
-        f"profile {name!r} not found: no {profile_path} and no [profiles.{name}] table",
-        f"create {profile_path} with the keys to override",
+    layers = load_config_layers(
+        home, profile, system_config=system_config, managed_config=managed_config
     )
+    return layers.config, layers.files, layers.profile
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -428,7 +574,7 @@ def key_command_spec(value: Any, where: str) -> KeyCommand:
     table = _table(value, f"{where} auth")
     command = table.get("command")
     if not isinstance(command, str) or not command.strip():
-        raise ConfigError(f"config.toml: {where} auth.command must be a non-empty string")
+        raise ConfigError(f"config.toml: {where}: provider auth.command must not be empty")
     args = table.get("args", [])
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise ConfigError(f"config.toml: {where} auth.args must be a list of strings")
@@ -441,42 +587,155 @@ def key_command_spec(value: Any, where: str) -> KeyCommand:
     return KeyCommand([command, *args], cwd, float(timeout_ms) / 1000.0)
 
 
-def run_key_command(spec: KeyCommand, home: str) -> str:
-    """Run auth.command as Codex does: its trimmed stdout is the key; exit 0 required. A relative
-    cwd, and a command given as a path, are taken from the Codex home."""
+def _stop_process(proc: Any) -> None:
+    """Kill auth.command and whatever it started (its own process group on POSIX), so that a
+    helper left holding the pipes cannot stall the run past its budget."""
+    import signal
+
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except OSError:
+        pass
+    try:
+        proc.communicate(timeout=1.0)
+    except Exception:  # noqa: BLE001 - a grandchild outside the group keeps the pipes open
+        pass
+
+
+def run_key_command(spec: KeyCommand, home: str, budget: float | None = None) -> str:
+    """Run auth.command as Codex 0.171.0 does: in the process's working directory (a relative
+    command resolves there) unless `cwd` is given, which is resolved against the Codex home.
+    Its trimmed stdout is the key; exit 0 required. It ends at its own timeout_ms or at the
+    total budget (`budget` seconds), whichever comes first."""
     import subprocess
 
-    cwd = os.path.join(home, os.path.expanduser(spec.cwd)) if spec.cwd else home
+    cwd: str | None = None
     argv = list(spec.argv)
-    if os.sep in argv[0] or (os.altsep and os.altsep in argv[0]):
-        argv[0] = os.path.join(cwd, os.path.expanduser(argv[0]))
+    if spec.cwd:
+        cwd = os.path.join(home, os.path.expanduser(spec.cwd))  # an absolute cwd stays
+        if not os.path.isdir(cwd):
+            raise ConfigError(f"auth.cwd {cwd}: no such directory")
+        if os.sep in argv[0] or (os.altsep and os.altsep in argv[0]):
+            argv[0] = os.path.join(cwd, os.path.expanduser(argv[0]))
     shown = os.path.basename(spec.argv[0])
+    limit = spec.timeout if budget is None else max(0.0, min(spec.timeout, budget))
     try:
-        done = subprocess.run(
+        proc = subprocess.Popen(
             argv,
-            cwd=cwd if os.path.isdir(cwd) else None,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=spec.timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=os.name == "posix",
         )
+    except OSError as exc:
+        raise ConfigError(f"auth.command {shown} cannot be run: {exc.strerror or exc}") from None
+    try:
+        out, err = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
+        _stop_process(proc)
+        if budget is not None and budget < spec.timeout:
+            raise NetworkError(
+                f"the total time budget (--timeout) ran out while auth.command {shown} was "
+                f"running ({limit:g}s)",
+                "raise --timeout, or check the command by hand",
+            ) from None
         raise ConfigError(
             f"auth.command {shown} did not finish in {spec.timeout:g}s",
             "run it by hand to check it, or raise auth.timeout_ms",
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"auth.command {shown} cannot be run: {exc.strerror or exc}") from None
-    key = done.stdout.decode("utf-8", "replace").strip()
-    if done.returncode != 0 or not key:
+    except BaseException:
+        _stop_process(proc)
+        raise
+    key = out[:MAX_KEY_COMMAND_OUTPUT].decode("utf-8", "replace").strip()
+    if proc.returncode != 0 or not key:
         if key:
             add_secret(key)  # whatever it printed may still be a secret
-        last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        why = f"exited with {done.returncode}" if done.returncode else "printed no key"
+        last = err[-4096:].decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        why = f"exited with {proc.returncode}" if proc.returncode else "printed no key"
         raise ConfigError(
             f"auth.command {shown} {why}" + (f": {redact(last[0])[:200]}" if last[0] else ""),
             "run it by hand; it must print the token on stdout and exit 0",
         )
+    if len(out) > MAX_KEY_COMMAND_OUTPUT:
+        raise ConfigError(
+            f"auth.command {shown} printed more than {MAX_KEY_COMMAND_OUTPUT // 1024} KB; "
+            "a token was expected"
+        )
     return key
+
+
+def check_provider_table(provider_id: str, provider: Mapping[str, Any], where: str) -> list[str]:
+    """Refuse what Codex refuses, and what Codex knows but this script cannot serve; return
+    warnings for keys Codex would ignore."""
+    if "gateway_oauth" in provider:
+        raise ConfigError(
+            f"config.toml: {where} uses gateway_oauth, an OAuth sign-in that Codex runs itself; "
+            "this script cannot obtain that token",
+            "give the provider a token this script can read (env_key or auth.command)",
+        )
+    vertex = [key for key in VERTEX_PROVIDER_KEYS if key in provider]
+    if vertex:
+        raise ConfigError(
+            f"config.toml: {where} is a Google Vertex AI provider ({', '.join(vertex)}); its "
+            "Google credentials cannot be turned into a token by a standard-library script",
+            "use a gateway that takes a bearer key (env_key) for image generation",
+        )
+    if "aws" in provider:
+        raise ConfigError(
+            f"config.toml: {where}: provider aws is only supported for `amazon-bedrock` "
+            "(as Codex says), and this script cannot sign AWS requests anyway"
+        )
+    requires = provider.get("requires_openai_auth", False)
+    if not isinstance(requires, bool):
+        raise ConfigError(f"config.toml: {where} requires_openai_auth must be true or false")
+    if provider.get("auth") is not None:
+        conflicts = [key for key in ("env_key", "experimental_bearer_token") if key in provider]
+        if requires:
+            conflicts.append("requires_openai_auth")
+        if conflicts:
+            raise ConfigError(
+                f"config.toml: {where}: provider auth cannot be combined with "
+                + ", ".join(conflicts),
+                "keep either auth.command or the other key source (Codex refuses both)",
+            )
+    unknown = sorted(str(key) for key in provider if key not in PROVIDER_KEYS)
+    if unknown:
+        return [
+            f"config.toml: {where}: unknown key(s) ignored, as Codex does: {', '.join(unknown)}"
+        ]
+    return []
+
+
+def is_credential_header(name: str) -> bool:
+    """A configured header that authenticates by itself (Azure's api-key, x-api-key, ...)."""
+    lowered = name.lower()
+    return any(word in lowered for word in ("auth", "key", "token", "secret", "cookie"))
+
+
+def codex_image_tool(
+    provider_id: str, provider: Mapping[str, Any], openai_auth: bool, chatgpt_login: bool
+) -> tuple[bool, str]:
+    """Would Codex 0.171.0 offer its own image tool (image_gen.imagegen) here, and why not."""
+    if openai_auth and chatgpt_login:
+        return True, "ChatGPT login on a provider with requires_openai_auth"
+    headers = provider.get("http_headers")
+    if provider_id not in BUILTIN_PROVIDER_IDS and isinstance(headers, dict):
+        for name, value in headers.items():
+            if str(name).lower() == CODEX_IMAGE_TOOL_HEADER and str(value).strip():
+                return True, f'http_headers sets "{CODEX_IMAGE_TOOL_HEADER}"'
+    if not chatgpt_login:
+        why = "the login is not ChatGPT (an API key or another token)"
+    else:
+        why = "the provider does not set requires_openai_auth = true"
+    return False, (
+        f"{why}; Codex offers it only for a ChatGPT login on a provider with "
+        f'requires_openai_auth = true, or a custom provider with http_headers."'
+        f'{CODEX_IMAGE_TOOL_HEADER}"'
+    )
 
 
 def resolve_gateway(
@@ -514,6 +773,12 @@ def resolve_gateway(
         provider = {"requires_openai_auth": True}
     elif provider_id in BUILTIN_PROVIDER_URLS:
         provider = {}
+    elif provider_id in VERTEX_PROVIDER_IDS:
+        raise ConfigError(
+            f"provider {provider_id!r} is Google Vertex AI, whose Google credentials a "
+            "standard-library script cannot turn into a token",
+            "use a gateway that takes a bearer key (env_key) for image generation",
+        )
     else:
         known = ", ".join(sorted(providers)) or "none defined"
         raise ConfigError(
@@ -527,18 +792,28 @@ def resolve_gateway(
             f'config.toml: {where} wire_api = {wire_api!r}: only "responses" is supported '
             "(Codex rejects other values too)"
         )
+    gw.warnings.extend(check_provider_table(provider_id, provider, where))
+    # Codex sends the user's OpenAI login (CODEX_API_KEY, auth.json) only to the built-in
+    # provider and to providers that ask for it; a relay without the flag never sees it
+    gw.openai_auth = provider.get("requires_openai_auth") is True
 
     tokens = (auth or {}).get("tokens") if isinstance((auth or {}).get("tokens"), dict) else None
     chatgpt_login = bool(
         tokens
         and tokens.get("access_token")
-        and not ((auth or {}).get("OPENAI_API_KEY") or env.get("CODEX_API_KEY"))
+        and not ((auth or {}).get("OPENAI_API_KEY") or env.get("CODEX_API_KEY", "").strip())
     )
     if provider.get("base_url"):
         url = _string(provider["base_url"], f"{where} base_url")
     elif provider_id == "openai":
         default = CHATGPT_BASE_URL if chatgpt_login else DEFAULT_OPENAI_BASE_URL
-        url = str(config.get("openai_base_url") or env.get("OPENAI_BASE_URL") or default)
+        configured = config.get("openai_base_url")
+        url = _string(configured, "openai_base_url") if configured else default
+        if env.get("OPENAI_BASE_URL", "").strip() and not (configured or base_url):
+            gw.notes.append(
+                "OPENAI_BASE_URL is ignored, as by Codex 0.119 and later: "
+                "set openai_base_url in config.toml to move the built-in provider"
+            )
     elif provider_id in BUILTIN_PROVIDER_URLS:
         url = env.get("CODEX_OSS_BASE_URL", "").strip() or BUILTIN_PROVIDER_URLS[provider_id]
         port = env.get("CODEX_OSS_PORT", "").strip()
@@ -567,40 +842,106 @@ def resolve_gateway(
         if value:
             set_header(headers, str(name), value)
 
-    # Credentials: first found wins. The provider's own key (env_key, bearer token, auth
-    # command) comes before the user's OpenAI login, so that an OpenAI key set for Codex in
-    # general is never sent to a gateway that has a key of its own.
+    # Credentials in Codex's order: auth.command (alone by rule), else env_key (required once
+    # named: no fall-through), else experimental_bearer_token, else the OpenAI login, and that
+    # only where the provider takes it.
     env_key = provider.get("env_key")
-    command = provider.get("auth")
-    if command is not None:
-        gw.key_command = key_command_spec(command, where)
+    if provider.get("auth") is not None:
+        gw.key_command = key_command_spec(provider["auth"], where)
         gw.key_source = "auth.command in config.toml"
-    candidates: list[tuple[str, str | None]] = [
-        (
-            f"{env_key} environment variable (env_key)",
-            env.get(str(env_key)) if env_key else None,
-        ),
-        ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token")),
-        ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
-        ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
-        ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
-        ("OPENAI_API_KEY environment variable", env.get("OPENAI_API_KEY")),
-    ]
-    for source, value in candidates if gw.key_command is None else ():
-        if isinstance(value, str) and value.strip():
-            gw.api_key = value.strip()
-            gw.key_source = source
-            if source.startswith("ChatGPT") and tokens and tokens.get("account_id"):
-                set_header(headers, "chatgpt-account-id", str(tokens["account_id"]))
-            break
-    if gw.api_key is None and gw.key_command is None and env_key:
-        gw.key_source = "missing:" + str(env_key)
-        instructions = provider.get("env_key_instructions")
-        gw.key_hint = str(instructions) if instructions else f"export {env_key}=<your key>"
+    elif env_key is not None:
+        var = _string(env_key, f"{where} env_key")
+        value = env.get(var, "")
+        if value.strip():
+            gw.api_key = value  # untrimmed: Codex sends the variable as it is
+            gw.key_source = f"{var} environment variable (env_key)"
+        else:
+            gw.key_source = "missing:" + var
+            state = "is empty" if var in env else "is not set"
+            gw.key_problem = (
+                f"missing environment variable {var} (env_key of provider {provider_id!r}): "
+                f"it {state}"
+            )
+            instructions = provider.get("env_key_instructions")
+            gw.key_hint = str(instructions) if instructions else f"export {var}=<your key>"
+    else:
+        login: list[tuple[str, Any]] = [
+            ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
+            ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
+            ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
+            ("OPENAI_API_KEY environment variable", env.get("OPENAI_API_KEY")),
+        ]
+        candidates: list[tuple[str, Any]] = [
+            ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token"))
+        ]
+        if gw.openai_auth:
+            candidates += login
+        for source, value in candidates:
+            if isinstance(value, str) and value.strip():
+                gw.api_key = value.strip()
+                gw.key_source = source
+                if source.startswith("ChatGPT") and tokens and tokens.get("account_id"):
+                    set_header(headers, "chatgpt-account-id", str(tokens["account_id"]))
+                break
+        withheld = [s for s, v in login if isinstance(v, str) and v.strip()]
+        if gw.api_key is None and withheld:
+            gw.key_problem = (
+                f"no API key found for provider {provider_id!r}: it does not set "
+                f"requires_openai_auth, so (as in Codex) the {' and the '.join(withheld)} "
+                "is not sent to it"
+            )
+            gw.key_hint = (
+                f"if this gateway takes your OpenAI key or ChatGPT login, add "
+                f"requires_openai_auth = true to {where}; if it has a key of its own, "
+                f'set env_key = "VAR_NAME" there and export VAR_NAME'
+            )
+    has_credential = bool(gw.api_key or gw.key_command)
+    for name in [k for k in headers if k.lower() == "authorization"]:
+        if has_credential:
+            del headers[name]
+            gw.warnings.append(
+                f"config.toml: {where} sets an Authorization header; as in Codex, the "
+                f"credential from {gw.key_source} is sent instead"
+            )
+    if not has_credential and not gw.key_problem:
+        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
+    gw.image_tool = codex_image_tool(provider_id, provider, gw.openai_auth, chatgpt_login)
     for header in extra_headers:
         set_header(headers, header[0], header[1])
     gw.headers = headers
     return gw
+
+
+def check_base_url(url: str, what: str) -> str:
+    """Refuse a base URL that cannot be sent as written (exit 3, shown redacted); return a
+    warning for a query inside it, which Codex keeps, with /responses appended after it."""
+    from urllib.parse import urlsplit
+
+    shown = redact_url(url)
+    if any(c.isspace() or ord(c) < 32 or 127 <= ord(c) < 160 for c in url):
+        raise ConfigError(
+            f"{what} {shown!r} contains whitespace or control characters",
+            "write the URL on one line without spaces (percent-encode them as %20)",
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} {shown!r} must be an http:// or https:// URL")
+    if "#" in url:
+        raise ConfigError(
+            f"{what} {shown!r} has a #fragment, which no request can carry", "remove it"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 and parts.netloc.rsplit("@", 1)[-1].rsplit("]", 1)[-1].count(":"):
+        raise ConfigError(f"{what} {shown!r}: the port must be a number from 1 to 65535")
+    if parts.query:
+        return (
+            f"{what} {shown} has a query (?...); as in Codex, /responses is appended after it "
+            "and the gateway may not see the path it expects: move it to query_params"
+        )
+    return ""
 
 
 def parse_header_arg(text: str) -> tuple[str, str]:
@@ -612,10 +953,19 @@ def parse_header_arg(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway:
-    """Read the Codex home (files) and resolve the gateway; warnings go to the console."""
+def load_gateway(
+    args: Any, env: Mapping[str, str], console: Console, budget: float | None = None
+) -> Gateway:
+    """Read the Codex home and the system layers (files), resolve the gateway, run auth.command
+    within `budget` seconds; warnings go to the console."""
+    import time
+
     home = find_codex_home(args.codex_home, env)
-    config, files, profile = load_codex_config(home, args.profile)
+    system_config, managed_config = system_layer_paths(home, env)
+    layers = load_config_layers(
+        home, args.profile, system_config=system_config, managed_config=managed_config
+    )
+    config, files = layers.config, layers.files
     auth_path = os.path.join(home, "auth.json")
     auth: Any = None
     if os.path.isfile(auth_path):
@@ -626,44 +976,61 @@ def load_gateway(args: Any, env: Mapping[str, str], console: Console) -> Gateway
     extra = [parse_header_arg(h) for h in args.header]
     gw = resolve_gateway(config, auth, env, base_url=args.base_url, extra_headers=extra)
     gw.codex_home = home
-    gw.profile = profile
+    gw.profile = layers.profile
     gw.config_files = files + ([auth_path] if auth is not None else [])
-    gw.key_hint = (
-        gw.key_hint
-        or keyring_hint(config, auth)
-        or (
+    gw.layers = list(zip(layers.labels, files)) + (
+        [("auth", auth_path)] if auth is not None else []
+    )
+    gw.provider_layer = layers.provider_layer
+    if gw.openai_auth:
+        default_hint = (
             f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
         )
-    )
-    if gw.key_command is not None and (not args.dry_run or getattr(args, "doctor", False)):
-        gw.api_key = run_key_command(gw.key_command, home)
-    check_headers(gw)
-    if gw.api_key:
-        console.add_secret(gw.api_key)
+    else:
+        default_hint = (
+            f'give [model_providers.{gw.provider}] env_key = "VAR_NAME" (and export VAR_NAME), '
+            "or requires_openai_auth = true to use CODEX_API_KEY or auth.json"
+        )
+    gw.key_hint = gw.key_hint or keyring_hint(config, auth) or default_hint
     from urllib.parse import parse_qsl, urlsplit
 
-    base = urlsplit(gw.base_url)
-    if base.password:  # http://user:password@host/v1: never printed
+    try:
+        base = urlsplit(gw.base_url)
+        password = base.password
+    except ValueError:
+        base, password = urlsplit(""), None
+    if password:  # http://user:password@host/v1: never printed
         console.add_secret(base.netloc.rsplit("@", 1)[0])
-        console.add_secret(base.password)
+        console.add_secret(password)
     for name, value in parse_qsl(base.query):
         if looks_secret(name):
             console.add_secret(value)
+    what = "--base-url" if args.base_url else f"base_url of provider {gw.provider!r}"
+    warning = check_base_url(gw.base_url, what)
+    if warning:
+        gw.warnings.append(warning)
+    for line in gw.warnings:
+        console.warn(line)
+    for line in gw.notes if not getattr(args, "doctor", False) else ():
+        console.info(line)
+    if gw.key_command is not None and (not args.dry_run or getattr(args, "doctor", False)):
+        started = time.monotonic()
+        gw.api_key = run_key_command(gw.key_command, home, budget)
+        gw.key_seconds = time.monotonic() - started
+    check_headers(gw)
+    if gw.api_key:
+        console.add_secret(gw.api_key)
     for name, value in gw.headers.items():
         if looks_secret(name, value):
             console.add_secret(value)
     for name, value in gw.query:
         if looks_secret(name):
             console.add_secret(value)
-    if not gw.api_key and not args.dry_run:
-        if gw.key_source.startswith("missing:") and not args.base_url:
-            raise ConfigError(
-                f"missing environment variable {gw.key_source[8:]} "
-                f"(env_key of provider {gw.provider!r})",
-                gw.key_hint,
-            )
+    if not gw.api_key and not gw.header_credential and not args.dry_run:
         if args.base_url:
             console.warn("no API key found; sending no Authorization header to " + gw.base_url)
+        elif gw.key_problem:
+            raise ConfigError(gw.key_problem, gw.key_hint)
         elif not files:
             raise ConfigError(
                 "no Codex configuration found: create {} (and put your key in {} or an "
@@ -3565,7 +3932,9 @@ def print_dry_run(
         lines.append(f"{name}: {value}")
     if gw.key_command is not None and not gw.api_key:
         lines.append("# the key would come from auth.command (not run by --dry-run)")
-    elif not gw.api_key:
+    elif gw.key_problem and not gw.api_key:
+        lines.append(f"# {gw.key_problem}: a real run stops here (exit 3)")
+    elif not gw.api_key and not gw.header_credential:
         lines.append("# no API key found: no Authorization header would be sent")
     lines.append("")
     if payload is not None:
@@ -3606,8 +3975,12 @@ examples:
   diagnose:      %(prog)s --doctor --probe
   images API:    %(prog)s --prompt "a fox" --out fox.png --api auto
 
-configuration: read from $CODEX_HOME (default ~/.codex): config.toml (model_provider and
-[model_providers.<id>]: base_url, env_key, query_params, http_headers, ...) and auth.json.
+configuration: as Codex 0.171.0 reads it: /etc/codex/config.toml, then $CODEX_HOME (default
+~/.codex)/config.toml (model_provider and [model_providers.<id>]: base_url, env_key,
+query_params, http_headers, ...), --profile NAME.config.toml, then /etc/codex/managed_config.toml
+over all of them. auth.json, CODEX_API_KEY and OPENAI_API_KEY go only to the built-in openai
+provider or one with requires_openai_auth = true; OPENAI_BASE_URL is ignored (use
+openai_base_url). --doctor lists every file read and the layer that chose the provider.
 network: proxies as urllib finds them (https_proxy, http_proxy, all_proxy, no_proxy; the
 system settings on Windows/macOS); http:// proxies only, user:pass@ percent-encoded. Answers
 are read in bounded memory: an image over 128 MB or an event over 8 MB is exit 4.
@@ -3701,7 +4074,11 @@ def build_parser() -> Any:
     g.add_argument(
         "--codex-home", metavar="DIR", help="Codex home (default $CODEX_HOME or ~/.codex)"
     )
-    g.add_argument("--profile", metavar="NAME", help="layer NAME.config.toml over config.toml")
+    g.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="layer NAME.config.toml over config.toml (managed_config.toml still wins)",
+    )
     g.add_argument("--base-url", metavar="URL", help="override the provider's base URL")
     g.add_argument(
         "--header",
@@ -3807,7 +4184,8 @@ def build_parser() -> Any:
     g.add_argument(
         "--doctor",
         action="store_true",
-        help="check configuration, key, DNS, TCP, TLS and GET /models; no image",
+        help="check configuration (files and layers read, provider, key, whether Codex has its "
+        "own image tool here), DNS, TCP, TLS and GET /models; no image",
     )
     g.add_argument(
         "--probe",
@@ -4406,22 +4784,45 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
     check = Check(console)
     try:
         args.dry_run = True  # resolve without failing on a missing key: that is its own check
-        gw = load_gateway(args, env, console)
+        gw = load_gateway(args, env, console, budget=settings.timeout)
     except ConfigError as exc:
         check("config", False, exc.message, exc.hint, EXIT_CONFIG)
         return EXIT_CONFIG
     if gw.config_files:
-        check("config", True, f"Codex home {gw.codex_home}; files: {', '.join(gw.config_files)}")
+        read = ", ".join(f"{label} {path}" for label, path in gw.layers)
+        check("config", True, f"Codex home {gw.codex_home}; read: {read}")
     else:
         check("config", None, f"no config.toml or auth.json in {gw.codex_home}: using defaults")
-    check("provider", True, f"{gw.provider} (profile: {gw.profile or 'none'})")
+    system_config, managed_config = system_layer_paths(gw.codex_home, env)
+    unread = [p for p in (system_config, managed_config) if p not in gw.config_files]
+    if unread:
+        check("layers", None, "not present: " + ", ".join(unread))
+    check(
+        "provider",
+        True,
+        f"{gw.provider}, chosen by the {gw.provider_layer} (profile: {gw.profile or 'none'})",
+    )
     check("endpoint", True, gw.url("/responses"))
     if gw.api_key:
         check("key", True, f"{mask_secret(gw.api_key)} from {gw.key_source}")
+    elif gw.header_credential:
+        check("key", True, f"none in Authorization; header {gw.header_credential} carries it")
     elif args.base_url:
         check("key", None, "none: no Authorization header will be sent (--base-url)")
     else:
-        check("key", False, "no API key found", gw.key_hint, EXIT_CONFIG)
+        check("key", False, gw.key_problem or "no API key found", gw.key_hint, EXIT_CONFIG)
+    offered, why = gw.image_tool
+    if offered:
+        check(
+            "imagetool",
+            None,
+            f"Codex itself would offer its image tool here ({why}); its model cannot choose "
+            "size, quality, image model or mask",
+        )
+    else:
+        check("imagetool", None, f"Codex offers no image tool here: {why}; use this script")
+    for line in gw.notes:
+        check("env", None, line)
     parts = urlsplit(gw.base_url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -4632,7 +5033,8 @@ def run(args: Any, console: Console) -> int:
     if args.doctor:
         return doctor(args, env, settings, console)
     jobs = plan_jobs(args, env)
-    gw = load_gateway(args, env, console)
+    gw = load_gateway(args, env, console, budget=settings.timeout)
+    settings.timeout = max(settings.timeout - gw.key_seconds, 0.001)  # auth.command's share
     from urllib.parse import urlsplit
 
     parts = urlsplit(gw.base_url)

@@ -157,7 +157,8 @@ requires_openai_auth = true
     [
         # the profile switches to another provider
         'model_provider = "prof"\n\n[model_providers.prof]\nname = "prof"\n'
-        'base_url = "{url}/prof/v1"\nhttp_headers = {{ "X-Profile" = "work" }}\n',
+        'base_url = "{url}/prof/v1"\nhttp_headers = {{ "X-Profile" = "work" }}\n'
+        "requires_openai_auth = true\n",  # issue 12: else auth.json's key is not sent
         # the profile only overrides keys of the same provider (deep merge)
         '[model_providers.base]\nbase_url = "{url}/prof/v1"\n'
         'http_headers = {{ "X-Profile" = "work" }}\n',
@@ -192,6 +193,7 @@ def test_legacy_profiles_table(tmp_path: Path, gateway: Gateway, how: str) -> No
         selector
         + PROFILE_BASE.format(url=gateway.url)
         + f'\n[model_providers.prof]\nname = "prof"\nbase_url = "{gateway.url}/prof/v1"\n'
+        + "requires_openai_auth = true\n"  # issue 12: else auth.json's key is not sent
         + '\n[profiles.old]\nmodel_provider = "prof"\n',
     )
     write_auth(home, {"OPENAI_API_KEY": TEST_KEY})

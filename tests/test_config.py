@@ -297,9 +297,11 @@ def test_default_provider_is_openai() -> None:
     assert gw.api_key is None
 
 
-def test_openai_base_url_from_env() -> None:
+def test_openai_base_url_env_is_ignored_as_by_codex() -> None:
+    # issue 12: Codex 0.119+ ignores OPENAI_BASE_URL (D1); a note says so
     gw = g.resolve_gateway({}, None, {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
-    assert gw.url("/responses") == "http://127.0.0.1:9/v1/responses"
+    assert gw.url("/responses") == "https://api.openai.com/v1/responses"
+    assert any("OPENAI_BASE_URL" in note for note in gw.notes)
 
 
 def test_openai_base_url_key_beats_env() -> None:
@@ -550,16 +552,24 @@ def test_key_sources_are_told_apart() -> None:
 
 
 def test_blank_keys_are_skipped_and_keys_are_stripped() -> None:
-    config = custom(env_key="GW_KEY", experimental_bearer_token="  ")
-    env = {"CODEX_API_KEY": "   ", "GW_KEY": "\tk-env-key \n"}
+    config = custom(requires_openai_auth=True, experimental_bearer_token="  ")
+    env = {"CODEX_API_KEY": "   ", "OPENAI_API_KEY": "\tk-openai-env \n"}
     gw = g.resolve_gateway(config, {"OPENAI_API_KEY": ""}, env)
-    assert gw.api_key == "k-env-key"
-    assert gw.request_headers()["Authorization"] == "Bearer k-env-key"
+    assert gw.api_key == "k-openai-env"
+    assert gw.request_headers()["Authorization"] == "Bearer k-openai-env"
+
+
+def test_env_key_value_is_sent_untrimmed_as_codex_does() -> None:
+    # issue 12 (section 6 of the reference): "env_key value with surrounding spaces: sent
+    # untrimmed"
+    gw = g.resolve_gateway(custom(env_key="GW_KEY"), None, {"GW_KEY": " k-env-key  "})
+    assert gw.api_key == " k-env-key  "
+    assert gw.request_headers()["Authorization"] == "Bearer  k-env-key  "
 
 
 def test_null_auth_key_falls_through_to_chatgpt_tokens() -> None:
     auth = {"auth_mode": "chatgpt", "OPENAI_API_KEY": None, "tokens": {"access_token": "at-1"}}
-    gw = g.resolve_gateway(custom(), auth, {})
+    gw = g.resolve_gateway(custom(requires_openai_auth=True), auth, {})
     assert gw.api_key == "at-1"
     # no account_id: no chatgpt-account-id header
     assert header(gw.request_headers(), "chatgpt-account-id") == []
@@ -903,6 +913,7 @@ def test_bad_auth_command_tables_are_rejected(auth: dict[str, Any]) -> None:
 def test_header_injection_from_the_configuration_is_refused(
     headers: dict[str, str], key: str
 ) -> None:
-    gw = g.resolve_gateway(custom(http_headers=headers), {"OPENAI_API_KEY": key}, {})
+    config = custom(http_headers=headers, requires_openai_auth=True)
+    gw = g.resolve_gateway(config, {"OPENAI_API_KEY": key}, {})
     with pytest.raises(g.ConfigError):
         g.check_headers(gw)
