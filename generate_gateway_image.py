@@ -4004,10 +4004,13 @@ def check_batch_out(name: str, out_dir: str) -> None:
     way out of the folder, neither by '..' nor through a symlinked subfolder."""
     import re
 
-    check_text(name, f"out {name!r}", path=True)
     problem = ""
     parts = name.split("/")
-    if "\\" in name:
+    if "\0" not in name:
+        check_text(name, f"out {name!r}", path=True)  # bytes that were not UTF-8
+    if "\0" in name:
+        problem = "contains a NUL character"
+    elif "\\" in name:
         problem = "contains a backslash (use / between folders)"
     elif name.startswith("/") or os.path.isabs(name):
         problem = "is an absolute path"
