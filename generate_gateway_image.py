@@ -891,9 +891,12 @@ def mask_secret(value: str) -> str:
 def sanitize(text: str, lines: bool = False) -> str:
     """The one sanitiser for text from the gateway, a proxy or the file system on its way to a
     terminal: control characters (C0, DEL, C1: escape sequences), bidirectional overrides and
-    lone surrogates become "?". `lines` keeps line breaks and tabs (our own multi-line output)."""
+    lone surrogates become "?". `lines` keeps line breaks and tabs (our own multi-line output;
+    a CRLF, as in a multipart body shown by --dry-run, becomes a line break)."""
     if text.isprintable():
         return text
+    if lines:
+        text = text.replace("\r\n", "\n")
     out = []
     for c in text:
         o = ord(c)
@@ -3627,7 +3630,11 @@ def build_parser() -> Any:
     g.add_argument("--prompt", help="the prompt text, or - to read it from stdin")
     g.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file")
     g.add_argument("--out", metavar="PATH", help="where to save the image (parents are created)")
-    g.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite --out (and with --sidecar its OUT.json) if it exists",
+    )
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
     g.add_argument(
         "--dry-run", action="store_true", help="print the request and exit; sends nothing"
@@ -3701,7 +3708,7 @@ def build_parser() -> Any:
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="extra HTTP header (repeatable)",
+        help="extra HTTP header (repeatable; a malformed one is exit 2)",
     )
     g.add_argument(
         "--no-stream",
@@ -3776,7 +3783,8 @@ def build_parser() -> Any:
     g.add_argument(
         "--sidecar",
         action="store_true",
-        help="write OUT.json beside each image (prompt, ids, sizes, sha256, timings)",
+        help="write OUT.json beside each image (prompt, ids, sizes, sha256, timings); "
+        "an OUT.json that is not an earlier sidecar needs --force",
     )
     g.add_argument(
         "--edit-from",
@@ -4307,7 +4315,9 @@ def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
     job = outcome.job
     options = dict(job.options)
     options.pop("force", None)
-    options["image_urls"] = [u if len(u) < 200 else u[:60] + "..." for u in job.image_urls]
+    options["image_urls"] = [  # masked before they are cut short
+        u if len(u) < 200 else redact(u)[:60] + "..." for u in job.image_urls
+    ]
     record = {
         "version": __version__,
         "path": os.path.basename(image.path),

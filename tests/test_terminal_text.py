@@ -99,3 +99,17 @@ def test_sanitize_keeps_ordinary_text_and_our_line_breaks() -> None:
     assert g.sanitize("a\nb\tc", lines=True) == "a\nb\tc"
     assert g.sanitize("a\nb\tc\r") == "a?b?c?"
     assert g.sanitize("x\ud800y") == "x?y"
+
+
+def test_dry_run_of_a_multipart_body_shows_plain_lines(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """CRLF line ends of our own multipart body are line breaks, not "?" marks."""
+    image = tmp_path / "in.png"
+    image.write_bytes(PNG)
+    args = ["--prompt", "p", "--image", str(image), "--api", "images", "--dry-run"]
+    proc = run_cli(args, env)
+    assert proc.returncode == 0, report(proc)
+    assert 'Content-Disposition: form-data; name="prompt"\n' in proc.stdout, proc.stdout
+    assert 'name="prompt"?' not in proc.stdout
+    assert_clean(proc)
