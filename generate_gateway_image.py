@@ -105,8 +105,9 @@ RETRY_STATUSES = (408, 409, 429)
 SVG_SCAN_OVERLAP = 4096  # bytes kept between chunks when scanning an SVG for scripts
 MAX_SIDECAR_BYTES = 1024 * 1024  # a bigger OUT.json is not one of our sidecars
 RESCUE_PREFIX = "codex-imagegen-rescue-"  # + 12 random hex digits + .ext, in the temp folder
-# errno values of os.link on file systems without hard links (FAT, some network shares)
-NO_HARD_LINKS = ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV", "EACCES")
+# errno values of os.link on file systems without hard links (FAT, some network shares;
+# Windows reports an unsupported link as EINVAL)
+NO_HARD_LINKS = ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV", "EACCES", "EINVAL")
 TEMP_NAME_EXTRA = len(".") + len(".") + 12 + len(".part")  # .NAME.<12 hex>.part beside --out
 READ_CHUNK = 256 * 1024
 BIG_PAYLOAD = 256 * 1024  # SSE/JSON payloads above this are parsed without copying their base64
@@ -3330,8 +3331,8 @@ class Console:
         self._err("warning: " + message)
 
     def debug(self, message: str) -> None:
-        if self.verbose:
-            self._err("debug: " + message)
+        if self.verbose:  # one line each: event names and headers come from the gateway
+            self._err("debug: " + sanitize(message))
 
     def error(self, exc: ImagegenError) -> None:
         self._err("error: " + exc.message + ("\n  hint: " + exc.hint if exc.hint else ""))
