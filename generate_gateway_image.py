@@ -2717,7 +2717,7 @@ def http_error(
     else:
         message = text_of(text, 300)
     message = message or (text_of(reason, 200) or "no details")
-    request_id = headers.get("x-request-id") or ""
+    request_id = text_of(headers.get("x-request-id") or "", 200)
     summary = "HTTP {} from {}: {}{}{}".format(
         status,
         host_of(gw.base_url),

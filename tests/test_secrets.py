@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,15 +34,10 @@ def setup(tmp_path: Path, gateway: Gateway, key: str = TEST_KEY) -> dict[str, st
     return clean_env(CODEX_HOME=str(home), TMPDIR=str(tmp_path / "tmp"))
 
 
-def everything(tmp_path: Path, proc: object) -> str:
+def everything(tmp_path: Path, proc: subprocess.CompletedProcess[str]) -> str:
     """All the run printed, and every file it may have written (not the Codex home)."""
-    return "\n".join(
-        [
-            proc.stdout,  # type: ignore[attr-defined]
-            proc.stderr,  # type: ignore[attr-defined]
-            files_text(tmp_path, skip=[tmp_path / "codex-home"]),
-        ]
-    )
+    files = files_text(tmp_path, skip=[tmp_path / "codex-home"])
+    return "\n".join([proc.stdout, proc.stderr, files])
 
 
 # --- 1. what the gateway sends back ------------------------------------------------------------

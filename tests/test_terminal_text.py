@@ -113,3 +113,16 @@ def test_dry_run_of_a_multipart_body_shows_plain_lines(
     assert 'Content-Disposition: form-data; name="prompt"\n' in proc.stdout, proc.stdout
     assert 'name="prompt"?' not in proc.stdout
     assert_clean(proc)
+
+
+def test_request_id_header_with_escape_sequences_is_cleaned_in_json(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    body = b'{"error": {"message": "bad size", "code": "invalid_size"}}'
+    headers = {"Content-Type": b"application/json", "x-request-id": b"req_\x1b]0;owned\x07"}
+    gateway.set_default(raw_head_reply(400, b"Bad Request", headers, body))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--json"], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    error = json.loads(proc.stdout)["error"]
+    assert "bad size" in error and "[request id req_?]0;owned?]" in error, error
+    assert_clean(proc)
