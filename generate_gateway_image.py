@@ -2374,7 +2374,14 @@ class ImageSink:
                 return image
             except OSError as exc:
                 self.rescue_reason = exc.strerror or str(exc)
-                self._move_to_rescue(image)
+                try:
+                    self._move_to_rescue(image)
+                except OSError:  # the temp folder is full too: the image stays where it is
+                    tmp = self.tmp
+                    assert tmp is not None
+                    ACTIVE_TEMP_FILES.discard(tmp)
+                    image.path = tmp
+                    image.rescued = True
         self.tmp = None
         raise OutputError(
             f"could not write {self.out}: {self.rescue_reason}; "

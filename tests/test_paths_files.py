@@ -321,3 +321,29 @@ def test_clean_svg_has_no_warning(tmp_path: Path, gateway: Gateway, tenv: dict[s
     proc = run_cli(["--prompt", "a logo", "--out", str(out)], tenv)
     assert proc.returncode == 0, report(proc, gateway)
     assert "warning:" not in proc.stderr, proc.stderr
+
+
+def test_image_stays_beside_out_when_no_rescue_file_can_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--out appeared and the temp folder is full: the complete temporary file is kept (and
+    named in the error) instead of being deleted with the paid image in it."""
+    import errno
+
+    import generate_gateway_image as g
+
+    out = tmp_path / "o.png"
+    sink = g.ImageSink(str(out), force=False)
+    assert sink.save(images.b64(PNG))
+    out.write_bytes(OTHER)
+
+    def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(g, "create_unique", full)
+    with pytest.raises(g.OutputError) as info:
+        sink.commit()
+    sink.discard()
+    kept = Path(info.value.message.rsplit("saved to ", 1)[1])
+    assert kept.parent == tmp_path and kept.read_bytes() == PNG
+    assert out.read_bytes() == OTHER
