@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import images
 from tests.conftest import TEST_KEY, clean_env, report, run_cli, write_codex_home
-from tests.gateway import ForwardProxy, Gateway
+from tests.gateway import ForwardProxy, Gateway, image_events, sse_reply
 from tests.hostile import leaks
 
 PLAIN_HTTP = "http://gateway.example.com/v1"  # never contacted: dry runs, or through a proxy
@@ -87,3 +88,18 @@ def test_no_plain_http_warning_for_loopback(
     proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"], env)
     assert proc.returncode == 0, report(proc)
     assert "unencrypted" not in proc.stderr, proc.stderr
+
+
+def test_plain_http_warning_on_a_real_run(tmp_path: Path, gateway: Gateway) -> None:
+    """Through a loopback proxy that forwards to the test gateway whatever host is named."""
+    home = write_codex_home(tmp_path / "home", PLAIN_HTTP)
+    gateway.enqueue(sse_reply(image_events(images.b64(images.png_bytes(8, 8)))))
+    with ForwardProxy(gateway) as proxy:
+        env = clean_env(CODEX_HOME=str(home), HTTP_PROXY=proxy.url, NO_PROXY="")
+        proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert proxy.lines == ["POST http://gateway.example.com/v1/responses HTTP/1.1"]
+    assert (
+        "warning: the API key will be sent unencrypted over http:// to gateway.example.com"
+        in proc.stderr
+    ), proc.stderr
