@@ -124,6 +124,12 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
 RETRY_STATUSES = (408, 409, 429)
 
+SVG_SCAN_OVERLAP = 4096  # bytes kept between chunks when scanning an SVG for scripts
+MAX_SIDECAR_BYTES = 1024 * 1024  # a bigger OUT.json is not one of our sidecars
+RESCUE_PREFIX = "codex-imagegen-rescue-"  # + 12 random hex digits + .ext, in the temp folder
+# errno values of os.link on file systems without hard links (FAT, some network shares;
+# Windows reports an unsupported link as EINVAL)
+NO_HARD_LINKS = ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV", "EACCES", "EINVAL")
 TEMP_NAME_EXTRA = len(".") + len(".") + 12 + len(".part")  # .NAME.<12 hex>.part beside --out
 READ_CHUNK = 256 * 1024
 B64_CHUNK = 4 * 128 * 1024  # base64 characters decoded per step (a multiple of 4)
@@ -137,6 +143,19 @@ MAX_PREVIEW_INDEX = 99  # partial_image_index values above this (or not integers
 BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
+
+# Secrets and terminal safety (see redact() and sanitize())
+SECRET_MIN_LENGTH = 6  # shorter values are not masked: they would mask ordinary words
+SECRET_PIECE = 12  # any run of this many characters of a secret is masked too
+SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this size
+MASK_MIN_LENGTH = 20  # shorter secrets are shown as *** (their last 4 would say too much)
+MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
+MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
+HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110)
+TOKEN_LIKE_LENGTH = 16  # in auth.command's own messages, longer words with a digit are masked
+UNSAFE_FORMAT_CHARS = frozenset(
+    "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 TOOL_CHOICE_INSTRUCTIONS = (
     "Call the image_generation tool exactly once to produce the image the user describes. "
@@ -651,13 +670,16 @@ def run_key_command(spec: KeyCommand, home: str, budget: float | None = None) ->
         _stop_process(proc)
         raise
     key = out[:MAX_KEY_COMMAND_OUTPUT].decode("utf-8", "replace").strip()
+    if key:
+        add_secret(key)  # whatever it printed may be a secret, even when it failed
+        for line in key.splitlines():
+            add_secret(line)
     if proc.returncode != 0 or not key:
-        if key:
-            add_secret(key)  # whatever it printed may still be a secret
         last = err[-4096:].decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
         why = f"exited with {proc.returncode}" if proc.returncode else "printed no key"
+        said = text_of(mask_tokens(last[0]), 200)
         raise ConfigError(
-            f"auth.command {shown} {why}" + (f": {redact(last[0])[:200]}" if last[0] else ""),
+            f"auth.command {shown} {why}" + (f": {said}" if said else ""),
             "run it by hand; it must print the token on stdout and exit 0",
         )
     if len(out) > MAX_KEY_COMMAND_OUTPUT:
@@ -736,6 +758,19 @@ def codex_image_tool(
         f'requires_openai_auth = true, or a custom provider with http_headers."'
         f'{CODEX_IMAGE_TOOL_HEADER}"'
     )
+
+
+def mask_tokens(text: str) -> str:
+    """A credential helper's message with every word that could be a token masked: we cannot
+    know its key when it fails, so a long word with a digit in it goes, and any very long one."""
+    import re
+
+    def mask(match: Any) -> str:
+        word = match.group(0)
+        risky = len(word) >= 2 * TOKEN_LIKE_LENGTH or any(c.isdigit() for c in word)
+        return "***" if risky else word
+
+    return re.sub(r"[^\s\"'`,;()<>\[\]{}]{" + str(TOKEN_LIKE_LENGTH) + ",}", mask, text)
 
 
 def resolve_gateway(
@@ -945,12 +980,22 @@ def check_base_url(url: str, what: str) -> str:
 
 
 def parse_header_arg(text: str) -> tuple[str, str]:
+    """A --header from the command line: a bad one is the user's typo (exit 2), checked with
+    the same rules as headers from the configuration (exit 3 there, see check_headers)."""
+    import re
+
     name, sep, value = text.partition(":")
-    if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
-        raise UsageError(f"--header {text!r}: expected 'Name: value'")
-    if "\n" in value or "\r" in value:
-        raise UsageError(f"--header {name!r}: value must be one line")
-    return name.strip(), value.strip()
+    if not sep or not re.fullmatch(HEADER_NAME, name):
+        # not echoed: without its colon, the text may well be the key itself
+        what = "has no 'Name:' part" if not sep else "has a name that is not a valid header name"
+        raise UsageError(
+            f"a --header {what}; expected 'Name: value' (letters, digits and - in the name)",
+            "e.g. --header 'X-Team: imaging'",
+        )
+    value = value.strip()
+    if any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in value):
+        raise UsageError(f"--header {name}: the value must be one line without control characters")
+    return name, value
 
 
 def load_gateway(
@@ -1050,7 +1095,7 @@ def check_headers(gw: Gateway) -> None:
     import re
 
     for name, value in [*gw.headers.items(), ("Authorization", gw.api_key or "")]:
-        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        if not re.fullmatch(HEADER_NAME, name):
             raise ConfigError(f"header name {name!r} in the configuration is not valid")
         if any(c in value for c in "\r\n\0"):
             what = "the API key" if name == "Authorization" else f"header {name!r}"
@@ -1094,6 +1139,11 @@ SECRET_HEADER_WORDS = (
     "sig",
 )
 SECRETS: list[str] = []  # every credential this run knows, longest first; see redact()
+# What redact() looks for: each secret and its URL-encoded and JSON-escaped spellings, with the
+# mask that replaces them, longest first; and, to find pieces of them, the 6-character blocks
+# of each spelling by where they start in it.
+SECRET_FORMS: list[tuple[str, str]] = []
+SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
 
 
 def looks_secret(header_name: str, value: str = "") -> bool:
@@ -1105,36 +1155,133 @@ def looks_secret(header_name: str, value: str = "") -> bool:
 
 def add_secret(value: str) -> None:
     """Remember a credential so that redact() masks it in everything printed or written."""
+    import json
+    from urllib.parse import quote, quote_plus
+
     value = value.strip()
-    if len(value) >= 6 and value not in SECRETS:
-        SECRETS.append(value)
-        SECRETS.sort(key=len, reverse=True)
-        if value.lower().startswith(("bearer ", "basic ")):
-            add_secret(value.split(" ", 1)[1])
+    if len(value) < SECRET_MIN_LENGTH or value in SECRETS:
+        return
+    SECRETS.append(value)
+    SECRETS.sort(key=len, reverse=True)
+    mask = mask_secret(value)
+    forms = {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    for form in forms:
+        if (form, mask) not in SECRET_FORMS:
+            SECRET_FORMS.append((form, mask))
+        if len(form) >= SECRET_PIECE:
+            for start in range(0, len(form) - SECRET_BLOCK + 1, SECRET_BLOCK):
+                block = form[start : start + SECRET_BLOCK]
+                SECRET_BLOCKS.setdefault(block, []).append((form, start))
+    SECRET_FORMS.sort(key=lambda pair: len(pair[0]), reverse=True)
+    if value.lower().startswith(("bearer ", "basic ")):
+        add_secret(value.split(" ", 1)[1])
 
 
 def redact(text: str) -> str:
-    for secret in SECRETS:
-        if secret in text:
-            text = text.replace(secret, mask_secret(secret))
-    return text
+    """The one redaction step for every string that leaves the process (terminal, --json,
+    sidecar, MCP results): each known secret, its URL-encoded and JSON-escaped forms and any
+    run of SECRET_PIECE or more of their characters are masked. Call it on the whole string,
+    before cutting it short."""
+    if not SECRET_FORMS or not text:
+        return text
+    for form, mask in SECRET_FORMS:
+        if form in text:
+            text = text.replace(form, mask)
+    if len(text) < SECRET_PIECE:
+        return text
+    # Every run of SECRET_PIECE characters of a secret holds one whole block that starts at a
+    # multiple of SECRET_BLOCK in it: find the blocks (str.find is fast even on a 2 MB error
+    # body), then grow each hit both ways while it still matches the secret around that block.
+    spans: list[tuple[int, int]] = []
+    for block, places in SECRET_BLOCKS.items():
+        at = text.find(block)
+        while at >= 0:
+            for form, start in places:
+                left, right = at, at + SECRET_BLOCK
+                pos = start
+                while left > 0 and pos > 0 and text[left - 1] == form[pos - 1]:
+                    left, pos = left - 1, pos - 1
+                pos = start + SECRET_BLOCK
+                while right < len(text) and pos < len(form) and text[right] == form[pos]:
+                    right, pos = right + 1, pos + 1
+                if right - left >= SECRET_PIECE:
+                    spans.append((left, right))
+            at = text.find(block, at + 1)
+    if not spans:
+        return text
+    spans.sort()
+    merged = [spans[0]]
+    for left, right in spans[1:]:
+        if left <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], right))
+        else:
+            merged.append((left, right))
+    out, last = [], 0
+    for left, right in merged:
+        out += [text[last:left], "***"]
+        last = right
+    out.append(text[last:])
+    return "".join(out)
+
+
+def redact_obj(obj: Any) -> Any:
+    """redact() applied to every string in a JSON-able structure (before it is encoded, so
+    that a mask can never break the JSON)."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact(str(k)): redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    return obj
 
 
 def redact_url(url: str) -> str:
-    """The URL without any user:password@ part."""
+    """A URL for display: no user:password@ part, secrets masked, one clean line, bounded."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
     authority, slash, path = rest.partition("/")
     if "@" in authority:
         authority = "***@" + authority.rsplit("@", 1)[1]
-    return redact((scheme + sep if sep else "") + authority + slash + path)
+    text = sanitize(redact((scheme + sep if sep else "") + authority + slash + path))
+    return text if len(text) <= MAX_SHOWN_URL else text[: MAX_SHOWN_URL - 3] + "..."
 
 
 def mask_secret(value: str) -> str:
-    if len(value) < 12:
+    """At most the last 4 characters, and only of a secret long enough that they say nothing
+    (the public sk- prefix of OpenAI-style keys is kept so the kind of key is recognisable)."""
+    if len(value) < MASK_MIN_LENGTH:
         return "***"
-    return value[:3] + "..." + value[-4:]
+    return ("sk-" if value.startswith("sk-") else "") + "..." + value[-4:]
+
+
+def sanitize(text: str, lines: bool = False) -> str:
+    """The one sanitiser for text from the gateway, a proxy or the file system on its way to a
+    terminal: control characters (C0, DEL, C1: escape sequences), bidirectional overrides and
+    lone surrogates become "?". `lines` keeps line breaks and tabs (our own multi-line output;
+    a CRLF, as in a multipart body shown by --dry-run, becomes a line break)."""
+    if text.isprintable():
+        return text
+    if lines:
+        text = text.replace("\r\n", "\n")
+    out = []
+    for c in text:
+        o = ord(c)
+        if lines and c in "\n\t":
+            out.append(c)
+        elif o < 32 or 0x7F <= o < 0xA0 or c in UNSAFE_FORMAT_CHARS or 0xD800 <= o < 0xE000:
+            out.append("?")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -2598,9 +2745,7 @@ B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+
 def text_of(value: Any, limit: int = 500) -> str:
     """One line of at most `limit` characters, credentials masked before it is cut short."""
     text = redact(value) if isinstance(value, str) else ""
-    text = " ".join(text.split())
-    if not text.isprintable():  # no terminal escape sequences from the gateway's words
-        text = "".join(c if c.isprintable() else "?" for c in text)
+    text = sanitize(" ".join(text.split()))  # no terminal escape sequences from the gateway
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -2652,17 +2797,53 @@ class SavedImage:
         self.rescued = False
 
 
-def create_unique(folder: str, prefix: str, suffix: str) -> tuple[int, str]:
-    """A new file that did not exist (O_EXCL), with the normal umask-based permissions that the
-    final image should have (tempfile.mkstemp would make it owner-only)."""
+def create_unique(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+    """A new file that did not exist (O_EXCL: never through a symlink), under a random name.
+    By default with the normal umask-based permissions that the final image should have
+    (tempfile.mkstemp would make it owner-only); rescue files in the shared temp folder pass
+    mode 0o600."""
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         path = os.path.join(folder, prefix + os.urandom(6).hex() + suffix)
         try:
-            return os.open(path, flags, 0o666), path
+            return os.open(path, flags, mode), path
         except FileExistsError:
             continue
     raise FileExistsError(17, "no free temporary file name", folder)
+
+
+def place_new(tmp: str, out: str) -> None:
+    """Give the finished file `tmp` the name `out` only if nothing is there, not even a
+    dangling symlink: a hard link fails then, where an exists-check followed by a rename
+    would replace whatever appeared in between. Where the file system has no hard links, a
+    rename that refuses an existing target (Windows) or, last, a check just before the rename."""
+    import errno
+
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "it appeared while the image was generated") from None
+    except OSError as exc:
+        if errno.errorcode.get(exc.errno or 0) not in NO_HARD_LINKS:
+            raise
+        if os.name == "nt":
+            try:
+                os.rename(tmp, out)  # fails when out exists
+            except FileExistsError:
+                raise FileExistsError(
+                    errno.EEXIST, "it appeared while the image was generated"
+                ) from None
+            return
+        if os.path.lexists(out):
+            raise FileExistsError(
+                errno.EEXIST, "it appeared while the image was generated"
+            ) from None
+        os.replace(tmp, out)
+        return
+    try:
+        os.remove(tmp)
+    except OSError:
+        pass  # two names for one complete image: only a stray .part is left behind
 
 
 ACTIVE_TEMP_FILES: set[str] = set()  # .part files in flight, removed on Ctrl-C by main()
@@ -2718,12 +2899,13 @@ class ImageSink:
         if rescue:
             import tempfile
 
-            folder, name, suffix = tempfile.gettempdir(), "codex-imagegen-rescue-", ext
+            folder, name, suffix = tempfile.gettempdir(), RESCUE_PREFIX, ext
+            mode = 0o600  # the shared temp folder: the image is the user's alone
         else:
             folder = os.path.dirname(os.path.abspath(self.out))
             os.makedirs(folder, exist_ok=True)
-            name, suffix = "." + os.path.basename(self.out) + ".", ".part"
-        fd, path = create_unique(folder, name, suffix)
+            name, suffix, mode = "." + os.path.basename(self.out) + ".", ".part", 0o666
+        fd, path = create_unique(folder, name, suffix, mode)
         if not rescue:
             ACTIVE_TEMP_FILES.add(path)
         return os.fdopen(fd, "w+b"), path
@@ -2827,16 +3009,24 @@ class ImageSink:
         assert image is not None and self.tmp is not None
         if not image.rescued:
             try:
-                if not self.force and os.path.exists(self.out):
-                    raise FileExistsError(17, "it appeared while the image was generated")
-                os.replace(self.tmp, self.out)
+                if self.force:
+                    os.replace(self.tmp, self.out)
+                else:
+                    place_new(self.tmp, self.out)
                 ACTIVE_TEMP_FILES.discard(self.tmp)
                 self.tmp = None
                 image.path = self.out
                 return image
             except OSError as exc:
                 self.rescue_reason = exc.strerror or str(exc)
-                self._move_to_rescue(image)
+                try:
+                    self._move_to_rescue(image)
+                except OSError:  # the temp folder is full too: the image stays where it is
+                    tmp = self.tmp
+                    assert tmp is not None
+                    ACTIVE_TEMP_FILES.discard(tmp)
+                    image.path = tmp
+                    image.rescued = True
         self.tmp = None
         raise OutputError(
             f"could not write {self.out}: {self.rescue_reason}; "
@@ -2845,16 +3035,23 @@ class ImageSink:
         )
 
     def _move_to_rescue(self, image: SavedImage) -> None:
+        """Copy the image into a new owner-only rescue file (a rename would keep the temporary
+        file's permissions, readable by others in the shared temp folder)."""
         import shutil
         import tempfile
 
         assert self.tmp is not None
-        fd, rescue = create_unique(
-            tempfile.gettempdir(), "codex-imagegen-rescue-", "." + image.kind
-        )
-        os.close(fd)
-        shutil.move(self.tmp, rescue)
-        ACTIVE_TEMP_FILES.discard(self.tmp)
+        fd, rescue = create_unique(tempfile.gettempdir(), RESCUE_PREFIX, "." + image.kind, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as dst, open(self.tmp, "rb") as src:
+                shutil.copyfileobj(src, dst, READ_CHUNK)
+        except BaseException:
+            try:
+                os.remove(rescue)
+            except OSError:
+                pass
+            raise
+        self._remove(self.tmp)
         image.path = rescue
         image.rescued = True
 
@@ -3349,6 +3546,11 @@ def exchange(
             collector.progress.phase("waiting")
         label = (resp.getheader("content-type") or "").lower()
         first = wire.read()
+        while first and not first.strip() and len(first) < MAX_EVENT_BYTES:
+            more = wire.read()  # leading blank lines say nothing about what follows
+            if not more:
+                break
+            first += more
         ctype = answer_kind(label, first)
         if ctype not in label:
             console.debug(f"the answer is labelled {label or 'nothing'!r} but reads as {ctype}")
@@ -3544,6 +3746,12 @@ class Outcome:
         return EXIT_OK if self.error is None else self.error.exit_code
 
 
+def gateway_id(value: str) -> str:
+    """An id the gateway chose, as we keep it: one clean line, bounded, secrets masked."""
+    text = redact(sanitize(value))
+    return text if len(text) <= MAX_GATEWAY_ID else text[:MAX_GATEWAY_ID]
+
+
 def backoff(retry_index: int) -> float:
     import random
 
@@ -3686,8 +3894,8 @@ def run_job(
                     )
                 )
                 time.sleep(wait)
-        outcome.response_id = collector.response_id
-        outcome.item_id = collector.item_id
+        outcome.response_id = gateway_id(collector.response_id)
+        outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
         outcome.item_size = collector.item_size
         outcome.item_format = collector.item_format
@@ -3713,7 +3921,8 @@ def run_job(
 
 
 class Console:
-    """Every line the script prints goes through here, so the key is redacted everywhere."""
+    """Every line the script prints goes through here, so the key is redacted and control
+    characters are replaced everywhere."""
 
     def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
         import _thread  # threading itself costs start-up time that --help does not need
@@ -3727,7 +3936,9 @@ class Console:
         add_secret(value)
 
     def redact(self, text: str) -> str:
-        return redact(text)
+        """What may reach the terminal: no secrets, no escape sequences (line breaks and tabs
+        of our own multi-line output stay)."""
+        return redact(sanitize(text, lines=True))
 
     def _err(self, line: str) -> None:
         with self.lock:
@@ -3745,8 +3956,8 @@ class Console:
         self._err("warning: " + message)
 
     def debug(self, message: str) -> None:
-        if self.verbose:
-            self._err("debug: " + message)
+        if self.verbose:  # one line each: event names and headers come from the gateway
+            self._err("debug: " + sanitize(message))
 
     def error(self, exc: ImagegenError) -> None:
         self._err("error: " + exc.message + ("\n  hint: " + exc.hint if exc.hint else ""))
@@ -3759,7 +3970,7 @@ class Console:
             if tty:
                 dim = "" if os.environ.get("NO_COLOR") else "\x1b[2m"
                 reset = "\x1b[0m" if dim else ""
-                sys.stderr.write("\r\x1b[2K" + dim + self.redact(line) + reset)
+                sys.stderr.write("\r\x1b[2K" + dim + redact(sanitize(line)) + reset)
                 sys.stderr.flush()
                 self.status_shown = True
             else:
@@ -3888,7 +4099,7 @@ def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
         record["error"] = outcome.error.message
         if outcome.error.hint:
             record["hint"] = outcome.error.hint
-    return record
+    return dict(redact_obj(record))
 
 
 def report_saved(outcome: Outcome, console: Console, quiet_success: bool = False) -> None:
@@ -3902,6 +4113,15 @@ def report_saved(outcome: Outcome, console: Console, quiet_success: bool = False
             f"the gateway returned {image.kind.upper()} bytes but "
             f"{os.path.basename(outcome.job.out)} says {expected.upper()}; kept the path"
         )
+    if image.kind == "svg":
+        risks = svg_risks(image.path)
+        if risks:
+            console.warn(
+                "{} is an SVG with {}: opened in a browser it can run code or load other "
+                "files; show it as an image (<img>) or sanitise it before embedding it".format(
+                    image.path, ", ".join(risks)
+                )
+            )
     requested = parse_size(outcome.final_size) if outcome.final_size != "auto" else None
     if requested and image.dims and tuple(image.dims) != requested:
         console.warn(
@@ -3914,6 +4134,44 @@ def report_saved(outcome: Outcome, console: Console, quiet_success: bool = False
         f"saved {image.path} ({dims}{image.kind.upper()}, {image.nbytes:,} bytes) "
         f"in {outcome.elapsed:.1f}s"
     )
+
+
+SVG_RISKS = (  # what a browser would act on when it opens the file, and how we name it
+    (rb"<script", "a <script> element"),
+    (rb"[\s\"'/]on[a-z]+\s*=", "event-handler attributes (on...=)"),
+    (rb"javascript:", "javascript: URLs"),
+    (rb"<foreignobject", "embedded HTML (<foreignObject>)"),
+    (rb"<!doctype|<!entity", "a DTD (entity declarations)"),
+    (rb"<!entity[^>]*\b(?:system|public)\b", "an external entity"),
+    (
+        rb"(?:href|src)\s*=\s*[\"']\s*(?!#|data:image/)[^\"'\s]|url\(\s*[\"']?\s*(?!#|data:image/)"
+        rb"[^\s\"')]|@import",
+        "external references (href, src, url() or @import to another file or site)",
+    ),
+)
+
+
+def svg_risks(path: str) -> list[str]:
+    """What in an SVG file could run code or fetch something when it is opened (in order of
+    SVG_RISKS); read in chunks, so a large file costs no memory."""
+    import re
+
+    found: set[str] = set()
+    tail = b""
+    try:
+        with open(path, "rb") as f:
+            while len(found) < len(SVG_RISKS):
+                chunk = f.read(READ_CHUNK)
+                if not chunk:
+                    break
+                text = tail + chunk.lower()
+                for pattern, name in SVG_RISKS:
+                    if name not in found and re.search(pattern, text):
+                        found.add(name)
+                tail = text[-SVG_SCAN_OVERLAP:]
+    except OSError:
+        return []
+    return [name for _, name in SVG_RISKS if name in found]
 
 
 def print_dry_run(
@@ -4007,7 +4265,11 @@ def build_parser() -> Any:
     g.add_argument("--prompt", help="the prompt text, or - to read it from stdin")
     g.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file")
     g.add_argument("--out", metavar="PATH", help="where to save the image (parents are created)")
-    g.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite --out (and with --sidecar its OUT.json) if it exists",
+    )
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
     g.add_argument(
         "--dry-run", action="store_true", help="print the request and exit; sends nothing"
@@ -4085,7 +4347,7 @@ def build_parser() -> Any:
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="extra HTTP header (repeatable)",
+        help="extra HTTP header (repeatable; a malformed one is exit 2)",
     )
     g.add_argument(
         "--no-stream",
@@ -4160,7 +4422,8 @@ def build_parser() -> Any:
     g.add_argument(
         "--sidecar",
         action="store_true",
-        help="write OUT.json beside each image (prompt, ids, sizes, sha256, timings)",
+        help="write OUT.json beside each image (prompt, ids, sizes, sha256, timings); "
+        "an OUT.json that is not an earlier sidecar needs --force",
     )
     g.add_argument(
         "--edit-from",
@@ -4340,6 +4603,14 @@ BATCH_CHOICES = {
     "input_fidelity": FIDELITIES,
     "detail": DETAILS,
 }
+WINDOWS_DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [
+        f"{port}{n}"
+        for port in ("COM", "LPT")
+        for n in (*"123456789", "\u00b9", "\u00b2", "\u00b3")
+    ]
+)
 FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif", "svg": ".svg"}
 
 
@@ -4375,6 +4646,43 @@ def batch_line_options(text: str) -> dict[str, Any]:
         if key in BATCH_CHOICES and item not in BATCH_CHOICES[key]:
             raise UsageError(f"{key}={item!r} is not one of {', '.join(BATCH_CHOICES[key])}")
     return dict(value)
+
+
+def check_batch_out(name: str, out_dir: str) -> None:
+    """A batch line's `out` must name a file inside --out-dir, the same on every platform:
+    no absolute path, drive letter or other ':', backslash, NUL or Windows device name, and no
+    way out of the folder, neither by '..' nor through a symlinked subfolder."""
+    import re
+
+    problem = ""
+    parts = name.split("/")
+    if "\0" not in name:
+        check_text(name, f"out {name!r}", path=True)  # bytes that were not UTF-8
+    if "\0" in name:
+        problem = "contains a NUL character"
+    elif "\\" in name:
+        problem = "contains a backslash (use / between folders)"
+    elif name.startswith("/") or os.path.isabs(name):
+        problem = "is an absolute path"
+    elif ":" in name:
+        problem = "contains ':' (a drive letter or a Windows stream name)"
+    elif any(
+        re.split(r"[. ]", part, maxsplit=1)[0].upper() in WINDOWS_DEVICE_NAMES for part in parts
+    ):
+        problem = "uses a Windows device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
+    else:
+        inside = os.path.abspath(out_dir)
+        target = os.path.abspath(os.path.join(out_dir, name))
+        if os.path.commonpath([inside, target]) != inside or target == inside:
+            problem = "leaves --out-dir"
+        else:
+            # what the name resolves to once the existing part of the path is followed
+            real_inside = os.path.realpath(out_dir)
+            real = os.path.realpath(target)
+            if os.path.commonpath([real_inside, real]) != real_inside or real == real_inside:
+                problem = f"leads out of --out-dir through a symlink (to {real})"
+    if problem:
+        raise UsageError(f"out {name!r} must be a relative path inside --out-dir: it {problem}")
 
 
 def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
@@ -4426,15 +4734,7 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
                 opts["image_urls"] = [value] if isinstance(value, str) else value
             name = line.get("out")
             if name:
-                inside = os.path.abspath(args.out_dir)
-                target = os.path.abspath(os.path.join(args.out_dir, name))
-                drive = os.path.splitdrive(name)[0]
-                if (
-                    drive
-                    or name.startswith(("/", "\\"))
-                    or (os.path.commonpath([inside, target]) != inside or target == inside)
-                ):
-                    raise UsageError(f"out {name!r} must be a relative path inside --out-dir")
+                check_batch_out(name, args.out_dir)
             else:
                 ext = FORMAT_EXTENSIONS[format_for(None, opts.get("format"))]
                 name = f"{number:03d}-{slugify(opts['prompt'])}{ext}"
@@ -4447,6 +4747,8 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
             outs[key] = lineno
             if not args.dry_run:
                 check_output_path(job.out, job.force)
+                if args.sidecar:
+                    check_sidecar_path(job.out, job.force)
             jobs.append(job)
             linenos.append(lineno)
         except ImagegenError as exc:
@@ -4553,6 +4855,8 @@ def plan_jobs(args: Any, env: Mapping[str, str]) -> list[Job]:
         job = build_job(opts)
         if not args.dry_run:
             check_output_path(job.out, job.force)
+            if args.sidecar:
+                check_sidecar_path(job.out, job.force)
         return [job]
     stem, ext = os.path.splitext(args.out or "image.png")
     jobs = []
@@ -4562,6 +4866,8 @@ def plan_jobs(args: Any, env: Mapping[str, str]) -> list[Job]:
         job.name = os.path.basename(job.out)
         if not args.dry_run:
             check_output_path(job.out, job.force)
+            if args.sidecar:
+                check_sidecar_path(job.out, job.force)
         jobs.append(job)
     return jobs
 
@@ -4605,6 +4911,42 @@ def partial_writer(job: Job, folder: str | None, console: Console) -> Callable[[
     return write
 
 
+def is_own_sidecar(path: str) -> bool:
+    """Whether `path` is a sidecar this script wrote (so a new one may replace it): a small
+    regular file holding the JSON object write_sidecar() makes for the image beside it."""
+    import json
+    import stat
+
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDECAR_BYTES:
+            return False
+        with open(path, "rb") as f:
+            data = json.loads(f.read(MAX_SIDECAR_BYTES).decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("path") == os.path.basename(path[: -len(".json")])
+        and isinstance(data.get("version"), str)
+        and isinstance(data.get("request"), dict)
+        and "sha256" in data
+    )
+
+
+def check_sidecar_path(out: str, force: bool) -> None:
+    """Before sending, like check_output_path: --sidecar must not replace a file at OUT.json
+    that is not an earlier sidecar, unless --force."""
+    path = out + ".json"
+    if os.path.isdir(path):
+        raise OutputError(f"--sidecar: {path} is a directory", "choose another --out")
+    if os.path.lexists(path) and not force and not is_own_sidecar(path):
+        raise OutputError(
+            f"--sidecar: {path} already exists and is not a sidecar written by this script",
+            "pass --force to overwrite it, or choose another --out",
+        )
+
+
 def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
     """OUT.json beside the image: everything needed to understand or continue it (no key)."""
     import json
@@ -4615,7 +4957,9 @@ def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
     job = outcome.job
     options = dict(job.options)
     options.pop("force", None)
-    options["image_urls"] = [u if len(u) < 200 else u[:60] + "..." for u in job.image_urls]
+    options["image_urls"] = [  # masked before they are cut short
+        u if len(u) < 200 else redact(u)[:60] + "..." for u in job.image_urls
+    ]
     record = {
         "version": __version__,
         "path": os.path.basename(image.path),
@@ -4645,13 +4989,17 @@ def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
         "retries": outcome.retries,
         "fallbacks": outcome.fallbacks,
     }
+    record = redact_obj(record)  # the gateway's ids and words may carry the key back to us
     path = image.path + ".json"
     fd, tmp = create_unique(os.path.dirname(path) or ".", ".sidecar.", ".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2, ensure_ascii=False)
             f.write("\n")
-        os.replace(tmp, path)
+        if job.force or is_own_sidecar(path):
+            os.replace(tmp, path)
+        else:
+            place_new(tmp, path)  # whatever appeared there since the check stays
     except BaseException:
         try:
             os.remove(tmp)
@@ -4803,6 +5151,7 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
         f"{gw.provider}, chosen by the {gw.provider_layer} (profile: {gw.profile or 'none'})",
     )
     check("endpoint", True, gw.url("/responses"))
+    warn_plain_http(gw, console)
     if gw.api_key:
         check("key", True, f"{mask_secret(gw.api_key)} from {gw.key_source}")
     elif gw.header_credential:
@@ -5040,6 +5389,7 @@ def run(args: Any, console: Console) -> int:
     parts = urlsplit(gw.base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
+    warn_plain_http(gw, console, args.dry_run)
     if args.dry_run:
         job = jobs[0]
         if job.api == "images":
@@ -5053,8 +5403,6 @@ def run(args: Any, console: Console) -> int:
             for job in jobs[1:]:
                 console.result(f"#   {job.out}: {text_of(job.prompt, 80)}")
         return EXIT_OK
-    if parts.scheme == "http" and gw.api_key and not is_loopback_host(parts.hostname):
-        console.warn(f"the API key will be sent unencrypted over http:// to {parts.hostname}")
     what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
     console.info(
         "requesting {} from {} ({}, {}); this can take a minute or two".format(
@@ -5081,6 +5429,20 @@ def run(args: Any, console: Console) -> int:
     if failed:
         console.info(f"{len(outcomes) - len(failed)} of {len(outcomes)} images saved")
     return max((o.exit_code for o in outcomes), default=EXIT_OK)
+
+
+def warn_plain_http(gw: Gateway, console: Console, dry_run: bool = False) -> None:
+    """The key in clear text on the network: said on a real run, --dry-run and --doctor."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(gw.base_url)
+    has_key = bool(gw.api_key or gw.key_command)
+    if parts.scheme == "http" and has_key and not is_loopback_host(parts.hostname or ""):
+        console.warn(
+            "the API key {} sent unencrypted over http:// to {}; use https://".format(
+                "would be" if dry_run else "will be", parts.hostname
+            )
+        )
 
 
 def json_dumps(obj: Any) -> str:

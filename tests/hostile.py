@@ -1,219 +1,92 @@
-"""Loopback servers that misbehave on purpose, for the transport tests (standard library only).
+"""Hostile answers for the loopback test gateway, and the checks that nothing secret leaked.
 
-``RawServer`` answers every connection with bytes a test writes itself (any status line,
-framing, endless streams). ``ConnectProxy`` is an HTTP CONNECT proxy with Basic auth that
-tunnels to loopback only, or refuses with a status of the test's choosing.
+``raw_head_reply`` writes a status line and headers byte for byte (a reason phrase or a
+``Location`` with escape sequences in it, which ``http.server`` would not send);
+``on_arrival`` runs an action in the test process when the request arrives (e.g. a file that
+appears at ``--out`` while the image renders) and then answers. ``leaks`` lists every form of a
+secret found in a text: the secret itself, its URL-encoded and JSON-escaped forms, and any run
+of 12 of its characters.
 """
 
 from __future__ import annotations
 
-import base64
-import socket
-import threading
-import zlib
-from collections.abc import Callable, Iterator
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from urllib.parse import quote, quote_plus
 
-__all__ = ["ConnectProxy", "RawServer", "big_png", "endless", "gzip_bytes", "send"]
+from tests.gateway import Recorded, Reply
 
-Answer = Callable[[socket.socket, bytes], None]
-
-
-def read_request(conn: socket.socket) -> bytes:
-    """The request head plus a Content-Length body, as the raw bytes that arrived."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = conn.recv(65536)
-        if not piece:
-            return data
-        data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    while len(body) < length:
-        piece = conn.recv(65536)
-        if not piece:
-            break
-        body += piece
-    return head + b"\r\n\r\n" + body
+PIECE = 12  # the script masks every run of this many characters of a secret
 
 
-class _Listener:
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.connections = 0
-        self.thread = threading.Thread(target=self._accept, daemon=True)
+class _RawHeadReply(Reply):
+    def __init__(self, head: bytes, body: bytes) -> None:
+        self.head = head
+        self.body = body
 
-    def __enter__(self) -> _Listener:
-        self.thread.start()
-        return self
+    def describe(self) -> str:
+        return f"raw head {self.head[:40]!r}"
 
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        raise NotImplementedError
+    def send(self, h: object, rec: Recorded) -> None:
+        wfile = h.wfile  # type: ignore[attr-defined]
+        wfile.write(self.head + b"\r\n\r\n" + self.body)
+        wfile.flush()
+        rec.t_end = time.monotonic()
+        h.close_connection = True  # type: ignore[attr-defined]
 
 
-class RawServer(_Listener):
-    """Reads each request, records it, then lets ``answer(conn, request)`` write anything."""
-
-    def __init__(self, answer: Answer) -> None:
-        super().__init__()
-        self.answer = answer
-        self.requests: list[bytes] = []
-
-    def __enter__(self) -> RawServer:
-        super().__enter__()
-        return self
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.settimeout(30)
-                request = read_request(conn)
-                self.requests.append(request)
-                self.answer(conn, request)
-            except OSError:
-                pass  # the client gave up: expected for endless answers
+def raw_head_reply(
+    status: int, reason: bytes, headers: Mapping[str, bytes] | None = None, body: bytes = b""
+) -> Reply:
+    """An answer whose status line and header values are sent exactly as given (bytes)."""
+    lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+    merged = {"Content-Length": str(len(body)).encode(), "Connection": b"close"}
+    merged.update(headers or {})
+    lines += [name.encode("ascii") + b": " + value for name, value in merged.items()]
+    return _RawHeadReply(b"\r\n".join(lines), body)
 
 
-def send(*parts: bytes) -> Answer:
-    """An answer that writes these bytes, then closes."""
+def on_arrival(action: Callable[[], None], reply: Reply) -> Callable[[Recorded], Reply]:
+    """A reply callable: run ``action`` when the request arrives, then answer with ``reply``."""
 
-    def answer(conn: socket.socket, request: bytes) -> None:
-        for part in parts:
-            conn.sendall(part)
+    def make(rec: Recorded) -> Reply:
+        action()
+        return reply
 
-    return answer
-
-
-def endless(head: bytes, piece: bytes) -> Answer:
-    """An answer that writes ``head``, then ``piece`` again and again until the client leaves."""
-
-    def answer(conn: socket.socket, request: bytes) -> None:
-        conn.sendall(head)
-        while True:
-            conn.sendall(piece)
-
-    return answer
+    return make
 
 
-def gzip_bytes(data: bytes, wbits: int = 31) -> bytes:
-    """gzip (31), zlib (15) or raw deflate (-15) of data."""
-    c = zlib.compressobj(6, zlib.DEFLATED, wbits)
-    return c.compress(data) + c.flush()
+def secret_forms(secret: str) -> list[str]:
+    """Every spelling of ``secret`` that must never be printed or written."""
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+    }
+    forms.update(secret[i : i + PIECE] for i in range(len(secret) - PIECE + 1))
+    return sorted(forms, key=len, reverse=True)
 
 
-def big_png(size: int) -> bytes:
-    """A well-formed PNG container of about ``size`` bytes (random IDAT data: the script
-    checks the signature, the header and the end marker, not the pixels)."""
-    import struct
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", 4096, 4096, 8, 6, 0, 0, 0)
-    body = b"".join(chunk(b"IDAT", _noise(1 << 20)) for _ in range(max(1, size >> 20)))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + body + chunk(b"IEND", b"")
+def leaks(secret: str, *texts: str) -> list[str]:
+    """The forms of ``secret`` found in any of ``texts`` (empty: nothing leaked)."""
+    joined = "\n".join(texts)
+    return [form for form in secret_forms(secret) if form in joined]
 
 
-def _noise(n: int) -> bytes:
-    import random
-
-    return random.Random(n).randbytes(n)
-
-
-class ConnectProxy(_Listener):
-    """An HTTP CONNECT proxy on loopback. With ``credentials`` ("user:pass") it answers 407
-    unless they come in Proxy-Authorization; with ``refuse`` it answers that status line to
-    every CONNECT. Records each request line and Proxy-Authorization."""
-
-    def __init__(self, credentials: str = "", refuse: bytes = b"") -> None:
-        super().__init__()
-        self.credentials = credentials
-        self.refuse = refuse
-        self.lines: list[str] = []
-        self.auth: list[str | None] = []
-
-    def __enter__(self) -> ConnectProxy:
-        super().__enter__()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(30)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                piece = conn.recv(65536)
-                if not piece:
-                    return
-                head += piece
-            lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-            self.lines.append(lines[0])
-            auth = None
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "proxy-authorization":
-                    auth = value.strip()
-            self.auth.append(auth)
-            method, target, _ = lines[0].split(" ", 2)
-            if self.refuse:
-                conn.sendall(self.refuse + b"\r\nContent-Length: 0\r\n\r\n")
-                return
-            want = "Basic " + base64.b64encode(self.credentials.encode()).decode()
-            if self.credentials and auth != want:
-                conn.sendall(
-                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                    b'Proxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n'
-                )
-                return
-            host, _, port = target.rpartition(":")
-            if method != "CONNECT" or host not in ("127.0.0.1", "localhost"):
-                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                return  # never a non-loopback address
-            upstream = socket.create_connection(("127.0.0.1", int(port)), timeout=30)
-            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            with upstream:
-                back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
-                back.start()
-                _pump(conn, upstream)
-                back.join(30)
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        for data in _recv_all(src):
-            dst.sendall(data)
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-
-
-def _recv_all(sock: socket.socket) -> Iterator[bytes]:
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return
-        yield data
+def files_text(*roots: Path, skip: Iterable[Path] = ()) -> str:
+    """The text of every file under ``roots`` (binary files decoded leniently), for leak checks;
+    ``skip`` holds folders that are allowed to hold the key (the Codex home)."""
+    skipped = [p.resolve() for p in skip]
+    parts = []
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            resolved = path.resolve()
+            if any(resolved == s or s in resolved.parents for s in skipped):
+                continue
+            if path.is_file() and not path.is_symlink():
+                parts.append(f"--- {path}\n" + path.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(parts)

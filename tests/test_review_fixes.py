@@ -459,7 +459,7 @@ def test_disk_full_without_rescue_is_an_output_error(
 ) -> None:
     calls: list[str] = []
 
-    def full(folder: str, prefix: str, suffix: str) -> tuple[int, str]:
+    def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
         calls.append(folder)
         raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -22,8 +22,8 @@ import pytest
 import generate_gateway_image as g
 from tests.conftest import SCRIPT, TEST_KEY, clean_env, report, write_codex_home
 from tests.gateway import Gateway, format_sse, image_events, sse_reply
-from tests.hostile import ConnectProxy, RawServer, big_png, endless, gzip_bytes, send
 from tests.images import b64, png_bytes
+from tests.raw_servers import ConnectProxy, RawServer, big_png, endless, gzip_bytes, send
 
 PNG = png_bytes(32, 32)
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"

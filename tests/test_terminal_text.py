@@ -1,0 +1,128 @@
+"""Text from the gateway, a proxy or the file system reaches the terminal without control
+characters: a redirect's Location, the HTTP reason phrase, a preview index, ids and file names
+all pass through the one sanitiser (escape sequences become "?")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import generate_gateway_image as g
+from tests import images
+from tests.conftest import report, run_cli
+from tests.gateway import Gateway, image_events, sse_reply
+from tests.hostile import raw_head_reply
+
+PNG = images.png_bytes(40, 24)
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e"
+
+
+def assert_clean(proc: subprocess.CompletedProcess[str]) -> None:
+    for text in (proc.stdout, proc.stderr):
+        bad = [c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0]
+        assert not bad and "\u202e" not in text, report(proc)
+
+
+def test_redirect_location_with_escape_sequences(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    location = ("https://elsewhere.example/v1" + ESCAPES).encode("utf-8")
+    gateway.set_default(raw_head_reply(302, b"Found", {"Location": location}))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "redirected to https://elsewhere.example/v1?[2J?]0;owned?" in proc.stderr
+    assert_clean(proc)
+
+
+def test_reason_phrase_with_escape_sequences(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(raw_head_reply(418, b"\x1b[31mI am\x1b]0;x\x07 a teapot"))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--verbose"], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "HTTP 418" in proc.stderr and "I am" in proc.stderr, proc.stderr
+    assert_clean(proc)
+
+
+def test_partial_image_index_with_escape_sequences(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    b64 = images.b64(PNG)
+    events = image_events(b64, partials=[b64])
+    for ev in events:
+        if ev["type"].endswith("partial_image"):
+            ev["partial_image_index"] = ESCAPES
+    gateway.enqueue(sse_reply(events))
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--partial-images", "1"], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG
+    assert_clean(proc)
+
+
+def test_ids_with_escape_sequences_are_cleaned_in_json(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    events = image_events(images.b64(PNG), resp_id="resp_" + ESCAPES, item_id="ig\n" + "x" * 9000)
+    gateway.enqueue(sse_reply(events))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--json"], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    record = json.loads(proc.stdout)
+    assert record["response_id"] == "resp_" + g.sanitize(ESCAPES)
+    assert record["image_call_id"].startswith("ig?x") and len(record["image_call_id"]) <= 256
+
+
+def test_file_name_with_escape_sequences(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """The file gets the exact name asked for; the terminal gets it without escapes, and
+    --json keeps it exact (JSON escapes it)."""
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG))))
+    out = tmp_path / "a\x1b[2Jb.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG
+    assert proc.stdout == str(tmp_path / "a?[2Jb.png") + "\n"
+    assert_clean(proc)
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG))))
+    out2 = tmp_path / "c\x1b[2Jd.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out2), "--json"], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert json.loads(proc.stdout)["path"] == str(out2)
+    assert_clean(proc)
+
+
+def test_sanitize_keeps_ordinary_text_and_our_line_breaks() -> None:
+    text = "näive 東京 🦊‍🔥 a\u00a0b"  # accents, CJK, an emoji sequence, a no-break space
+    assert g.sanitize(text) == text
+    assert g.sanitize("a\nb\tc", lines=True) == "a\nb\tc"
+    assert g.sanitize("a\nb\tc\r") == "a?b?c?"
+    assert g.sanitize("x\ud800y") == "x?y"
+
+
+def test_dry_run_of_a_multipart_body_shows_plain_lines(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """CRLF line ends of our own multipart body are line breaks, not "?" marks."""
+    image = tmp_path / "in.png"
+    image.write_bytes(PNG)
+    args = ["--prompt", "p", "--image", str(image), "--api", "images", "--dry-run"]
+    proc = run_cli(args, env)
+    assert proc.returncode == 0, report(proc)
+    assert 'Content-Disposition: form-data; name="prompt"\n' in proc.stdout, proc.stdout
+    assert 'name="prompt"?' not in proc.stdout
+    assert_clean(proc)
+
+
+def test_request_id_header_with_escape_sequences_is_cleaned_in_json(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    body = b'{"error": {"message": "bad size", "code": "invalid_size"}}'
+    headers = {"Content-Type": b"application/json", "x-request-id": b"req_\x1b]0;owned\x07"}
+    gateway.set_default(raw_head_reply(400, b"Bad Request", headers, body))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--json"], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    error = json.loads(proc.stdout)["error"]
+    assert "bad size" in error and "[request id req_?]0;owned?]" in error, error
+    assert_clean(proc)
