@@ -3587,7 +3587,8 @@ def run_job(
             if response_id not in exc.message:
                 exc.message += f" (response {response_id})"
             terminal = collector is not None and collector.status in TERMINAL_STATUSES
-            if not terminal and not isinstance(exc, NoImageError):
+            gone = isinstance(exc, GatewayError) and exc.status == 404 and bool(fetch)
+            if not terminal and not gone and not isinstance(exc, NoImageError):
                 if keep or job.resume_id:
                     more = (
                         "the gateway keeps the response: fetch its image later, without paying "
@@ -4506,7 +4507,7 @@ def plan_resume(args: Any) -> Job:
                 "--resume only fetches a response the gateway stored; nothing new is sent",
             )
     rid = check_text(args.resume.strip(), "--resume")
-    if not re.fullmatch(r"[A-Za-z0-9_.:=+/-]+", rid) or not rid.strip(".") or len(rid) > 200:
+    if not re.fullmatch(r"[A-Za-z0-9_.:=-]+", rid) or not rid.strip(".") or len(rid) > 200:
         raise UsageError(
             f"--resume {ascii(rid)[:80]}: not a response id",
             "pass the id from the --resumable run's message or --json output, e.g. resp_abc123",
