@@ -274,6 +274,7 @@ def test_resume_refuses_what_is_not_an_id(tmp_path: Path, sg: StoredGateway, rid
     env = env_for(tmp_path, sg.base_url)
     proc = run_cli(["--resume", rid, "--out", str(tmp_path / "got.png")], env)
     assert proc.returncode == 2, report(proc)
+    assert "not a response id" in proc.stderr
     assert sg.requests == []
 
 
