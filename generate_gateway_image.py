@@ -4507,7 +4507,11 @@ def plan_resume(args: Any) -> Job:
                 "--resume only fetches a response the gateway stored; nothing new is sent",
             )
     rid = check_text(args.resume.strip(), "--resume")
-    if not re.fullmatch(r"[A-Za-z0-9_.:=-]+", rid) or not rid.strip(".") or len(rid) > 200:
+    if (
+        not re.fullmatch(r"[A-Za-z0-9_.:=-]+", rid)
+        or not rid.strip(".")
+        or len(rid) > RESPONSE_ID_MAX
+    ):
         raise UsageError(
             f"--resume {ascii(rid)[:80]}: not a response id",
             "pass the id from the --resumable run's message or --json output, e.g. resp_abc123",

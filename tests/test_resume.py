@@ -120,6 +120,31 @@ def test_resumes_without_progress_are_bounded_by_retries(tmp_path: Path, sg: Sto
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_stalled_stream_is_resumed_after_the_idle_timeout(
+    tmp_path: Path, sg: StoredGateway
+) -> None:
+    env = env_for(tmp_path, sg.base_url)
+    sg.plan(events(), stall_after=5)  # seq 0..4 arrive, then silence
+    proc = cli(tmp_path, env, "--resumable", "--idle-timeout", "1")
+    assert proc.returncode == 0, report(proc, sg.gw)
+    assert len(sg.posts()) == 1
+    (get,) = sg.gets()
+    assert get.query["starting_after"] == ["4"]
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_polling_stops_at_the_time_budget_with_the_resume_command(
+    tmp_path: Path, sg: StoredGateway
+) -> None:
+    env = env_for(tmp_path, sg.base_url)
+    sg.plan(events(), polls=10_000, retry_after_ms=200)
+    proc = cli(tmp_path, env, "--resumable", "--no-stream", "--timeout", "3")
+    assert proc.returncode == 6, report(proc, sg.gw)
+    assert "still in_progress" in proc.stderr
+    assert f"--resume {RID} --out" in proc.stderr and "--no-stream" in proc.stderr
+    assert len(sg.posts()) == 1 and len(sg.gets()) >= 3
+
+
 def test_failure_names_the_exact_resume_command(tmp_path: Path, sg: StoredGateway) -> None:
     env = env_for(tmp_path, sg.base_url)
     plan = sg.plan(events(), cuts=[3, 0])
