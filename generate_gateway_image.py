@@ -3437,6 +3437,9 @@ def run_job(
                     exc.hint = (
                         "check the id; only a run with --resumable, on a gateway that keeps "
                         "responses, can be resumed"
+                        if job.resume_id
+                        else "this gateway accepts background mode but does not keep responses; "
+                        "run again without --resumable (that request is billed again)"
                     )
                     raise
                 if fetch == "stream" and client_error:

@@ -21,7 +21,7 @@ import pytest
 
 from tests import images
 from tests.conftest import SCRIPT, TEST_KEY, clean_env, leftovers, report, run_cli, write_codex_home
-from tests.gateway import Gateway, image_events, sse_reply
+from tests.gateway import Gateway, error_reply, image_events, sse_reply
 from tests.stored_gateway import StoredGateway
 
 PNG = images.png_bytes(48, 32)
@@ -292,6 +292,19 @@ def test_resume_unknown_id_is_a_clear_404(tmp_path: Path, sg: StoredGateway) -> 
     assert "not stored" in proc.stderr
     assert sg.posts() == [] and len(sg.gets()) == 1
     assert not (tmp_path / "got.png").exists()
+
+
+def test_a_gateway_that_forgets_the_response_is_not_posted_again(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    env = env_for(tmp_path, gateway.base_url)  # a plain gateway: accepts the flags, stores nothing
+    gateway.enqueue(sse_reply(events(), cut_after=4))
+    gateway.set_default(error_reply(404, "Response not found"), path=f"/v1/responses/{RID}")
+    proc = cli(tmp_path, env, "--resumable")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+    assert [r.method for r in gateway.requests] == ["POST", "GET"]
+    assert "does not keep responses" in proc.stderr and "without --resumable" in proc.stderr
 
 
 @pytest.mark.parametrize("rid", ["../models", "resp 1", "", "."])
