@@ -2301,6 +2301,7 @@ class Collector:
         self.urls: list[str] = []  # image URLs (no base64 came): run_job downloads them
         self.extras: list[ImageSink] = []  # distinct further images, saved as STEM-2.EXT...
         self.on_id: Callable[[str], None] | None = None  # told the response id once known
+        self.links_in_text = False  # self.urls came from the model's text, not an image item
 
     def carry_over(self, before: Collector) -> None:
         """Continue what an earlier attempt of the same stored response saw (a resume)."""
@@ -2539,6 +2540,7 @@ class Collector:
         text = "\n".join(self.texts) or "".join(self.deltas).strip()
         if not self.urls and not self.call_failed:
             self.urls = image_links(text)  # a relay that turned the image into a text link
+            self.links_in_text = bool(self.urls)
         if self.urls:
             return  # run_job downloads them
         if text:
@@ -3284,6 +3286,11 @@ def resume_command(response_id: str, out: str) -> str:
     return head + " " + " ".join(shlex.quote(w) for w in words)
 
 
+def link_host(url: str) -> str:
+    """What messages show of an image URL: its host (the rest is often a signature)."""
+    return "a data: URL" if url.startswith("data:") else host_of(url)
+
+
 def fetch_image_urls(
     collector: Collector, settings: Settings, deadline: float, console: Console, label: str
 ) -> None:
@@ -3319,9 +3326,14 @@ def fetch_image_urls(
             collector.keep_extra(target)
         elif not sink.has_image and sink.last_error is not None:
             failure = sink.last_error
-            failure.message = f"the image URL ({host_of(url)}) gave no image: {failure.message}"
+            failure.message = f"the image URL ({link_host(url)}) gave no image: {failure.message}"
     if not sink.has_image:
         raise failure or NoImageError("the answer's image URL gave no image")
+    if collector.links_in_text:  # not an image item: say where the picture came from
+        console.warn(
+            f"{label}no image item came back; saved the image the model's text links to "
+            f"({link_host(collector.urls[0])})"
+        )
 
 
 def run_job(

@@ -205,7 +205,20 @@ def test_image_link_in_the_text(
     assert proc.returncode == 0, report(proc, gateway)
     assert (tmp_path / "out.png").read_bytes() == PNG
     assert_plain_download(gateway)
+    assert "the model's text links to" in proc.stderr
     assert "sig=abc" not in proc.stderr  # a signed URL is not printed
+
+
+def test_data_url_image_link_in_the_text(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    link = "data:image/png;base64," + images.b64(PNG)
+    gateway.enqueue(sse_reply(text_only_events(f"Done: ![fox]({link})")))
+    proc = cli(tmp_path, env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert "a data: URL" in proc.stderr and images.b64(PNG)[:40] not in proc.stderr
+    assert [r.method for r in gateway.requests] == ["POST"]
 
 
 def test_text_without_an_image_link_is_still_no_image(
