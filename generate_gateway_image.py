@@ -130,6 +130,24 @@ RESCUE_PREFIX = "codex-imagegen-rescue-"  # + 12 random hex digits + .ext, in th
 # errno values of os.link on file systems without hard links (FAT, some network shares;
 # Windows reports an unsupported link as EINVAL)
 NO_HARD_LINKS = ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV", "EACCES", "EINVAL")
+# Background mode (--resumable, --resume): the gateway keeps the response; we poll or resume it
+TERMINAL_STATUSES = ("completed", "failed", "incomplete", "cancelled")
+POLL_FIRST = 1.0  # seconds before the first poll of a queued response, doubling up to...
+POLL_MAX = 10.0
+RESPONSE_ID_MAX = 200  # longer --resume ids are refused (they become part of a URL path)
+# Image-tool options a relay may reject with a 400 naming them; each is dropped once
+DROPPABLE_TOOL_OPTIONS = (
+    "quality",
+    "input_fidelity",
+    "background",
+    "output_compression",
+    "moderation",
+    "partial_images",
+)
+# Image URLs in an answer (a third-party address): downloaded without the gateway's headers
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+MAX_REDIRECTS = 5
+
 TEMP_NAME_EXTRA = len(".") + len(".") + 12 + len(".part")  # .NAME.<12 hex>.part beside --out
 READ_CHUNK = 256 * 1024
 B64_CHUNK = 4 * 128 * 1024  # base64 characters decoded per step (a multiple of 4)
@@ -251,6 +269,17 @@ class NoImageError(ImagegenError):
         self.text = text
 
 
+class StillRunning(GatewayError):
+    """A stored response is still queued or in progress (run_job polls it; exit 4 if not)."""
+
+    def __init__(self, status: str, response_id: str) -> None:
+        super().__init__(
+            f"the gateway answered before the image was ready (response {response_id} is {status})",
+            started=True,
+        )
+        self.response_status = status
+
+
 class NetworkError(ImagegenError):
     """DNS, connect, TLS, proxy or timeout."""
 
@@ -327,7 +356,9 @@ class Gateway:
     def url(self, path: str) -> str:
         url = self.base_url.rstrip("/") + path
         if self.query:
-            url += "?" + "&".join(f"{quote_query(k)}={quote_query(v)}" for k, v in self.query)
+            url += ("&" if "?" in path else "?") + "&".join(
+                f"{quote_query(k)}={quote_query(v)}" for k, v in self.query
+            )
         return url
 
     def request_headers(self) -> dict[str, str]:
@@ -1597,6 +1628,9 @@ class Job:
         "store",
         "edit_from",
         "options",
+        "resumable",
+        "resume_id",
+        "strict",
     )
 
     def __init__(self, prompt: str, out: str) -> None:
@@ -1620,6 +1654,9 @@ class Job:
         self.store = False
         self.edit_from = False  # images[0] is the --edit-from image
         self.options: dict[str, Any] = {}
+        self.resumable = False  # background: true + store: true; a cut stream is resumed
+        self.resume_id = ""  # --resume: fetch this stored response, never POST
+        self.strict = False  # --strict: no automatic adaptation of what is asked for
 
 
 def build_job(opts: Mapping[str, Any]) -> Job:
@@ -1705,6 +1742,10 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     job.previous_response_id = opts.get("previous_response_id") or None
     job.api = opts.get("api") or "responses"
     job.store = bool(opts.get("store"))
+    job.resumable = bool(opts.get("resumable"))
+    job.strict = bool(opts.get("strict"))
+    if job.resumable and job.api == "images":
+        raise UsageError("--resumable needs --api responses: the Images API has no background mode")
     if job.api == "images" and job.image_urls:
         raise UsageError("--api images cannot send --image-url references; download them first")
     job.options = {k: v for k, v in opts.items() if v not in (None, [], False) and k != "prompt"}
@@ -1712,12 +1753,21 @@ def build_job(opts: Mapping[str, Any]) -> Job:
 
 
 def build_payload(
-    job: Job, *, stream: bool, size: str, force_tool: bool = True, use_previous: bool = False
+    job: Job,
+    *,
+    stream: bool,
+    size: str,
+    force_tool: bool = True,
+    use_previous: bool = False,
+    background: bool | None = None,
+    drop: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The /responses request body. Input images stay InputImage objects (streamed on send).
 
     With use_previous, the --edit-from image is not re-uploaded: previous_response_id refers
-    to the stored response that holds it."""
+    to the stored response that holds it. background (default: job.resumable) asks the
+    gateway to keep the response (background mode needs store); drop names image-tool options
+    the gateway rejected."""
     content: list[dict[str, Any]] = [{"type": "input_text", "text": job.prompt}]
     images = job.images[1:] if use_previous and job.edit_from else job.images
     for image in images:
@@ -1730,14 +1780,19 @@ def build_payload(
         tool["partial_images"] = job.partial_images
     if job.mask is not None:
         tool["input_image_mask"] = {"image_url": job.mask}
+    for name in drop:
+        tool.pop(name, None)
+    keep = job.resumable if background is None else background
     payload: dict[str, Any] = {
         "model": job.model,
         "input": [{"type": "message", "role": "user", "content": content}],
         "tools": [tool],
         "tool_choice": {"type": "image_generation"} if force_tool else "auto",
-        "store": job.store,
+        "store": job.store or keep,
         "stream": stream,
     }
+    if keep:
+        payload["background"] = True
     if not force_tool:
         payload["instructions"] = TOOL_CHOICE_INSTRUCTIONS
     if use_previous and job.previous_response_id:
@@ -3083,6 +3138,28 @@ class Collector:
         self.on_partial: Callable[[int, str | Blob], None] | None = None
         self.warn: Callable[[str], None] | None = None
         self.debug: Callable[[str], None] | None = None
+        self.sequence = -1  # the last sequence_number seen: a broken stream resumes after it
+        self.resumed = False  # replaying a stored stream: skip events already seen
+        self.status = ""  # the response's status when an answer said it (JSON, final event)
+        self.retry_after: float | None = None  # set by exchange() from the answer's headers
+        self.urls: list[str] = []  # image URLs (no base64 came): run_job downloads them
+        self.extras: list[ImageSink] = []  # distinct further images, saved as STEM-2.EXT...
+        self.on_id: Callable[[str], None] | None = None  # told the response id once known
+        self.links_in_text = False  # self.urls came from the model's text, not an image item
+
+    def carry_over(self, before: Collector) -> None:
+        """Continue what an earlier attempt of the same stored response saw (a resume)."""
+        self.response_id = before.response_id
+        self.sequence = before.sequence
+        self.texts, self.deltas = before.texts, before.deltas
+        self.resumed = before.sequence >= 0
+        self.on_id = before.on_id
+
+    def _note_id(self, value: Any) -> None:
+        if value and str(value) != self.response_id:
+            self.response_id = str(value)
+            if self.on_id is not None:
+                self.on_id(self.response_id)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -3104,14 +3181,22 @@ class Collector:
 
     def handle_event(self, ev: Mapping[str, Any], name: str = "") -> None:
         etype = str(ev.get("type") or name)
+        seq = ev.get("sequence_number")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            if self.resumed and seq <= self.sequence:
+                return  # a gateway that replays from the start: this one was handled
+            self.sequence = max(self.sequence, seq)
         if etype in ("response.created", "response.in_progress", "response.queued"):
             resp = ev.get("response")
             if isinstance(resp, dict) and resp.get("id"):
-                self.response_id = str(resp["id"])
+                self._note_id(resp["id"])
             self._phase("queued" if etype == "response.queued" else "in progress")
         elif etype == "response.image_generation_call.generating":
             self._phase("generating")
-        elif etype == "response.image_generation_call.partial_image":
+        elif etype in (
+            "response.image_generation_call.partial_image",
+            "response.image_gen_call.partial_image",  # Azure's name for it
+        ):
             index = ev.get("partial_image_index", self.previews)
             if (
                 not isinstance(index, int)
@@ -3120,7 +3205,7 @@ class Collector:
             ):
                 return  # not a number we would put in a file name or on the terminal
             self._phase(f"partial {index + 1}")
-            data = ev.get("partial_image_b64")
+            data = ev.get("partial_image_b64") or ev.get("b64_json")  # LiteLLM: b64_json
             if isinstance(data, (str, Blob)) and data and self.on_partial is not None:
                 if self.previews >= self.max_previews:
                     if self.previews == self.max_previews and self.warn is not None:
@@ -3169,6 +3254,13 @@ class Collector:
         itype = item.get("type")
         if itype == "image_generation_call":
             result = item.get("result")
+            url = item.get("url")
+            if not result and isinstance(url, str) and url.startswith("data:"):
+                result = url
+            elif not result and isinstance(url, str) and url.startswith(("http://", "https://")):
+                if url not in self.urls:  # a relay that hosts the image: run_job downloads it
+                    self.urls.append(url)
+                return
             if result and not isinstance(result, (str, Blob)):
                 self.unreadable += 1  # a gateway bug; a later copy of the item may be fine
                 if self.failure is None:
@@ -3182,6 +3274,8 @@ class Collector:
                     self.revised_prompt = text_of(item.get("revised_prompt"), 10_000)
                     self.item_size = str(item.get("size") or "")
                     self.item_format = str(item.get("output_format") or "")
+            elif result and (not self.item_id or str(item.get("id") or "") != self.item_id):
+                self.save_extra(result)  # another item: a second image, or a relay's copy
             elif not result and item.get("status") == "failed" and self.failure is None:
                 err = item.get("error")
                 if isinstance(err, dict):
@@ -3202,7 +3296,11 @@ class Collector:
             self.failure = error_from_payload(err if isinstance(err, dict) else {"message": err})
         elif isinstance(obj.get("data"), list):
             for entry in obj["data"]:
-                if not isinstance(entry, dict) or self.sink.has_image:
+                if not isinstance(entry, dict):
+                    continue
+                if self.sink.has_image:
+                    if isinstance(entry.get("b64_json"), (str, Blob)) and entry["b64_json"]:
+                        self.save_extra(entry["b64_json"])
                     continue
                 b64 = entry.get("b64_json")
                 if b64 and not isinstance(b64, (str, Blob)):
@@ -3211,19 +3309,17 @@ class Collector:
                         self.failure = GatewayError("b64_json is not base64 text", started=True)
                 elif b64 and self.sink.save(b64):
                     self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
-                elif entry.get("url") and self.failure is None:
-                    self.failure = GatewayError(
-                        "the gateway returned an image URL instead of image data",
-                        "this gateway's Images API does not return base64 images; "
-                        "use --api responses",
-                    )
+                elif isinstance(entry.get("url"), str) and entry["url"] not in self.urls:
+                    self.urls.append(entry["url"])  # a hosted image: run_job downloads it
             self.response_id = str(obj.get("id") or obj.get("created") or "")
         else:
             self.handle_response(obj)
 
     def handle_response(self, resp: Mapping[str, Any], from_stream: bool = False) -> None:
         if resp.get("id"):
-            self.response_id = str(resp["id"])
+            self._note_id(resp["id"])
+        if isinstance(resp.get("status"), str):
+            self.status = resp["status"]
         had_texts = bool(self.texts)
         for item in resp.get("output") or ():
             if isinstance(item, dict) and not (had_texts and item.get("type") == "message"):
@@ -3244,6 +3340,46 @@ class Collector:
                     "the response ended incomplete ({})".format(reason or "no reason given"),
                     started=True,
                 )
+        elif status == "cancelled" and self.failure is None and not self.sink.has_image:
+            self.failure = GatewayError("the response was cancelled on the gateway", started=True)
+
+    def save_extra(self, value: str | Blob) -> None:
+        """A further image in the same answer: saved as STEM-2.EXT, ... unless it has the same
+        bytes as one already kept (some relays send the image twice)."""
+        extra = self.extra_sink()
+        if extra is not None:
+            try:
+                extra.save(value)
+            except ImagegenError as exc:
+                if self.debug is not None:
+                    self.debug(f"a further image could not be kept: {exc.message}")
+            self.keep_extra(extra)
+
+    def extra_sink(self) -> ImageSink | None:
+        """Where the next distinct image would go (STEM-2.EXT, STEM-3.EXT, ...), if anywhere."""
+        if self.sink.image is None or len(self.extras) >= 8:
+            return None
+        stem, ext = os.path.splitext(self.sink.out)
+        path = f"{stem}-{len(self.extras) + 2}{ext or '.png'}"
+        return ImageSink(path, self.sink.force, self.sink.want_sha256)
+
+    def keep_extra(self, extra: ImageSink) -> None:
+        """Keep a decoded further image unless its bytes equal an image already kept."""
+        import filecmp
+
+        image = extra.image
+        if image is not None:
+            kept = [self.sink.image, *(e.image for e in self.extras)]
+            if not any(
+                k is not None
+                and k.nbytes == image.nbytes
+                and filecmp.cmp(k.path, image.path, shallow=False)
+                for k in kept
+            ):
+                self.extras.append(extra)
+                return
+        extra.image = None  # a duplicate is removed even from the rescue folder
+        extra.discard()
 
     def _phase(self, phase: str) -> None:
         if self.progress is not None:
@@ -3259,7 +3395,14 @@ class Collector:
             raise self.failure
         if self.sink.last_error is not None:
             raise self.sink.last_error
+        if self.status in ("queued", "in_progress") and self.response_id:
+            raise StillRunning(self.status, self.response_id)
         text = "\n".join(self.texts) or "".join(self.deltas).strip()
+        if not self.urls and not self.call_failed:
+            self.urls = image_links(text)  # a relay that turned the image into a text link
+            self.links_in_text = bool(self.urls)
+        if self.urls:
+            return  # run_job downloads them
         if text:
             lead = "the image generation call failed" if self.call_failed else "no image came back"
             raise NoImageError(
@@ -3283,6 +3426,22 @@ class Collector:
             "the gateway may not support the image_generation tool for this model; "
             "run with --verbose to see the answer",
         )
+
+
+def image_links(text: str) -> list[str]:
+    """Image addresses in the model's text: markdown image links first, then bare http(s) URLs
+    that end in an image extension (a few at most)."""
+    import re
+
+    found = re.findall(r"!\[[^\]\n]{0,500}\]\(\s*<?((?:https?://|data:image/)[^\s)>]+)", text)
+    found += re.findall(
+        r"https?://[^\s()<>\"'\]\[]+\.(?:png|jpe?g|webp|gif)(?:\?[^\s()<>\"']*)?", text
+    )
+    links: list[str] = []
+    for url in found:
+        if url not in links and len(links) < 4:
+            links.append(url)
+    return links
 
 
 # =============================================================================================
@@ -3436,22 +3595,37 @@ def http_error(
 
 
 class Request:
-    """One HTTP request to the gateway: path under base_url, body, content type."""
+    """One HTTP request to the gateway: path under base_url, body, content type, method
+    (a GET, to fetch a stored response, has no body)."""
 
-    __slots__ = ("path", "body", "content_type", "stream")
+    __slots__ = ("path", "body", "content_type", "stream", "method")
 
-    def __init__(self, path: str, body: Body, content_type: str, stream: bool) -> None:
+    def __init__(
+        self, path: str, body: Body, content_type: str, stream: bool, method: str = "POST"
+    ) -> None:
         self.path = path
         self.body = body
         self.content_type = content_type
         self.stream = stream
+        self.method = method
 
 
 def responses_request(payload: Mapping[str, Any]) -> Request:
     return Request("/responses", encode_body(payload), "application/json", bool(payload["stream"]))
 
 
-def images_request(job: Job, size: str) -> Request:
+def fetch_request(response_id: str, *, stream: bool, after: int = -1) -> Request:
+    """GET a stored response: its JSON, or (stream) its events after sequence number `after`
+    (from the start when none was seen). Never a new, paid request."""
+    from urllib.parse import quote
+
+    path = "/responses/" + quote(response_id, safe="")
+    if stream:
+        path += "?stream=true" + (f"&starting_after={after}" if after >= 0 else "")
+    return Request(path, Body([]), "", stream, method="GET")
+
+
+def images_request(job: Job, size: str, drop: Iterable[str] = ()) -> Request:
     """The Images API equivalent: JSON to /images/generations, or multipart to /images/edits
     (built here with the standard library) when there are reference images or a mask."""
     import json
@@ -3461,7 +3635,7 @@ def images_request(job: Job, size: str) -> Request:
         "prompt": job.prompt,
         "size": size,
     }
-    fields.update((k, v) for k, v in job.tool_options.items() if k != "model")
+    fields.update((k, v) for k, v in job.tool_options.items() if k != "model" and k not in drop)
     if not job.images:
         body = json.dumps(fields, ensure_ascii=False).encode("utf-8")
         return Request("/images/generations", Body([body]), "application/json", False)
@@ -3507,7 +3681,8 @@ def exchange(
     url = gw.url(request.path)
     body = request.body
     headers = gw.request_headers()
-    headers["Content-Type"] = request.content_type
+    if request.method == "POST":
+        headers["Content-Type"] = request.content_type
     headers["Accept"] = "text/event-stream" if request.stream else "application/json"
     clock = Clock(settings.idle_timeout, deadline)
     wire: Wire | None = None
@@ -3515,14 +3690,17 @@ def exchange(
     try:
         wire = Wire(url, settings, clock)
         wire.open()
-        headers["Content-Length"] = str(body.length)
-        console.debug(f"POST {url} ({body.length} bytes)")
+        if request.method == "POST":
+            headers["Content-Length"] = str(body.length)
+        console.debug(f"{request.method} {url} ({body.length} bytes)")
         for name, value in {**headers, **wire.extra}.items():
             console.debug(f"  {name}: {mask_secret(value) if looks_secret(name, value) else value}")
         clock.arm()
-        wire.send("POST", headers, body.chunks())
+        wire.send(request.method, headers, body.chunks())
         resp = wire.answer()
         status = resp.status
+        # a poll answer may say when to ask again
+        collector.retry_after = parse_retry_after(resp.headers)
         console.debug(
             "HTTP {} {} ({})".format(
                 resp.status, text_of(resp.reason, 80), text_of(resp.getheader("content-type"), 80)
@@ -3654,6 +3832,102 @@ def exchange(
             wire.close()
 
 
+def download_image(url: str, settings: Settings, deadline: float, sink: ImageSink) -> bool:
+    """GET an image URL from an answer into the sink; True when it kept a complete image.
+
+    The URL is a third-party address: no Authorization and no configured header go there.
+    http(s) only, redirects followed (to http(s) only) up to MAX_REDIRECTS, at most
+    MAX_DOWNLOAD_BYTES, within the run's connect/idle/total timeouts; proxies and CA rules
+    are those of every request (Wire). The bytes stream into a Blob, never memory."""
+    import base64
+    import socket
+    from urllib.parse import urljoin, urlsplit
+
+    for _ in range(MAX_REDIRECTS + 1):
+        host = host_of(url)
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise GatewayError(f"the image address is not an http(s) URL: {text_of(url, 80)}")
+        clock = Clock(settings.idle_timeout, deadline)
+        wire: Wire | None = None
+        blob: Blob | None = None
+        try:
+            wire = Wire(url, settings, clock)
+            wire.open()
+            wire.send("GET", {"User-Agent": USER_AGENT, "Accept": "image/*"}, ())
+            resp = wire.answer()
+            location = resp.getheader("location")
+            if 300 <= resp.status < 400 and location:
+                url = urljoin(url, location)
+                continue
+            if resp.status != 200:
+                raise GatewayError(
+                    f"downloading the image from {host} failed: HTTP {resp.status} "
+                    + text_of(resp.reason, 100),
+                    "image URLs from relays are often short-lived; run again soon after",
+                    status=resp.status,
+                    retryable=resp.status >= 500 or resp.status in RETRY_STATUSES,
+                )
+            length = (resp.getheader("content-length") or "").strip()
+            if length.isdigit() and int(length) > MAX_DOWNLOAD_BYTES:
+                raise GatewayError(
+                    f"the image at {host} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB"
+                )
+            blob = Blob()
+            carry, total = b"", 0
+            while True:
+                chunk = wire.read()
+                if not chunk:
+                    blob.write(base64.b64encode(carry))
+                    return sink.save(blob)
+                total += len(chunk)
+                if total > MAX_DOWNLOAD_BYTES:
+                    raise GatewayError(
+                        f"the image at {host} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB"
+                    )
+                data = carry + chunk
+                usable = len(data) - len(data) % 3  # whole base64 groups only
+                blob.write(base64.b64encode(data[:usable]))
+                carry = data[usable:]
+        except (socket.timeout, TimeoutError):
+            raise NetworkError(
+                f"downloading the image from {host} timed out", retryable=True
+            ) from None
+        except ImagegenError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, (OSError, ValueError)) and not is_http_exception(exc):
+                raise
+            err = describe_network_error(exc, url)
+            err.message = "downloading the image: " + err.message
+            err.retryable = True  # a GET: retrying it costs nothing
+            raise err from None
+        finally:
+            if blob is not None:
+                blob.close()
+            if wire is not None:
+                wire.close()
+    raise GatewayError(f"the image URL redirected more than {MAX_REDIRECTS} times")
+
+
+def rejected_tool_option(exc: GatewayError, tool: Mapping[str, Any]) -> str | None:
+    """The image-tool option a 400 names (tools[0].quality, input_fidelity, ...), if it was
+    sent and is one the image can do without."""
+    import re
+
+    param = exc.param.lower()
+    match = re.fullmatch(r"tools\[\d+\]\.(\w+)", param)
+    name = match.group(1) if match else param
+    if not name:
+        msg = exc.detail.lower()
+        found = re.search(r"tools\[\d+\]\.(\w+)", msg)
+        if found:
+            name = found.group(1)
+        elif re.search(r"unsupported|unknown|invalid|not supported|not allowed|not available", msg):
+            named = [n for n in DROPPABLE_TOOL_OPTIONS if re.search(rf"[`'\"]{n}[`'\"]", msg)]
+            name = named[0] if len(named) == 1 else ""
+    return name if name in DROPPABLE_TOOL_OPTIONS and name in tool else None
+
+
 def detect_quirk(
     exc: ImagegenError,
     *,
@@ -3662,6 +3936,8 @@ def detect_quirk(
     size: str,
     strict_size: bool,
     used: set[str],
+    tool: Mapping[str, Any] | None = None,
+    strict: bool = False,
 ) -> tuple[str, str] | None:
     """A known gateway quirk behind this error: (kind, what we do about it), or None."""
     import re
@@ -3674,6 +3950,13 @@ def detect_quirk(
         return None
     msg = exc.detail.lower()
     param = exc.param.lower()
+    name = rejected_tool_option(exc, tool) if tool else None
+    if name and tool and not strict and "drop:" + name not in used:
+        return (
+            "drop:" + name,
+            f"the gateway rejected the image option {name}={tool[name]!r}; "
+            "resending once without it",
+        )
     if "minimum pixel budget" in msg and "size" not in used and not strict_size:
         bigger = larger_known_size(size)
         if bigger:
@@ -3740,6 +4023,9 @@ class Outcome:
         self.api = "responses"
         self.used_previous = False
         self.error: ImagegenError | None = None
+        self.stored = False  # the gateway keeps the response: --resume / --edit-from can use it
+        self.resumes = 0  # times a broken stream was resumed or a stored response fetched
+        self.extra_images: list[SavedImage] = []  # distinct further images (STEM-2.EXT, ...)
 
     @property
     def exit_code(self) -> int:
@@ -3782,6 +4068,27 @@ def images_fallback_reason(exc: ImagegenError, request_path: str) -> str | None:
     return None
 
 
+def rejects_background(exc: ImagegenError) -> bool:
+    """The gateway will not keep responses: store: true or background: true refused (relays on
+    ChatGPT accounts answer "Store must be set to false"), over HTTP or in the stream."""
+    import re
+
+    if not isinstance(exc, GatewayError) or isinstance(exc, AuthError):
+        return False
+    if exc.status and not 400 <= exc.status < 500:
+        return False
+    param = exc.param.lower()
+    if param in ("store", "background"):
+        return True
+    msg = exc.detail.lower()
+    if param.startswith("tools") or "transparent" in msg or "opaque" in msg:
+        return False  # the image tool's background option, not background mode
+    refused = r"[^.]*\b(false|not (be )?supported|unsupported|not allowed|disabled|not available)"
+    return bool(
+        re.search(r"\bstore\b" + refused, msg) or re.search(r"\bbackground\b" + refused, msg)
+    )
+
+
 def rejects_previous_response(exc: ImagegenError) -> bool:
     if not isinstance(exc, GatewayError) or not 400 <= exc.status < 500:
         return False
@@ -3791,6 +4098,70 @@ def rejects_previous_response(exc: ImagegenError) -> bool:
         or "previous response" in msg
         or exc.param == "previous_response_id"
     )
+
+
+PENDING_RESUMES: dict[str, str] = {}  # --out -> id of a stored response in flight (for Ctrl-C)
+RESUME_ARGS: list[str] = []  # how this run reaches its gateway (set by run()), for --resume hints
+
+
+def resume_command(response_id: str, out: str) -> str:
+    """The exact command that fetches a stored response's image later without paying again."""
+    import shlex
+
+    script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
+    head = "python3 " + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
+    words = [*RESUME_ARGS, "--resume", response_id, "--out", out]
+    return head + " " + " ".join(shlex.quote(w) for w in words)
+
+
+def link_host(url: str) -> str:
+    """What messages show of an image URL: its host (the rest is often a signature)."""
+    return "a data: URL" if url.startswith("data:") else host_of(url)
+
+
+def fetch_image_urls(
+    collector: Collector, settings: Settings, deadline: float, console: Console, label: str
+) -> None:
+    """Download the image URLs an answer gave instead of base64: the first image into the
+    collector's sink, distinct further ones beside it. GETs only: a failure is retried within
+    --retries and the time budget, never by sending the prompt again."""
+    import time
+
+    sink = collector.sink
+    failure: ImagegenError | None = None
+    for url in collector.urls:
+        target = sink if not sink.has_image else collector.extra_sink()
+        if target is None:
+            break
+        for attempt in range(settings.retries + 1):
+            try:
+                if url.startswith("data:"):
+                    target.save(url)
+                else:
+                    console.debug(f"downloading the image from {host_of(url)} (no gateway headers)")
+                    download_image(url, settings, deadline, target)
+                break
+            except (GatewayError, NetworkError) as exc:
+                failure = exc
+                wait = backoff(attempt)
+                if not exc.retryable or attempt >= settings.retries:
+                    break
+                if time.monotonic() + wait >= deadline:
+                    break
+                console.warn(f"{label}{exc.message}; retrying the download in {wait:.1f}s")
+                time.sleep(wait)
+        if target is not sink:
+            collector.keep_extra(target)
+        elif not sink.has_image and sink.last_error is not None:
+            failure = sink.last_error
+            failure.message = f"the image URL ({link_host(url)}) gave no image: {failure.message}"
+    if not sink.has_image:
+        raise failure or NoImageError("the answer's image URL gave no image")
+    if collector.links_in_text:  # not an image item: say where the picture came from
+        console.warn(
+            f"{label}no image item came back; saved the image the model's text links to "
+            f"({link_host(collector.urls[0])})"
+        )
 
 
 def run_job(
@@ -3804,7 +4175,9 @@ def run_job(
 ) -> Outcome:
     """Send the job (retrying and adapting to gateway quirks), save the image, return the outcome.
 
-    Raises ImagegenError; the image, once received, is never lost (see ImageSink)."""
+    A stored response (--resumable, --resume) is never sent twice: a broken stream is resumed
+    and a queued one polled with GETs. Raises ImagegenError; the image, once received, is never
+    lost (see ImageSink)."""
     import time
 
     started = time.monotonic()
@@ -3814,61 +4187,196 @@ def run_job(
     stream, force_tool, size = job.stream, True, job.size
     api = "images" if job.api == "images" else "responses"
     use_previous = bool(job.previous_response_id)
+    keep = job.resumable and api == "responses"  # background mode: the gateway keeps it
     used: set[str] = set()
+    dropped: list[str] = []
     sink = ImageSink(job.out, job.force, want_sha256)
+    extras: list[ImageSink] = []
     label = "" if job.name == job.out else job.name + ": "
+    fetch = "poll" if job.resume_id else ""  # "": POST; "stream" / "poll": GET the stored one
+    stored_id = job.resume_id
+    poll_wait = POLL_FIRST
+    collector: Collector | None = None
+
+    def remember(response_id: str) -> None:
+        if keep or job.resume_id:
+            PENDING_RESUMES[job.out] = response_id
+
     try:
         while True:
             settings.gate.wait(deadline)
+            before = collector
             collector = Collector(sink, progress)
+            collector.extras = extras
+            collector.on_id = remember
+            if fetch and before is not None:
+                collector.carry_over(before)
             sink.last_error = None  # a bad result of an earlier attempt says nothing about this one
             collector.on_partial = on_partial
             collector.max_previews = job.partial_images
             collector.warn = console.warn
             if console.verbose:
                 collector.debug = console.debug
-            if api == "images":
-                request = images_request(job, size)
+            if fetch:
+                request = fetch_request(
+                    stored_id, stream=fetch == "stream", after=collector.sequence
+                )
+            elif api == "images":
+                request = images_request(job, size, dropped)
             else:
                 payload = build_payload(
-                    job, stream=stream, size=size, force_tool=force_tool, use_previous=use_previous
+                    job,
+                    stream=stream,
+                    size=size,
+                    force_tool=force_tool,
+                    use_previous=use_previous,
+                    background=keep,
+                    drop=dropped,
                 )
                 request = responses_request(payload)
+            seen = collector.sequence
             try:
                 exchange(gw, settings, request, collector, deadline, console)
                 break
+            except StillRunning as exc:
+                if not (keep or job.resume_id):
+                    raise
+                stored_id = collector.response_id or stored_id
+                if job.stream and fetch != "stream" and "stream-fetch" not in used:
+                    fetch, wait = "stream", 0.0  # follow its stream from here on
+                else:
+                    fetch = "poll"
+                    wait = collector.retry_after if collector.retry_after is not None else poll_wait
+                    poll_wait = min(poll_wait * 2, POLL_MAX)
+                if time.monotonic() + wait >= deadline:
+                    raise NetworkError(
+                        f"the total time budget ran out (--timeout {settings.timeout:g}s) while "
+                        f"the response was still {exc.response_status}",
+                        "raise --timeout for slow renders",
+                    ) from None
+                if progress is not None:
+                    progress.phase(exc.response_status.replace("_", " "))
+                console.debug(
+                    f"response {stored_id} is {exc.response_status}; next look in {wait:.1f}s"
+                )
+                time.sleep(wait)
+                continue
             except (GatewayError, NetworkError) as exc:
                 if sink.has_image:
                     break
+                response_id = collector.response_id or stored_id
+                terminal = collector.status in TERMINAL_STATUSES
+                client_error = (
+                    isinstance(exc, GatewayError)
+                    and 400 <= exc.status < 500
+                    and exc.status not in RETRY_STATUSES
+                )
+                if fetch and isinstance(exc, GatewayError) and exc.status == 404:
+                    exc.message = (
+                        f"the gateway has no stored response {response_id} (HTTP 404): it was "
+                        "not stored, has expired, or the id is wrong"
+                    )
+                    exc.hint = (
+                        "check the id; only a run with --resumable, on a gateway that keeps "
+                        "responses, can be resumed"
+                        if job.resume_id
+                        else "this gateway accepts background mode but does not keep responses; "
+                        "run again without --resumable (that request is billed again)"
+                    )
+                    raise
+                if fetch == "stream" and client_error:
+                    used.add("stream-fetch")  # this gateway cannot replay a stream: poll it
+                    fetch = "poll"
+                    console.debug(f"resuming the stream was refused ({exc.message}); polling")
+                    continue
+                if fetch and terminal:
+                    raise
+                if (keep or job.resume_id) and response_id and not terminal and not client_error:
+                    # the stored response keeps running on the gateway: fetch it, never re-POST
+                    stored_id = response_id
+                    if collector.sequence <= seen:  # nothing new came: that counts as a retry
+                        wait = (
+                            exc.retry_after
+                            if exc.retry_after is not None
+                            else backoff(outcome.retries)
+                        )
+                        if (
+                            outcome.retries >= settings.retries
+                            or time.monotonic() + wait >= deadline
+                        ):
+                            raise
+                        outcome.retries += 1
+                        time.sleep(wait)
+                    if not fetch:
+                        fetch = "stream" if stream else "poll"
+                    outcome.resumes += 1
+                    console.warn(
+                        f"{label}{exc.message}; fetching the stored response {response_id}"
+                        + (
+                            f" after event {collector.sequence}"
+                            if fetch == "stream" and collector.sequence >= 0
+                            else ""
+                        )
+                        + " (no new request is paid)"
+                    )
+                    continue
                 note = ""
                 reason = None
-                if job.api == "auto" and not job.image_urls:  # the Images API takes files only
+                if job.api == "auto" and not job.image_urls and not fetch:
                     reason = images_fallback_reason(exc, request.path)
-                if reason and "images" not in used:
+                if fetch:
+                    pass  # a GET of a stored response: only plain retries below
+                elif reason and "images" not in used:
                     used.add("images")
                     api = "images"
+                    keep = False
                     note = reason + "; switching to the Images API (/images/...)"
                 elif use_previous and rejects_previous_response(exc):
                     use_previous = False
                     note = "the gateway rejected previous_response_id; re-uploading the image"
+                elif keep and rejects_background(exc):
+                    if job.strict:
+                        exc.hint = (
+                            "this gateway does not keep responses; without --strict, --resumable "
+                            "falls back to a normal request"
+                        )
+                        raise
+                    keep = False
+                    note = (
+                        "the gateway does not keep responses (store/background refused); sending "
+                        "a normal request, which cannot be resumed if the connection breaks"
+                    )
                 else:
+                    tool = build_payload(job, stream=stream, size=size)["tools"][0]
+                    for name in dropped:
+                        tool.pop(name, None)
                     quirk = detect_quirk(
                         exc,
                         stream=stream,
                         force_tool=force_tool,
                         size=size,
-                        strict_size=settings.strict_size,
+                        strict_size=settings.strict_size or job.strict,
                         used=used,
+                        tool=tool if api == "responses" else dict(job.tool_options),
+                        strict=job.strict,
                     )
                     if quirk is not None:
                         kind, note = quirk
-                        used.add(kind.split(":")[0])
+                        used.add(kind if kind.startswith("drop:") else kind.split(":")[0])
                         if kind == "stream":
                             stream = not stream
                         elif kind == "tool_choice":
                             force_tool = False
+                        elif kind.startswith("drop:"):
+                            dropped.append(kind[5:])
                         else:
                             size = kind.split(":", 1)[1]
+                    elif job.strict and isinstance(exc, GatewayError):
+                        rejected = rejected_tool_option(exc, tool)
+                        if rejected:
+                            exc.hint = (
+                                f"--strict keeps {rejected}: leave it out, or run without --strict"
+                            )
                 if note:
                     outcome.fallbacks.append(note)
                     console.warn(label + note)
@@ -3889,12 +4397,14 @@ def run_job(
                         exc.message,
                         wait,
                         " (the gateway had already started, so this may be billed twice)"
-                        if exc.started
+                        if exc.started and not fetch
                         else "",
                     )
                 )
                 time.sleep(wait)
-        outcome.response_id = gateway_id(collector.response_id)
+        if not sink.has_image and collector.urls:
+            fetch_image_urls(collector, settings, deadline, console, label)
+        outcome.response_id = gateway_id(collector.response_id or stored_id)
         outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
         outcome.item_size = collector.item_size
@@ -3903,16 +4413,48 @@ def run_job(
         outcome.stream = stream and api == "responses"
         outcome.api = api
         outcome.used_previous = use_previous and api == "responses"
+        outcome.stored = api == "responses" and (keep or job.store or bool(job.resume_id))
         outcome.image = sink.commit()
+        PENDING_RESUMES.pop(job.out, None)
+        for extra in extras:
+            try:
+                outcome.extra_images.append(extra.commit())
+            except OutputError as exc:
+                console.warn(f"{label}a second image: {exc.message}")
+                if extra.image is not None:
+                    outcome.extra_images.append(extra.image)
         outcome.elapsed = time.monotonic() - started
         return outcome
     except ImagegenError as exc:
+        PENDING_RESUMES.pop(job.out, None)
+        response_id = (collector.response_id if collector is not None else "") or stored_id
+        if response_id and not isinstance(exc, (OutputError, UsageError)):
+            if response_id not in exc.message:
+                exc.message += f" (response {response_id})"
+            terminal = collector is not None and collector.status in TERMINAL_STATUSES
+            gone = isinstance(exc, GatewayError) and exc.status == 404 and bool(fetch)
+            if not terminal and not gone and not isinstance(exc, NoImageError):
+                if keep or job.resume_id:
+                    more = (
+                        "the gateway keeps the response: fetch its image later, without paying "
+                        "again, with: " + resume_command(response_id, job.out)
+                    )
+                else:
+                    more = (
+                        "the response was not stored (store: false), so it cannot be fetched "
+                        "again; --resumable keeps it on gateways that allow it"
+                    )
+                exc.hint = f"{exc.hint}; {more}" if exc.hint else more
+        outcome.response_id = response_id
+        outcome.stored = api == "responses" and (keep or job.store or bool(job.resume_id))
         outcome.image = sink.image if isinstance(exc, OutputError) else None
         outcome.elapsed = time.monotonic() - started
         exc.outcome = outcome  # type: ignore[attr-defined]
         raise
     finally:
         sink.discard()
+        for extra in extras:
+            extra.discard()
 
 
 # =============================================================================================
@@ -4093,6 +4635,9 @@ def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
         "fallbacks": outcome.fallbacks,
         "stream": outcome.stream,
         "endpoint_host": host_of(gw.base_url),
+        "stored": outcome.stored,
+        "resumes": outcome.resumes,
+        "extra_paths": [extra.path for extra in outcome.extra_images],
     }
     if outcome.error is not None:
         record["exit_code"] = outcome.error.exit_code
@@ -4134,6 +4679,8 @@ def report_saved(outcome: Outcome, console: Console, quiet_success: bool = False
         f"saved {image.path} ({dims}{image.kind.upper()}, {image.nbytes:,} bytes) "
         f"in {outcome.elapsed:.1f}s"
     )
+    for extra in outcome.extra_images:
+        console.info(f"the answer held a further, different image: saved {extra.path}")
 
 
 SVG_RISKS = (  # what a browser would act on when it opens the file, and how we name it
@@ -4179,9 +4726,10 @@ def print_dry_run(
 ) -> None:
     """The request as it would be sent: endpoint, headers (credentials masked), body."""
     headers = gw.request_headers()
-    headers["Content-Type"] = request.content_type
+    if request.method == "POST":
+        headers["Content-Type"] = request.content_type
     headers["Accept"] = "text/event-stream" if request.stream else "application/json"
-    lines = ["POST " + gw.url(request.path)]
+    lines = [request.method + " " + gw.url(request.path)]
     for name, value in headers.items():
         if name.lower() == "authorization" and value.lower().startswith("bearer "):
             value = "Bearer " + mask_secret(value[7:])
@@ -4230,6 +4778,8 @@ examples:
   batch:         %(prog)s --batch jobs.jsonl --out-dir out/ --concurrency 4
   iterate:       %(prog)s --prompt "a fox" --out fox.png --sidecar
                  %(prog)s --prompt "now at night" --edit-from fox.png --out fox-night.png
+  never twice:   %(prog)s --prompt "a poster" --out poster.png --resumable
+                 %(prog)s --resume resp_abc123 --out poster.png
   diagnose:      %(prog)s --doctor --probe
   images API:    %(prog)s --prompt "a fox" --out fox.png --api auto
 
@@ -4330,6 +4880,12 @@ def build_parser() -> Any:
         "--strict-size",
         action="store_true",
         help="never switch to a larger size when the gateway rejects a small one",
+    )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="send exactly what was asked or fail: no larger size, no dropped image option "
+        "and no fallback from --resumable to a normal request",
     )
 
     g = p.add_argument_group("gateway")
@@ -4434,6 +4990,18 @@ def build_parser() -> Any:
         "--store",
         action="store_true",
         help="ask the gateway to store the response (lets --edit-from send previous_response_id)",
+    )
+    g.add_argument(
+        "--resumable",
+        action="store_true",
+        help="background mode (background + store): a cut stream is resumed and a queued "
+        "response polled, never sent twice; Ctrl-C prints the --resume command",
+    )
+    g.add_argument(
+        "--resume",
+        metavar="RESPONSE_ID",
+        help="fetch a stored response (following it if still running) and save its image to "
+        "--out; nothing new is paid",
     )
     g.add_argument(
         "--api",
@@ -4573,6 +5141,8 @@ def job_options(args: Any, prompt: str, env: Mapping[str, str]) -> dict[str, Any
         "force": args.force,
         "api": args.api,
         "store": args.store,
+        "resumable": args.resumable,
+        "strict": args.strict,
     }
 
 
@@ -4839,6 +5409,8 @@ def plan_jobs(args: Any, env: Mapping[str, str]) -> list[Job]:
         raise UsageError("--n must be between 1 and 10")
     if not 1 <= args.concurrency <= 16:
         raise UsageError("--concurrency must be between 1 and 16")
+    if args.resume is not None:
+        return [plan_resume(args)]
     if args.batch:
         return plan_batch(args, env)
     if args.out_dir:
@@ -4872,6 +5444,69 @@ def plan_jobs(args: Any, env: Mapping[str, str]) -> list[Job]:
     return jobs
 
 
+def plan_resume(args: Any) -> Job:
+    """--resume RESPONSE_ID --out PATH: a job that only fetches a stored response."""
+    import re
+
+    for flag, given in (
+        ("--prompt", args.prompt is not None),
+        ("--prompt-file", args.prompt_file),
+        ("--batch", args.batch),
+        ("--n", args.n != 1),
+        ("--edit-from", args.edit_from),
+        ("--image", args.image),
+        ("--image-url", args.image_url),
+        ("--mask", args.mask),
+        ("--resumable", args.resumable),
+        ("--api images", args.api == "images"),
+    ):
+        if given:
+            raise UsageError(
+                f"{flag} cannot be combined with --resume",
+                "--resume only fetches a response the gateway stored; nothing new is sent",
+            )
+    rid = check_text(args.resume.strip(), "--resume")
+    if (
+        not re.fullmatch(r"[A-Za-z0-9_.:=-]+", rid)
+        or not rid.strip(".")
+        or len(rid) > RESPONSE_ID_MAX
+    ):
+        raise UsageError(
+            f"--resume {ascii(rid)[:80]}: not a response id",
+            "pass the id from the --resumable run's message or --json output, e.g. resp_abc123",
+        )
+    if not args.out and not args.dry_run:
+        raise UsageError("--resume needs --out PATH for the image")
+    job = Job("", args.out or "")
+    job.resume_id = rid
+    job.stream = args.stream
+    job.force = args.force
+    job.output_format = format_for(job.out, args.format)
+    job.options = {"resume": rid, "stream": args.stream}
+    if not args.dry_run:
+        check_output_path(job.out, job.force)
+    return job
+
+
+def resume_args(args: Any) -> list[str]:
+    """The flags a --resume command needs to reach the same gateway (no secret header)."""
+    words: list[str] = []
+    for flag, value in (
+        ("--codex-home", args.codex_home),
+        ("--profile", args.profile),
+        ("--base-url", args.base_url),
+    ):
+        if value:
+            words += [flag, value]
+    for header in args.header:
+        name, _, value = header.partition(":")
+        if not looks_secret(name.strip(), value.strip()):
+            words += ["--header", header]
+    if not args.stream:
+        words.append("--no-stream")
+    return words
+
+
 def make_settings(args: Any, env: Mapping[str, str]) -> Settings:
     settings = Settings(env)
     if args.retries < 0:
@@ -4883,7 +5518,7 @@ def make_settings(args: Any, env: Mapping[str, str]) -> Settings:
     settings.timeout = args.timeout
     settings.idle_timeout = args.idle_timeout
     settings.connect_timeout = args.connect_timeout
-    settings.strict_size = args.strict_size
+    settings.strict_size = args.strict_size or args.strict
     return settings
 
 
@@ -4972,7 +5607,9 @@ def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
         "endpoint_host": host_of(gw.base_url),
         "response_id": outcome.response_id or None,
         "image_call_id": outcome.item_id or None,
-        "stored": job.store,
+        "stored": outcome.stored,
+        "resumes": outcome.resumes,
+        "extra_paths": [os.path.basename(extra.path) for extra in outcome.extra_images],
         "previous_response_id": job.previous_response_id if outcome.used_previous else None,
         "requested_size": job.size,
         "sent_size": outcome.final_size,
@@ -5248,12 +5885,11 @@ def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Conso
 
 
 def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
-    """One small streaming /responses call: does it stream, accept a forced tool_choice and
-    start the image tool? Reading stops as soon as that is known."""
-    import json
-    import time
-
-    payload = {
+    """One small streaming /responses call in background mode: does it stream, accept a forced
+    tool_choice and start the image tool, and does the gateway keep responses (store) so that
+    --resumable can resume? Reading stops as soon as that is known; the stored response is then
+    cancelled. A gateway that refuses store/background gets the same probe without them."""
+    payload: dict[str, Any] = {
         "model": model,
         "input": [
             {
@@ -5264,9 +5900,124 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         ],
         "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "low"}],
         "tool_choice": {"type": "image_generation"},
-        "store": False,
+        "store": True,
+        "background": True,
         "stream": True,
     }
+    answer = probe_post(gw, settings, payload)
+    refused = answer.get("refused")
+    if isinstance(refused, GatewayError) and rejects_background(refused):
+        check(
+            "store",
+            None,
+            "the gateway does not keep responses (store/background refused): "
+            "--resumable falls back to a normal request here",
+        )
+        payload.update(store=False, stream=True)
+        del payload["background"]
+        answer = probe_post(gw, settings, payload)
+        refused = answer.get("refused")
+    if "connect" in answer:
+        check("probe", False, f"cannot connect: {answer['connect']}", "", EXIT_NETWORK)
+        return
+    if isinstance(refused, ImagegenError):
+        lowered = refused.message.lower()
+        if "tool_choice" in lowered or "tool choice" in lowered:
+            check(
+                "probe",
+                False,
+                "a forced tool_choice is rejected: " + refused.message,
+                "the script retries with tool_choice auto; or try --api auto",
+                EXIT_GATEWAY,
+            )
+        elif "stream" in lowered:
+            check(
+                "probe",
+                False,
+                "streaming is refused: " + refused.message,
+                "use --no-stream",
+                EXIT_GATEWAY,
+            )
+        else:
+            check(
+                "probe",
+                False,
+                refused.message,
+                refused.hint or "try --api auto",
+                refused.exit_code,
+            )
+        return
+    ctype = str(answer.get("ctype") or "")
+    check(
+        "stream",
+        None,
+        "the gateway streams (SSE)"
+        if "event-stream" in ctype
+        else f"answered {ctype or 'no content type'} to a streaming request",
+    )
+    seen = answer.get("seen") or {}
+    if "broken" in answer:
+        check("probe", False, str(answer["broken"]), "", EXIT_NETWORK)
+    elif seen.get("item") == "image_generation_call":
+        check("probe", True, "forced tool_choice accepted; the image tool started")
+    elif seen.get("item") == "message":
+        check(
+            "probe",
+            False,
+            "the model answered in text: the image tool did not run",
+            "the model or gateway may not support image_generation; try --api auto",
+            EXIT_NO_IMAGE,
+        )
+    else:
+        check(
+            "probe",
+            False,
+            seen.get("error", "no image tool activity in the answer"),
+            "try --api auto",
+            EXIT_GATEWAY,
+        )
+    response_id = str(seen.get("id") or "")
+    if not payload.get("background"):
+        return
+    if not response_id:
+        check("store", None, "background mode accepted, but the answer gave no response id")
+        return
+    from urllib.parse import quote
+
+    path = "/responses/" + quote(response_id, safe="")
+    try:
+        status, _, _ = http_request(gw, settings, "GET", path)
+    except (OSError, ImagegenError) as exc:
+        status, detail = 0, str(exc)
+    else:
+        detail = f"HTTP {status}"
+    if 200 <= status < 300:
+        check(
+            "store",
+            True,
+            f"the gateway keeps responses (GET /responses/{{id}}: {detail}): --resumable "
+            "can resume a cut stream and --resume can fetch it",
+        )
+    else:
+        check(
+            "store",
+            None,
+            f"background mode accepted, but GET /responses/{{id}} answered {detail}: "
+            "a cut stream cannot be resumed here",
+        )
+    try:  # background mode keeps rendering after we hang up: stop the probe's image
+        http_request(gw, settings, "POST", path + "/cancel", b"{}")
+    except (OSError, ImagegenError):
+        pass
+
+
+def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """POST the probe and read until the image tool (or text, or an error) shows:
+    {"refused": error} for an HTTP error, {"connect": exc}, else {"ctype", "seen": {item, id,
+    error}} and {"broken": exc} if the connection failed while reading."""
+    import json
+    import time
+
     seen: dict[str, str] = {}
 
     def on_event(name: str, spool: JsonSpool) -> None:
@@ -5281,6 +6032,9 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
             return
         etype = str(event.get("type") or name)
         item: dict[str, Any] = event["item"] if isinstance(event.get("item"), dict) else {}
+        resp = event.get("response")
+        if isinstance(resp, dict) and resp.get("id"):
+            seen.setdefault("id", str(resp["id"]))
         if (
             etype.startswith("response.image_generation_call")
             or item.get("type") == "image_generation_call"
@@ -5291,15 +6045,14 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         elif etype in ("error", "response.failed"):
             seen.setdefault("error", text_of(json.dumps(event), 200))
 
-    url = gw.url("/responses")
     body = json.dumps(payload).encode("utf-8")
     clock = Clock(settings.idle_timeout, time.monotonic() + min(settings.timeout, 300.0))
     try:
-        wire = Wire(url, settings, clock)
+        wire = Wire(gw.url("/responses"), settings, clock)
         wire.open()
     except (OSError, ImagegenError) as exc:
-        check("probe", False, f"cannot connect: {exc}", "", EXIT_NETWORK)
-        return
+        return {"connect": exc}
+    answer: dict[str, Any] = {"seen": seen}
     try:
         headers = gw.request_headers()
         headers.update({"Content-Type": "application/json", "Accept": "text/event-stream"})
@@ -5308,37 +6061,12 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         resp = wire.answer()
         ctype = (resp.getheader("content-type") or "").lower()
         if resp.status >= 400:
-            err = http_error(
+            answer["refused"] = http_error(
                 resp.status, resp.reason, resp.headers, wire.read_limited(), gw, wire=wire
             )
-            lowered = err.message.lower()
-            if "tool_choice" in lowered or "tool choice" in lowered:
-                check(
-                    "probe",
-                    False,
-                    "a forced tool_choice is rejected: " + err.message,
-                    "the script retries with tool_choice auto; or try --api auto",
-                    EXIT_GATEWAY,
-                )
-            elif "stream" in lowered:
-                check(
-                    "probe",
-                    False,
-                    "streaming is refused: " + err.message,
-                    "use --no-stream",
-                    EXIT_GATEWAY,
-                )
-            else:
-                check("probe", False, err.message, err.hint or "try --api auto", err.exit_code)
-            return
+            return answer
+        answer["ctype"] = ctype
         streams = "event-stream" in ctype
-        check(
-            "stream",
-            None,
-            "the gateway streams (SSE)"
-            if streams
-            else f"answered {ctype or 'no content type'} to a streaming request",
-        )
         parser = SSEParser(on_event)
         while "item" not in seen and "error" not in seen:
             chunk = wire.read()
@@ -5348,32 +6076,15 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
                 parser.feed(chunk)
             elif b"image_generation_call" in chunk:
                 seen["item"] = "image_generation_call"
-        if seen.get("item") == "image_generation_call":
-            check("probe", True, "forced tool_choice accepted; the image tool started")
-        elif seen.get("item") == "message":
-            check(
-                "probe",
-                False,
-                "the model answered in text: the image tool did not run",
-                "the model or gateway may not support image_generation; try --api auto",
-                EXIT_NO_IMAGE,
-            )
-        else:
-            check(
-                "probe",
-                False,
-                seen.get("error", "no image tool activity in the answer"),
-                "try --api auto",
-                EXIT_GATEWAY,
-            )
     except ImagegenError as exc:
-        check("probe", False, exc.message, exc.hint, exc.exit_code)
+        answer["broken"] = exc.message
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError)) and not is_http_exception(exc):
             raise
-        check("probe", False, f"{type(exc).__name__}: {text_of(str(exc), 200)}", "", EXIT_NETWORK)
+        answer["broken"] = f"{type(exc).__name__}: {text_of(str(exc), 200)}"
     finally:
         wire.close()
+    return answer
 
 
 def run(args: Any, console: Console) -> int:
@@ -5390,9 +6101,12 @@ def run(args: Any, console: Console) -> int:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
     warn_plain_http(gw, console, args.dry_run)
+    RESUME_ARGS[:] = resume_args(args)
     if args.dry_run:
         job = jobs[0]
-        if job.api == "images":
+        if job.resume_id:
+            print_dry_run(gw, fetch_request(job.resume_id, stream=False), console)
+        elif job.api == "images":
             request = images_request(job, job.size)
             print_dry_run(gw, request, console)
         else:
@@ -5404,11 +6118,18 @@ def run(args: Any, console: Console) -> int:
                 console.result(f"#   {job.out}: {text_of(job.prompt, 80)}")
         return EXIT_OK
     what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
-    console.info(
-        "requesting {} from {} ({}, {}); this can take a minute or two".format(
-            what, parts.netloc, jobs[0].model, "streaming" if jobs[0].stream else "no streaming"
+    if jobs[0].resume_id:
+        console.info(f"fetching the stored response {jobs[0].resume_id} from {parts.netloc}")
+    else:
+        console.info(
+            "requesting {} from {} ({}, {}{}); this can take a minute or two".format(
+                what,
+                parts.netloc,
+                jobs[0].model,
+                "streaming" if jobs[0].stream else "no streaming",
+                ", resumable" if jobs[0].resumable else "",
+            )
         )
-    )
     outcomes = run_all(jobs, gw, settings, console, args)
     for outcome in outcomes:
         if outcome.error is None:
@@ -5421,6 +6142,8 @@ def run(args: Any, console: Console) -> int:
             raise outcome.error
         if not args.json:
             console.result(outcome.image.path if outcome.image else "")
+            for extra in outcome.extra_images:
+                console.result(extra.path)
         return EXIT_OK
     for outcome in outcomes:
         line = json_dumps(outcome_record(outcome, gw)) if args.json else summary_line(outcome)
@@ -5501,6 +6224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError:
                 pass
         console._err("error: " + ("terminated" if isinstance(exc, Terminated) else "interrupted"))
+        for out, response_id in list(PENDING_RESUMES.items()):
+            console._err(
+                f"  the gateway keeps working on response {response_id}; fetch the image later, "
+                f"without paying again, with: {resume_command(response_id, out)}"
+            )
         return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # a bug: one line, traceback only with --verbose
         if verbose:

@@ -1,0 +1,432 @@
+"""The answer shapes of today's relays (issue 14, items 4-6): previews under b64_json, data: URL
+results, image items with only a url, image links in the model's text, the same image twice,
+a distinct second image, a rejected image-tool option dropped once (and --strict), and model
+names passed through.
+
+Image URLs point at the loopback gateway itself, so the tests can assert that a download
+carries neither the gateway's Authorization nor any configured header, even to the same host.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import images
+from tests.conftest import TEST_KEY, clean_env, leftovers, report, run_cli, write_codex_home
+from tests.gateway import (
+    Gateway,
+    error_reply,
+    image_events,
+    image_item,
+    json_reply,
+    message_item,
+    raw_reply,
+    response_obj,
+    sse_reply,
+    text_only_events,
+)
+
+PNG = images.png_bytes(48, 32)
+OTHER = images.png_bytes(32, 48, seed=3)
+JPEG = images.jpeg_bytes(16, 16)
+IMG_PATH = "/files/img.png"
+
+
+@pytest.fixture
+def env(tmp_path: Path, gateway: Gateway) -> dict[str, str]:
+    home = write_codex_home(
+        tmp_path / "codex-home",
+        gateway.base_url,
+        extra_provider='http_headers = { "X-Tenant" = "tenant-secret-7" }',
+    )
+    return clean_env(CODEX_HOME=str(home))
+
+
+def cli(tmp_path: Path, env: dict[str, str], *extra: str, out: str = "out.png") -> Any:
+    return run_cli(["--prompt", "a fox", "--out", str(tmp_path / out), *extra], env)
+
+
+def json_answer(*items: dict[str, Any]) -> Any:
+    return json_reply(response_obj(list(items)))
+
+
+def assert_plain_download(gateway: Gateway, path: str = IMG_PATH) -> None:
+    """The image GET went out without the gateway's credentials or configured headers."""
+    gets = [r for r in gateway.requests if r.method == "GET" and r.path == path]
+    assert gets, gateway.dump()
+    for rec in gets:
+        assert rec.header("authorization") is None
+        assert rec.header("x-tenant") is None and rec.header("x-extra") is None
+        assert TEST_KEY not in json.dumps(rec.headers)
+
+
+# --- 4. previews ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape", ["b64_json", "partial_image_b64", "response.image_gen_call.partial_image"]
+)
+def test_previews_in_every_shape(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], shape: str
+) -> None:
+    evs = image_events(images.b64(PNG), partials=[images.b64(OTHER)])
+    for ev in evs:
+        if ev["type"].endswith("partial_image"):
+            if shape == "b64_json":
+                ev["b64_json"] = ev.pop("partial_image_b64")
+            elif shape.startswith("response."):
+                ev["type"] = shape
+    gateway.enqueue(sse_reply(evs))
+    proc = cli(tmp_path, env, "--partial-images", "1")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.partial-1.png").read_bytes() == OTHER
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+# --- 4. final results ----------------------------------------------------------------------
+
+
+def test_result_as_a_data_url(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(sse_reply(image_events("data:image/png;base64," + images.b64(PNG))))
+    proc = cli(tmp_path, env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_item_with_only_a_url_is_downloaded_without_gateway_headers(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], stream: bool
+) -> None:
+    item = image_item(None)
+    del item["result"]
+    item.update(url=gateway.url + IMG_PATH, file_id="file_1", task_id="task_1")
+    if stream:
+        gateway.enqueue(
+            sse_reply(
+                image_events(None)[:-2]
+                + [
+                    {"type": "response.output_item.done", "output_index": 0, "item": item},
+                    {"type": "response.completed", "response": response_obj([item])},
+                ]
+            )
+        )
+    else:
+        gateway.enqueue(json_answer(item))
+    gateway.enqueue(raw_reply(PNG, content_type="image/png"), path=IMG_PATH)
+    args = ["--header", "X-Extra: extra-secret-9"] + ([] if stream else ["--no-stream"])
+    proc = cli(tmp_path, env, *args)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert len(gateway.posts()) == 1
+    assert_plain_download(gateway)
+    assert leftovers(tmp_path) == []
+
+
+def test_download_follows_redirects_to_http(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    item = {**image_item(None), "url": gateway.url + "/files/short"}
+    gateway.enqueue(json_answer(item))
+    gateway.enqueue(raw_reply(b"", status=302, headers={"Location": IMG_PATH}), path="/files/short")
+    gateway.enqueue(raw_reply(JPEG, content_type="image/jpeg"), path=IMG_PATH)
+    proc = cli(tmp_path, env, "--no-stream", out="out.jpg")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.jpg").read_bytes() == JPEG
+    assert_plain_download(gateway, "/files/short")
+    assert_plain_download(gateway)
+
+
+def test_download_refuses_a_redirect_to_another_scheme(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    item = {**image_item(None), "url": gateway.url + "/files/short"}
+    gateway.enqueue(json_answer(item))
+    gateway.enqueue(
+        raw_reply(b"", status=302, headers={"Location": "file:///etc/passwd"}), path="/files/short"
+    )
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "not an http(s) URL" in proc.stderr
+    assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
+
+
+def test_download_is_size_capped(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + IMG_PATH}))
+    huge = str(200 * 1024 * 1024)
+    gateway.enqueue(
+        raw_reply(PNG, content_type="image/png", headers={"Content-Length": huge}, cut_at=10),
+        path=IMG_PATH,
+    )
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "larger than" in proc.stderr
+    assert len(gateway.posts()) == 1
+
+
+def test_download_that_is_not_an_image_fails_without_a_second_post(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + IMG_PATH}))
+    gateway.enqueue(raw_reply(b"<html>expired</html>", content_type="text/html"), path=IMG_PATH)
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "gave no image" in proc.stderr
+    assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
+
+
+def test_download_error_is_retried_as_a_get_only(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + IMG_PATH}))
+    gateway.enqueue(
+        error_reply(503, "busy", type_="server_error"),
+        raw_reply(PNG, content_type="image/png"),
+        path=IMG_PATH,
+    )
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+@pytest.mark.parametrize("link", ["markdown", "bare"])
+def test_image_link_in_the_text(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], link: str
+) -> None:
+    url = gateway.url + IMG_PATH + "?sig=abc"
+    text = f"Here it is: ![a fox]({url})" if link == "markdown" else f"Download: {url} (1 h)"
+    gateway.enqueue(sse_reply(text_only_events(text)))
+    gateway.enqueue(raw_reply(PNG, content_type="image/png"), path=IMG_PATH)
+    proc = cli(tmp_path, env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert_plain_download(gateway)
+    assert "the model's text links to" in proc.stderr
+    assert "sig=abc" not in proc.stderr  # a signed URL is not printed
+
+
+def test_data_url_image_link_in_the_text(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    link = "data:image/png;base64," + images.b64(PNG)
+    gateway.enqueue(sse_reply(text_only_events(f"Done: ![fox]({link})")))
+    proc = cli(tmp_path, env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert "a data: URL" in proc.stderr and images.b64(PNG)[:40] not in proc.stderr
+    assert [r.method for r in gateway.requests] == ["POST"]
+
+
+def test_text_without_an_image_link_is_still_no_image(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(sse_reply(text_only_events("I cannot draw that, see https://example.com/faq")))
+    proc = cli(tmp_path, env)
+    assert proc.returncode == 5, report(proc, gateway)
+    assert [r.method for r in gateway.requests] == ["POST"]
+
+
+def test_images_api_url_answer_is_downloaded(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(
+        json_reply({"created": 1, "data": [{"url": gateway.url + IMG_PATH}]}),
+        path="/v1/images/generations",
+    )
+    gateway.enqueue(raw_reply(PNG, content_type="image/png"), path=IMG_PATH)
+    proc = cli(tmp_path, env, "--api", "images")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert_plain_download(gateway)
+
+
+# --- 4. two images -------------------------------------------------------------------------
+
+
+def test_the_same_image_twice_is_saved_once(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    same = images.b64(PNG)
+    gateway.enqueue(json_answer(image_item(same, item_id="ig_1"), image_item(same, item_id="ig_2")))
+    proc = cli(tmp_path, env, "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["out.png"]
+    assert json.loads(proc.stdout)["extra_paths"] == []
+
+
+def test_a_distinct_second_image_is_saved_beside(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(
+        json_answer(
+            image_item(images.b64(PNG), item_id="ig_1"),
+            message_item("two versions"),
+            image_item(images.b64(OTHER), item_id="ig_2"),
+        )
+    )
+    proc = cli(tmp_path, env, "--no-stream", "--json", "--sidecar")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert (tmp_path / "out-2.png").read_bytes() == OTHER
+    assert json.loads(proc.stdout)["extra_paths"] == [str(tmp_path / "out-2.png")]
+    side = json.loads((tmp_path / "out.png.json").read_text(encoding="utf-8"))
+    assert side["extra_paths"] == ["out-2.png"]
+    assert leftovers(tmp_path) == []
+
+
+def test_second_image_is_reported_on_stdout(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(
+        json_answer(
+            image_item(images.b64(PNG), item_id="a"), image_item(images.b64(OTHER), item_id="b")
+        )
+    )
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert proc.stdout.split() == [str(tmp_path / "out.png"), str(tmp_path / "out-2.png")]
+    assert "further, different image" in proc.stderr
+
+
+# --- 5. a rejected image option is dropped once ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "param", "option"),
+    [
+        (["--quality", "xhigh"], "tools[0].quality", "quality"),
+        (["--input-fidelity", "high"], "input_fidelity", "input_fidelity"),
+        (["--background", "transparent"], "tools[0].background", "background"),
+        (["--moderation", "low"], "tools[0].moderation", "moderation"),
+        (
+            ["--compression", "80", "--format", "webp"],
+            "tools[0].output_compression",
+            "output_compression",
+        ),
+        (["--partial-images", "2"], "tools[0].partial_images", "partial_images"),
+    ],
+)
+def test_rejected_option_is_dropped_once(
+    tmp_path: Path,
+    gateway: Gateway,
+    env: dict[str, str],
+    flags: list[str],
+    param: str,
+    option: str,
+) -> None:
+    gateway.enqueue(
+        error_reply(400, f"Invalid value for '{option}'.", code="unsupported_value", param=param),
+        sse_reply(image_events(images.b64(PNG))),
+    )
+    proc = cli(tmp_path, env, *flags, "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    first, second = gateway.posts()
+    assert option in first.json["tools"][0]
+    assert option not in second.json["tools"][0]
+    assert f"rejected the image option {option}" in proc.stderr
+    fallbacks = json.loads(proc.stdout)["fallbacks"]
+    assert len(fallbacks) == 1 and option in fallbacks[0]
+
+
+def test_option_named_only_in_the_message_is_dropped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(
+        error_reply(
+            400, "Unsupported parameter: 'input_fidelity' is not supported with gpt-image-2."
+        ),
+        sse_reply(image_events(images.b64(PNG))),
+    )
+    proc = cli(tmp_path, env, "--input-fidelity", "low")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert "input_fidelity" not in gateway.posts()[1].json["tools"][0]
+
+
+def test_each_option_is_dropped_only_once(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    refusal = error_reply(
+        400, "Invalid value: 'xhigh'.", code="unsupported_value", param="tools[0].quality"
+    )
+    gateway.enqueue(refusal, refusal)
+    proc = cli(tmp_path, env, "--quality", "xhigh")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 2
+
+
+def test_strict_keeps_the_option_and_fails(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(
+        error_reply(
+            400, "Invalid value: 'xhigh'.", code="unsupported_value", param="tools[0].quality"
+        ),
+        sse_reply(image_events(images.b64(PNG))),
+    )
+    proc = cli(tmp_path, env, "--quality", "xhigh", "--strict")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+    assert "--strict keeps quality" in proc.stderr
+
+
+def test_strict_also_stops_the_size_bump(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(
+        error_reply(400, "Requested size is below the minimum pixel budget", param="tools[0].size"),
+        sse_reply(image_events(images.b64(PNG))),
+    )
+    proc = cli(tmp_path, env, "--size", "512x512", "--strict")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+
+
+def test_tool_background_refusal_is_not_background_mode(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(
+        error_reply(
+            400,
+            "background 'transparent' is not supported for this model",
+            param="tools[0].background",
+        ),
+        sse_reply(image_events(images.b64(PNG))),
+    )
+    proc = cli(tmp_path, env, "--background", "transparent", "--resumable")
+    assert proc.returncode == 0, report(proc, gateway)
+    first, second = gateway.posts()
+    assert second.json["background"] is True and second.json["store"] is True
+    assert "background" not in second.json["tools"][0]
+
+
+# --- 6. model names pass through -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-image-2.5-flare-2026-09-08", "gpt-image-2.6-sunburst", "gpt-image-3-preview"]
+)
+def test_image_model_names_pass_through(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], model: str
+) -> None:
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG))))
+    proc = cli(tmp_path, env, "--image-model", model, "--model", "gpt-5.7-codex-2026-11-01")
+    assert proc.returncode == 0, report(proc, gateway)
+    (post,) = gateway.posts()
+    assert post.json["tools"][0]["model"] == model
+    assert post.json["model"] == "gpt-5.7-codex-2026-11-01"
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2.5-flare-2026-09-08", "gpt-image-2.6-sunburst"])
+def test_gpt_image_2_size_rules_cover_the_family(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], model: str
+) -> None:
+    proc = cli(tmp_path, env, "--image-model", model, "--size", "1000x1000")
+    assert proc.returncode == 2, report(proc)
+    assert "multiples of 16" in proc.stderr and model in proc.stderr
+    assert gateway.requests == []
+    ok = cli(tmp_path, env, "--image-model", model, "--size", "3840x2160", "--dry-run")
+    assert ok.returncode == 0, report(ok)
