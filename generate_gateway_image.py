@@ -149,6 +149,7 @@ MCP_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 MCP_SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
 MCP_MAX_LINE = 4 * 1024 * 1024  # a request carries paths and a prompt, never image bytes
 MCP_HEARTBEAT = 5.0  # progress notifications at least this often (clients time out at 60 s)
+MCP_MAX_WAITING = 32  # calls queued beyond --concurrency; more are refused (a thread each)
 MCP_PREVIEW_MAX = 256 * 1024  # largest image returned inline as a preview
 MCP_EOF_GRACE = 1.0  # on stdin EOF: time for calls about to finish to answer anyway
 MCP_SHUTDOWN_WAIT = 5.0  # then: time for the cancelled calls to remove their files
@@ -4773,7 +4774,7 @@ def mcp_words(text: str) -> str:
         "image-model": "image_model",
         "input-fidelity": "input_fidelity",
     }
-    pattern = r"(?:pass )?--(force|out|image-url|image-model|image|n|partial-images|input-fidelity)"
+    pattern = r"--(force|out|image-url|image-model|image|n|partial-images|input-fidelity)"
     return re.sub(pattern + r"(?![\w-])", lambda m: names[m.group(1)], text)
 
 
@@ -4781,9 +4782,8 @@ def mcp_key_hint(var: str) -> str:
     return (
         f"the MCP server was started without {var}: agents start MCP servers with a minimal "
         f'environment. Codex: add env_vars = ["{var}"] to [mcp_servers.imagegen] in '
-        f"~/.codex/config.toml; Claude Code: export {var} before starting claude, or "
-        f"claude mcp add imagegen -e {var}=... -- python3 .../generate_gateway_image.py --mcp; "
-        "then restart the agent"
+        f"~/.codex/config.toml; Claude Code: claude mcp add imagegen -e {var}=... -- "
+        "python3 /abs/path/generate_gateway_image.py --mcp; then restart the agent"
     )
 
 
@@ -4818,6 +4818,8 @@ def mcp_image_result(
     """The tools/call result: a short text, the --json records as structuredContent, a link
     to each file and at most one small preview image. The image's base64 appears only in that
     preview block: clients cut long text, and a model reads text, not pixels."""
+    import pathlib
+
     records = []
     lines = []
     links = []
@@ -4831,9 +4833,7 @@ def mcp_image_result(
             links.append(
                 {
                     "type": "resource_link",
-                    "uri": "file://"
-                    + ("" if image.path.startswith("/") else "/")
-                    + image.path.replace(os.sep, "/"),
+                    "uri": pathlib.Path(os.path.abspath(image.path)).as_uri(),
                     "name": os.path.basename(image.path),
                     "mimeType": MIME_TYPES.get(image.kind, "application/octet-stream"),
                 }
@@ -5213,13 +5213,20 @@ class McpServer:
             return
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
-        if not isinstance(token, (str, int)) or isinstance(token, bool):
+        if not isinstance(token, (str, int, float)) or isinstance(token, bool):
             token = None
         console = McpConsole(self.console, f"call {rid}")
         progress = McpProgress(self, console, token)
         with self.lock:
             if rid in self.calls:
                 self.error(rid, -32600, f"request id {rid!r} is already in use")
+                return
+            if len(self.calls) >= self.args.concurrency + MCP_MAX_WAITING:
+                self.error(
+                    rid,
+                    -32000,
+                    f"{len(self.calls)} calls are running or waiting; try again when one ends",
+                )
                 return
             self.calls[rid] = progress
             self.threads = [t for t in self.threads if t.is_alive()]

@@ -333,3 +333,107 @@ def test_partial_preview_is_the_image_block(
     (preview,) = [c for c in result.content if c.type == "image"]
     assert base64.b64decode(preview.data) == partial
     assert (out_dir / "p.png").read_bytes() == IMAGE
+
+
+def test_big_image_comes_back_as_a_link_only(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    big = png_bytes(400, 300, noise=True)
+    assert len(big) > 256 * 1024
+    gateway.enqueue(sse_reply(image_events(b64(big))))
+
+    async def main() -> Any:
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("generate_image", {"prompt": "big", "out": "big.png"})
+
+    result = run(main)
+    assert not result.is_error, texts(result)
+    assert [c.type for c in result.content] == ["text", "resource_link"]
+    assert (out_dir / "big.png").read_bytes() == big
+
+
+def test_rescued_image_is_named_in_the_error(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+
+    def reply(_: Any) -> Any:  # someone else writes the file while the image renders
+        (out_dir / "taken.png").write_bytes(b"theirs")
+        return sse_reply(image_events(b64(IMAGE)))
+
+    gateway.enqueue(reply)
+
+    async def main() -> Any:
+        async with server("2026-07-28", dict(env, TMPDIR=str(temp)), out_dir, tmp_path / "e") as c:
+            return await c.call_tool("generate_image", {"prompt": "x", "out": "taken.png"})
+
+    result = run(main)
+    assert result.is_error
+    data = result.structured_content
+    rescued = Path(data["rescued_path"])
+    assert rescued.parent == temp and rescued.read_bytes() == IMAGE
+    assert data["exit_code"] == 7 and data["path"] == str(rescued)
+    assert f"the paid image is safe at {rescued}" in texts(result)
+    assert (out_dir / "taken.png").read_bytes() == b"theirs"
+
+
+def test_calls_beyond_concurrency_wait_their_turn(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    for _ in range(2):
+        gateway.enqueue(sse_reply(image_events(b64(IMAGE)), delay=0.2))
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    async def main() -> list[Any]:
+        found: list[Any] = []
+        async with server("legacy", env, out_dir, tmp_path / "e", "--concurrency", "1") as client:
+
+            async def call() -> None:
+                found.append(
+                    await client.call_tool(
+                        "generate_image", {"prompt": "same"}, progress_callback=on_progress
+                    )
+                )
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                tg.start_soon(call)
+        return found
+
+    results = run(main)
+    assert [r.is_error for r in results] == [False, False]
+    # the same prompt at once: two names, reserved while the calls run
+    assert {r.structured_content["path"] for r in results} == {
+        str(out_dir / "same.png"),
+        str(out_dir / "same-2.png"),
+    }
+    first, second = gateway.posts()
+    assert second.t_start >= first.t_start + 1.0  # one at a time (a reply takes ~1.4 s)
+    assert any(m.startswith("waiting: 1 calls are running") for m in messages), messages
+
+
+def test_start_flags_apply_to_every_call(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    gateway.enqueue(error_reply(500, "upstream broke"))
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))))
+    extra = ("--retries", "0", "--header", "X-Team: blue", "--size", "1536x1024")
+
+    async def main() -> list[Any]:
+        async with server("auto", env, out_dir, tmp_path / "err.txt", *extra) as client:
+            return [
+                await client.call_tool("generate_image", {"prompt": "a", "out": "a.png"}),
+                await client.call_tool("generate_image", {"prompt": "b", "size": "1024x1024"}),
+            ]
+
+    failed, ok = run(main)
+    assert failed.is_error and "upstream broke" in texts(failed)  # --retries 0: no retry
+    assert not ok.is_error, texts(ok)
+    first, second = gateway.posts()
+    assert first.header("x-team") == second.header("x-team") == "blue"
+    assert first.json["tools"][0]["size"] == "1536x1024"  # the server's default size
+    assert second.json["tools"][0]["size"] == "1024x1024"  # the call's own
