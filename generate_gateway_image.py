@@ -1781,7 +1781,7 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
     # A sandbox that denies sockets (Linux seccomp/Landlock, macOS Seatbelt, Windows) refuses
     # connect() itself; no proxy, CA or retry helps, only another way to run the command.
     code = getattr(exc, "winerror", None) or getattr(exc, "errno", None)
-    if code in (errno.EPERM, errno.EACCES, WSAEACCES):
+    if code in (errno.EPERM, errno.EACCES, WSAEACCES) and not isinstance(exc, ssl.SSLError):
         return NetworkError(f"connecting to {host} is not permitted ({text})", SANDBOX_NETWORK_HINT)
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         return NetworkError(
