@@ -5095,6 +5095,11 @@ class McpServer:
         deadline = time.monotonic() + MCP_SHUTDOWN_WAIT
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        for path in list(ACTIVE_TEMP_FILES):  # a call still stuck: its thread dies with us
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
     def handle_line(self, line: bytes) -> None:
         import json
@@ -5284,7 +5289,7 @@ class McpServer:
                 self.calls.pop(rid, None)
                 self.reserved.difference_update(reserved)
         if progress.cancelled.is_set():
-            console.info("cancelled: no answer is sent, its temporary files are removed")
+            console.info("cancelled: no answer is sent; its temporary files are removed")
             return  # a cancelled request gets no response
         console.info("failed" if result.get("isError") else "done")
         self.reply(rid, result, modern)
@@ -5351,6 +5356,11 @@ class McpServer:
         call = self.call_args(opts, reserved)
         jobs = plan_jobs(call, self.env, prompt=opts["prompt"])  # nothing is sent if this fails
         gw = load_gateway(call, self.env, console)
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(gw.base_url)
+        if parts.scheme == "http" and gw.api_key and not is_loopback_host(parts.hostname or ""):
+            console.warn(f"the API key will be sent unencrypted over http:// to {parts.hostname}")
         progress.total = len(jobs)
         started = time.time()
         console.info(f"requesting {len(jobs)} image(s) from {host_of(gw.base_url)}")
@@ -5368,6 +5378,7 @@ class McpServer:
 
         opts = mcp_arguments(arguments, MCP_CHECK_ARGUMENTS)
         call = copy.copy(self.args)
+        call.doctor = True  # so that an auth.command runs, as under --doctor
         call.probe = bool(opts.get("probe", self.args.probe))
         check = Check(console)
         code = doctor(call, self.env, self.settings, console, check)

@@ -437,3 +437,32 @@ def test_start_flags_apply_to_every_call(
     assert first.header("x-team") == second.header("x-team") == "blue"
     assert first.json["tools"][0]["size"] == "1536x1024"  # the server's default size
     assert second.json["tools"][0]["size"] == "1024x1024"  # the call's own
+
+
+def test_calls_share_one_retry_policy(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    """A 429 with Retry-After seen by one call holds back the next call's request too."""
+    gateway.enqueue(
+        error_reply(429, "slow down", code="rate_limit_exceeded", headers={"Retry-After": "2"})
+    )
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))), sse_reply(image_events(b64(IMAGE))))
+
+    async def main() -> list[Any]:
+        found: list[Any] = []
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+
+            async def call(name: str) -> None:
+                found.append(await client.call_tool("generate_image", {"prompt": name}))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "first")
+                await anyio.to_thread.run_sync(gateway.wait_for_requests, 1)
+                await anyio.sleep(0.3)
+                tg.start_soon(call, "second")
+        return found
+
+    results = run(main)
+    assert [r.is_error for r in results] == [False, False], [texts(r) for r in results]
+    limited, *later = gateway.posts()
+    assert all(r.t_start - limited.t_start >= 1.8 for r in later), gateway.dump()
