@@ -140,8 +140,8 @@ def test_progress_during_a_slow_render(
 ) -> None:
     events = image_events(b64(IMAGE))
     at = next(i for i, e in enumerate(events) if e["type"].endswith(".generating")) + 1
-    # 6.5 s of "generating" with nothing but no-op events: only a heartbeat reports it
-    events[at:at] = [{"type": "keepalive"}] * 13
+    # 8 s of "generating" with nothing but no-op events: only a heartbeat reports it
+    events[at:at] = [{"type": "keepalive"}] * 16
     gateway.enqueue(sse_reply(events, delay=0.5))
     seen: list[tuple[float, float, str]] = []
 
