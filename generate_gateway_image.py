@@ -174,6 +174,23 @@ TOKEN_LIKE_LENGTH = 16  # in auth.command's own messages, longer words with a di
 UNSAFE_FORMAT_CHARS = frozenset(
     "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
+# Codex's sandboxes, as the script meets them (references/troubleshooting.md, "Sandboxes")
+WSAEACCES = 10013  # Windows: "access a socket in a way forbidden by its access permissions"
+SANDBOX_ENV_VARS = ("CODEX_SANDBOX", "CODEX_SANDBOX_NETWORK_DISABLED")  # set by Codex's sandbox
+SANDBOX_NETWORK_HINT = (
+    "a sandbox blocks this command's network (Codex's workspace-write sandbox blocks all of it, "
+    "127.0.0.1 included). Under codex exec: add -c sandbox_workspace_write.network_access=true "
+    "(or [sandbox_workspace_write] network_access = true in config.toml), or use --sandbox "
+    "danger-full-access, or call this tool through its MCP server (--mcp), which runs outside "
+    "the sandbox; rerunning with escalated permissions works only where the approval policy "
+    "allows it (the interactive TUI), not under codex exec"
+)
+READ_ONLY_HINT = (
+    "the file system is read-only here, as in Codex's default read-only sandbox (codex exec), "
+    "where no folder is writable: rerun with --sandbox workspace-write (its network also needs "
+    "-c sandbox_workspace_write.network_access=true) or --sandbox danger-full-access, or call "
+    "this tool through its MCP server (--mcp), which runs outside the sandbox"
+)
 
 TOOL_CHOICE_INSTRUCTIONS = (
     "Call the image_generation tool exactly once to produce the image the user describes. "
@@ -188,6 +205,19 @@ EXIT_GATEWAY = 4
 EXIT_NO_IMAGE = 5
 EXIT_NETWORK = 6
 EXIT_OUTPUT = 7
+EXIT_CANCELLED = 130  # an MCP call cancelled by its client (the CLI's Ctrl-C exit too)
+
+# MCP server (--mcp): stdio JSON-RPC 2.0, one message per line
+MCP_HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+MCP_MODERN_VERSIONS = ("2026-07-28",)  # no handshake; each request names its version in _meta
+MCP_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+MCP_SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+MCP_MAX_LINE = 4 * 1024 * 1024  # a request carries paths and a prompt, never image bytes
+MCP_HEARTBEAT = 5.0  # progress notifications at least this often (clients time out at 60 s)
+MCP_MAX_WAITING = 32  # calls queued beyond --concurrency; more are refused (a thread each)
+MCP_PREVIEW_MAX = 256 * 1024  # largest image returned inline as a preview
+MCP_EOF_GRACE = 1.0  # on stdin EOF: time for calls about to finish to answer anyway
+MCP_SHUTDOWN_WAIT = 5.0  # then: time for the cancelled calls to remove their files
 
 CONFIG_EXAMPLE = """\
 model_provider = "gateway"
@@ -298,6 +328,12 @@ class OutputError(ImagegenError):
     """The output could not be written (a received image is kept in a rescue file)."""
 
     exit_code = EXIT_OUTPUT
+
+
+class Cancelled(ImagegenError):
+    """The client of an MCP call cancelled it; its request was stopped, its temp files removed."""
+
+    exit_code = EXIT_CANCELLED
 
 
 # =============================================================================================
@@ -2430,6 +2466,13 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
 
     text = str(exc) or type(exc).__name__
     host = host_of(url)
+    import errno
+
+    # A sandbox that denies sockets (Linux seccomp/Landlock, macOS Seatbelt, Windows) refuses
+    # connect() itself; no proxy, CA or retry helps, only another way to run the command.
+    code = getattr(exc, "winerror", None) or getattr(exc, "errno", None)
+    if code in (errno.EPERM, errno.EACCES, WSAEACCES) and not isinstance(exc, ssl.SSLError):
+        return NetworkError(f"connecting to {host} is not permitted ({text})", SANDBOX_NETWORK_HINT)
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         return NetworkError(
             "TLS certificate check failed for {}: {}".format(
@@ -2852,6 +2895,17 @@ class SavedImage:
         self.rescued = False
 
 
+def unwritable_hint(code: int | None, default: str) -> str:
+    """What to do about a folder that refuses a file: another folder helps, unless the whole
+    file system is read-only, as in a read-only sandbox where no folder is writable."""
+    import errno
+
+    sandboxed = any(os.environ.get(name) for name in SANDBOX_ENV_VARS)
+    if code == errno.EROFS or (sandboxed and code in (errno.EACCES, errno.EPERM)):
+        return READ_ONLY_HINT
+    return default
+
+
 def create_unique(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
     """A new file that did not exist (O_EXCL: never through a symlink), under a random name.
     By default with the normal umask-based permissions that the final image should have
@@ -2943,7 +2997,9 @@ class ImageSink:
                 raise OutputError(
                     f"could not write {self.out} ({self.rescue_reason}) nor a rescue file in "
                     f"the temp folder ({second.strerror or second})",
-                    "free some disk space or choose another --out, then run again",
+                    unwritable_hint(
+                        second.errno, "free some disk space or choose another --out, then run again"
+                    ),
                 ) from None
         if image is not None:
             self.image = image
@@ -3690,6 +3746,8 @@ def exchange(
     try:
         wire = Wire(url, settings, clock)
         wire.open()
+        if collector.progress is not None:  # lets an MCP cancellation close this connection
+            collector.progress.connected(wire.conn)
         if request.method == "POST":
             headers["Content-Length"] = str(body.length)
         console.debug(f"{request.method} {url} ({body.length} bytes)")
@@ -4205,6 +4263,8 @@ def run_job(
     try:
         while True:
             settings.gate.wait(deadline)
+            if progress is not None:
+                progress.checkpoint()
             before = collector
             collector = Collector(sink, progress)
             collector.extras = extras
@@ -4259,11 +4319,16 @@ def run_job(
                 console.debug(
                     f"response {stored_id} is {exc.response_status}; next look in {wait:.1f}s"
                 )
-                time.sleep(wait)
+                if progress is not None:
+                    progress.pause(wait)
+                else:
+                    time.sleep(wait)
                 continue
             except (GatewayError, NetworkError) as exc:
                 if sink.has_image:
                     break
+                if progress is not None:
+                    progress.checkpoint()  # a cancelled call is neither retried nor switched
                 response_id = collector.response_id or stored_id
                 terminal = collector.status in TERMINAL_STATUSES
                 client_error = (
@@ -4306,7 +4371,10 @@ def run_job(
                         ):
                             raise
                         outcome.retries += 1
-                        time.sleep(wait)
+                        if progress is not None:
+                            progress.pause(wait)
+                        else:
+                            time.sleep(wait)
                     if not fetch:
                         fetch = "stream" if stream else "poll"
                     outcome.resumes += 1
@@ -4401,7 +4469,10 @@ def run_job(
                         else "",
                     )
                 )
-                time.sleep(wait)
+                if progress is not None:
+                    progress.pause(wait)
+                else:
+                    time.sleep(wait)
         if not sink.has_image and collector.urls:
             fetch_image_urls(collector, settings, deadline, console, label)
         outcome.response_id = gateway_id(collector.response_id or stored_id)
@@ -4611,6 +4682,18 @@ class Progress:
         while not self.stop_event.wait(1.0):
             self._show()
 
+    # Hooks for the MCP server's calls (McpProgress): cancellation reaches a running job here.
+    def connected(self, conn: Any) -> None:
+        """A connection to the gateway is open for the current job."""
+
+    def checkpoint(self) -> None:
+        """Raise Cancelled if the job should stop here."""
+
+    def pause(self, seconds: float) -> None:
+        import time
+
+        time.sleep(seconds)
+
 
 def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
     """The JSON-able summary of one job (for --json)."""
@@ -4782,6 +4865,9 @@ examples:
                  %(prog)s --resume resp_abc123 --out poster.png
   diagnose:      %(prog)s --doctor --probe
   images API:    %(prog)s --prompt "a fox" --out fox.png --api auto
+  MCP server:    %(prog)s --mcp --out-dir ~/Pictures/generated
+                 codex mcp add imagegen -- python3 /abs/path/%(prog)s --mcp
+                 claude mcp add imagegen -- python3 /abs/path/%(prog)s --mcp
 
 configuration: as Codex 0.171.0 reads it: /etc/codex/config.toml, then $CODEX_HOME (default
 ~/.codex)/config.toml (model_provider and [model_providers.<id>]: base_url, env_key,
@@ -4794,6 +4880,8 @@ system settings on Windows/macOS); http:// proxies only, user:pass@ percent-enco
 are read in bounded memory: an image over 128 MB or an event over 8 MB is exit 4.
 exit codes: 0 ok, 1 internal, 2 arguments/input, 3 config/credentials, 4 gateway error,
 5 no image, 6 network/timeout, 7 output not written, 130/143 interrupted.
+in a sandbox: exit 6 "not permitted" = the sandbox blocks the network, exit 7 "read-only file
+system" = nothing is writable; the hint names the fix (or use --mcp, which runs outside it).
 """
 
 
@@ -5024,6 +5112,15 @@ def build_parser() -> Any:
         help="with --doctor: one cheap /responses call (may cost one low-quality image)",
     )
 
+    g = p.add_argument_group("agents")
+    g.add_argument(
+        "--mcp",
+        action="store_true",
+        help="serve the tools generate_image and check_gateway over MCP on stdin/stdout; "
+        "the gateway flags apply to every call, --out-dir is where relative paths go "
+        "(default: the current folder), --concurrency bounds parallel calls",
+    )
+
     g = p.add_argument_group("messages")
     g.add_argument(
         "--quiet",
@@ -5112,10 +5209,17 @@ def check_output_path(out: str, force: bool) -> None:
             f"{name_max - TEMP_NAME_EXTRA} for an image name)",
             "choose a shorter name",
         )
-    if os.name == "posix" and not os.access(parent, os.W_OK | os.X_OK):
+    # Try it: access() says nothing about a read-only mount or a sandbox's rules, and the
+    # image must not be paid for only to find that no file can hold it.
+    try:
+        fd, probe = create_unique(parent, ".imagegen-probe.", ".part")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
         raise OutputError(
-            f"cannot write in {parent}: permission denied", "choose another --out folder"
-        )
+            "cannot write in {}: {}".format(parent, (exc.strerror or str(exc)).lower()),
+            unwritable_hint(exc.errno, "choose another --out folder"),
+        ) from None
 
 
 def job_options(args: Any, prompt: str, env: Mapping[str, str]) -> dict[str, Any]:
@@ -5403,8 +5507,9 @@ def file_sha256(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def plan_jobs(args: Any, env: Mapping[str, str]) -> list[Job]:
-    """All jobs of this run (one, --n variants, or a --batch file), validated up front."""
+def plan_jobs(args: Any, env: Mapping[str, str], prompt: str | None = None) -> list[Job]:
+    """All jobs of this run (one, --n variants, or a --batch file), validated up front.
+    `prompt` (the MCP server's) replaces --prompt/--prompt-file: stdin is not for prompts there."""
     if not 1 <= args.n <= 10:
         raise UsageError("--n must be between 1 and 10")
     if not 1 <= args.concurrency <= 16:
@@ -5415,7 +5520,7 @@ def plan_jobs(args: Any, env: Mapping[str, str]) -> list[Job]:
         return plan_batch(args, env)
     if args.out_dir:
         raise UsageError("--out-dir is for --batch; use --out for a single image")
-    prompt = read_prompt(args)
+    prompt = read_prompt(args) if prompt is None else check_text(prompt, "the prompt")
     if not args.out and not args.dry_run:
         raise UsageError(
             "no --out given", "pass --out PATH for the image file, e.g. --out image.png"
@@ -5647,13 +5752,19 @@ def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
 
 
 def run_all(
-    jobs: Sequence[Job], gw: Gateway, settings: Settings, console: Console, args: Any
+    jobs: Sequence[Job],
+    gw: Gateway,
+    settings: Settings,
+    console: Console,
+    args: Any,
+    progress: Progress | None = None,
 ) -> list[Outcome]:
     """Run the jobs on up to --concurrency daemon threads (one job: on this thread)."""
     import threading
     import time
 
-    progress = Progress(console, total=len(jobs))
+    if progress is None:
+        progress = Progress(console, total=len(jobs))
     outcomes: list[Outcome | None] = [None] * len(jobs)
     if args.partial_images and not args.stream:
         console.warn("--partial-images needs streaming; no previews with --no-stream")
@@ -5726,11 +5837,15 @@ class Check:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.failures: list[int] = []
+        self.entries: list[dict[str, str]] = []  # for the MCP server's structured result
 
     def __call__(
         self, name: str, ok: bool | None, detail: str, hint: str = "", code: int = EXIT_NETWORK
     ) -> None:
         mark = "ok" if ok else ("note" if ok is None else "failed")
+        self.entries.append({"check": name, "status": mark, "detail": self.console.redact(detail)})
+        if hint and ok is False:
+            self.entries[-1]["hint"] = self.console.redact(hint)
         line = f"{mark:<7}{name:<10}{detail}"
         if hint and ok is False:
             line += f"\n{'':17}hint: {hint}"
@@ -5761,12 +5876,18 @@ def http_request(
         wire.close()
 
 
-def doctor(args: Any, env: Mapping[str, str], settings: Settings, console: Console) -> int:
+def doctor(
+    args: Any,
+    env: Mapping[str, str],
+    settings: Settings,
+    console: Console,
+    check: Check | None = None,
+) -> int:
     """Resolve and print the configuration, then probe the gateway step by step."""
     import time
     from urllib.parse import urlsplit
 
-    check = Check(console)
+    check = check if check is not None else Check(console)
     try:
         args.dry_run = True  # resolve without failing on a missing key: that is its own check
         gw = load_gateway(args, env, console, budget=settings.timeout)
@@ -6090,6 +6211,8 @@ def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> d
 def run(args: Any, console: Console) -> int:
     env = os.environ
     settings = make_settings(args, env)
+    if args.mcp:
+        return serve_mcp(args, env, settings, console)
     if args.doctor:
         return doctor(args, env, settings, console)
     jobs = plan_jobs(args, env)
@@ -6172,6 +6295,953 @@ def json_dumps(obj: Any) -> str:
     import json
 
     return json.dumps(obj)  # ASCII escapes: readable by any consumer, whatever its encoding
+
+
+# =============================================================================================
+# 10. MCP server (--mcp): the job runner and the doctor as tools, over stdio JSON-RPC
+# =============================================================================================
+
+MCP_SERVER_INFO = {
+    "name": "codex-gateway-imagegen",
+    "title": "Images through your Codex gateway",
+    "version": __version__,
+}
+
+# name: (JSON type, allowed values or None, description); the CLI's checks run after these
+MCP_GENERATE_ARGUMENTS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
+    "prompt": (
+        "string",
+        None,
+        "What the image shows, written as a brief: subject, setting, style, composition, "
+        "lighting, kind of output; text that must appear goes in quotes. For an edit: what "
+        "must stay unchanged and what changes.",
+    ),
+    "out": (
+        "string",
+        None,
+        "File to write (.png, .jpg, .webp; relative paths are inside the server's output "
+        "folder). Default: a name made from the prompt that never replaces a file.",
+    ),
+    "size": (
+        "string",
+        None,
+        "WxH or auto. 1024x1024 (default), 1024x1536 portrait, 1536x1024 landscape; other "
+        "sizes need image_model gpt-image-2 (multiples of 16, longest side <= 3840, <= 3:1).",
+    ),
+    "quality": ("string", QUALITIES, "Render quality."),
+    "background": ("string", BACKGROUNDS, "transparent needs png or webp."),
+    "format": ("string", FORMATS + ("jpg",), "Output format (default: from out, else png)."),
+    "compression": ("integer", None, "jpeg/webp compression, 0-100."),
+    "moderation": ("string", MODERATIONS, "Moderation strictness."),
+    "images": (
+        "array",
+        None,
+        "Paths of local reference images; the first one is the image being edited.",
+    ),
+    "image_urls": ("array", None, "http(s) or data: URLs of reference images."),
+    "mask": (
+        "string",
+        None,
+        "PNG with alpha, the size of the first image; transparent pixels are changed.",
+    ),
+    "action": ("string", ACTIONS, "generate, edit (needs an image) or auto (default)."),
+    "input_fidelity": ("string", FIDELITIES, "How closely an edit keeps the input."),
+    "image_model": ("string", None, "Image model inside the tool, e.g. gpt-image-2."),
+    "model": ("string", None, "Responses model (default: the server's)."),
+    "partial_images": (
+        "integer",
+        None,
+        "0-3 live previews while it renders; the last one comes back as a small image.",
+    ),
+    "n": ("integer", None, "1-10 variants, saved as NAME-1..NAME-N; each one is billed."),
+    "force": ("boolean", None, "Replace out if it exists (default false)."),
+}
+MCP_CHECK_ARGUMENTS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
+    "probe": (
+        "boolean",
+        None,
+        "Also send one small /responses request to see that the image tool starts; it may "
+        "cost one low-quality image (default false).",
+    ),
+}
+MCP_INTEGER_RANGES = {"compression": (0, 100), "partial_images": (0, 3), "n": (1, 10)}
+
+
+def mcp_version_at_least(version: str, minimum: str) -> bool:
+    """Protocol versions are an enumerated list; an unknown one counts as the newest."""
+    known = MCP_HANDSHAKE_VERSIONS + MCP_MODERN_VERSIONS
+    index = known.index(version) if version in known else len(known)
+    return index >= known.index(minimum)
+
+
+def mcp_input_schema(spec: Mapping[str, tuple[str, tuple[str, ...] | None, str]]) -> Any:
+    properties: dict[str, Any] = {}
+    for name, (kind, choices, description) in spec.items():
+        prop: dict[str, Any] = {"type": kind, "description": description}
+        if kind == "array":
+            prop["items"] = {"type": "string"}
+        if choices:
+            prop["enum"] = list(choices)
+        if name in MCP_INTEGER_RANGES:
+            prop["minimum"], prop["maximum"] = MCP_INTEGER_RANGES[name]
+        properties[name] = prop
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if "prompt" in spec:
+        schema["required"] = ["prompt"]
+    schema["additionalProperties"] = False
+    return schema
+
+
+def mcp_output_schema() -> Any:
+    """The shape of generate_image's structuredContent: the --json record of the first image,
+    every image's record under "images", and the warnings."""
+    text, number, integer = ["string", "null"], ["number", "null"], ["integer", "null"]
+    record: dict[str, Any] = {
+        "ok": {"type": "boolean"},
+        "path": {"type": text, "description": "absolute path of the saved image"},
+        "prompt": {"type": "string"},
+        "revised_prompt": {"type": text},
+        "response_id": {"type": text},
+        "image_call_id": {"type": text},
+        "requested_size": {"type": "string"},
+        "final_requested_size": {"type": "string"},
+        "size": {"type": text},
+        "requested_format": {"type": "string"},
+        "format": {"type": text},
+        "bytes": {"type": integer},
+        "elapsed_seconds": {"type": number},
+        "retries": {"type": "integer"},
+        "fallbacks": {"type": "array", "items": {"type": "string"}},
+        "stream": {"type": "boolean"},
+        "endpoint_host": {"type": "string"},
+        "exit_code": {"type": "integer"},
+        "error": {"type": "string"},
+        "hint": {"type": "string"},
+        "rescued_path": {"type": "string", "description": "where a paid image was rescued"},
+    }
+    properties = dict(record)
+    properties["images"] = {"type": "array", "items": {"type": "object", "properties": record}}
+    properties["warnings"] = {"type": "array", "items": {"type": "string"}}
+    return {"type": "object", "properties": properties, "required": ["ok", "images"]}
+
+
+def mcp_tools(version: str, out_dir: str) -> list[dict[str, Any]]:
+    """The tool list, written for a model that is choosing a tool."""
+    generate: dict[str, Any] = {
+        "name": "generate_image",
+        "title": "Generate or edit an image file",
+        "description": (
+            "Create a new image, or edit local image files, through the image gateway the "
+            "user's Codex CLI is configured for, and save it as a file. Use it whenever the "
+            "user wants a picture, poster, icon, illustration, photo or mock-up as a file, "
+            "in particular when there is no built-in image_gen tool. Returns the saved file's "
+            "absolute path, pixel size, format and byte count (and a small preview image when "
+            f"cheap). Relative paths are inside {out_dir}. Each call is a billed request that "
+            "takes one to two minutes (n variants are n requests); an existing file is never "
+            "replaced unless force is true. After an error that names a rescued file, move "
+            "that file instead of generating the image again."
+        ),
+        "inputSchema": mcp_input_schema(MCP_GENERATE_ARGUMENTS),
+    }
+    check: dict[str, Any] = {
+        "name": "check_gateway",
+        "title": "Check the image gateway configuration",
+        "description": (
+            "Check the gateway the user's Codex configuration points at, without making an "
+            "image: config files, provider, endpoint, where the key comes from (redacted), "
+            "proxy, DNS, TCP, TLS and GET /models, one line per check with a hint on failure. "
+            "Use it when generate_image fails with a configuration (exit 3) or network "
+            "(exit 6) error, or before the first image. Free unless probe is true."
+        ),
+        "inputSchema": mcp_input_schema(MCP_CHECK_ARGUMENTS),
+    }
+    if mcp_version_at_least(version, "2025-03-26"):
+        generate["annotations"] = {
+            "readOnlyHint": False,
+            "destructiveHint": False,  # it only adds files; force is an explicit opt-in
+            "idempotentHint": False,
+            "openWorldHint": True,
+        }
+        check["annotations"] = {"readOnlyHint": True, "openWorldHint": True}
+    if mcp_version_at_least(version, "2025-06-18"):
+        generate["outputSchema"] = mcp_output_schema()
+    else:
+        for tool in (generate, check):
+            tool.pop("title")
+    return [generate, check]
+
+
+def mcp_arguments(
+    arguments: Any, spec: Mapping[str, tuple[str, tuple[str, ...] | None, str]]
+) -> dict[str, Any]:
+    """Tool arguments checked against the tool's schema (the client may not have checked)."""
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise UsageError("the arguments must be a JSON object")
+    for name in arguments:
+        if name not in spec:
+            raise UsageError(
+                f"unknown argument {str(name)[:40]!r} (allowed: {', '.join(spec)})",
+            )
+    checked: dict[str, Any] = {}
+    for name, value in arguments.items():
+        kind, choices, _ = spec[name]
+        if value is None:
+            continue
+        ok = {
+            "string": isinstance(value, str),
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "boolean": isinstance(value, bool),
+            "array": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        }[kind]
+        if not ok:
+            what = "a list of strings" if kind == "array" else f"a {kind}"
+            raise UsageError(f"argument {name!r} must be {what}")
+        if choices and value not in choices:
+            raise UsageError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        if name in MCP_INTEGER_RANGES:
+            low, high = MCP_INTEGER_RANGES[name]
+            if not low <= value <= high:
+                raise UsageError(f"{name}={value} must be between {low} and {high}")
+        checked[name] = value
+    if "prompt" in spec and not str(checked.get("prompt") or "").strip():
+        raise UsageError("the prompt is missing or empty", "pass prompt: a description")
+    return checked
+
+
+def mcp_words(text: str) -> str:
+    """The CLI's hints name flags; a tool caller passes arguments instead."""
+    import re
+
+    names = {
+        "force": "force: true",
+        "out": "out",
+        "image": "images",
+        "image-url": "image_urls",
+        "n": "n",
+        "partial-images": "partial_images",
+        "image-model": "image_model",
+        "input-fidelity": "input_fidelity",
+    }
+    pattern = r"--(force|out|image-url|image-model|image|n|partial-images|input-fidelity)"
+    return re.sub(pattern + r"(?![\w-])", lambda m: names[m.group(1)], text)
+
+
+def mcp_key_hint(var: str) -> str:
+    return (
+        f"the MCP server was started without {var}: agents start MCP servers with a minimal "
+        f'environment. Codex: add env_vars = ["{var}"] to [mcp_servers.imagegen] in '
+        f"~/.codex/config.toml; Claude Code: claude mcp add imagegen -e {var}=... -- "
+        "python3 /abs/path/generate_gateway_image.py --mcp; then restart the agent"
+    )
+
+
+def mcp_text(lines: Iterable[str]) -> dict[str, Any]:
+    return {"type": "text", "text": redact("\n".join(lines))}
+
+
+def mcp_failure(exc: ImagegenError, version: str, warnings: Sequence[str]) -> dict[str, Any]:
+    """A tool run that failed before any image was asked for (arguments, configuration)."""
+    lines = ["error: " + mcp_words(exc.message)]
+    if exc.hint:
+        lines.append("hint: " + mcp_words(exc.hint))
+    lines.append(f"exit code {exc.exit_code}")
+    lines += ["warning: " + w for w in warnings]
+    record: dict[str, Any] = {"ok": False, "exit_code": exc.exit_code, "error": exc.message}
+    if exc.hint:
+        record["hint"] = exc.hint
+    record.update(images=[], warnings=list(warnings))
+    result: dict[str, Any] = {"content": [mcp_text(lines)], "isError": True}
+    if mcp_version_at_least(version, "2025-06-18"):
+        result["structuredContent"] = record
+    return result
+
+
+def mcp_image_result(
+    outcomes: Sequence[Outcome],
+    gw: Gateway,
+    warnings: Sequence[str],
+    version: str,
+    preview: tuple[str, str] | None,
+) -> dict[str, Any]:
+    """The tools/call result: a short text, the --json records as structuredContent, a link
+    to each file and at most one small preview image. The image's base64 appears only in that
+    preview block: clients cut long text, and a model reads text, not pixels."""
+    import pathlib
+
+    records = []
+    lines = []
+    links = []
+    for outcome in outcomes:
+        record = outcome_record(outcome, gw)
+        image, error = outcome.image, outcome.error
+        if image is not None and image.rescued:
+            record["rescued_path"] = image.path
+        records.append(record)
+        if image is not None:
+            links.append(
+                {
+                    "type": "resource_link",
+                    "uri": pathlib.Path(os.path.abspath(image.path)).as_uri(),
+                    "name": os.path.basename(image.path),
+                    "mimeType": MIME_TYPES.get(image.kind, "application/octet-stream"),
+                }
+            )
+        if error is None and image is not None:
+            dims = "{}x{} ".format(*image.dims) if image.dims else ""
+            lines.append(
+                f"saved {image.path} ({dims}{image.kind.upper()}, {image.nbytes:,} bytes) "
+                f"in {outcome.elapsed:.1f}s"
+            )
+        elif error is not None:
+            lines.append("error: " + mcp_words(error.message))
+            if error.hint:
+                lines.append("hint: " + mcp_words(error.hint))
+            lines.append(f"exit code {error.exit_code}")
+            if image is not None and image.rescued:
+                lines.append(
+                    f"the paid image is safe at {image.path}: move it where it belongs "
+                    "instead of generating it again"
+                )
+    lines += ["warning: " + w for w in warnings]
+    structured = dict(records[0])
+    structured["ok"] = all(r["ok"] for r in records)
+    structured["images"] = records
+    structured["warnings"] = list(warnings)
+    content = [mcp_text(lines)]
+    if mcp_version_at_least(version, "2025-06-18"):
+        content += links
+    if preview is not None:
+        content.append({"type": "image", "data": preview[0], "mimeType": preview[1]})
+    result: dict[str, Any] = {
+        "content": content,
+        "isError": any(o.error is not None for o in outcomes),
+    }
+    if mcp_version_at_least(version, "2025-06-18"):
+        result["structuredContent"] = structured
+    else:  # no structuredContent before 2025-06-18: the same record as a JSON text block
+        content.insert(1, {"type": "text", "text": redact(json_dumps(structured))})
+    return result
+
+
+def mcp_preview(outcomes: Sequence[Outcome], partials_dir: str | None, since: float) -> Any:
+    """(base64, MIME type) of a small preview: the last live preview of this call when it
+    asked for some, else the image itself when it is at most MCP_PREVIEW_MAX bytes."""
+    import base64
+
+    candidates: list[str] = []
+    for outcome in outcomes:
+        job = outcome.job
+        stem, ext = os.path.splitext(os.path.basename(job.out) or "image.png")
+        folder = partials_dir or os.path.dirname(os.path.abspath(job.out))
+        for index in range(job.partial_images, 0, -1):
+            candidates.append(os.path.join(folder, f"{stem}.partial-{index}{ext or '.png'}"))
+        if outcome.image is not None and outcome.error is None:
+            candidates.append(outcome.image.path)
+        break  # the first image stands for all of a call's variants
+    for path in candidates:
+        try:
+            info = os.stat(path)
+            if info.st_mtime < since - 1 or info.st_size > MCP_PREVIEW_MAX:
+                continue  # an earlier run's preview, or too big to be a preview
+            with open(path, "rb") as f:
+                data = f.read(MCP_PREVIEW_MAX + 1)
+        except OSError:
+            continue
+        kind = sniff_image(data[:4096])
+        if kind is not None and len(data) <= MCP_PREVIEW_MAX:
+            return base64.b64encode(data).decode("ascii"), MIME_TYPES[kind]
+    return None
+
+
+class McpConsole(Console):
+    """One call's console: lines on stderr tagged with the call, warnings kept for the result,
+    and "results" (the doctor's lines) kept instead of printed: stdout is the protocol."""
+
+    def __init__(self, base: Console, label: str) -> None:
+        super().__init__(base.quiet, base.verbose)
+        self.lock = base.lock
+        self.label = label
+        self.warnings: list[str] = []
+        self.lines: list[str] = []
+
+    def _err(self, line: str) -> None:
+        super()._err(f"[{self.label}] {line}")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(self.redact(message))
+        super().warn(message)
+
+    def result(self, line: str) -> None:
+        self.lines.append(self.redact(line))
+
+
+class McpProgress(Progress):
+    """One call's progress as notifications/progress (only when the client sent a token) at
+    each phase change and every MCP_HEARTBEAT seconds, and its cancellation: the open
+    connection is shut down, so a blocked read returns at once instead of at the next byte."""
+
+    def __init__(self, server: McpServer, console: Console, token: Any) -> None:
+        import threading
+
+        super().__init__(console)
+        self.tty = False
+        self.server = server
+        self.token = token
+        self.count = 0
+        self.sent: Any = None
+        self.send_lock = threading.Lock()
+        self.cancelled = threading.Event()
+        self.conns: list[Any] = []
+
+    def start(self) -> None:
+        import threading
+
+        self.thread = threading.Thread(target=self._tick, name="mcp-progress", daemon=True)
+        self.thread.start()
+        self._show(force=True)
+
+    def _show(self, force: bool = False) -> None:
+        import time
+
+        if self.token is None or self.cancelled.is_set():
+            return
+        with self.lock:
+            state = (self.done, sorted(self.phases.items()))
+            phases = sorted(set(self.phases.values()))
+        with self.send_lock:
+            now = time.monotonic()
+            if not force and state == self.sent and now - self.last_line < MCP_HEARTBEAT:
+                return
+            self.sent, self.last_line = state, now
+            self.count += 1
+            elapsed = now - self.started
+            if self.total == 1:
+                message = "{} ({:.0f}s)".format(phases[0] if phases else "sending", elapsed)
+            else:
+                running = ", ".join(phases) or "-"
+                message = f"{self.done}/{self.total} images done; running: {running}"
+                message += f" ({elapsed:.0f}s)"
+            params = {"progressToken": self.token, "progress": self.count, "message": message}
+            self.server.send(
+                {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
+            )
+
+    def connected(self, conn: Any) -> None:
+        with self.lock:
+            self.conns.append(conn)
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled("the call was cancelled by the client")
+
+    def pause(self, seconds: float) -> None:
+        self.cancelled.wait(seconds)
+        self.checkpoint()
+
+    def cancel(self) -> None:
+        import socket
+
+        self.cancelled.set()
+        with self.lock:
+            conns = list(self.conns)
+        for conn in conns:
+            sock = getattr(conn, "sock", None)
+            try:  # the plain socket's shutdown: it wakes a read blocked in another thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
+            except (OSError, TypeError, ValueError):
+                pass
+
+
+class McpServer:
+    """Reads one JSON-RPC message per line, answers on `out`; every tools/call runs on its own
+    thread through the same planning, job runner and doctor as the command line."""
+
+    def __init__(
+        self,
+        args: Any,
+        env: Mapping[str, str],
+        settings: Settings,
+        console: Console,
+        out: IO[bytes],
+    ) -> None:
+        import threading
+
+        self.args = args
+        self.env = env
+        self.settings = settings  # one Settings: every call shares the retry policy (RateGate)
+        self.console = console
+        self.out = out
+        self.write_lock = threading.Lock()
+        self.lock = threading.Lock()
+        self.calls: dict[Any, McpProgress] = {}
+        self.threads: list[Any] = []
+        self.slots = threading.BoundedSemaphore(args.concurrency)
+        self.reserved: set[str] = set()  # output paths picked by calls still running
+        self.version = ""  # what initialize agreed on (the handshake era)
+        self.out_dir = os.path.abspath(os.path.expanduser(args.out_dir or os.getcwd()))
+
+    # -- wire --------------------------------------------------------------------------------
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        line = redact(json_dumps(message)).encode("ascii") + b"\n"
+        with self.write_lock:
+            try:
+                self.out.write(line)
+                self.out.flush()
+            except (OSError, ValueError):  # the client went away; stdin EOF ends the loop
+                pass
+
+    def reply(
+        self, rid: Any, result: dict[str, Any], modern: bool, cacheable: bool = False
+    ) -> None:
+        if modern:
+            result = dict(result, resultType="complete")
+            result["_meta"] = {MCP_SERVER_INFO_KEY: dict(MCP_SERVER_INFO)}
+            if cacheable:
+                result.update(ttlMs=0, cacheScope="private")
+        self.send({"jsonrpc": "2.0", "id": rid, "result": result})
+
+    def error(self, rid: Any, code: int, message: str, data: Any = None) -> None:
+        err: dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            err["data"] = data
+        self.send({"jsonrpc": "2.0", "id": rid, "error": err})
+
+    def serve(self, stdin: IO[bytes]) -> int:
+        self.preflight()
+        while True:
+            line = stdin.readline(MCP_MAX_LINE + 1)
+            if not line:
+                break
+            if len(line) > MCP_MAX_LINE and not line.endswith(b"\n"):
+                while True:  # skip the rest of the line, a bounded piece at a time
+                    more = stdin.readline(MCP_MAX_LINE)
+                    if not more or more.endswith(b"\n"):
+                        break
+                self.error(None, -32700, f"message longer than {MCP_MAX_LINE} bytes")
+                continue
+            if line.strip():
+                self.handle_line(line)
+        self.shutdown()
+        return EXIT_OK
+
+    def shutdown(self) -> None:
+        """stdin closed: the client is leaving and will not wait long for what is still running
+        (the SDKs send SIGTERM after a few seconds), so calls still running are cancelled."""
+        import time
+
+        with self.lock:
+            threads = list(self.threads)
+        deadline = time.monotonic() + MCP_EOF_GRACE
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            running = list(self.calls.values())
+        for progress in running:
+            progress.cancel()
+        deadline = time.monotonic() + MCP_SHUTDOWN_WAIT
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for path in list(ACTIVE_TEMP_FILES):  # a call still stuck: its thread dies with us
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    def handle_line(self, line: bytes) -> None:
+        import json
+
+        try:
+            message = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            self.error(None, -32700, f"parse error: {text_of(str(exc), 200)}")
+            return
+        if isinstance(message, list):
+            self.error(None, -32600, "JSON-RPC batches are not supported")
+            return
+        if not isinstance(message, dict):
+            self.error(None, -32600, "a message must be a JSON object")
+            return
+        has_id = "id" in message
+        rid = message.get("id")
+        if has_id and (not isinstance(rid, (str, int, float)) or isinstance(rid, bool)):
+            self.error(None, -32600, "the id must be a string or a number")
+            return
+        method = message.get("method")
+        if method is None and not has_id:
+            self.error(None, -32600, "not a JSON-RPC request")
+            return
+        if method is None:
+            return  # a response to us: this server sends no requests
+        if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
+            if has_id:
+                self.error(rid, -32600, 'not a JSON-RPC 2.0 request ("jsonrpc": "2.0", "method")')
+            return
+        params = message.get("params")
+        if params is None:
+            params = {}
+        if not has_id:
+            if isinstance(params, dict):
+                self.notification(method, params)
+            return  # notifications are never answered, not even with an error
+        if not isinstance(params, dict):
+            self.error(rid, -32602, "params must be an object")
+            return
+        try:
+            self.request(rid, method, params)
+        except Exception as exc:  # a bug must cost one answer, not the server
+            self.console.debug(f"MCP {method}: {type(exc).__name__}: {exc}")
+            self.error(rid, -32603, f"internal error: {type(exc).__name__}: {exc}")
+
+    def notification(self, method: str, params: Mapping[str, Any]) -> None:
+        if method == "notifications/cancelled":
+            rid = params.get("requestId")
+            if isinstance(rid, (str, int, float)) and not isinstance(rid, bool):
+                with self.lock:
+                    progress = self.calls.get(rid)
+                if progress is not None:
+                    self.console.info(f"[call {rid}] cancelled by the client")
+                    progress.cancel()
+
+    def request(self, rid: Any, method: str, params: Mapping[str, Any]) -> None:
+        meta = params.get("_meta")
+        modern = isinstance(meta, dict) and MCP_VERSION_KEY in meta and method != "initialize"
+        if modern:
+            assert isinstance(meta, dict)
+            version = meta[MCP_VERSION_KEY]
+            if version not in MCP_MODERN_VERSIONS:
+                self.error(
+                    rid,
+                    -32022,
+                    f"unsupported protocol version {str(version)[:40]!r}",
+                    {"supported": list(MCP_MODERN_VERSIONS), "requested": str(version)[:40]},
+                )
+                return
+        else:
+            version = self.version or MCP_HANDSHAKE_VERSIONS[-1]
+        capabilities = {"tools": {"listChanged": False}}
+        if method == "initialize":
+            asked = params.get("protocolVersion")
+            self.version = asked if asked in MCP_HANDSHAKE_VERSIONS else MCP_HANDSHAKE_VERSIONS[-1]
+            result = {
+                "protocolVersion": self.version,
+                "capabilities": capabilities,
+                "serverInfo": dict(MCP_SERVER_INFO),
+                "instructions": self.instructions(),
+            }
+            self.reply(rid, result, modern=False)
+        elif method == "server/discover":
+            result = {
+                "supportedVersions": list(MCP_MODERN_VERSIONS),
+                "capabilities": capabilities,
+                "serverInfo": dict(MCP_SERVER_INFO),
+                "instructions": self.instructions(),
+            }
+            self.reply(rid, result, modern=True, cacheable=True)
+        elif method == "ping":
+            self.reply(rid, {}, modern)
+        elif method == "tools/list":
+            self.reply(rid, {"tools": mcp_tools(version, self.out_dir)}, modern, cacheable=True)
+        elif method == "tools/call":
+            self.start_call(rid, params, version, modern)
+        else:
+            self.error(rid, -32601, f"method not found: {method[:80]}")
+
+    def instructions(self) -> str:
+        return (
+            "generate_image makes an image file through the user's Codex gateway (billed; "
+            "returns the saved path); check_gateway diagnoses the gateway (free). Relative "
+            f"paths are inside {self.out_dir}."
+        )
+
+    # -- tool calls ---------------------------------------------------------------------------
+
+    def start_call(self, rid: Any, params: Mapping[str, Any], version: str, modern: bool) -> None:
+        import threading
+
+        name = params.get("name")
+        if name not in ("generate_image", "check_gateway"):
+            self.error(rid, -32602, f"unknown tool: {str(name)[:80]}")
+            return
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if not isinstance(token, (str, int, float)) or isinstance(token, bool):
+            token = None
+        console = McpConsole(self.console, f"call {rid}")
+        progress = McpProgress(self, console, token)
+        with self.lock:
+            if rid in self.calls:
+                self.error(rid, -32600, f"request id {rid!r} is already in use")
+                return
+            if len(self.calls) >= self.args.concurrency + MCP_MAX_WAITING:
+                self.error(
+                    rid,
+                    -32000,
+                    f"{len(self.calls)} calls are running or waiting; try again when one ends",
+                )
+                return
+            self.calls[rid] = progress
+            self.threads = [t for t in self.threads if t.is_alive()]
+            thread = threading.Thread(
+                target=self.run_call,
+                args=(rid, str(name), params.get("arguments"), progress, version, modern),
+                name=f"mcp-call-{rid}",
+                daemon=True,
+            )
+            self.threads.append(thread)
+        thread.start()
+
+    def run_call(
+        self,
+        rid: Any,
+        name: str,
+        arguments: Any,
+        progress: McpProgress,
+        version: str,
+        modern: bool,
+    ) -> None:
+        console = progress.console
+        assert isinstance(console, McpConsole)
+        reserved: list[str] = []
+        result: dict[str, Any]
+        progress.start()
+        try:
+            console.info(f"{name} started")
+            self.take_slot(progress)
+            try:
+                if name == "generate_image":
+                    result = self.generate(arguments, progress, console, version, reserved)
+                else:
+                    result = self.check(arguments, console, version)
+            finally:
+                self.slots.release()
+        except ImagegenError as exc:
+            if isinstance(exc, ConfigError):
+                import re
+
+                missing = re.match(r"missing environment variable (\S+)", exc.message)
+                if missing:
+                    exc.hint = mcp_key_hint(missing.group(1))
+            result = mcp_failure(exc, version, console.warnings)
+        except Exception as exc:  # a bug: this call fails, the server stays up
+            if console.verbose:
+                import traceback
+
+                console._err(traceback.format_exc())
+            failure = ImagegenError(f"internal error: {type(exc).__name__}: {exc}")
+            result = mcp_failure(failure, version, console.warnings)
+        finally:
+            progress.stop()
+            with self.lock:
+                self.calls.pop(rid, None)
+                self.reserved.difference_update(reserved)
+        if progress.cancelled.is_set():
+            console.info("cancelled: no answer is sent; its temporary files are removed")
+            return  # a cancelled request gets no response
+        console.info("failed" if result.get("isError") else "done")
+        self.reply(rid, result, modern)
+
+    def take_slot(self, progress: McpProgress) -> None:
+        if self.slots.acquire(blocking=False):
+            return
+        progress.phase(f"waiting: {self.args.concurrency} calls are running")
+        while not self.slots.acquire(timeout=0.2):
+            progress.checkpoint()
+        progress.phase("sending")
+
+    def resolve(self, path: str) -> str:
+        check_text(path, "a path", path=True)
+        return os.path.join(self.out_dir, os.path.expanduser(path))
+
+    def pick_out(self, prompt: str, fmt: str | None, n: int, reserved: list[str]) -> str:
+        """A descriptive name in the output folder that no file and no running call has."""
+        ext = FORMAT_EXTENSIONS[format_for(None, fmt)]
+        slug = slugify(prompt)
+        with self.lock:
+            for number in range(1, 10_000):
+                stem = slug if number == 1 else f"{slug}-{number}"
+                names = [stem + ext] if n == 1 else [f"{stem}-{i}{ext}" for i in range(1, n + 1)]
+                paths = [os.path.join(self.out_dir, name) for name in names]
+                if not any(os.path.lexists(p) or p in self.reserved for p in paths):
+                    self.reserved.update(paths)
+                    reserved += paths
+                    return os.path.join(self.out_dir, stem + ext)
+        raise OutputError(f"no free file name for this prompt in {self.out_dir}", "pass out")
+
+    def call_args(self, opts: Mapping[str, Any], reserved: list[str]) -> Any:
+        """The server's command line with this call's arguments: the same checks and defaults
+        as the CLI (plan_jobs, build_job) apply to both."""
+        import copy
+
+        call = copy.copy(self.args)
+        call.mcp = call.dry_run = call.json = call.doctor = False
+        call.out_dir = call.batch = call.edit_from = call.prompt_file = None
+        call.prompt = opts["prompt"]
+        for key in MCP_GENERATE_ARGUMENTS:
+            if key in opts and key not in ("prompt", "out", "images", "image_urls", "mask"):
+                setattr(call, key, opts[key])
+        call.image = [self.resolve(p) for p in opts.get("images", ())]
+        call.image_url = list(opts.get("image_urls", ()))
+        call.mask = self.resolve(opts["mask"]) if opts.get("mask") else None
+        if opts.get("out"):
+            call.out = self.resolve(opts["out"])
+        else:
+            call.out = self.pick_out(opts["prompt"], call.format, call.n, reserved)
+        return call
+
+    def generate(
+        self,
+        arguments: Any,
+        progress: McpProgress,
+        console: McpConsole,
+        version: str,
+        reserved: list[str],
+    ) -> dict[str, Any]:
+        import time
+
+        opts = mcp_arguments(arguments, MCP_GENERATE_ARGUMENTS)
+        call = self.call_args(opts, reserved)
+        jobs = plan_jobs(call, self.env, prompt=opts["prompt"])  # nothing is sent if this fails
+        gw = load_gateway(call, self.env, console)
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(gw.base_url)
+        if parts.scheme == "http" and gw.api_key and not is_loopback_host(parts.hostname or ""):
+            console.warn(f"the API key will be sent unencrypted over http:// to {parts.hostname}")
+        progress.total = len(jobs)
+        started = time.time()
+        console.info(f"requesting {len(jobs)} image(s) from {host_of(gw.base_url)}")
+        outcomes = run_all(jobs, gw, self.settings, console, call, progress)
+        for outcome in outcomes:
+            if isinstance(outcome.error, Cancelled):
+                raise outcome.error
+            if outcome.error is None:
+                report_saved(outcome, console, quiet_success=len(outcomes) > 1)
+        preview = mcp_preview(outcomes, call.partials_dir, started)
+        return mcp_image_result(outcomes, gw, console.warnings, version, preview)
+
+    def check(self, arguments: Any, console: McpConsole, version: str) -> dict[str, Any]:
+        import copy
+
+        opts = mcp_arguments(arguments, MCP_CHECK_ARGUMENTS)
+        call = copy.copy(self.args)
+        call.doctor = True  # so that an auth.command runs, as under --doctor
+        call.probe = bool(opts.get("probe", self.args.probe))
+        check = Check(console)
+        code = doctor(call, self.env, self.settings, console, check)
+        for entry in check.entries:
+            if entry["check"] == "key" and entry["status"] == "failed":
+                var = self.missing_key()
+                if var:
+                    entry["hint"] = mcp_key_hint(var)
+                    console.lines.append(f"{'':17}hint: {entry['hint']}")
+        lines = console.lines + ["warning: " + w for w in console.warnings]
+        structured = {"ok": code == EXIT_OK, "exit_code": code, "checks": check.entries}
+        result: dict[str, Any] = {"content": [mcp_text(lines)], "isError": code != EXIT_OK}
+        if mcp_version_at_least(version, "2025-06-18"):
+            result["structuredContent"] = structured
+        return result
+
+    def missing_key(self) -> str:
+        """The provider's env_key variable when it is not set in this server's environment."""
+        import copy
+
+        probe = copy.copy(self.args)
+        probe.dry_run = True
+        try:
+            gw = load_gateway(probe, self.env, McpConsole(self.console, "start"))
+        except ImagegenError:
+            return ""
+        if not gw.api_key and gw.key_source.startswith("missing:"):
+            return gw.key_source[len("missing:") :]
+        return ""
+
+    def preflight(self) -> None:
+        """Say on stderr, at start, what the calls will use, and what is missing."""
+        import copy
+
+        probe = copy.copy(self.args)
+        probe.dry_run = True
+        try:
+            gw = load_gateway(probe, self.env, self.console)
+        except ImagegenError as exc:
+            self.console.warn(f"{exc.message}; tool calls fail until this is fixed")
+            return
+        var = self.missing_key()
+        if var:
+            self.console.warn(mcp_key_hint(var))
+        self.console.info(
+            f"MCP server ready: provider {gw.provider}, {gw.url('/responses')}, "
+            f"output folder {self.out_dir}"
+        )
+
+
+MCP_REFUSED_FLAGS = (
+    ("--prompt", "prompt"),
+    ("--prompt-file", "prompt_file"),
+    ("--out", "out"),
+    ("--batch", "batch"),
+    ("--doctor", "doctor"),
+    ("--dry-run", "dry_run"),
+    ("--edit-from", "edit_from"),
+    ("--image", "image"),
+    ("--image-url", "image_url"),
+    ("--mask", "mask"),
+    ("--json", "json"),
+)
+
+
+def serve_mcp(args: Any, env: Mapping[str, str], settings: Settings, console: Console) -> int:
+    """--mcp: check the start flags, keep stdout for the protocol alone, serve until EOF."""
+    given = [
+        flag for flag, attr in MCP_REFUSED_FLAGS if getattr(args, attr) not in (None, False, [])
+    ]
+    if args.n != 1:
+        given.append("--n")
+    if given:
+        raise UsageError(
+            f"{', '.join(given)} cannot be combined with --mcp",
+            "prompts, files and variants come from each generate_image call",
+        )
+    if not 1 <= args.concurrency <= 16:
+        raise UsageError("--concurrency must be between 1 and 16")
+    for header in args.header:
+        parse_header_arg(header)
+    if args.out_dir:
+        folder = os.path.expanduser(args.out_dir)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UsageError(f"--out-dir {args.out_dir} is not a folder")
+    stdin = getattr(sys.stdin, "buffer", None)
+    if stdin is None:
+        raise UsageError("--mcp needs stdin: the client writes its requests there")
+    # Only protocol goes to stdout: the protocol keeps a copy of it, and fd 1 itself now points
+    # at stderr, so a stray print (ours or a library's) cannot corrupt a message.
+    saved_stdout = sys.stdout
+    sys.stdout.flush()
+    try:
+        proto_fd = os.dup(sys.stdout.fileno())
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        proto: IO[bytes] = os.fdopen(proto_fd, "wb")
+    except (AttributeError, OSError, ValueError):  # no real file descriptors (embedded use)
+        proto_fd = -1
+        proto = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    try:
+        return McpServer(args, env, settings, console, proto).serve(stdin)
+    finally:
+        sys.stdout = saved_stdout
+        if proto_fd >= 0:
+            proto.flush()
+            os.dup2(proto_fd, saved_stdout.fileno())
+            proto.close()
+
+
+# =============================================================================================
+# 11. Entry point: signals, output encoding, main()
+# =============================================================================================
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,0 +1,468 @@
+"""The MCP server (--mcp) driven by the official MCP Python SDK client over stdio, in both
+protocol eras: the initialize handshake ("legacy"), "auto" (server/discover, then fallback) and
+pinned to 2026-07-28. The server is the real script in a subprocess; the gateway is loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp")  # Python >= 3.10; the 3.9 run in CI has only the framing tests
+
+import anyio  # noqa: E402
+from mcp import Client  # noqa: E402
+from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+
+from tests.conftest import SCRIPT, TEST_KEY, clean_env, leftovers  # noqa: E402
+from tests.gateway import (  # noqa: E402
+    Gateway,
+    error_reply,
+    image_events,
+    sse_reply,
+)
+from tests.images import b64, png_bytes  # noqa: E402
+
+MODES = ["legacy", "auto", "2026-07-28"]
+IMAGE = png_bytes(64, 48)
+
+
+@asynccontextmanager
+async def server(
+    mode: str,
+    env: dict[str, str],
+    out_dir: Path,
+    stderr: Path,
+    *extra: str,
+) -> AsyncIterator[Client]:
+    import sys
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=[str(SCRIPT), "--mcp", "--out-dir", str(out_dir), *extra],
+        env=env,
+        cwd=str(out_dir.parent),
+    )
+    with open(stderr, "w", encoding="utf-8") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode=mode) as client:  # type: ignore[arg-type]
+            yield client
+
+
+def run(coro: Any) -> Any:
+    return anyio.run(coro)
+
+
+def texts(result: Any) -> str:
+    return "\n".join(c.text for c in result.content if c.type == "text")
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_list_tools_and_generate(
+    mode: str, gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))))
+    errlog = tmp_path / "stderr.txt"
+
+    async def main() -> Any:
+        async with server(mode, env, out_dir, errlog) as client:
+            tools = await client.list_tools()
+            result = await client.call_tool("generate_image", {"prompt": "A red fox in snow"})
+            return client.protocol_version, tools, result
+
+    version, tools, result = run(main)
+    assert version == ("2025-11-25" if mode == "legacy" else "2026-07-28")
+    by_name = {t.name: t for t in tools.tools}
+    assert set(by_name) == {"generate_image", "check_gateway"}
+    generate = by_name["generate_image"]
+    assert generate.input_schema["required"] == ["prompt"]
+    assert "billed" in (generate.description or "")
+    assert "image_gen" in (generate.description or "")
+    assert generate.output_schema is not None
+    assert not result.is_error, texts(result)
+    saved = out_dir / "a-red-fox-in-snow.png"
+    assert saved.read_bytes() == IMAGE
+    assert f"saved {saved}" in texts(result)
+    data = result.structured_content
+    assert data["ok"] is True and data["path"] == str(saved) and data["bytes"] == len(IMAGE)
+    assert data["images"][0]["path"] == str(saved)
+    links = [c for c in result.content if c.type == "resource_link"]
+    assert [str(link.uri) for link in links] == [saved.as_uri()]
+    (preview,) = [c for c in result.content if c.type == "image"]  # small: the image itself
+    assert base64.b64decode(preview.data) == IMAGE and preview.mime_type == "image/png"
+    assert IMAGE_B64_NOT_IN(result)
+    assert TEST_KEY not in errlog.read_text() + json.dumps(data)
+    (req,) = gateway.posts()
+    assert req.json["input"][0]["content"][0]["text"] == "A red fox in snow"
+
+
+def IMAGE_B64_NOT_IN(result: Any) -> bool:
+    """No base64 in text or structured content: only the image block carries it."""
+    blob = b64(IMAGE)
+    return blob not in texts(result) and blob not in json.dumps(result.structured_content)
+
+
+def test_without_out_never_overwrites(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    (out_dir / "fox.png").write_bytes(b"mine")
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))), sse_reply(image_events(b64(IMAGE))))
+
+    async def main() -> Any:
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+            first = await client.call_tool("generate_image", {"prompt": "fox"})
+            second = await client.call_tool("generate_image", {"prompt": "fox", "out": "fox.png"})
+            return first, second
+
+    first, second = run(main)
+    assert (out_dir / "fox.png").read_bytes() == b"mine"
+    assert first.structured_content["path"] == str(out_dir / "fox-2.png")
+    assert second.is_error and second.structured_content["exit_code"] == 7
+    assert "force: true" in texts(second)
+    assert len(gateway.posts()) == 1  # the refused one sent nothing
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_progress_during_a_slow_render(
+    mode: str, gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    events = image_events(b64(IMAGE))
+    at = next(i for i, e in enumerate(events) if e["type"].endswith(".generating")) + 1
+    # 8 s of "generating" with nothing but no-op events: only a heartbeat reports it
+    events[at:at] = [{"type": "keepalive"}] * 16
+    gateway.enqueue(sse_reply(events, delay=0.5))
+    seen: list[tuple[float, float, str]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((time.monotonic(), progress, message or ""))
+
+    async def main() -> Any:
+        async with server(mode, env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool(
+                "generate_image",
+                {"prompt": "slow", "out": "slow.png"},
+                progress_callback=on_progress,
+            )
+
+    result = run(main)
+    assert not result.is_error, texts(result)
+    values = [p for _, p, _ in seen]
+    assert values == sorted(set(values)), "progress must increase"
+    generating = [t for t, _, m in seen if m.startswith("generating")]
+    assert len(generating) >= 2, seen  # the phase change, then at least one heartbeat
+    gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:])]
+    assert max(gaps) < 10, seen
+    assert any(m.startswith("finalising") for _, _, m in seen), seen
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_bad_arguments_are_an_error_result_and_send_nothing(
+    mode: str, gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    async def main() -> list[Any]:
+        async with server(mode, env, out_dir, tmp_path / "err.txt") as client:
+            await client.list_tools()
+            return [
+                await client.call_tool("generate_image", arguments)
+                for arguments in (
+                    {"prompt": "x", "size": "100x100", "image_model": "gpt-image-2"},
+                    {"prompt": "x", "quality": "ultra"},
+                    {"prompt": "x", "images": ["missing.png"]},
+                    {"prompt": "x", "n": 11},
+                    {"prompt": ""},
+                )
+            ]
+
+    results = run(main)
+    for result in results:
+        assert result.is_error, texts(result)
+        assert "exit code 2" in texts(result)
+        assert result.structured_content["exit_code"] == 2
+    assert "missing.png" in texts(results[2])
+    assert gateway.requests == []
+
+
+def test_gateway_error_is_an_error_result(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    gateway.enqueue(error_reply(400, "Invalid value for 'model': no such model", param="model"))
+
+    async def main() -> Any:
+        async with server("auto", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("generate_image", {"prompt": "x", "out": "x.png"})
+
+    result = run(main)
+    assert result.is_error
+    assert "no such model" in texts(result) and "exit code 4" in texts(result)
+    assert result.structured_content["exit_code"] == 4
+    assert not (out_dir / "x.png").exists() and leftovers(out_dir) == []
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_two_calls_at_once(
+    mode: str, gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    for _ in range(2):
+        gateway.enqueue(sse_reply(image_events(b64(IMAGE)), delay=0.3))
+    results: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with server(mode, env, out_dir, tmp_path / "err.txt") as client:
+
+            async def call(name: str) -> None:
+                results[name] = await client.call_tool(
+                    "generate_image", {"prompt": name, "out": f"{name}.png"}
+                )
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "one")
+                tg.start_soon(call, "two")
+
+    run(main)
+    assert {k: v.is_error for k, v in results.items()} == {"one": False, "two": False}
+    assert (out_dir / "one.png").read_bytes() == IMAGE == (out_dir / "two.png").read_bytes()
+    first, second = gateway.posts()
+    # each reply takes about 2 s (7 events, 0.3 s apart): one after the other would be 2 s apart
+    assert abs(second.t_start - first.t_start) < 1.5, "the two requests must overlap in time"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_cancellation_stops_the_request(
+    mode: str, gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE)), stall_after=5))  # hangs mid-render
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))))
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> tuple[float, Any]:
+        async with server(mode, env, out_dir, errlog) as client:
+            with anyio.move_on_after(20):
+                async with anyio.create_task_group() as tg:
+
+                    async def call() -> None:
+                        await client.call_tool(
+                            "generate_image", {"prompt": "stall", "out": "stall.png"}
+                        )
+
+                    tg.start_soon(call)
+                    await anyio.to_thread.run_sync(gateway.wait_for_requests, 1)
+                    await anyio.sleep(0.5)
+                    tg.cancel_scope.cancel()  # the SDK sends notifications/cancelled
+            cancelled_at = time.monotonic()
+            for _ in range(50):  # the server says so once the blocked read has returned
+                if "cancelled: no answer" in errlog.read_text():
+                    break
+                await anyio.sleep(0.1)
+            waited = time.monotonic() - cancelled_at
+            after = await client.call_tool("generate_image", {"prompt": "next", "out": "n.png"})
+            return waited, after
+
+    waited, after = run(main)
+    log = errlog.read_text()
+    assert "cancelled by the client" in log and "cancelled: no answer" in log, log
+    assert waited < 4, log  # not the 300 s idle timeout: the connection was shut down
+    assert not (out_dir / "stall.png").exists() and leftovers(out_dir) == []
+    assert not after.is_error, texts(after)  # the server goes on serving
+    assert len(gateway.posts()) == 2  # the cancelled call was not retried
+
+
+def test_check_gateway(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    async def main() -> Any:
+        async with server("auto", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("check_gateway", {})
+
+    result = run(main)
+    checks = {c["check"]: c["status"] for c in result.structured_content["checks"]}
+    assert checks["config"] == "ok" and checks["tcp"] == "ok", texts(result)
+    assert "ok     endpoint" in texts(result)
+    assert TEST_KEY not in texts(result) + json.dumps(result.structured_content)
+    assert gateway.posts() == []  # no image request without probe
+
+
+def test_missing_key_says_which_variable_to_forward(
+    gateway: Gateway, out_dir: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import write_codex_home
+
+    home = write_codex_home(
+        tmp_path / "home", gateway.base_url, key=None, extra_provider='env_key = "GATEWAY_API_KEY"'
+    )
+    env = clean_env(CODEX_HOME=str(home))  # as Codex starts MCP servers: no GATEWAY_API_KEY
+
+    async def main() -> Any:
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("generate_image", {"prompt": "x"})
+
+    result = run(main)
+    assert result.is_error and result.structured_content["exit_code"] == 3
+    text = texts(result)
+    assert "GATEWAY_API_KEY" in text
+    assert 'env_vars = ["GATEWAY_API_KEY"]' in text and "claude mcp add" in text
+    assert gateway.requests == []
+    assert "GATEWAY_API_KEY" in (tmp_path / "err.txt").read_text()  # said at start, too
+
+
+def test_partial_preview_is_the_image_block(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    partial = png_bytes(16, 16)
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE), partials=[b64(partial)])))
+
+    async def main() -> Any:
+        async with server("2026-07-28", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool(
+                "generate_image", {"prompt": "p", "out": "p.png", "partial_images": 1}
+            )
+
+    result = run(main)
+    assert not result.is_error, texts(result)
+    (preview,) = [c for c in result.content if c.type == "image"]
+    assert base64.b64decode(preview.data) == partial
+    assert (out_dir / "p.png").read_bytes() == IMAGE
+
+
+def test_big_image_comes_back_as_a_link_only(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    big = png_bytes(400, 300, noise=True)
+    assert len(big) > 256 * 1024
+    gateway.enqueue(sse_reply(image_events(b64(big))))
+
+    async def main() -> Any:
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("generate_image", {"prompt": "big", "out": "big.png"})
+
+    result = run(main)
+    assert not result.is_error, texts(result)
+    assert [c.type for c in result.content] == ["text", "resource_link"]
+    assert (out_dir / "big.png").read_bytes() == big
+
+
+def test_rescued_image_is_named_in_the_error(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+
+    def reply(_: Any) -> Any:  # someone else writes the file while the image renders
+        (out_dir / "taken.png").write_bytes(b"theirs")
+        return sse_reply(image_events(b64(IMAGE)))
+
+    gateway.enqueue(reply)
+
+    async def main() -> Any:
+        async with server("2026-07-28", dict(env, TMPDIR=str(temp)), out_dir, tmp_path / "e") as c:
+            return await c.call_tool("generate_image", {"prompt": "x", "out": "taken.png"})
+
+    result = run(main)
+    assert result.is_error
+    data = result.structured_content
+    rescued = Path(data["rescued_path"])
+    assert rescued.parent == temp and rescued.read_bytes() == IMAGE
+    assert data["exit_code"] == 7 and data["path"] == str(rescued)
+    assert f"the paid image is safe at {rescued}" in texts(result)
+    assert (out_dir / "taken.png").read_bytes() == b"theirs"
+
+
+def test_calls_beyond_concurrency_wait_their_turn(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    for _ in range(2):
+        gateway.enqueue(sse_reply(image_events(b64(IMAGE)), delay=0.2))
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    async def main() -> list[Any]:
+        found: list[Any] = []
+        async with server("legacy", env, out_dir, tmp_path / "e", "--concurrency", "1") as client:
+
+            async def call() -> None:
+                found.append(
+                    await client.call_tool(
+                        "generate_image", {"prompt": "same"}, progress_callback=on_progress
+                    )
+                )
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                tg.start_soon(call)
+        return found
+
+    results = run(main)
+    assert [r.is_error for r in results] == [False, False]
+    # the same prompt at once: two names, reserved while the calls run
+    assert {r.structured_content["path"] for r in results} == {
+        str(out_dir / "same.png"),
+        str(out_dir / "same-2.png"),
+    }
+    first, second = gateway.posts()
+    assert second.t_start >= first.t_start + 1.0  # one at a time (a reply takes ~1.4 s)
+    assert any(m.startswith("waiting: 1 calls are running") for m in messages), messages
+
+
+def test_start_flags_apply_to_every_call(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    gateway.enqueue(error_reply(500, "upstream broke"))
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))))
+    extra = ("--retries", "0", "--header", "X-Team: blue", "--size", "1536x1024")
+
+    async def main() -> list[Any]:
+        async with server("auto", env, out_dir, tmp_path / "err.txt", *extra) as client:
+            return [
+                await client.call_tool("generate_image", {"prompt": "a", "out": "a.png"}),
+                await client.call_tool("generate_image", {"prompt": "b", "size": "1024x1024"}),
+            ]
+
+    failed, ok = run(main)
+    assert failed.is_error and "upstream broke" in texts(failed)  # --retries 0: no retry
+    assert not ok.is_error, texts(ok)
+    first, second = gateway.posts()
+    assert first.header("x-team") == second.header("x-team") == "blue"
+    assert first.json["tools"][0]["size"] == "1536x1024"  # the server's default size
+    assert second.json["tools"][0]["size"] == "1024x1024"  # the call's own
+
+
+def test_calls_share_one_retry_policy(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    """A 429 with Retry-After seen by one call holds back the next call's request too."""
+    gateway.enqueue(
+        error_reply(429, "slow down", code="rate_limit_exceeded", headers={"Retry-After": "2"})
+    )
+    gateway.enqueue(sse_reply(image_events(b64(IMAGE))), sse_reply(image_events(b64(IMAGE))))
+
+    async def main() -> list[Any]:
+        found: list[Any] = []
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+
+            async def call(name: str) -> None:
+                found.append(await client.call_tool("generate_image", {"prompt": name}))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "first")
+                await anyio.to_thread.run_sync(gateway.wait_for_requests, 1)
+                await anyio.sleep(0.3)
+                tg.start_soon(call, "second")
+        return found
+
+    results = run(main)
+    assert [r.is_error for r in results] == [False, False], [texts(r) for r in results]
+    limited, *later = gateway.posts()
+    assert all(r.t_start - limited.t_start >= 1.8 for r in later), gateway.dump()

@@ -1,0 +1,203 @@
+"""The MCP server's JSON-RPC framing, byte for byte over a subprocess's stdin and stdout (no SDK,
+so these run on every Python): errors for unknown methods and unparsable lines, notifications
+never answered, nothing but protocol on stdout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import generate_gateway_image as g
+from tests.conftest import SCRIPT, TEST_KEY, clean_env, report, run_cli
+from tests.gateway import Gateway
+
+
+def exchange(
+    lines: list[Any], env: dict[str, str], cwd: Path, *args: str, timeout: float = 30
+) -> tuple[list[dict[str, Any]], subprocess.CompletedProcess[bytes]]:
+    """Send the messages (dicts as JSON, bytes as they are), close stdin, return the answers."""
+    data = b"".join(
+        (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines
+    )
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--mcp", *args],
+        input=data,
+        capture_output=True,
+        env=env,
+        cwd=str(cwd),
+        timeout=timeout,
+    )
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]  # every line is JSON
+    for answer in answers:
+        assert answer["jsonrpc"] == "2.0", answer
+    return answers, proc
+
+
+def request(rid: Any, method: str, params: Any = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+def notify(method: str, params: Any = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+INIT = request(
+    0,
+    "initialize",
+    {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+)
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def test_unknown_method_and_unparsable_line(env: dict[str, str], tmp_path: Path) -> None:
+    answers, proc = exchange(
+        [INIT, request(1, "resources/list"), b"{not json", request(2, "ping")], env, tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    by_id = {a.get("id"): a for a in answers}
+    assert by_id[1]["error"]["code"] == -32601
+    assert by_id[None]["error"]["code"] == -32700
+    assert by_id[2]["result"] == {}  # still serving after the bad line
+    assert len(answers) == 4
+
+
+def test_notifications_are_never_answered(env: dict[str, str], tmp_path: Path) -> None:
+    answers, proc = exchange(
+        [
+            INIT,
+            notify("notifications/initialized"),
+            notify("notifications/unknown", {"x": 1}),
+            notify("notifications/cancelled", {"requestId": 99}),
+            notify("notifications/cancelled", {"requestId": [1]}),
+            notify("notifications/progress", "not an object"),
+            {"jsonrpc": "2.0", "id": 7, "result": {}},  # a response: we sent no request
+            request(3, "ping"),
+        ],
+        env,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [a["id"] for a in answers] == [0, 3]
+
+
+def test_invalid_requests(env: dict[str, str], tmp_path: Path) -> None:
+    answers, _ = exchange(
+        [
+            [request(1, "ping")],  # a batch
+            {"id": 2, "method": "ping"},  # no "jsonrpc"
+            request(3, "tools/list", ["not", "an", "object"]),
+            request(4, "tools/call", {"name": "no_such_tool", "arguments": {}}),
+            {"jsonrpc": "2.0", "id": {"an": "object"}, "method": "ping"},
+            b"42",
+        ],
+        env,
+        tmp_path,
+    )
+    codes = [(a.get("id"), a["error"]["code"]) for a in answers]
+    assert codes == [(None, -32600), (2, -32600), (3, -32602), (4, -32602), (None, -32600)] + [
+        (None, -32600)
+    ]
+
+
+def test_a_too_long_line_is_refused_in_bounded_memory(env: dict[str, str], tmp_path: Path) -> None:
+    huge = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"a" * (g.MCP_MAX_LINE + 10)
+    answers, proc = exchange([huge + b'"}}', request(2, "ping")], env, tmp_path)
+    assert [(a.get("id"), "error" in a) for a in answers] == [(None, True), (2, False)]
+    assert answers[0]["error"]["code"] == -32700
+
+
+def test_version_negotiation(env: dict[str, str], tmp_path: Path) -> None:
+    old = dict(INIT, params=dict(INIT["params"], protocolVersion="2024-11-05"))
+    unknown = dict(INIT, id=1, params=dict(INIT["params"], protocolVersion="1999-01-01"))
+    answers, _ = exchange([old, unknown], env, tmp_path)
+    assert [a["result"]["protocolVersion"] for a in answers] == ["2024-11-05", "2025-11-25"]
+    assert answers[0]["result"]["capabilities"] == {"tools": {"listChanged": False}}
+
+
+def test_modern_requests_carry_their_version(env: dict[str, str], tmp_path: Path) -> None:
+    bad_meta = dict(MODERN_META, **{"io.modelcontextprotocol/protocolVersion": "2099-01-01"})
+    answers, _ = exchange(
+        [
+            request(1, "server/discover", {"_meta": MODERN_META}),
+            request(2, "tools/list", {"_meta": MODERN_META}),
+            request(3, "tools/list", {"_meta": bad_meta}),
+        ],
+        env,
+        tmp_path,
+    )
+    discover, tools, refused = answers
+    assert discover["result"]["supportedVersions"] == ["2026-07-28"]
+    assert discover["result"]["resultType"] == "complete"
+    assert discover["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"]
+    assert tools["result"]["resultType"] == "complete" and tools["result"]["ttlMs"] == 0
+    assert refused["error"]["code"] == -32022
+    assert refused["error"]["data"] == {"supported": ["2026-07-28"], "requested": "2099-01-01"}
+
+
+def test_old_clients_get_the_record_as_text(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    """2024-11-05 has no structuredContent, outputSchema or resource_link."""
+    old = dict(INIT, params=dict(INIT["params"], protocolVersion="2024-11-05"))
+    call = request(2, "tools/call", {"name": "generate_image", "arguments": {"prompt": " "}})
+    answers, _ = exchange([old, request(1, "tools/list"), call], env, tmp_path)
+    tools = answers[1]["result"]["tools"]
+    assert all("outputSchema" not in t and "annotations" not in t for t in tools)
+    result = answers[2]["result"]
+    assert result["isError"] is True and "structuredContent" not in result
+    assert "exit code 2" in result["content"][0]["text"]
+
+
+def test_stdout_is_only_protocol(gateway: Gateway, tmp_path: Path) -> None:
+    """Warnings, progress and --verbose logs go to stderr, and so would a stray print."""
+    from tests.conftest import write_codex_home
+
+    home = write_codex_home(tmp_path / "home", gateway.base_url)
+    (home / "auth.json").chmod(0o644)  # a warning on every load
+    env = clean_env(CODEX_HOME=str(home))
+    call = request(1, "tools/call", {"name": "check_gateway", "arguments": {}})
+    answers, proc = exchange([INIT, call], env, tmp_path, "--verbose")
+    assert [a["id"] for a in answers] == [0, 1], proc.stderr
+    assert b"readable by other users" in proc.stderr
+    assert TEST_KEY.encode() not in proc.stdout + proc.stderr
+
+
+def test_stray_print_goes_to_stderr(env: dict[str, str], tmp_path: Path) -> None:
+    code = (
+        "import sys, generate_gateway_image as g\n"
+        "g.McpServer.preflight = lambda self: print('stray output')\n"
+        "sys.exit(g.main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--mcp"],
+        input=json.dumps(request(1, "ping")).encode() + b"\n",
+        capture_output=True,
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        cwd=str(tmp_path),
+        timeout=30,
+    )
+    assert json.loads(proc.stdout) == {"jsonrpc": "2.0", "id": 1, "result": {}}
+    assert b"stray output" in proc.stderr
+
+
+def test_single_job_flags_are_refused(env: dict[str, str], tmp_path: Path) -> None:
+    proc = run_cli(["--mcp", "--prompt", "x", "--out", "a.png"], env)
+    assert proc.returncode == 2, report(proc)
+    assert "--prompt, --out cannot be combined with --mcp" in proc.stderr
+    assert proc.stdout == ""
