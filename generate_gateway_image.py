@@ -26,8 +26,19 @@ Standard library only (plus tomli on Python < 3.11). Python 3.9+.
 
 from __future__ import annotations
 
+import binascii
+import errno
+import io
+import json
 import os
+import re
+import shlex
+import signal
+import stat
+import struct
 import sys
+import time
+import zlib
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings at run time
@@ -409,7 +420,6 @@ class Gateway:
 def quote_query(text: str) -> str:
     """Percent-encode a query_params key or value, keeping %XX escapes already in it: Codex
     appends the values raw, so a signature copied from a URL arrives as written."""
-    import re
     from urllib.parse import quote
 
     parts = re.split(r"(%[0-9A-Fa-f]{2})", text)
@@ -505,7 +515,6 @@ def load_toml(path: str) -> dict[str, Any]:
 
 
 def load_json_file(path: str) -> Any:
-    import json
 
     try:
         raw = _read_config_bytes(path)
@@ -676,7 +685,6 @@ def key_command_spec(value: Any, where: str) -> KeyCommand:
 def _stop_process(proc: Any) -> None:
     """Kill auth.command and whatever it started (its own process group on POSIX), so that a
     helper left holding the pipes cannot stall the run past its budget."""
-    import signal
 
     try:
         if os.name == "posix":
@@ -830,7 +838,6 @@ def codex_image_tool(
 def mask_tokens(text: str) -> str:
     """A credential helper's message with every word that could be a token masked: we cannot
     know its key when it fails, so a long word with a digit in it goes, and any very long one."""
-    import re
 
     def mask(match: Any) -> str:
         word = match.group(0)
@@ -1049,7 +1056,6 @@ def check_base_url(url: str, what: str) -> str:
 def parse_header_arg(text: str) -> tuple[str, str]:
     """A --header from the command line: a bad one is the user's typo (exit 2), checked with
     the same rules as headers from the configuration (exit 3 there, see check_headers)."""
-    import re
 
     name, sep, value = text.partition(":")
     if not sep or not re.fullmatch(HEADER_NAME, name):
@@ -1070,7 +1076,6 @@ def load_gateway(
 ) -> Gateway:
     """Read the Codex home and the system layers (files), resolve the gateway, run auth.command
     within `budget` seconds; warnings go to the console."""
-    import time
 
     home = find_codex_home(args.codex_home, env)
     system_config, managed_config = system_layer_paths(home, env)
@@ -1159,7 +1164,6 @@ def load_gateway(
 def check_headers(gw: Gateway) -> None:
     """Header names and values from config.toml, auth.json or the environment must be one clean
     line each: a stray newline would otherwise inject headers into the request."""
-    import re
 
     for name, value in [*gw.headers.items(), ("Authorization", gw.api_key or "")]:
         if not re.fullmatch(HEADER_NAME, name):
@@ -1222,7 +1226,6 @@ def looks_secret(header_name: str, value: str = "") -> bool:
 
 def add_secret(value: str) -> None:
     """Remember a credential so that redact() masks it in everything printed or written."""
-    import json
     from urllib.parse import quote, quote_plus
 
     value = value.strip()
@@ -1386,7 +1389,6 @@ def sniff_image(head: bytes) -> str | None:
 
 def image_dimensions(f: IO[bytes], kind: str) -> tuple[int, int] | None:
     """Width and height read from the image header (file positioned anywhere)."""
-    import struct
 
     f.seek(0)
     head = f.read(64)
@@ -1879,7 +1881,6 @@ class Body:
 
 
 def encode_body(payload: Mapping[str, Any]) -> Body:
-    import json
 
     images: list[InputImage] = []
     marker = "\x1eIMG{}." + os.urandom(16).hex() + "\x1e"  # no prompt can contain it
@@ -1903,7 +1904,6 @@ def encode_body(payload: Mapping[str, Any]) -> Body:
 
 def display_payload(payload: Mapping[str, Any]) -> str:
     """The body as indented JSON for --dry-run, with long base64 shortened."""
-    import json
 
     def shorten(obj: Any) -> Any:
         if isinstance(obj, dict):
@@ -1957,13 +1957,11 @@ class RateGate:
         self.not_before = 0.0
 
     def hold(self, seconds: float) -> None:
-        import time
 
         with self.lock:
             self.not_before = max(self.not_before, time.monotonic() + seconds)
 
     def wait(self, deadline: float) -> None:
-        import time
 
         with self.lock:
             delay = self.not_before - time.monotonic()
@@ -2010,7 +2008,6 @@ class Clock:
         self.sock: Any = None
 
     def remaining(self) -> float:
-        import time
 
         return self.deadline - time.monotonic()
 
@@ -2116,7 +2113,6 @@ def resolve(host: str, port: int, timeout: float) -> list[Any]:
 def connect(address: tuple[str, int], timeout: float) -> Any:
     """A TCP connection within `timeout` in all: DNS, then each address with what is left."""
     import socket
-    import time
 
     deadline = time.monotonic() + timeout
     last: OSError | None = None
@@ -2154,7 +2150,6 @@ class Watchdog:
 
     def _run(self) -> None:
         import socket
-        import time
 
         with self.cond:
             while not self.done:
@@ -2240,7 +2235,6 @@ class Wire:
         return sock
 
     def connect_left(self) -> float:
-        import time
 
         return max(0.001, self.connect_deadline - time.monotonic())
 
@@ -2248,7 +2242,6 @@ class Wire:
 
     def open(self) -> None:
         """Connect (DNS, TCP, tunnel, TLS) within --connect-timeout in all."""
-        import time
 
         remaining = self.clock.remaining()
         if remaining <= 0:
@@ -2338,7 +2331,6 @@ class Wire:
 
     def read(self, size: int = READ_CHUNK) -> bytes:
         """The next piece of the body as it arrives, decompressed; b"" at its end."""
-        import zlib
 
         while True:
             inflater = self.inflater
@@ -2466,7 +2458,6 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
 
     text = str(exc) or type(exc).__name__
     host = host_of(url)
-    import errno
 
     # A sandbox that denies sockets (Linux seccomp/Landlock, macOS Seatbelt, Windows) refuses
     # connect() itself; no proxy, CA or retry helps, only another way to run the command.
@@ -2521,8 +2512,6 @@ class Blob:
         try:
             self.file = tempfile.TemporaryFile(prefix="codex-imagegen-")  # owner-only, unnamed
         except OSError:  # no writable temp folder (a sandbox): hold it in memory instead
-            import io
-
             self.file = io.BytesIO()
         self.length = 0
 
@@ -2574,7 +2563,6 @@ def _unescape(seg: bytes | bytearray) -> bytes:
         return bytes(seg)
     if seg.count(b"\\") == seg.count(b"\\/"):  # only "\/", as some encoders write slashes
         return bytes(seg).replace(b"\\/", b"/")
-    import json
 
     text = json.JSONDecoder(strict=False).decode('"' + bytes(seg).decode("utf-8", "replace") + '"')
     return str(text).encode("utf-8", "replace")
@@ -2685,7 +2673,6 @@ class JsonSpool:
 
     def parse(self) -> Any:
         """The JSON value, long strings as Blobs; ValueError when it is not JSON."""
-        import json
 
         if self.in_string:
             raise ValueError("the JSON text ends inside a string")
@@ -2898,7 +2885,6 @@ class SavedImage:
 def unwritable_hint(code: int | None, default: str) -> str:
     """What to do about a folder that refuses a file: another folder helps, unless the whole
     file system is read-only, as in a read-only sandbox where no folder is writable."""
-    import errno
 
     sandboxed = any(os.environ.get(name) for name in SANDBOX_ENV_VARS)
     if code == errno.EROFS or (sandboxed and code in (errno.EACCES, errno.EPERM)):
@@ -2926,7 +2912,6 @@ def place_new(tmp: str, out: str) -> None:
     dangling symlink: a hard link fails then, where an exists-check followed by a rename
     would replace whatever appeared in between. Where the file system has no hard links, a
     rename that refuses an existing target (Windows) or, last, a check just before the rename."""
-    import errno
 
     try:
         os.link(tmp, out)
@@ -3022,7 +3007,6 @@ class ImageSink:
         return os.fdopen(fd, "w+b"), path
 
     def _decode(self, value: str | Blob, rescue: bool) -> SavedImage | None:
-        import binascii
 
         f, path = self._open_temp(rescue)
         self.tmp = path
@@ -3487,7 +3471,6 @@ class Collector:
 def image_links(text: str) -> list[str]:
     """Image addresses in the model's text: markdown image links first, then bare http(s) URLs
     that end in an image extension (a few at most)."""
-    import re
 
     found = re.findall(r"!\[[^\]\n]{0,500}\]\(\s*<?((?:https?://|data:image/)[^\s)>]+)", text)
     found += re.findall(
@@ -3532,7 +3515,6 @@ def parse_retry_after(headers: Any) -> float | None:
         seconds = float(value)
     except ValueError:
         import email.utils
-        import time
 
         try:
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
@@ -3552,7 +3534,6 @@ def http_error(
 ) -> ImagegenError:
     """Our error for an HTTP error answer: the gateway's own message, never a raw HTML page;
     a proxy's own answer is named as the proxy's."""
-    import json
 
     message, code, etype, param = "", "", "", ""
     details: dict[str, Any] = {}
@@ -3577,8 +3558,6 @@ def http_error(
         if not message and isinstance(parsed.get("detail"), str):
             message = text_of(parsed["detail"])
     elif "<" in text[:200] and ("html" in ctype or "<html" in text[:2000].lower()):
-        import re
-
         title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
         message = "HTML page" + (": " + text_of(title.group(1), 200) if title else "")
     else:
@@ -3684,7 +3663,6 @@ def fetch_request(response_id: str, *, stream: bool, after: int = -1) -> Request
 def images_request(job: Job, size: str, drop: Iterable[str] = ()) -> Request:
     """The Images API equivalent: JSON to /images/generations, or multipart to /images/edits
     (built here with the standard library) when there are reference images or a mask."""
-    import json
 
     fields: dict[str, Any] = {
         "model": job.tool_options.get("model") or DEFAULT_IMAGES_MODEL,
@@ -3970,7 +3948,6 @@ def download_image(url: str, settings: Settings, deadline: float, sink: ImageSin
 def rejected_tool_option(exc: GatewayError, tool: Mapping[str, Any]) -> str | None:
     """The image-tool option a 400 names (tools[0].quality, input_fidelity, ...), if it was
     sent and is one the image can do without."""
-    import re
 
     param = exc.param.lower()
     match = re.fullmatch(r"tools\[\d+\]\.(\w+)", param)
@@ -3998,7 +3975,6 @@ def detect_quirk(
     strict: bool = False,
 ) -> tuple[str, str] | None:
     """A known gateway quirk behind this error: (kind, what we do about it), or None."""
-    import re
 
     if (
         not isinstance(exc, GatewayError)
@@ -4110,7 +4086,6 @@ IMAGE_TOOL_UNSUPPORTED = (
 
 def images_fallback_reason(exc: ImagegenError, request_path: str) -> str | None:
     """Why /responses cannot make images here (for --api auto), or None."""
-    import re
 
     if not isinstance(exc, GatewayError) or isinstance(exc, AuthError):
         return None
@@ -4129,7 +4104,6 @@ def images_fallback_reason(exc: ImagegenError, request_path: str) -> str | None:
 def rejects_background(exc: ImagegenError) -> bool:
     """The gateway will not keep responses: store: true or background: true refused (relays on
     ChatGPT accounts answer "Store must be set to false"), over HTTP or in the stream."""
-    import re
 
     if not isinstance(exc, GatewayError) or isinstance(exc, AuthError):
         return False
@@ -4164,7 +4138,6 @@ RESUME_ARGS: list[str] = []  # how this run reaches its gateway (set by run()), 
 
 def resume_command(response_id: str, out: str) -> str:
     """The exact command that fetches a stored response's image later without paying again."""
-    import shlex
 
     script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
     head = "python3 " + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
@@ -4183,7 +4156,6 @@ def fetch_image_urls(
     """Download the image URLs an answer gave instead of base64: the first image into the
     collector's sink, distinct further ones beside it. GETs only: a failure is retried within
     --retries and the time budget, never by sending the prompt again."""
-    import time
 
     sink = collector.sink
     failure: ImagegenError | None = None
@@ -4236,7 +4208,6 @@ def run_job(
     A stored response (--resumable, --resume) is never sent twice: a broken stream is resumed
     and a queued one polled with GETs. Raises ImagegenError; the image, once received, is never
     lost (see ImageSink)."""
-    import time
 
     started = time.monotonic()
     deadline = started + settings.timeout
@@ -4605,7 +4576,6 @@ class Progress:
 
     def __init__(self, console: Console, total: int = 1) -> None:
         import threading
-        import time
 
         self.console = console
         self.total = total
@@ -4658,7 +4628,6 @@ class Progress:
             self._show(force=True)
 
     def line(self) -> str:
-        import time
 
         elapsed = time.monotonic() - self.started
         with self.lock:
@@ -4669,7 +4638,6 @@ class Progress:
         return f"[{elapsed:4.0f}s] {self.done}/{self.total} done; running: {running}"
 
     def _show(self, force: bool = False) -> None:
-        import time
 
         if self.console.quiet:
             return
@@ -4690,7 +4658,6 @@ class Progress:
         """Raise Cancelled if the job should stop here."""
 
     def pause(self, seconds: float) -> None:
-        import time
 
         time.sleep(seconds)
 
@@ -4784,7 +4751,6 @@ SVG_RISKS = (  # what a browser would act on when it opens the file, and how we 
 def svg_risks(path: str) -> list[str]:
     """What in an SVG file could run code or fetch something when it is opened (in order of
     SVG_RISKS); read in chunks, so a large file costs no memory."""
-    import re
 
     found: set[str] = set()
     tail = b""
@@ -5289,7 +5255,6 @@ FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gi
 
 
 def slugify(text: str, limit: int = 40) -> str:
-    import re
 
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:limit].rstrip("-") or "image"
@@ -5297,7 +5262,6 @@ def slugify(text: str, limit: int = 40) -> str:
 
 def batch_line_options(text: str) -> dict[str, Any]:
     """One JSONL line: a JSON string (the prompt), a JSON object, or bare prompt text."""
-    import json
 
     try:
         value = json.loads(text)
@@ -5326,7 +5290,6 @@ def check_batch_out(name: str, out_dir: str) -> None:
     """A batch line's `out` must name a file inside --out-dir, the same on every platform:
     no absolute path, drive letter or other ':', backslash, NUL or Windows device name, and no
     way out of the folder, neither by '..' nor through a symlinked subfolder."""
-    import re
 
     problem = ""
     parts = name.split("/")
@@ -5551,7 +5514,6 @@ def plan_jobs(args: Any, env: Mapping[str, str], prompt: str | None = None) -> l
 
 def plan_resume(args: Any) -> Job:
     """--resume RESPONSE_ID --out PATH: a job that only fetches a stored response."""
-    import re
 
     for flag, given in (
         ("--prompt", args.prompt is not None),
@@ -5654,8 +5616,6 @@ def partial_writer(job: Job, folder: str | None, console: Console) -> Callable[[
 def is_own_sidecar(path: str) -> bool:
     """Whether `path` is a sidecar this script wrote (so a new one may replace it): a small
     regular file holding the JSON object write_sidecar() makes for the image beside it."""
-    import json
-    import stat
 
     try:
         st = os.lstat(path)
@@ -5689,8 +5649,6 @@ def check_sidecar_path(out: str, force: bool) -> None:
 
 def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
     """OUT.json beside the image: everything needed to understand or continue it (no key)."""
-    import json
-    import time
 
     image = outcome.image
     assert image is not None
@@ -5761,7 +5719,6 @@ def run_all(
 ) -> list[Outcome]:
     """Run the jobs on up to --concurrency daemon threads (one job: on this thread)."""
     import threading
-    import time
 
     if progress is None:
         progress = Progress(console, total=len(jobs))
@@ -5858,7 +5815,6 @@ def http_request(
     gw: Gateway, settings: Settings, method: str, path: str, body: bytes = b""
 ) -> tuple[int, Any, bytes]:
     """A small request for the doctor: (status, headers, up to 2 MB of body)."""
-    import time
 
     clock = Clock(settings.idle_timeout, time.monotonic() + min(settings.timeout, 60.0))
     wire = Wire(gw.url(path), settings, clock)
@@ -5884,7 +5840,6 @@ def doctor(
     check: Check | None = None,
 ) -> int:
     """Resolve and print the configuration, then probe the gateway step by step."""
-    import time
     from urllib.parse import urlsplit
 
     check = check if check is not None else Check(console)
@@ -6136,8 +6091,6 @@ def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> d
     """POST the probe and read until the image tool (or text, or an error) shows:
     {"refused": error} for an HTTP error, {"connect": exc}, else {"ctype", "seen": {item, id,
     error}} and {"broken": exc} if the connection failed while reading."""
-    import json
-    import time
 
     seen: dict[str, str] = {}
 
@@ -6292,7 +6245,6 @@ def warn_plain_http(gw: Gateway, console: Console, dry_run: bool = False) -> Non
 
 
 def json_dumps(obj: Any) -> str:
-    import json
 
     return json.dumps(obj)  # ASCII escapes: readable by any consumer, whatever its encoding
 
@@ -6512,7 +6464,6 @@ def mcp_arguments(
 
 def mcp_words(text: str) -> str:
     """The CLI's hints name flags; a tool caller passes arguments instead."""
-    import re
 
     names = {
         "force": "force: true",
@@ -6703,7 +6654,6 @@ class McpProgress(Progress):
         self._show(force=True)
 
     def _show(self, force: bool = False) -> None:
-        import time
 
         if self.token is None or self.cancelled.is_set():
             return
@@ -6831,7 +6781,6 @@ class McpServer:
     def shutdown(self) -> None:
         """stdin closed: the client is leaving and will not wait long for what is still running
         (the SDKs send SIGTERM after a few seconds), so calls still running are cancelled."""
-        import time
 
         with self.lock:
             threads = list(self.threads)
@@ -6852,7 +6801,6 @@ class McpServer:
                 pass
 
     def handle_line(self, line: bytes) -> None:
-        import json
 
         try:
             message = json.loads(line.decode("utf-8"))
@@ -7020,8 +6968,6 @@ class McpServer:
                 self.slots.release()
         except ImagegenError as exc:
             if isinstance(exc, ConfigError):
-                import re
-
                 missing = re.match(r"missing environment variable (\S+)", exc.message)
                 if missing:
                     exc.hint = mcp_key_hint(missing.group(1))
@@ -7074,9 +7020,8 @@ class McpServer:
     def call_args(self, opts: Mapping[str, Any], reserved: list[str]) -> Any:
         """The server's command line with this call's arguments: the same checks and defaults
         as the CLI (plan_jobs, build_job) apply to both."""
-        import copy
 
-        call = copy.copy(self.args)
+        call = type(self.args)(**vars(self.args))
         call.mcp = call.dry_run = call.json = call.doctor = False
         call.out_dir = call.batch = call.edit_from = call.prompt_file = None
         call.prompt = opts["prompt"]
@@ -7100,7 +7045,6 @@ class McpServer:
         version: str,
         reserved: list[str],
     ) -> dict[str, Any]:
-        import time
 
         opts = mcp_arguments(arguments, MCP_GENERATE_ARGUMENTS)
         call = self.call_args(opts, reserved)
@@ -7124,10 +7068,9 @@ class McpServer:
         return mcp_image_result(outcomes, gw, console.warnings, version, preview)
 
     def check(self, arguments: Any, console: McpConsole, version: str) -> dict[str, Any]:
-        import copy
 
         opts = mcp_arguments(arguments, MCP_CHECK_ARGUMENTS)
-        call = copy.copy(self.args)
+        call = type(self.args)(**vars(self.args))
         call.doctor = True  # so that an auth.command runs, as under --doctor
         call.probe = bool(opts.get("probe", self.args.probe))
         check = Check(console)
@@ -7147,9 +7090,8 @@ class McpServer:
 
     def missing_key(self) -> str:
         """The provider's env_key variable when it is not set in this server's environment."""
-        import copy
 
-        probe = copy.copy(self.args)
+        probe = type(self.args)(**vars(self.args))
         probe.dry_run = True
         try:
             gw = load_gateway(probe, self.env, McpConsole(self.console, "start"))
@@ -7161,9 +7103,8 @@ class McpServer:
 
     def preflight(self) -> None:
         """Say on stderr, at start, what the calls will use, and what is missing."""
-        import copy
 
-        probe = copy.copy(self.args)
+        probe = type(self.args)(**vars(self.args))
         probe.dry_run = True
         try:
             gw = load_gateway(probe, self.env, self.console)
@@ -7270,7 +7211,6 @@ def utf8_output() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import signal
 
     utf8_output()
     console = Console()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +29,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PYTHONIOENCODING"] = "utf-8"
     env.update(extra)
     return env
+
+
+def permissions_bind() -> list[str]:
+    """A command prefix under which file permission bits apply to the child, as root too: root
+    runs without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH (util-linux setpriv). Skips only where
+    neither is possible (Windows, or root without setpriv)."""
+    if os.name != "posix":
+        pytest.skip("POSIX permission bits")
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root without setpriv: permission bits do not bind")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"]
 
 
 def run_cli(

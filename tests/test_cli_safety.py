@@ -23,7 +23,16 @@ import pytest
 
 import generate_gateway_image as g
 from tests import images
-from tests.conftest import TEST_KEY, clean_env, leftovers, report, run_cli, write_codex_home
+from tests.conftest import (
+    SCRIPT,
+    TEST_KEY,
+    clean_env,
+    leftovers,
+    permissions_bind,
+    report,
+    run_cli,
+    write_codex_home,
+)
 from tests.gateway import Gateway, Reply, error_reply, image_events, sse_reply
 
 PNG = images.png_bytes(40, 24)
@@ -87,15 +96,22 @@ def test_unusable_out_is_refused_before_sending(
     assert gateway.requests == []
 
 
-@pytest.mark.skipif(not POSIX or os.geteuid() == 0, reason="needs a user that permissions bind")
 def test_unwritable_folder_is_refused_before_sending(
     tmp_path: Path, gateway: Gateway, env: dict[str, str]
 ) -> None:
+    prefix = permissions_bind()
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        proc = run_cli(["--prompt", "p", "--out", str(folder / "x.png")], env)
+        proc = subprocess.run(
+            [*prefix, sys.executable, str(SCRIPT), "--prompt", "p", "--out", str(folder / "x.png")],
+            env=env,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
+        )
     finally:
         folder.chmod(0o755)
     assert proc.returncode == 7, report(proc, gateway)

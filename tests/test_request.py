@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -440,19 +439,29 @@ def test_image_is_a_directory(tmp_path: Path) -> None:
     assert str(tmp_path) in err.message
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32" or (hasattr(os, "geteuid") and os.geteuid() == 0),
-    reason="needs POSIX permissions and a non-root user",
-)
 def test_unreadable_image(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import SCRIPT, clean_env, permissions_bind
+
+    prefix = permissions_bind()
     path = tmp_path / "locked.png"
     path.write_bytes(png_bytes(8, 8))
     path.chmod(0)
+    args = ["--prompt", "p", "--out", str(tmp_path / "o.png"), "--image", str(path)]
     try:
-        err = usage_error("--out", "o.png", "--image", str(path))
+        proc = subprocess.run(
+            [*prefix, sys.executable, str(SCRIPT), *args, "--base-url", "http://127.0.0.1:9/v1"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
+        )
     finally:
         path.chmod(0o600)
-    assert str(path) in err.message
+    assert proc.returncode == 2, proc.stderr
+    assert str(path) in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The benchmark still runs: a quick pass over scenarios a and e, and its HTTP framing helper.
+"""The benchmark still runs: a quick pass over scenarios a, e and a small memory series (m), and
+its HTTP framing helper.
 
 No timing assertions: only that it completes, verifies its outputs and prints its table.
 """
@@ -40,7 +41,17 @@ def test_sse_wire_chunked_round_trip() -> None:
 
 def test_quick_run_prints_a_verified_table() -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--scenarios", "a,e", "--rounds", "1"],
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--scenarios",
+            "a,e,m",
+            "--mem-sizes",
+            "1,3,4",
+            "--rounds",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -54,3 +65,7 @@ def test_quick_run_prints_a_verified_table() -> None:
     assert "FAILED" not in proc.stdout
     assert "WARNING" not in proc.stderr
     assert "(a) SDK / ours" in proc.stdout or "openai SDK skipped" in proc.stdout
+    series = [line for line in lines if line.split("  ")[0].strip() in ("1.0", "3.0", "4.0")]
+    assert any("ours, 4 MB" in row for row in series), proc.stdout
+    assert any("ours --no-stream, 4 MB" in row for row in series), proc.stdout
+    assert "(m) peak RSS 4 MB / 3 MB image, streaming" in proc.stdout
