@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Generate or edit an image through the Responses gateway that Codex CLI is configured for.
 
-Pipeline: ~/.codex/config.toml + auth.json -> JSON request -> POST {base_url}/responses (SSE)
-          -> image_generation_call.result (base64) -> validated image file, written atomically
+Pipeline: Codex's config layers + credentials -> JSON request -> POST {base_url}/responses
+          over http.client (SSE, or JSON) -> image_generation_call.result (base64, streamed to
+          disk as it arrives) -> validated image file, put in place without clobbering
+
+Front doors over one job runner: the command line (one image, --n variants, --batch),
+--doctor, and --mcp (an MCP server over stdio for Codex and Claude Code).
 
 Usage:
   python3 generate_gateway_image.py --prompt "a red fox in snow" --out fox.png
@@ -1920,7 +1924,7 @@ def display_payload(payload: Mapping[str, Any]) -> str:
 
 
 # =============================================================================================
-# 5. Transport: one connection builder (proxy, TLS, timeouts), retries, the SSE parser
+# 5. Transport: one place builds connections (http.client, proxy, TLS, timeouts), the SSE parser
 # =============================================================================================
 
 
@@ -2821,7 +2825,7 @@ class SSEParser:
 
 
 # =============================================================================================
-# 6. Response: JSON payloads (base64 left in place), events, errors, collecting the image
+# 6. Response: events and JSON answers, errors, collecting the image into a file
 # =============================================================================================
 
 B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -4811,295 +4815,9 @@ def display_body(body: Body) -> str:
 
 
 # =============================================================================================
-# 9. CLI: arguments, checks before sending, main()
+# 9. Job runner: planning jobs (single, variants, batch, resume) and running them (the
+#    thread pool, previews, the sidecar)
 # =============================================================================================
-
-EXAMPLES = """\
-examples:
-  generate:      %(prog)s --prompt "a lighthouse at dusk, oil painting" --out lighthouse.png
-  portrait:      %(prog)s --prompt-file brief.txt --size 1024x1536 --out poster.png
-  edit:          %(prog)s --prompt "make it winter, keep the layout" --image in.png \\
-                     --action edit --out winter.png
-  masked edit:   %(prog)s --prompt "replace the sky" --image in.png --mask sky.png --out sky.png
-  check only:    %(prog)s --prompt "test" --out x.png --dry-run
-  for agents:    %(prog)s --prompt "..." --out a.png --json
-  variants:      %(prog)s --prompt "a logo" --out logo.png --n 4
-  batch:         %(prog)s --batch jobs.jsonl --out-dir out/ --concurrency 4
-  iterate:       %(prog)s --prompt "a fox" --out fox.png --sidecar
-                 %(prog)s --prompt "now at night" --edit-from fox.png --out fox-night.png
-  never twice:   %(prog)s --prompt "a poster" --out poster.png --resumable
-                 %(prog)s --resume resp_abc123 --out poster.png
-  diagnose:      %(prog)s --doctor --probe
-  images API:    %(prog)s --prompt "a fox" --out fox.png --api auto
-  MCP server:    %(prog)s --mcp --out-dir ~/Pictures/generated
-                 codex mcp add imagegen -- python3 /abs/path/%(prog)s --mcp
-                 claude mcp add imagegen -- python3 /abs/path/%(prog)s --mcp
-
-configuration: as Codex 0.171.0 reads it: /etc/codex/config.toml, then $CODEX_HOME (default
-~/.codex)/config.toml (model_provider and [model_providers.<id>]: base_url, env_key,
-query_params, http_headers, ...), --profile NAME.config.toml, then /etc/codex/managed_config.toml
-over all of them. auth.json, CODEX_API_KEY and OPENAI_API_KEY go only to the built-in openai
-provider or one with requires_openai_auth = true; OPENAI_BASE_URL is ignored (use
-openai_base_url). --doctor lists every file read and the layer that chose the provider.
-network: proxies as urllib finds them (https_proxy, http_proxy, all_proxy, no_proxy; the
-system settings on Windows/macOS); http:// proxies only, user:pass@ percent-encoded. Answers
-are read in bounded memory: an image over 128 MB or an event over 8 MB is exit 4.
-exit codes: 0 ok, 1 internal, 2 arguments/input, 3 config/credentials, 4 gateway error,
-5 no image, 6 network/timeout, 7 output not written, 130/143 interrupted.
-in a sandbox: exit 6 "not permitted" = the sandbox blocks the network, exit 7 "read-only file
-system" = nothing is writable; the hint names the fix (or use --mcp, which runs outside it).
-"""
-
-
-def build_parser() -> Any:
-    import argparse
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> NoReturn:
-            raise UsageError(message, "see --help")
-
-    p = Parser(
-        prog=PROG,
-        description="Generate or edit an image through the Responses gateway your Codex CLI "
-        "is configured for, and save it to a file.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    g = p.add_argument_group("prompt and output")
-    g.add_argument("--prompt", help="the prompt text, or - to read it from stdin")
-    g.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file")
-    g.add_argument("--out", metavar="PATH", help="where to save the image (parents are created)")
-    g.add_argument(
-        "--force",
-        action="store_true",
-        help="overwrite --out (and with --sidecar its OUT.json) if it exists",
-    )
-    g.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
-    g.add_argument(
-        "--dry-run", action="store_true", help="print the request and exit; sends nothing"
-    )
-
-    g = p.add_argument_group("reference images")
-    g.add_argument(
-        "--image",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="local reference image (repeatable)",
-    )
-    g.add_argument(
-        "--image-url",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="http(s) or data: URL of a reference image (repeatable)",
-    )
-    g.add_argument(
-        "--mask",
-        metavar="PATH",
-        help="PNG with alpha, same size as the first --image; transparent = change",
-    )
-    g.add_argument(
-        "--detail", choices=DETAILS, default="auto", help="input image detail (default auto)"
-    )
-
-    g = p.add_argument_group("image options")
-    g.add_argument(
-        "--action",
-        choices=ACTIONS,
-        default="auto",
-        help="generate, edit or let the model decide (default auto)",
-    )
-    g.add_argument(
-        "--size",
-        default=DEFAULT_SIZE,
-        help="WxH or auto (default 1024x1024; also 1024x1536, 1536x1024)",
-    )
-    g.add_argument(
-        "--model",
-        help=f"Responses model (default $CODEX_IMAGEGEN_MODEL or {DEFAULT_MODEL})",
-    )
-    g.add_argument("--image-model", help="image model inside the tool, e.g. gpt-image-2")
-    g.add_argument("--quality", choices=QUALITIES)
-    g.add_argument("--background", choices=BACKGROUNDS)
-    g.add_argument(
-        "--format",
-        choices=FORMATS + ("jpg",),
-        help="output format (default: from --out's extension, else png)",
-    )
-    g.add_argument("--compression", type=int, metavar="0-100", help="jpeg/webp compression")
-    g.add_argument("--moderation", choices=MODERATIONS)
-    g.add_argument("--input-fidelity", choices=FIDELITIES)
-    g.add_argument(
-        "--strict-size",
-        action="store_true",
-        help="never switch to a larger size when the gateway rejects a small one",
-    )
-    g.add_argument(
-        "--strict",
-        action="store_true",
-        help="send exactly what was asked or fail: no larger size, no dropped image option "
-        "and no fallback from --resumable to a normal request",
-    )
-
-    g = p.add_argument_group("gateway")
-    g.add_argument(
-        "--codex-home", metavar="DIR", help="Codex home (default $CODEX_HOME or ~/.codex)"
-    )
-    g.add_argument(
-        "--profile",
-        metavar="NAME",
-        help="layer NAME.config.toml over config.toml (managed_config.toml still wins)",
-    )
-    g.add_argument("--base-url", metavar="URL", help="override the provider's base URL")
-    g.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="extra HTTP header (repeatable; a malformed one is exit 2)",
-    )
-    g.add_argument(
-        "--no-stream",
-        dest="stream",
-        action="store_false",
-        help="one JSON answer instead of Server-Sent Events",
-    )
-    g.add_argument(
-        "--retries",
-        type=int,
-        default=DEFAULT_RETRIES,
-        metavar="N",
-        help="retries for transient failures (default 2)",
-    )
-    g.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help="total time budget (default 900)",
-    )
-    g.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=DEFAULT_IDLE_TIMEOUT,
-        metavar="SECONDS",
-        help="give up after this long without a byte (default 300)",
-    )
-    g.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=DEFAULT_CONNECT_TIMEOUT,
-        metavar="SECONDS",
-        help="time to connect: DNS, TCP, proxy tunnel and TLS in all (default 30)",
-    )
-
-    g = p.add_argument_group("several images")
-    g.add_argument(
-        "--n",
-        type=int,
-        default=1,
-        metavar="N",
-        help="N variants, sent concurrently, saved as OUT-1..OUT-N (1-10)",
-    )
-    g.add_argument(
-        "--batch",
-        metavar="JOBS.jsonl",
-        help="one job per line: a prompt string or an object with prompt, out, size, image, ...",
-    )
-    g.add_argument(
-        "--out-dir", metavar="DIR", help="folder for --batch results (default names NNN-<slug>.png)"
-    )
-    g.add_argument(
-        "--concurrency",
-        type=int,
-        default=4,
-        metavar="K",
-        help="parallel --batch jobs (default 4, max 16)",
-    )
-
-    g = p.add_argument_group("previews, metadata and iteration")
-    g.add_argument(
-        "--partial-images",
-        type=int,
-        default=0,
-        metavar="K",
-        help="ask for K (0-3) live previews, saved as OUT.partial-K.ext",
-    )
-    g.add_argument(
-        "--partials-dir", metavar="DIR", help="where previews go (default: beside --out)"
-    )
-    g.add_argument(
-        "--sidecar",
-        action="store_true",
-        help="write OUT.json beside each image (prompt, ids, sizes, sha256, timings); "
-        "an OUT.json that is not an earlier sidecar needs --force",
-    )
-    g.add_argument(
-        "--edit-from",
-        metavar="PATH",
-        help="continue editing an earlier image (or its .json sidecar)",
-    )
-    g.add_argument(
-        "--store",
-        action="store_true",
-        help="ask the gateway to store the response (lets --edit-from send previous_response_id)",
-    )
-    g.add_argument(
-        "--resumable",
-        action="store_true",
-        help="background mode (background + store): a cut stream is resumed and a queued "
-        "response polled, never sent twice; Ctrl-C prints the --resume command",
-    )
-    g.add_argument(
-        "--resume",
-        metavar="RESPONSE_ID",
-        help="fetch a stored response (following it if still running) and save its image to "
-        "--out; nothing new is paid",
-    )
-    g.add_argument(
-        "--api",
-        choices=("responses", "images", "auto"),
-        default="responses",
-        help="responses (default), images (/images/generations and /images/edits), "
-        "or auto (fall back to images)",
-    )
-
-    g = p.add_argument_group("diagnostics")
-    g.add_argument(
-        "--doctor",
-        action="store_true",
-        help="check configuration (files and layers read, provider, key, whether Codex has its "
-        "own image tool here), DNS, TCP, TLS and GET /models; no image",
-    )
-    g.add_argument(
-        "--probe",
-        action="store_true",
-        help="with --doctor: one cheap /responses call (may cost one low-quality image)",
-    )
-
-    g = p.add_argument_group("agents")
-    g.add_argument(
-        "--mcp",
-        action="store_true",
-        help="serve the tools generate_image and check_gateway over MCP on stdin/stdout; "
-        "the gateway flags apply to every call, --out-dir is where relative paths go "
-        "(default: the current folder), --concurrency bounds parallel calls",
-    )
-
-    g = p.add_argument_group("messages")
-    g.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress or notes on stderr (warnings and errors still)",
-    )
-    g.add_argument(
-        "--verbose",
-        action="store_true",
-        help="log requests and events (key redacted) and tracebacks",
-    )
-    g.add_argument("--version", action="version", version="%(prog)s " + __version__)
-    return p
 
 
 def read_prompt(args: Any) -> str:
@@ -5788,6 +5506,30 @@ def summary_line(outcome: Outcome) -> str:
     return f"failed\t{outcome.job.out}\texit {outcome.error.exit_code}: {outcome.error.message}"
 
 
+def warn_plain_http(gw: Gateway, console: Console, dry_run: bool = False) -> None:
+    """The key in clear text on the network: said on a real run, --dry-run and --doctor."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(gw.base_url)
+    has_key = bool(gw.api_key or gw.key_command)
+    if parts.scheme == "http" and has_key and not is_loopback_host(parts.hostname or ""):
+        console.warn(
+            "the API key {} sent unencrypted over http:// to {}; use https://".format(
+                "would be" if dry_run else "will be", parts.hostname
+            )
+        )
+
+
+def json_dumps(obj: Any) -> str:
+
+    return json.dumps(obj)  # ASCII escapes: readable by any consumer, whatever its encoding
+
+
+# =============================================================================================
+# 10. Doctor (--doctor, --probe): the configuration and each network step, checked in order
+# =============================================================================================
+
+
 class Check:
     """One doctor line: ok / failed / note, with a hint on failure."""
 
@@ -6161,96 +5903,8 @@ def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> d
     return answer
 
 
-def run(args: Any, console: Console) -> int:
-    env = os.environ
-    settings = make_settings(args, env)
-    if args.mcp:
-        return serve_mcp(args, env, settings, console)
-    if args.doctor:
-        return doctor(args, env, settings, console)
-    jobs = plan_jobs(args, env)
-    gw = load_gateway(args, env, console, budget=settings.timeout)
-    settings.timeout = max(settings.timeout - gw.key_seconds, 0.001)  # auth.command's share
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(gw.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
-    warn_plain_http(gw, console, args.dry_run)
-    RESUME_ARGS[:] = resume_args(args)
-    if args.dry_run:
-        job = jobs[0]
-        if job.resume_id:
-            print_dry_run(gw, fetch_request(job.resume_id, stream=False), console)
-        elif job.api == "images":
-            request = images_request(job, job.size)
-            print_dry_run(gw, request, console)
-        else:
-            payload = build_payload(job, stream=job.stream, size=job.size)
-            print_dry_run(gw, responses_request(payload), console, payload)
-        if len(jobs) > 1:
-            console.result(f"# and {len(jobs) - 1} more request(s) like it:")
-            for job in jobs[1:]:
-                console.result(f"#   {job.out}: {text_of(job.prompt, 80)}")
-        return EXIT_OK
-    what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
-    if jobs[0].resume_id:
-        console.info(f"fetching the stored response {jobs[0].resume_id} from {parts.netloc}")
-    else:
-        console.info(
-            "requesting {} from {} ({}, {}{}); this can take a minute or two".format(
-                what,
-                parts.netloc,
-                jobs[0].model,
-                "streaming" if jobs[0].stream else "no streaming",
-                ", resumable" if jobs[0].resumable else "",
-            )
-        )
-    outcomes = run_all(jobs, gw, settings, console, args)
-    for outcome in outcomes:
-        if outcome.error is None:
-            report_saved(outcome, console, quiet_success=len(outcomes) > 1)
-    if len(outcomes) == 1 and not args.batch:
-        outcome = outcomes[0]
-        if args.json:
-            console.result(json_dumps(outcome_record(outcome, gw)))
-        if outcome.error is not None:
-            raise outcome.error
-        if not args.json:
-            console.result(outcome.image.path if outcome.image else "")
-            for extra in outcome.extra_images:
-                console.result(extra.path)
-        return EXIT_OK
-    for outcome in outcomes:
-        line = json_dumps(outcome_record(outcome, gw)) if args.json else summary_line(outcome)
-        console.result(line)
-    failed = [o for o in outcomes if o.error is not None]
-    if failed:
-        console.info(f"{len(outcomes) - len(failed)} of {len(outcomes)} images saved")
-    return max((o.exit_code for o in outcomes), default=EXIT_OK)
-
-
-def warn_plain_http(gw: Gateway, console: Console, dry_run: bool = False) -> None:
-    """The key in clear text on the network: said on a real run, --dry-run and --doctor."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(gw.base_url)
-    has_key = bool(gw.api_key or gw.key_command)
-    if parts.scheme == "http" and has_key and not is_loopback_host(parts.hostname or ""):
-        console.warn(
-            "the API key {} sent unencrypted over http:// to {}; use https://".format(
-                "would be" if dry_run else "will be", parts.hostname
-            )
-        )
-
-
-def json_dumps(obj: Any) -> str:
-
-    return json.dumps(obj)  # ASCII escapes: readable by any consumer, whatever its encoding
-
-
 # =============================================================================================
-# 10. MCP server (--mcp): the job runner and the doctor as tools, over stdio JSON-RPC
+# 11. MCP server (--mcp): the job runner and the doctor as tools, over stdio JSON-RPC
 # =============================================================================================
 
 MCP_SERVER_INFO = {
@@ -7181,7 +6835,368 @@ def serve_mcp(args: Any, env: Mapping[str, str], settings: Settings, console: Co
 
 
 # =============================================================================================
-# 11. Entry point: signals, output encoding, main()
+# 12. CLI: arguments, then one run through the job runner, the doctor or the MCP server
+# =============================================================================================
+
+EXAMPLES = """\
+examples:
+  generate:      %(prog)s --prompt "a lighthouse at dusk, oil painting" --out lighthouse.png
+  portrait:      %(prog)s --prompt-file brief.txt --size 1024x1536 --out poster.png
+  edit:          %(prog)s --prompt "make it winter, keep the layout" --image in.png \\
+                     --action edit --out winter.png
+  masked edit:   %(prog)s --prompt "replace the sky" --image in.png --mask sky.png --out sky.png
+  check only:    %(prog)s --prompt "test" --out x.png --dry-run
+  for agents:    %(prog)s --prompt "..." --out a.png --json
+  variants:      %(prog)s --prompt "a logo" --out logo.png --n 4
+  batch:         %(prog)s --batch jobs.jsonl --out-dir out/ --concurrency 4
+  iterate:       %(prog)s --prompt "a fox" --out fox.png --sidecar
+                 %(prog)s --prompt "now at night" --edit-from fox.png --out fox-night.png
+  never twice:   %(prog)s --prompt "a poster" --out poster.png --resumable
+                 %(prog)s --resume resp_abc123 --out poster.png
+  diagnose:      %(prog)s --doctor --probe
+  images API:    %(prog)s --prompt "a fox" --out fox.png --api auto
+  MCP server:    %(prog)s --mcp --out-dir ~/Pictures/generated
+                 codex mcp add imagegen -- python3 /abs/path/%(prog)s --mcp
+                 claude mcp add imagegen -- python3 /abs/path/%(prog)s --mcp
+
+configuration: as Codex 0.171.0 reads it: /etc/codex/config.toml, then $CODEX_HOME (default
+~/.codex)/config.toml (model_provider and [model_providers.<id>]: base_url, env_key,
+query_params, http_headers, ...), --profile NAME.config.toml, then /etc/codex/managed_config.toml
+over all of them. auth.json, CODEX_API_KEY and OPENAI_API_KEY go only to the built-in openai
+provider or one with requires_openai_auth = true; OPENAI_BASE_URL is ignored (use
+openai_base_url). --doctor lists every file read and the layer that chose the provider.
+network: proxies as urllib finds them (https_proxy, http_proxy, all_proxy, no_proxy; the
+system settings on Windows/macOS); http:// proxies only, user:pass@ percent-encoded. Answers
+are read in bounded memory: an image over 128 MB or an event over 8 MB is exit 4.
+exit codes: 0 ok, 1 internal, 2 arguments/input, 3 config/credentials, 4 gateway error,
+5 no image, 6 network/timeout, 7 output not written, 130/143 interrupted.
+in a sandbox: exit 6 "not permitted" = the sandbox blocks the network, exit 7 "read-only file
+system" = nothing is writable; the hint names the fix (or use --mcp, which runs outside it).
+"""
+
+
+def build_parser() -> Any:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(message, "see --help")
+
+    p = Parser(
+        prog=PROG,
+        description="Generate or edit an image through the Responses gateway your Codex CLI "
+        "is configured for, and save it to a file.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("prompt and output")
+    g.add_argument("--prompt", help="the prompt text, or - to read it from stdin")
+    g.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file")
+    g.add_argument("--out", metavar="PATH", help="where to save the image (parents are created)")
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite --out (and with --sidecar its OUT.json) if it exists",
+    )
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
+    g.add_argument(
+        "--dry-run", action="store_true", help="print the request and exit; sends nothing"
+    )
+
+    g = p.add_argument_group("reference images")
+    g.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="local reference image (repeatable)",
+    )
+    g.add_argument(
+        "--image-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="http(s) or data: URL of a reference image (repeatable)",
+    )
+    g.add_argument(
+        "--mask",
+        metavar="PATH",
+        help="PNG with alpha, same size as the first --image; transparent = change",
+    )
+    g.add_argument(
+        "--detail", choices=DETAILS, default="auto", help="input image detail (default auto)"
+    )
+
+    g = p.add_argument_group("image options")
+    g.add_argument(
+        "--action",
+        choices=ACTIONS,
+        default="auto",
+        help="generate, edit or let the model decide (default auto)",
+    )
+    g.add_argument(
+        "--size",
+        default=DEFAULT_SIZE,
+        help="WxH or auto (default 1024x1024; also 1024x1536, 1536x1024)",
+    )
+    g.add_argument(
+        "--model",
+        help=f"Responses model (default $CODEX_IMAGEGEN_MODEL or {DEFAULT_MODEL})",
+    )
+    g.add_argument("--image-model", help="image model inside the tool, e.g. gpt-image-2")
+    g.add_argument("--quality", choices=QUALITIES)
+    g.add_argument("--background", choices=BACKGROUNDS)
+    g.add_argument(
+        "--format",
+        choices=FORMATS + ("jpg",),
+        help="output format (default: from --out's extension, else png)",
+    )
+    g.add_argument("--compression", type=int, metavar="0-100", help="jpeg/webp compression")
+    g.add_argument("--moderation", choices=MODERATIONS)
+    g.add_argument("--input-fidelity", choices=FIDELITIES)
+    g.add_argument(
+        "--strict-size",
+        action="store_true",
+        help="never switch to a larger size when the gateway rejects a small one",
+    )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="send exactly what was asked or fail: no larger size, no dropped image option "
+        "and no fallback from --resumable to a normal request",
+    )
+
+    g = p.add_argument_group("gateway")
+    g.add_argument(
+        "--codex-home", metavar="DIR", help="Codex home (default $CODEX_HOME or ~/.codex)"
+    )
+    g.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="layer NAME.config.toml over config.toml (managed_config.toml still wins)",
+    )
+    g.add_argument("--base-url", metavar="URL", help="override the provider's base URL")
+    g.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra HTTP header (repeatable; a malformed one is exit 2)",
+    )
+    g.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="one JSON answer instead of Server-Sent Events",
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help="retries for transient failures (default 2)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="total time budget (default 900)",
+    )
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="give up after this long without a byte (default 300)",
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help="time to connect: DNS, TCP, proxy tunnel and TLS in all (default 30)",
+    )
+
+    g = p.add_argument_group("several images")
+    g.add_argument(
+        "--n",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N variants, sent concurrently, saved as OUT-1..OUT-N (1-10)",
+    )
+    g.add_argument(
+        "--batch",
+        metavar="JOBS.jsonl",
+        help="one job per line: a prompt string or an object with prompt, out, size, image, ...",
+    )
+    g.add_argument(
+        "--out-dir", metavar="DIR", help="folder for --batch results (default names NNN-<slug>.png)"
+    )
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="K",
+        help="parallel --batch jobs (default 4, max 16)",
+    )
+
+    g = p.add_argument_group("previews, metadata and iteration")
+    g.add_argument(
+        "--partial-images",
+        type=int,
+        default=0,
+        metavar="K",
+        help="ask for K (0-3) live previews, saved as OUT.partial-K.ext",
+    )
+    g.add_argument(
+        "--partials-dir", metavar="DIR", help="where previews go (default: beside --out)"
+    )
+    g.add_argument(
+        "--sidecar",
+        action="store_true",
+        help="write OUT.json beside each image (prompt, ids, sizes, sha256, timings); "
+        "an OUT.json that is not an earlier sidecar needs --force",
+    )
+    g.add_argument(
+        "--edit-from",
+        metavar="PATH",
+        help="continue editing an earlier image (or its .json sidecar)",
+    )
+    g.add_argument(
+        "--store",
+        action="store_true",
+        help="ask the gateway to store the response (lets --edit-from send previous_response_id)",
+    )
+    g.add_argument(
+        "--resumable",
+        action="store_true",
+        help="background mode (background + store): a cut stream is resumed and a queued "
+        "response polled, never sent twice; Ctrl-C prints the --resume command",
+    )
+    g.add_argument(
+        "--resume",
+        metavar="RESPONSE_ID",
+        help="fetch a stored response (following it if still running) and save its image to "
+        "--out; nothing new is paid",
+    )
+    g.add_argument(
+        "--api",
+        choices=("responses", "images", "auto"),
+        default="responses",
+        help="responses (default), images (/images/generations and /images/edits), "
+        "or auto (fall back to images)",
+    )
+
+    g = p.add_argument_group("diagnostics")
+    g.add_argument(
+        "--doctor",
+        action="store_true",
+        help="check configuration (files and layers read, provider, key, whether Codex has its "
+        "own image tool here), DNS, TCP, TLS and GET /models; no image",
+    )
+    g.add_argument(
+        "--probe",
+        action="store_true",
+        help="with --doctor: one cheap /responses call (may cost one low-quality image)",
+    )
+
+    g = p.add_argument_group("agents")
+    g.add_argument(
+        "--mcp",
+        action="store_true",
+        help="serve the tools generate_image and check_gateway over MCP on stdin/stdout; "
+        "the gateway flags apply to every call, --out-dir is where relative paths go "
+        "(default: the current folder), --concurrency bounds parallel calls",
+    )
+
+    g = p.add_argument_group("messages")
+    g.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress or notes on stderr (warnings and errors still)",
+    )
+    g.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log requests and events (key redacted) and tracebacks",
+    )
+    g.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return p
+
+
+def run(args: Any, console: Console) -> int:
+    env = os.environ
+    settings = make_settings(args, env)
+    if args.mcp:
+        return serve_mcp(args, env, settings, console)
+    if args.doctor:
+        return doctor(args, env, settings, console)
+    jobs = plan_jobs(args, env)
+    gw = load_gateway(args, env, console, budget=settings.timeout)
+    settings.timeout = max(settings.timeout - gw.key_seconds, 0.001)  # auth.command's share
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(gw.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
+    warn_plain_http(gw, console, args.dry_run)
+    RESUME_ARGS[:] = resume_args(args)
+    if args.dry_run:
+        job = jobs[0]
+        if job.resume_id:
+            print_dry_run(gw, fetch_request(job.resume_id, stream=False), console)
+        elif job.api == "images":
+            request = images_request(job, job.size)
+            print_dry_run(gw, request, console)
+        else:
+            payload = build_payload(job, stream=job.stream, size=job.size)
+            print_dry_run(gw, responses_request(payload), console, payload)
+        if len(jobs) > 1:
+            console.result(f"# and {len(jobs) - 1} more request(s) like it:")
+            for job in jobs[1:]:
+                console.result(f"#   {job.out}: {text_of(job.prompt, 80)}")
+        return EXIT_OK
+    what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
+    if jobs[0].resume_id:
+        console.info(f"fetching the stored response {jobs[0].resume_id} from {parts.netloc}")
+    else:
+        console.info(
+            "requesting {} from {} ({}, {}{}); this can take a minute or two".format(
+                what,
+                parts.netloc,
+                jobs[0].model,
+                "streaming" if jobs[0].stream else "no streaming",
+                ", resumable" if jobs[0].resumable else "",
+            )
+        )
+    outcomes = run_all(jobs, gw, settings, console, args)
+    for outcome in outcomes:
+        if outcome.error is None:
+            report_saved(outcome, console, quiet_success=len(outcomes) > 1)
+    if len(outcomes) == 1 and not args.batch:
+        outcome = outcomes[0]
+        if args.json:
+            console.result(json_dumps(outcome_record(outcome, gw)))
+        if outcome.error is not None:
+            raise outcome.error
+        if not args.json:
+            console.result(outcome.image.path if outcome.image else "")
+            for extra in outcome.extra_images:
+                console.result(extra.path)
+        return EXIT_OK
+    for outcome in outcomes:
+        line = json_dumps(outcome_record(outcome, gw)) if args.json else summary_line(outcome)
+        console.result(line)
+    failed = [o for o in outcomes if o.error is not None]
+    if failed:
+        console.info(f"{len(outcomes) - len(failed)} of {len(outcomes)} images saved")
+    return max((o.exit_code for o in outcomes), default=EXIT_OK)
+
+
+# =============================================================================================
+# 13. Entry point: signals, output encoding, main()
 # =============================================================================================
 
 
