@@ -726,6 +726,21 @@ def test_edit_from_rejected_previous_response_reuploads(
     assert "previous_response_id" in proc.stderr
 
 
+def test_edit_from_a_deeply_nested_sidecar_is_exit_2(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    image = tmp_path / "fox.png"
+    image.write_bytes(PNG)
+    nested = '{"path": "fox.png", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (tmp_path / "fox.png.json").write_text(nested, encoding="utf-8")
+    out = str(tmp_path / "o.png")
+    proc = run_cli(["--prompt", "p", "--edit-from", str(image), "--out", out], env)
+    assert proc.returncode == 2, proc.stderr
+    assert "--edit-from" in proc.stderr and "nested too deeply" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert gateway.requests == []
+
+
 def test_edit_from_missing_image(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
     proc = run_cli(
         [
