@@ -2146,7 +2146,7 @@ class Watchdog:
         import threading
 
         self.deadline = deadline
-        self.fd = -1
+        self.sock: Any = None  # a duplicate of the connection's socket, owned by the watchdog
         self.fired = False
         self.done = False
         self.cond = threading.Condition()
@@ -2162,16 +2162,20 @@ class Watchdog:
                     self.cond.wait(left)
                     continue
                 self.fired = True
-                if self.fd >= 0:  # by number: TLS wrapping replaces the socket object
+                if self.sock is not None:
                     try:
-                        s = socket.socket(fileno=self.fd)
-                        try:
-                            s.shutdown(socket.SHUT_RDWR)
-                        finally:
-                            s.detach()
+                        self.sock.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
                 return
+
+    def watch(self, sock: Any) -> None:
+        """Watch this socket through a duplicate of its own: TLS wrapping replaces the socket
+        object, and http.client may close its descriptor (which could then be reused for some
+        other file) before this watchdog stops."""
+        with self.cond:
+            if not self.done:
+                self.sock = sock.dup()
 
     def extend(self, deadline: float) -> None:
         with self.cond:
@@ -2182,6 +2186,9 @@ class Watchdog:
         with self.cond:  # after this returns the socket is never touched again
             self.done = True
             self.cond.notify()
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
 
 
 class Wire:
@@ -2235,7 +2242,7 @@ class Wire:
     def _dial(self, address: tuple[str, int], timeout: Any = None, source: Any = None) -> Any:
         sock = connect(address, self.connect_left())
         if self.watchdog is not None:
-            self.watchdog.fd = sock.fileno()
+            self.watchdog.watch(sock)
         return sock
 
     def connect_left(self) -> float:
