@@ -6786,6 +6786,7 @@ MCP_REFUSED_FLAGS = (
     ("--image-url", "image_url"),
     ("--mask", "mask"),
     ("--json", "json"),
+    ("--resume", "resume"),
 )
 
 
