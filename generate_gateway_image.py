@@ -7152,7 +7152,9 @@ def run(args: Any, console: Console) -> int:
             request = images_request(job, job.size)
             print_dry_run(gw, request, console)
         else:
-            payload = build_payload(job, stream=job.stream, size=job.size)
+            payload = build_payload(
+                job, stream=job.stream, size=job.size, use_previous=bool(job.previous_response_id)
+            )
             print_dry_run(gw, responses_request(payload), console, payload)
         if len(jobs) > 1:
             console.result(f"# and {len(jobs) - 1} more request(s) like it:")

@@ -687,6 +687,22 @@ def test_edit_from_stored_sends_previous_response_id(
     assert second.read_bytes() == SECOND
 
 
+def test_dry_run_shows_previous_response_id_as_the_real_run_sends_it(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    first = first_run(tmp_path, gateway, env, "--store")
+    second = tmp_path / "second.png"
+    proc = run_cli(
+        ["--prompt", "add snow", "--edit-from", str(first), "--out", str(second), "--dry-run"],
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout[proc.stdout.index("\n{") :])
+    assert body["previous_response_id"] == "resp_first"
+    assert [c["type"] for c in body["input"][0]["content"]] == ["input_text"]  # no re-upload
+    assert len(gateway.posts()) == 1  # nothing sent
+
+
 @pytest.mark.parametrize(
     "reject",
     [
