@@ -7134,6 +7134,8 @@ def run(args: Any, console: Console) -> int:
         return serve_mcp(args, env, settings, console)
     if args.doctor:
         return doctor(args, env, settings, console)
+    if args.probe:
+        raise UsageError("--probe needs --doctor", "run --doctor --probe (no image is saved)")
     jobs = plan_jobs(args, env)
     gw = load_gateway(args, env, console, budget=settings.timeout)
     settings.timeout = max(settings.timeout - gw.key_seconds, 0.001)  # auth.command's share

@@ -851,6 +851,14 @@ def test_doctor_without_probe_sends_no_post(gateway: Gateway, env: dict[str, str
     assert gateway.posts() == []
 
 
+def test_probe_without_doctor_says_so(gateway: Gateway, env: dict[str, str]) -> None:
+    for extra in ([], ["--prompt", "p", "--out", "p.png"]):
+        proc = run_cli(["--probe", *extra], env)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: --probe needs --doctor"), proc.stderr
+    assert gateway.requests == []
+
+
 # --- 7. Images API -------------------------------------------------------------------------
 
 GENERATIONS = "/v1/images/generations"
