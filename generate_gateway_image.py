@@ -4492,7 +4492,9 @@ def run_job(
                     )
                 exc.hint = f"{exc.hint}; {more}" if exc.hint else more
         outcome.response_id = response_id
-        outcome.stored = api == "responses" and (keep or job.store or bool(job.resume_id))
+        outcome.stored = (  # no response id: the gateway has nothing kept (e.g. it refused store)
+            api == "responses" and bool(response_id) and (keep or job.store or bool(job.resume_id))
+        )
         outcome.image = sink.image if isinstance(exc, OutputError) else None
         outcome.elapsed = time.monotonic() - started
         exc.outcome = outcome  # type: ignore[attr-defined]

@@ -208,6 +208,17 @@ def test_store_refused_with_strict_fails(tmp_path: Path) -> None:
     assert "--strict" in proc.stderr
 
 
+def test_store_refused_with_strict_json_says_nothing_is_stored(tmp_path: Path) -> None:
+    with StoredGateway(refuse_store=True) as sg:
+        env = env_for(tmp_path, sg.base_url)
+        sg.plan(events())
+        proc = cli(tmp_path, env, "--resumable", "--strict", "--json")
+        assert proc.returncode == 4, report(proc, sg.gw)
+    record = json.loads(proc.stdout)
+    assert record["ok"] is False and record["response_id"] is None
+    assert record["stored"] is False  # the gateway refused to keep it: nothing to --resume
+
+
 def test_store_refused_inside_the_stream_falls_back(tmp_path: Path, gateway: Gateway) -> None:
     env = env_for(tmp_path, gateway.base_url)
     refusal = {
