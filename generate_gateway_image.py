@@ -1016,11 +1016,11 @@ def resolve_gateway(
                 f"config.toml: {where} sets an Authorization header; as in Codex, the "
                 f"credential from {gw.key_source} is sent instead"
             )
-    if not has_credential and not gw.key_problem:
-        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
     gw.image_tool = codex_image_tool(provider_id, provider, gw.openai_auth, chatgpt_login)
     for header in extra_headers:
         set_header(headers, header[0], header[1])
+    if not has_credential and not gw.key_problem:  # a --header 'Authorization: ...' counts too
+        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
     gw.headers = headers
     return gw
 
@@ -5612,7 +5612,10 @@ def doctor(
     if gw.api_key:
         check("key", True, f"{mask_secret(gw.api_key)} from {gw.key_source}")
     elif gw.header_credential:
-        check("key", True, f"none in Authorization; header {gw.header_credential} carries it")
+        if gw.header_credential.lower() == "authorization":
+            check("key", True, "none of its own; the Authorization header given is sent as is")
+        else:
+            check("key", True, f"none in Authorization; header {gw.header_credential} carries it")
     elif args.base_url:
         check("key", None, "none: no Authorization header will be sent (--base-url)")
     else:

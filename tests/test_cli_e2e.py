@@ -339,6 +339,25 @@ def test_base_url_without_any_key_sends_no_authorization(tmp_path: Path, gateway
     assert proc.stdout == f"{out}\n"
 
 
+def test_base_url_with_an_authorization_header_says_it_is_sent(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    args = ["--base-url", gateway.base_url, "--header", f"Authorization: Bearer {TEST_KEY}"]
+    proc = run_cli(["--prompt", "p", "--out", str(out), *args], home_env(tmp_path))
+    assert_ok(proc)
+    assert only_post(gateway).header("authorization") == f"Bearer {TEST_KEY}"
+    assert "no api key" not in proc.stderr.lower(), proc.stderr
+    dry = run_cli(
+        ["--prompt", "p", "--out", str(out), "--force", "--dry-run", *args], home_env(tmp_path)
+    )
+    assert dry.returncode == 0 and "no Authorization header would be sent" not in dry.stdout
+    doctor = run_cli(["--doctor", *args], home_env(tmp_path))
+    assert "no Authorization header will be sent" not in doctor.stdout, doctor.stdout
+    assert TEST_KEY not in proc.stderr + dry.stdout + doctor.stdout
+
+
 # --- missing or broken configuration ---------------------------------------------------------
 
 
