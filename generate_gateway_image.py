@@ -5223,7 +5223,7 @@ def plan_jobs(args: Any, env: Mapping[str, str], prompt: str | None = None) -> l
     for i in range(1, args.n + 1):
         opts["out"] = f"{stem}-{i}{ext}"
         job = build_job(opts)
-        job.name = os.path.basename(job.out)
+        job.name = f"variant {i} ({os.path.basename(job.out)})"  # labels its warnings
         if not args.dry_run:
             check_output_path(job.out, job.force)
             if args.sidecar:

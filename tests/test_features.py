@@ -209,6 +209,25 @@ def test_n_one_variant_fails(tmp_path: Path, gateway: Gateway, env: dict[str, st
     assert leftovers(tmp_path) == []
 
 
+def test_n_warnings_name_their_variant(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    def make(rec: Recorded) -> Reply:
+        if rec.index < 2:
+            return error_reply(503, "busy", type_="server_error")
+        return image_reply()
+
+    gateway.set_default(make)
+    proc = run_cli(["--prompt", "a fox", "--out", "v.png", "--n", "2"], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    retries = [line for line in proc.stderr.splitlines() if "attempt 1/3 failed" in line]
+    assert len(retries) == 2, proc.stderr
+    assert {line.split(": ", 2)[1] for line in retries} == {
+        "variant 1 (v-1.png)",
+        "variant 2 (v-2.png)",
+    }, proc.stderr
+
+
 def test_n_exit_code_is_the_worst(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
     def make(rec: Recorded) -> Reply:
         if rec.index == 0:
