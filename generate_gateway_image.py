@@ -7054,7 +7054,7 @@ def build_parser() -> Any:
         type=int,
         default=0,
         metavar="K",
-        help="ask for K (0-3) live previews, saved as OUT.partial-K.ext",
+        help="ask for K (0-3) live previews, saved as STEM.partial-N.EXT (city.partial-1.png)",
     )
     g.add_argument(
         "--partials-dir", metavar="DIR", help="where previews go (default: beside --out)"

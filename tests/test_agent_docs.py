@@ -133,3 +133,9 @@ def test_troubleshooting_rows_match_what_the_script_prints(tmp_path: Path) -> No
         assert re.search(trouble_row(start), text), (start, text)
         if then:
             assert then in text, (then, text)
+
+
+def test_help_and_readme_name_previews_alike() -> None:
+    proc = run_cli(["--help"])
+    assert "STEM.partial-N.EXT" in " ".join(proc.stdout.split())
+    assert "`STEM.partial-N.EXT`" in README
