@@ -2282,6 +2282,8 @@ class Wire:
         text = str(exc)
         if self.proxy is not None and "Tunnel connection failed" in text:
             return proxy_refusal(self.proxy, text.partition(":")[2].strip(), self.host)
+        if self.proxy is not None and isinstance(exc, ConnectionRefusedError):
+            return proxy_unreachable(self.proxy.name)
         return describe_network_error(exc, self.url)
 
     def send(self, method: str, headers: Mapping[str, str], body: Iterable[bytes]) -> None:
@@ -2453,6 +2455,15 @@ def proxy_refusal(proxy: Proxy, status_text: str, host: str) -> ImagegenError:
     return NetworkError(
         f"the proxy {proxy.name} refused the connection to {host} ({words})",
         "check HTTPS_PROXY / HTTP_PROXY / NO_PROXY, or ask the proxy's administrator",
+    )
+
+
+def proxy_unreachable(name: str) -> NetworkError:
+    """The proxy itself refused the TCP connection: name it, not the gateway behind it."""
+    return NetworkError(
+        f"connection to the proxy {name} refused",
+        "is the proxy running? check HTTPS_PROXY / HTTP_PROXY / NO_PROXY",
+        retryable=True,
     )
 
 
@@ -5670,6 +5681,8 @@ def doctor(
         )
     except OSError as exc:
         err = describe_network_error(exc, gw.base_url)
+        if proxy and isinstance(exc, ConnectionRefusedError):
+            err = proxy_unreachable(via.name)
         check("tcp", False, f"{dial_host}:{dial_port}: {err.message}", err.hint)
         return max(check.failures)
     try:
