@@ -3597,7 +3597,8 @@ def http_error(
     if should in ("true", "false"):
         retryable = should == "true"
     if status in (401, 403):
-        hint = "check the API key ({})".format(gw.key_source or "none was sent")
+        carrier = f"sent in the {gw.header_credential} header" if gw.header_credential else ""
+        hint = "check the API key ({})".format(gw.key_source or carrier or "none was sent")
         if "must be verified" in message:
             hint = (
                 "verify your organization at https://platform.openai.com/settings/organization/"

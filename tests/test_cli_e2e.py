@@ -32,6 +32,7 @@ from tests.gateway import (
     Gateway,
     Recorded,
     Reply,
+    error_reply,
     image_events,
     image_item,
     json_reply,
@@ -356,6 +357,13 @@ def test_base_url_with_an_authorization_header_says_it_is_sent(
     doctor = run_cli(["--doctor", *args], home_env(tmp_path))
     assert "no Authorization header will be sent" not in doctor.stdout, doctor.stdout
     assert TEST_KEY not in proc.stderr + dry.stdout + doctor.stdout
+    gateway.enqueue(error_reply(401, "bad key", code="invalid_api_key"))
+    refused = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "r.png"), *args], home_env(tmp_path)
+    )
+    assert refused.returncode == 3, refused.stderr
+    assert "none was sent" not in refused.stderr
+    assert "sent in the Authorization header" in refused.stderr
 
 
 # --- missing or broken configuration ---------------------------------------------------------
