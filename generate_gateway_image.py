@@ -5303,6 +5303,10 @@ def resume_args(args: Any) -> list[str]:
             words += ["--header", header]
     if not args.stream:
         words.append("--no-stream")
+    if args.force:  # the run replaced --out: so may the fetch (else it stops at exit 7)
+        words.append("--force")
+    if args.sidecar:
+        words.append("--sidecar")
     return words
 
 

@@ -163,6 +163,26 @@ def test_failure_names_the_exact_resume_command(tmp_path: Path, sg: StoredGatewa
     assert len(sg.posts()) == 1
 
 
+def test_the_resume_command_of_a_forced_run_can_replace_the_file(
+    tmp_path: Path, sg: StoredGateway
+) -> None:
+    env = env_for(tmp_path, sg.base_url)
+    plan = sg.plan(events(), cuts=[3, 0])
+    out = tmp_path / "fox.png"
+    out.write_bytes(b"the old picture")
+    args = ["--prompt", "a fox", "--out", str(out), "--force", "--sidecar"]
+    proc = run_cli([*args, "--resumable", "--retries", "0"], env)
+    assert proc.returncode == 4, report(proc, sg.gw)
+    line = next(x for x in proc.stderr.splitlines() if "--resume " in x)
+    command = shlex.split(line.split("with: ", 1)[1])
+    assert "--force" in command and "--sidecar" in command
+    plan.cuts.clear()
+    again = run_cli(command[2:], env)  # without "python3 SCRIPT"
+    assert again.returncode == 0, report(again, sg.gw)
+    assert out.read_bytes() == PNG and (tmp_path / "fox.png.json").exists()
+    assert len(sg.posts()) == 1
+
+
 def test_no_stream_polls_until_completed(tmp_path: Path, sg: StoredGateway) -> None:
     env = env_for(tmp_path, sg.base_url)
     sg.plan(events(), polls=2, retry_after_ms=30)
