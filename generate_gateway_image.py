@@ -6153,7 +6153,9 @@ def mcp_words(text: str) -> str:
         "input-fidelity": "input_fidelity",
     }
     pattern = r"--(force|out|image-url|image-model|image|n|partial-images|input-fidelity)"
-    return re.sub(pattern + r"(?![\w-])", lambda m: names[m.group(1)], text)
+    # a --resume command is run as a command: its flags stay flags
+    head, mark, command = text.partition("without paying again, with: ")
+    return re.sub(pattern + r"(?![\w-])", lambda m: names[m.group(1)], head) + mark + command
 
 
 def mcp_key_hint(var: str) -> str:
@@ -7153,6 +7155,7 @@ def build_parser() -> Any:
 def run(args: Any, console: Console) -> int:
     env = os.environ
     settings = make_settings(args, env)
+    RESUME_ARGS[:] = resume_args(args)  # the MCP server's --resume hints need them too
     if args.mcp:
         return serve_mcp(args, env, settings, console)
     if args.doctor:
@@ -7168,7 +7171,6 @@ def run(args: Any, console: Console) -> int:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
     warn_plain_http(gw, console, args.dry_run)
-    RESUME_ARGS[:] = resume_args(args)
     if args.dry_run:
         job = jobs[0]
         if job.resume_id:
