@@ -1016,11 +1016,11 @@ def resolve_gateway(
                 f"config.toml: {where} sets an Authorization header; as in Codex, the "
                 f"credential from {gw.key_source} is sent instead"
             )
-    if not has_credential and not gw.key_problem:
-        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
     gw.image_tool = codex_image_tool(provider_id, provider, gw.openai_auth, chatgpt_login)
     for header in extra_headers:
         set_header(headers, header[0], header[1])
+    if not has_credential and not gw.key_problem:  # a --header 'Authorization: ...' counts too
+        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
     gw.headers = headers
     return gw
 
@@ -2289,6 +2289,8 @@ class Wire:
         text = str(exc)
         if self.proxy is not None and "Tunnel connection failed" in text:
             return proxy_refusal(self.proxy, text.partition(":")[2].strip(), self.host)
+        if self.proxy is not None and isinstance(exc, ConnectionRefusedError):
+            return proxy_unreachable(self.proxy.name)
         return describe_network_error(exc, self.url)
 
     def send(self, method: str, headers: Mapping[str, str], body: Iterable[bytes]) -> None:
@@ -2460,6 +2462,15 @@ def proxy_refusal(proxy: Proxy, status_text: str, host: str) -> ImagegenError:
     return NetworkError(
         f"the proxy {proxy.name} refused the connection to {host} ({words})",
         "check HTTPS_PROXY / HTTP_PROXY / NO_PROXY, or ask the proxy's administrator",
+    )
+
+
+def proxy_unreachable(name: str) -> NetworkError:
+    """The proxy itself refused the TCP connection: name it, not the gateway behind it."""
+    return NetworkError(
+        f"connection to the proxy {name} refused",
+        "is the proxy running? check HTTPS_PROXY / HTTP_PROXY / NO_PROXY",
+        retryable=True,
     )
 
 
@@ -3593,7 +3604,8 @@ def http_error(
     if should in ("true", "false"):
         retryable = should == "true"
     if status in (401, 403):
-        hint = "check the API key ({})".format(gw.key_source or "none was sent")
+        carrier = f"sent in the {gw.header_credential} header" if gw.header_credential else ""
+        hint = "check the API key ({})".format(gw.key_source or carrier or "none was sent")
         if "must be verified" in message:
             hint = (
                 "verify your organization at https://platform.openai.com/settings/organization/"
@@ -4499,7 +4511,9 @@ def run_job(
                     )
                 exc.hint = f"{exc.hint}; {more}" if exc.hint else more
         outcome.response_id = response_id
-        outcome.stored = api == "responses" and (keep or job.store or bool(job.resume_id))
+        outcome.stored = (  # no response id: the gateway has nothing kept (e.g. it refused store)
+            api == "responses" and bool(response_id) and (keep or job.store or bool(job.resume_id))
+        )
         outcome.image = sink.image if isinstance(exc, OutputError) else None
         outcome.elapsed = time.monotonic() - started
         exc.outcome = outcome  # type: ignore[attr-defined]
@@ -5228,7 +5242,7 @@ def plan_jobs(args: Any, env: Mapping[str, str], prompt: str | None = None) -> l
     for i in range(1, args.n + 1):
         opts["out"] = f"{stem}-{i}{ext}"
         job = build_job(opts)
-        job.name = os.path.basename(job.out)
+        job.name = f"variant {i} ({os.path.basename(job.out)})"  # labels its warnings
         if not args.dry_run:
             check_output_path(job.out, job.force)
             if args.sidecar:
@@ -5296,6 +5310,10 @@ def resume_args(args: Any) -> list[str]:
             words += ["--header", header]
     if not args.stream:
         words.append("--no-stream")
+    if args.force:  # the run replaced --out: so may the fetch (else it stops at exit 7)
+        words.append("--force")
+    if args.sidecar:
+        words.append("--sidecar")
     return words
 
 
@@ -5617,7 +5635,10 @@ def doctor(
     if gw.api_key:
         check("key", True, f"{mask_secret(gw.api_key)} from {gw.key_source}")
     elif gw.header_credential:
-        check("key", True, f"none in Authorization; header {gw.header_credential} carries it")
+        if gw.header_credential.lower() == "authorization":
+            check("key", True, "none of its own; the Authorization header given is sent as is")
+        else:
+            check("key", True, f"none in Authorization; header {gw.header_credential} carries it")
     elif args.base_url:
         check("key", None, "none: no Authorization header will be sent (--base-url)")
     else:
@@ -5672,6 +5693,8 @@ def doctor(
         )
     except OSError as exc:
         err = describe_network_error(exc, gw.base_url)
+        if proxy and isinstance(exc, ConnectionRefusedError):
+            err = proxy_unreachable(via.name)
         check("tcp", False, f"{dial_host}:{dial_port}: {err.message}", err.hint)
         return max(check.failures)
     try:
@@ -6137,7 +6160,9 @@ def mcp_words(text: str) -> str:
         "input-fidelity": "input_fidelity",
     }
     pattern = r"--(force|out|image-url|image-model|image|n|partial-images|input-fidelity)"
-    return re.sub(pattern + r"(?![\w-])", lambda m: names[m.group(1)], text)
+    # a --resume command is run as a command: its flags stay flags
+    head, mark, command = text.partition("without paying again, with: ")
+    return re.sub(pattern + r"(?![\w-])", lambda m: names[m.group(1)], head) + mark + command
 
 
 def mcp_key_hint(var: str) -> str:
@@ -6793,6 +6818,7 @@ MCP_REFUSED_FLAGS = (
     ("--image-url", "image_url"),
     ("--mask", "mask"),
     ("--json", "json"),
+    ("--resume", "resume"),
 )
 
 
@@ -7055,7 +7081,7 @@ def build_parser() -> Any:
         type=int,
         default=0,
         metavar="K",
-        help="ask for K (0-3) live previews, saved as OUT.partial-K.ext",
+        help="ask for K (0-3) live previews, saved as STEM.partial-N.EXT (city.partial-1.png)",
     )
     g.add_argument(
         "--partials-dir", metavar="DIR", help="where previews go (default: beside --out)"
@@ -7136,10 +7162,13 @@ def build_parser() -> Any:
 def run(args: Any, console: Console) -> int:
     env = os.environ
     settings = make_settings(args, env)
+    RESUME_ARGS[:] = resume_args(args)  # the MCP server's --resume hints need them too
     if args.mcp:
         return serve_mcp(args, env, settings, console)
     if args.doctor:
         return doctor(args, env, settings, console)
+    if args.probe:
+        raise UsageError("--probe needs --doctor", "run --doctor --probe (no image is saved)")
     jobs = plan_jobs(args, env)
     gw = load_gateway(args, env, console, budget=settings.timeout)
     settings.timeout = max(settings.timeout - gw.key_seconds, 0.001)  # auth.command's share
@@ -7149,7 +7178,6 @@ def run(args: Any, console: Console) -> int:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
     warn_plain_http(gw, console, args.dry_run)
-    RESUME_ARGS[:] = resume_args(args)
     if args.dry_run:
         job = jobs[0]
         if job.resume_id:
@@ -7158,7 +7186,9 @@ def run(args: Any, console: Console) -> int:
             request = images_request(job, job.size)
             print_dry_run(gw, request, console)
         else:
-            payload = build_payload(job, stream=job.stream, size=job.size)
+            payload = build_payload(
+                job, stream=job.stream, size=job.size, use_previous=bool(job.previous_response_id)
+            )
             print_dry_run(gw, responses_request(payload), console, payload)
         if len(jobs) > 1:
             console.result(f"# and {len(jobs) - 1} more request(s) like it:")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, clean_env, run_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,3 +87,55 @@ def test_troubleshooting_has_the_sandbox_symptoms() -> None:
         "env_vars",
     ):
         assert symptom in section, symptom
+
+
+def readme_flag_rows() -> set[str]:
+    flags: set[str] = set()
+    for line in README.splitlines():
+        if line.startswith("| `--"):
+            flags.update(re.findall(r"`(--[a-z][a-z-]*)", line.split(" | ")[0]))
+    return flags
+
+
+def test_every_help_flag_has_a_row_in_readme() -> None:
+    proc = run_cli(["--help"])
+    assert proc.returncode == 0
+    helped = set(re.findall(r"^\s+(--[a-z][a-z-]*)", proc.stdout, re.M))
+    assert len(helped) > 40
+    assert helped - {"--help"} <= readme_flag_rows(), helped - readme_flag_rows()
+
+
+def trouble_row(start: str) -> str:
+    """The symptom cell of the troubleshooting row that starts with `start`, as a regex:
+    `…` is any text, an upper-case placeholder (DIR, HOST) any word."""
+    (row,) = [line for line in TROUBLE.splitlines() if line.startswith("| `" + start)]
+    message = row.split("`")[1]
+    pattern = re.escape(message).replace("…", ".*")
+    return re.sub(r"\b[A-Z]{3,}\b", r"\\S+", pattern)
+
+
+def test_troubleshooting_rows_match_what_the_script_prints(tmp_path: Path) -> None:
+    empty = tmp_path / "home"
+    empty.mkdir()
+    env = clean_env(HOME=str(tmp_path), CODEX_IMAGEGEN_SYSTEM_CONFIG_DIR=str(tmp_path / "etc"))
+    # the doctor's network checks with the default endpoint go to a closed loopback proxy
+    env.update(NO_PROXY="", https_proxy="http://127.0.0.1:9")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('"a fox"\n', encoding="utf-8")
+    cases = [
+        (["--doctor", "--codex-home", str(empty)], "note config", "failed key"),
+        (["--batch", str(jobs), "--out", "x.png"], "--out cannot be combined with --batch", ""),
+        (["--probe", "--prompt", "p", "--out", "p.png"], "--probe needs --doctor", ""),
+    ]
+    for args, start, then in cases:
+        proc = run_cli(args, env, input="", timeout=30)
+        text = " ".join((proc.stdout + proc.stderr).split())
+        assert re.search(trouble_row(start), text), (start, text)
+        if then:
+            assert then in text, (then, text)
+
+
+def test_help_and_readme_name_previews_alike() -> None:
+    proc = run_cli(["--help"])
+    assert "STEM.partial-N.EXT" in " ".join(proc.stdout.split())
+    assert "`STEM.partial-N.EXT`" in README

@@ -32,6 +32,7 @@ from tests.gateway import (
     Gateway,
     Recorded,
     Reply,
+    error_reply,
     image_events,
     image_item,
     json_reply,
@@ -337,6 +338,32 @@ def test_base_url_without_any_key_sends_no_authorization(tmp_path: Path, gateway
     assert "no api key" in proc.stderr.lower()
     assert out.read_bytes() == PNG
     assert proc.stdout == f"{out}\n"
+
+
+def test_base_url_with_an_authorization_header_says_it_is_sent(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    gateway.enqueue(image_reply())
+    out = tmp_path / "o.png"
+    args = ["--base-url", gateway.base_url, "--header", f"Authorization: Bearer {TEST_KEY}"]
+    proc = run_cli(["--prompt", "p", "--out", str(out), *args], home_env(tmp_path))
+    assert_ok(proc)
+    assert only_post(gateway).header("authorization") == f"Bearer {TEST_KEY}"
+    assert "no api key" not in proc.stderr.lower(), proc.stderr
+    dry = run_cli(
+        ["--prompt", "p", "--out", str(out), "--force", "--dry-run", *args], home_env(tmp_path)
+    )
+    assert dry.returncode == 0 and "no Authorization header would be sent" not in dry.stdout
+    doctor = run_cli(["--doctor", *args], home_env(tmp_path))
+    assert "no Authorization header will be sent" not in doctor.stdout, doctor.stdout
+    assert TEST_KEY not in proc.stderr + dry.stdout + doctor.stdout
+    gateway.enqueue(error_reply(401, "bad key", code="invalid_api_key"))
+    refused = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "r.png"), *args], home_env(tmp_path)
+    )
+    assert refused.returncode == 3, refused.stderr
+    assert "none was sent" not in refused.stderr
+    assert "sent in the Authorization header" in refused.stderr
 
 
 # --- missing or broken configuration ---------------------------------------------------------

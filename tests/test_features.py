@@ -209,6 +209,25 @@ def test_n_one_variant_fails(tmp_path: Path, gateway: Gateway, env: dict[str, st
     assert leftovers(tmp_path) == []
 
 
+def test_n_warnings_name_their_variant(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    def make(rec: Recorded) -> Reply:
+        if rec.index < 2:
+            return error_reply(503, "busy", type_="server_error")
+        return image_reply()
+
+    gateway.set_default(make)
+    proc = run_cli(["--prompt", "a fox", "--out", "v.png", "--n", "2"], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    retries = [line for line in proc.stderr.splitlines() if "attempt 1/3 failed" in line]
+    assert len(retries) == 2, proc.stderr
+    assert {line.split(": ", 2)[1] for line in retries} == {
+        "variant 1 (v-1.png)",
+        "variant 2 (v-2.png)",
+    }, proc.stderr
+
+
 def test_n_exit_code_is_the_worst(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
     def make(rec: Recorded) -> Reply:
         if rec.index == 0:
@@ -687,6 +706,22 @@ def test_edit_from_stored_sends_previous_response_id(
     assert second.read_bytes() == SECOND
 
 
+def test_dry_run_shows_previous_response_id_as_the_real_run_sends_it(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    first = first_run(tmp_path, gateway, env, "--store")
+    second = tmp_path / "second.png"
+    proc = run_cli(
+        ["--prompt", "add snow", "--edit-from", str(first), "--out", str(second), "--dry-run"],
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout[proc.stdout.index("\n{") :])
+    assert body["previous_response_id"] == "resp_first"
+    assert [c["type"] for c in body["input"][0]["content"]] == ["input_text"]  # no re-upload
+    assert len(gateway.posts()) == 1  # nothing sent
+
+
 @pytest.mark.parametrize(
     "reject",
     [
@@ -848,6 +883,14 @@ def test_doctor_without_probe_sends_no_post(gateway: Gateway, env: dict[str, str
     gateway.set_default(image_reply())
     assert_ok(run_cli(["--doctor"], env))
     assert gateway.posts() == []
+
+
+def test_probe_without_doctor_says_so(gateway: Gateway, env: dict[str, str]) -> None:
+    for extra in ([], ["--prompt", "p", "--out", "p.png"]):
+        proc = run_cli(["--probe", *extra], env)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: --probe needs --doctor"), proc.stderr
+    assert gateway.requests == []
 
 
 # --- 7. Images API -------------------------------------------------------------------------

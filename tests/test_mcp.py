@@ -439,6 +439,26 @@ def test_start_flags_apply_to_every_call(
     assert second.json["tools"][0]["size"] == "1024x1024"  # the call's own
 
 
+def test_resume_hint_reaches_the_same_gateway(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    from tests.stored_gateway import StoredGateway
+
+    with StoredGateway() as sg:
+        sg.plan(image_events(b64(IMAGE), resp_id="resp_mcp1"), cuts=[3, 0])
+        base_url = sg.base_url
+        extra = ("--base-url", base_url, "--resumable", "--retries", "0")
+
+        async def main() -> Any:
+            async with server("auto", env, out_dir, tmp_path / "err.txt", *extra) as client:
+                return await client.call_tool("generate_image", {"prompt": "a", "out": "a.png"})
+
+        failed = run(main)
+    assert failed.is_error, texts(failed)
+    assert f"--base-url {base_url} --resume resp_mcp1 --out" in texts(failed), texts(failed)
+    assert gateway.requests == []  # everything went to --base-url
+
+
 def test_calls_share_one_retry_policy(
     gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
 ) -> None:

@@ -201,3 +201,12 @@ def test_single_job_flags_are_refused(env: dict[str, str], tmp_path: Path) -> No
     assert proc.returncode == 2, report(proc)
     assert "--prompt, --out cannot be combined with --mcp" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_resume_is_refused_at_start(env: dict[str, str], tmp_path: Path) -> None:
+    # --resume names one stored response: every generate_image call would otherwise fail with
+    # "--prompt cannot be combined with --resume"
+    proc = run_cli(["--mcp", "--resume", "resp_abc123"], env, input="", timeout=30)
+    assert proc.returncode == 2, report(proc)
+    assert "--resume cannot be combined with --mcp" in proc.stderr
+    assert proc.stdout == ""

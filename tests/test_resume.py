@@ -163,6 +163,26 @@ def test_failure_names_the_exact_resume_command(tmp_path: Path, sg: StoredGatewa
     assert len(sg.posts()) == 1
 
 
+def test_the_resume_command_of_a_forced_run_can_replace_the_file(
+    tmp_path: Path, sg: StoredGateway
+) -> None:
+    env = env_for(tmp_path, sg.base_url)
+    plan = sg.plan(events(), cuts=[3, 0])
+    out = tmp_path / "fox.png"
+    out.write_bytes(b"the old picture")
+    args = ["--prompt", "a fox", "--out", str(out), "--force", "--sidecar"]
+    proc = run_cli([*args, "--resumable", "--retries", "0"], env)
+    assert proc.returncode == 4, report(proc, sg.gw)
+    line = next(x for x in proc.stderr.splitlines() if "--resume " in x)
+    command = shlex.split(line.split("with: ", 1)[1])
+    assert "--force" in command and "--sidecar" in command
+    plan.cuts.clear()
+    again = run_cli(command[2:], env)  # without "python3 SCRIPT"
+    assert again.returncode == 0, report(again, sg.gw)
+    assert out.read_bytes() == PNG and (tmp_path / "fox.png.json").exists()
+    assert len(sg.posts()) == 1
+
+
 def test_no_stream_polls_until_completed(tmp_path: Path, sg: StoredGateway) -> None:
     env = env_for(tmp_path, sg.base_url)
     sg.plan(events(), polls=2, retry_after_ms=30)
@@ -206,6 +226,17 @@ def test_store_refused_with_strict_fails(tmp_path: Path) -> None:
         assert len(sg.posts()) == 1
     assert "Store must be set to false" in proc.stderr
     assert "--strict" in proc.stderr
+
+
+def test_store_refused_with_strict_json_says_nothing_is_stored(tmp_path: Path) -> None:
+    with StoredGateway(refuse_store=True) as sg:
+        env = env_for(tmp_path, sg.base_url)
+        sg.plan(events())
+        proc = cli(tmp_path, env, "--resumable", "--strict", "--json")
+        assert proc.returncode == 4, report(proc, sg.gw)
+    record = json.loads(proc.stdout)
+    assert record["ok"] is False and record["response_id"] is None
+    assert record["stored"] is False  # the gateway refused to keep it: nothing to --resume
 
 
 def test_store_refused_inside_the_stream_falls_back(tmp_path: Path, gateway: Gateway) -> None:

@@ -369,6 +369,23 @@ def test_a_tunnel_refused_by_the_proxy_names_the_proxy(
     assert_clean(proc)
 
 
+def test_a_proxy_that_refuses_the_connection_is_named(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"HTTPS_PROXY": f"http://u:pw-secret@127.0.0.1:{port}", "NO_PROXY": ""}
+    proc = run(tmp_path, "https://127.0.0.1:9/v1", "--retries", "0", env=env)
+    assert proc.returncode == 6, report(proc)
+    assert f"connection to the proxy 127.0.0.1:{port} refused" in proc.stderr
+    assert "HTTPS_PROXY" in proc.stderr and "pw-secret" not in proc.stderr
+    doctor = run(tmp_path, "https://127.0.0.1:9/v1", "--doctor", env=env)
+    assert doctor.returncode == 6, report(doctor)
+    assert f"connection to the proxy 127.0.0.1:{port} refused" in doctor.stdout
+    assert "pw-secret" not in doctor.stdout + doctor.stderr
+
+
 PROXY_403_PAGE = (
     b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nX-Squid-Error: ERR_ACCESS_DENIED 0\r\n"
     b"Content-Length: 60\r\n\r\n<html><head><title>Access Denied</title></head></html>      "
