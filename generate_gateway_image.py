@@ -3872,7 +3872,9 @@ def exchange(
             wire.close()
 
 
-def download_image(url: str, settings: Settings, deadline: float, sink: ImageSink) -> bool:
+def download_image(
+    url: str, settings: Settings, deadline: float, sink: ImageSink, progress: Progress | None = None
+) -> bool:
     """GET an image URL from an answer into the sink; True when it kept a complete image.
 
     The URL is a third-party address: no Authorization and no configured header go there.
@@ -3893,6 +3895,8 @@ def download_image(url: str, settings: Settings, deadline: float, sink: ImageSin
         try:
             wire = Wire(url, settings, clock)
             wire.open()
+            if progress is not None:  # an MCP cancellation closes the download too
+                progress.connected(wire.conn)
             wire.send("GET", {"User-Agent": USER_AGENT, "Accept": "image/*"}, ())
             resp = wire.answer()
             location = resp.getheader("location")
@@ -4162,6 +4166,7 @@ def fetch_image_urls(
     --retries and the time budget, never by sending the prompt again."""
 
     sink = collector.sink
+    progress = collector.progress
     failure: ImagegenError | None = None
     for url in collector.urls:
         target = sink if not sink.has_image else collector.extra_sink()
@@ -4173,9 +4178,11 @@ def fetch_image_urls(
                     target.save(url)
                 else:
                     console.debug(f"downloading the image from {host_of(url)} (no gateway headers)")
-                    download_image(url, settings, deadline, target)
+                    download_image(url, settings, deadline, target, progress)
                 break
             except (GatewayError, NetworkError) as exc:
+                if progress is not None:
+                    progress.checkpoint()  # a cancelled call is not retried
                 failure = exc
                 wait = backoff(attempt)
                 if not exc.retryable or attempt >= settings.retries:
@@ -4183,7 +4190,12 @@ def fetch_image_urls(
                 if time.monotonic() + wait >= deadline:
                     break
                 console.warn(f"{label}{exc.message}; retrying the download in {wait:.1f}s")
-                time.sleep(wait)
+                if progress is not None:
+                    progress.pause(wait)
+                else:
+                    time.sleep(wait)
+        if progress is not None:
+            progress.checkpoint()
         if target is not sink:
             collector.keep_extra(target)
         elif not sink.has_image and sink.last_error is not None:

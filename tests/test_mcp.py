@@ -466,3 +466,42 @@ def test_calls_share_one_retry_policy(
     assert [r.is_error for r in results] == [False, False], [texts(r) for r in results]
     limited, *later = gateway.posts()
     assert all(r.t_start - limited.t_start >= 1.8 for r in later), gateway.dump()
+
+
+def test_cancellation_closes_an_image_url_download(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    """The answer gives only an image URL and that download hangs: a cancellation must close
+    the download's connection too, not wait for the idle timeout."""
+    from tests.gateway import image_item, json_reply, response_obj, stall_reply
+
+    item = image_item(None)
+    del item["result"]
+    item["url"] = gateway.url + "/files/slow.png"
+    gateway.enqueue(json_reply(response_obj([item])))
+    gateway.enqueue(stall_reply(), path="/files/slow.png")
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> float:
+        async with server("legacy", env, out_dir, errlog, "--no-stream") as client:
+            with anyio.move_on_after(20):
+                async with anyio.create_task_group() as tg:
+
+                    async def call() -> None:
+                        await client.call_tool("generate_image", {"prompt": "u", "out": "u.png"})
+
+                    tg.start_soon(call)
+                    await anyio.to_thread.run_sync(gateway.wait_for_requests, 2)
+                    await anyio.sleep(0.5)
+                    tg.cancel_scope.cancel()
+            cancelled_at = time.monotonic()
+            for _ in range(80):
+                if "cancelled: no answer" in errlog.read_text():
+                    break
+                await anyio.sleep(0.1)
+            return time.monotonic() - cancelled_at
+
+    waited = run(main)
+    log = errlog.read_text()
+    assert "cancelled: no answer" in log and waited < 4, log
+    assert not (out_dir / "u.png").exists() and leftovers(out_dir) == []
