@@ -2485,6 +2485,8 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
     import socket
 
     if isinstance(exc, socket.gaierror):
+        if os.environ.get("CODEX_SANDBOX_NETWORK_DISABLED"):  # Codex says its sandbox has no net
+            return NetworkError(f"cannot resolve {host}: {text}", SANDBOX_NETWORK_HINT)
         return NetworkError(
             f"cannot resolve {host}: {text}",
             "check base_url and your DNS; in a sandbox, rerun with host network access",
