@@ -6639,6 +6639,10 @@ class McpServer:
                 missing = re.match(r"missing environment variable (\S+)", exc.message)
                 if missing:
                     exc.hint = mcp_key_hint(missing.group(1))
+                elif exc.message.startswith("no API key found for provider"):
+                    var = self.missing_key()  # CODEX_API_KEY, when the login is not on file
+                    if var:
+                        exc.hint = mcp_key_hint(var)
             result = mcp_failure(exc, version, console.warnings)
         except Exception as exc:  # a bug: this call fails, the server stays up
             if console.verbose:
@@ -6767,6 +6771,10 @@ class McpServer:
             return ""
         if not gw.api_key and gw.key_source.startswith("missing:"):
             return gw.key_source[len("missing:") :]
+        if gw.openai_auth and not (
+            gw.api_key or gw.key_command or gw.header_credential or self.args.base_url
+        ):
+            return "CODEX_API_KEY"  # no key in auth.json either: the variable did not come
         return ""
 
     def preflight(self) -> None:

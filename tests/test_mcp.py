@@ -505,3 +505,23 @@ def test_cancellation_closes_an_image_url_download(
     log = errlog.read_text()
     assert "cancelled: no answer" in log and waited < 4, log
     assert not (out_dir / "u.png").exists() and leftovers(out_dir) == []
+
+
+def test_missing_codex_api_key_says_to_forward_it(
+    gateway: Gateway, out_dir: Path, tmp_path: Path
+) -> None:
+    """A provider that takes the OpenAI login, with the key in CODEX_API_KEY (no auth.json):
+    Codex does not pass that variable to MCP servers, so the first result must say so."""
+    from tests.conftest import write_codex_home
+
+    home = write_codex_home(tmp_path / "home", gateway.base_url, key=None)
+    env = clean_env(CODEX_HOME=str(home))  # CODEX_API_KEY was not forwarded
+
+    async def main() -> Any:
+        async with server("auto", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("generate_image", {"prompt": "x"})
+
+    result = run(main)
+    assert result.is_error and result.structured_content["exit_code"] == 3
+    assert 'env_vars = ["CODEX_API_KEY"]' in texts(result), texts(result)
+    assert gateway.requests == []
