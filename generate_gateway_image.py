@@ -5711,7 +5711,9 @@ def doctor(
             check("models", None, http_error(status, "", headers, body, gw).message)
     except (OSError, ImagegenError) as exc:
         check("models", False, f"GET /models: {exc}", "", EXIT_NETWORK)
-    if args.probe:
+    if args.probe and gw.key_problem:  # Codex would send nothing here: neither does the probe
+        check("probe", None, "skipped: the key check failed, so no image request is sent")
+    elif args.probe:
         probe(gw, settings, check, args.model or env.get("CODEX_IMAGEGEN_MODEL") or DEFAULT_MODEL)
     return max(check.failures) if check.failures else EXIT_OK
 
