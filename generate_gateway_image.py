@@ -1965,12 +1965,12 @@ class RateGate:
         with self.lock:
             self.not_before = max(self.not_before, time.monotonic() + seconds)
 
-    def wait(self, deadline: float) -> None:
-
+    def wait(self, deadline: float, pause: Callable[[float], None] = time.sleep) -> None:
+        """Sleep until the gateway is ready; `pause` lets an MCP call be cancelled meanwhile."""
         with self.lock:
             delay = self.not_before - time.monotonic()
         if delay > 0:
-            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            pause(max(0.0, min(delay, deadline - time.monotonic())))
 
 
 _ssl_contexts: dict[str, Any] = {}
@@ -4251,7 +4251,7 @@ def run_job(
 
     try:
         while True:
-            settings.gate.wait(deadline)
+            settings.gate.wait(deadline, progress.pause if progress is not None else time.sleep)
             if progress is not None:
                 progress.checkpoint()
             before = collector

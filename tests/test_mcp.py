@@ -525,3 +525,43 @@ def test_missing_codex_api_key_says_to_forward_it(
     assert result.is_error and result.structured_content["exit_code"] == 3
     assert 'env_vars = ["CODEX_API_KEY"]' in texts(result), texts(result)
     assert gateway.requests == []
+
+
+def test_a_call_held_by_another_calls_retry_after_can_be_cancelled(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    """The shared Retry-After wait (up to 120 s) is cancellable like a call's own waits."""
+    gateway.enqueue(
+        error_reply(429, "slow down", code="rate_limit_exceeded", headers={"Retry-After": "30"})
+    )
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> float:
+        async with server("legacy", env, out_dir, errlog) as client:
+            with anyio.move_on_after(20):
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(client.call_tool, "generate_image", {"prompt": "first"})
+                    await anyio.to_thread.run_sync(gateway.wait_for_requests, 1)
+                    await anyio.sleep(0.3)
+                    held = anyio.CancelScope()
+
+                    async def second() -> None:
+                        with held:
+                            await client.call_tool("generate_image", {"prompt": "second"})
+
+                    outer.start_soon(second)
+                    await anyio.sleep(1.0)  # the second call now waits on the 429's hold
+                    held.cancel()
+                    cancelled_at = time.monotonic()
+                    for _ in range(80):
+                        if "cancelled: no answer" in errlog.read_text():
+                            break
+                        await anyio.sleep(0.1)
+                    waited = time.monotonic() - cancelled_at
+                    outer.cancel_scope.cancel()
+            return waited
+
+    waited = run(main)
+    log = errlog.read_text()
+    assert "cancelled: no answer" in log and waited < 4, log
+    assert len(gateway.posts()) == 1, gateway.dump()
