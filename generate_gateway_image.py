@@ -2210,7 +2210,12 @@ class Wire:
         self.resp: Any = None
         self.inflater: Any = None
         self.watchdog: Watchdog | None = None
+        import _thread
         import http.client
+
+        self.fd = -1  # the socket by number, for shutdown(): TLS wrapping replaces the object
+        self.fd_name: tuple[Any, Any] = (None, None)  # its two ends: a reused number differs
+        self.fd_lock = _thread.allocate_lock()
 
         dial_host, dial_port = (self.proxy.host, self.proxy.port) if self.proxy else (host, port)
         conn: Any
@@ -2236,7 +2241,31 @@ class Wire:
         sock = connect(address, self.connect_left())
         if self.watchdog is not None:
             self.watchdog.fd = sock.fileno()
+        try:
+            name = (sock.getsockname(), sock.getpeername())
+        except OSError:  # already reset: the request itself will say so
+            name = (None, None)
+        with self.fd_lock:
+            self.fd, self.fd_name = sock.fileno(), name
         return sock
+
+    def shutdown(self) -> None:
+        """From another thread (an MCP cancellation): wake whatever this connection is blocked
+        in, the TLS handshake included; never touches a socket close() has given back."""
+        import socket
+
+        with self.fd_lock:
+            if self.fd < 0:
+                return
+            try:
+                s = socket.socket(fileno=self.fd)
+                try:
+                    if (s.getsockname(), s.getpeername()) == self.fd_name:
+                        s.shutdown(socket.SHUT_RDWR)
+                finally:
+                    s.detach()
+            except OSError:
+                pass
 
     def connect_left(self) -> float:
 
@@ -2414,6 +2443,8 @@ class Wire:
     def close(self) -> None:
         if self.watchdog is not None:
             self.watchdog.stop()
+        with self.fd_lock:
+            self.fd = -1
         try:
             self.conn.close()
         except OSError:
@@ -3729,9 +3760,11 @@ def exchange(
     status = 0
     try:
         wire = Wire(url, settings, clock)
+        if collector.progress is not None:  # lets an MCP cancellation close this connection,
+            collector.progress.connected(wire)  # a stalled proxy or TLS handshake too
         wire.open()
-        if collector.progress is not None:  # lets an MCP cancellation close this connection
-            collector.progress.connected(wire.conn)
+        if collector.progress is not None:
+            collector.progress.checkpoint()
         if request.method == "POST":
             headers["Content-Length"] = str(body.length)
         console.debug(f"{request.method} {url} ({body.length} bytes)")
@@ -3896,9 +3929,11 @@ def download_image(
         blob: Blob | None = None
         try:
             wire = Wire(url, settings, clock)
-            wire.open()
             if progress is not None:  # an MCP cancellation closes the download too
-                progress.connected(wire.conn)
+                progress.connected(wire)
+            wire.open()
+            if progress is not None:
+                progress.checkpoint()
             wire.send("GET", {"User-Agent": USER_AGENT, "Accept": "image/*"}, ())
             resp = wire.answer()
             location = resp.getheader("location")
@@ -4669,8 +4704,8 @@ class Progress:
             self._show()
 
     # Hooks for the MCP server's calls (McpProgress): cancellation reaches a running job here.
-    def connected(self, conn: Any) -> None:
-        """A connection to the gateway is open for the current job."""
+    def connected(self, wire: Wire) -> None:
+        """The current job is about to open this connection (shut down on cancellation)."""
 
     def checkpoint(self) -> None:
         """Raise Cancelled if the job should stop here."""
@@ -6348,9 +6383,9 @@ class McpProgress(Progress):
                 {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
             )
 
-    def connected(self, conn: Any) -> None:
+    def connected(self, wire: Wire) -> None:
         with self.lock:
-            self.conns.append(conn)
+            self.conns.append(wire)
         self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -6362,17 +6397,11 @@ class McpProgress(Progress):
         self.checkpoint()
 
     def cancel(self) -> None:
-        import socket
-
         self.cancelled.set()
         with self.lock:
-            conns = list(self.conns)
-        for conn in conns:
-            sock = getattr(conn, "sock", None)
-            try:  # the plain socket's shutdown: it wakes a read blocked in another thread
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
-            except (OSError, TypeError, ValueError):
-                pass
+            wires = list(self.conns)
+        for wire in wires:  # wakes a read (or handshake) blocked in the call's thread
+            wire.shutdown()
 
 
 class McpServer:

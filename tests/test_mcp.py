@@ -565,3 +565,41 @@ def test_a_call_held_by_another_calls_retry_after_can_be_cancelled(
     log = errlog.read_text()
     assert "cancelled: no answer" in log and waited < 4, log
     assert len(gateway.posts()) == 1, gateway.dump()
+
+
+def test_cancellation_during_a_stalled_tls_handshake(out_dir: Path, tmp_path: Path) -> None:
+    """A gateway that accepts the TCP connection but never answers the TLS hello: cancelling
+    shuts the half-open connection down instead of waiting for --connect-timeout."""
+    import socket
+
+    from tests.conftest import write_codex_home
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # never accepted: the kernel completes the handshake, nobody speaks TLS
+    base_url = f"https://127.0.0.1:{listener.getsockname()[1]}/v1"
+    env = clean_env(CODEX_HOME=str(write_codex_home(tmp_path / "home", base_url)))
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> float:
+        async with server("legacy", env, out_dir, errlog, "--connect-timeout", "25") as client:
+            with anyio.move_on_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(
+                        client.call_tool, "generate_image", {"prompt": "t", "out": "t.png"}
+                    )
+                    await anyio.sleep(1.5)
+                    tg.cancel_scope.cancel()
+            cancelled_at = time.monotonic()
+            for _ in range(80):
+                if "cancelled: no answer" in errlog.read_text():
+                    break
+                await anyio.sleep(0.1)
+            return time.monotonic() - cancelled_at
+
+    try:
+        waited = run(main)
+    finally:
+        listener.close()
+    log = errlog.read_text()
+    assert "cancelled: no answer" in log and waited < 4, log
