@@ -6835,6 +6835,7 @@ MCP_REFUSED_FLAGS = (
     ("--doctor", "doctor"),
     ("--dry-run", "dry_run"),
     ("--edit-from", "edit_from"),
+    ("--resume", "resume"),
     ("--image", "image"),
     ("--image-url", "image_url"),
     ("--mask", "mask"),

@@ -201,3 +201,12 @@ def test_single_job_flags_are_refused(env: dict[str, str], tmp_path: Path) -> No
     assert proc.returncode == 2, report(proc)
     assert "--prompt, --out cannot be combined with --mcp" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_resume_is_refused_as_a_start_flag(env: dict[str, str]) -> None:
+    """--resume ID names one stored response: as a start flag every generate_image call would
+    fetch that response instead of rendering its prompt."""
+    proc = run_cli(["--mcp", "--resume", "resp_abc"], env)
+    assert proc.returncode == 2, report(proc)
+    assert "--resume cannot be combined with --mcp" in proc.stderr
+    assert proc.stdout == ""
