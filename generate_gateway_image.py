@@ -4185,7 +4185,8 @@ def resume_command(response_id: str, out: str) -> str:
     """The exact command that fetches a stored response's image later without paying again."""
 
     script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
-    head = "python3 " + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
+    python = "py -3 " if os.name == "nt" else "python3 "  # python3 is often a store stub there
+    head = python + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
     words = [*RESUME_ARGS, "--resume", response_id, "--out", out]
     return head + " " + " ".join(shlex.quote(w) for w in words)
 
