@@ -6671,6 +6671,14 @@ class McpServer:
                 missing = re.match(r"missing environment variable (\S+)", exc.message)
                 if missing:
                     exc.hint = mcp_key_hint(missing.group(1))
+                elif exc.message.startswith("no Codex configuration found") and not (
+                    self.args.codex_home or self.env.get("CODEX_HOME")
+                ):
+                    exc.hint = (
+                        "agents start MCP servers with a minimal environment, so CODEX_HOME may "
+                        "not reach this one: add --codex-home DIR to the server's args (or "
+                        'env_vars = ["CODEX_HOME"] to [mcp_servers.imagegen]); restart the agent'
+                    )
                 elif exc.message.startswith("no API key found for provider"):
                     var = self.missing_key()  # CODEX_API_KEY, when the login is not on file
                     if var:

@@ -603,3 +603,20 @@ def test_cancellation_during_a_stalled_tls_handshake(out_dir: Path, tmp_path: Pa
         listener.close()
     log = errlog.read_text()
     assert "cancelled: no answer" in log and waited < 4, log
+
+
+def test_no_codex_home_says_to_pass_it(gateway: Gateway, out_dir: Path, tmp_path: Path) -> None:
+    """CODEX_HOME did not reach the server (a minimal environment) and ~/.codex is empty: the
+    result says how to give the server its Codex home."""
+    home = tmp_path / "user"
+    home.mkdir()
+    env = clean_env(HOME=str(home), CODEX_IMAGEGEN_SYSTEM_CONFIG_DIR=str(tmp_path / "etc"))
+
+    async def main() -> Any:
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("generate_image", {"prompt": "x"})
+
+    result = run(main)
+    assert result.is_error and result.structured_content["exit_code"] == 3, texts(result)
+    assert "--codex-home DIR" in texts(result) and 'env_vars = ["CODEX_HOME"]' in texts(result)
+    assert gateway.requests == []
