@@ -1965,12 +1965,12 @@ class RateGate:
         with self.lock:
             self.not_before = max(self.not_before, time.monotonic() + seconds)
 
-    def wait(self, deadline: float) -> None:
-
+    def wait(self, deadline: float, pause: Callable[[float], None] = time.sleep) -> None:
+        """Sleep until the gateway is ready; `pause` lets an MCP call be cancelled meanwhile."""
         with self.lock:
             delay = self.not_before - time.monotonic()
         if delay > 0:
-            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            pause(max(0.0, min(delay, deadline - time.monotonic())))
 
 
 _ssl_contexts: dict[str, Any] = {}
@@ -2148,12 +2148,12 @@ class Watchdog:
         self.deadline = deadline
         self.sock: Any = None  # a duplicate of the connection's socket, owned by the watchdog
         self.fired = False
+        self.killed = False
         self.done = False
         self.cond = threading.Condition()
         threading.Thread(target=self._run, name="watchdog", daemon=True).start()
 
     def _run(self) -> None:
-        import socket
 
         with self.cond:
             while not self.done:
@@ -2162,11 +2162,7 @@ class Watchdog:
                     self.cond.wait(left)
                     continue
                 self.fired = True
-                if self.sock is not None:
-                    try:
-                        self.sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                self._shut()
                 return
 
     def watch(self, sock: Any) -> None:
@@ -2176,6 +2172,24 @@ class Watchdog:
         with self.cond:
             if not self.done:
                 self.sock = sock.dup()
+                if self.killed:
+                    self._shut()
+
+    def kill(self) -> None:
+        """Shut the connection down now (from any thread), and any socket watched later."""
+        with self.cond:
+            self.killed = True
+            if not self.done:
+                self._shut()
+
+    def _shut(self) -> None:
+        import socket
+
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def extend(self, deadline: float) -> None:
         with self.cond:
@@ -2217,6 +2231,7 @@ class Wire:
         self.resp: Any = None
         self.inflater: Any = None
         self.watchdog: Watchdog | None = None
+        self.killed = False  # shutdown() was called: an MCP cancellation
         import http.client
 
         dial_host, dial_port = (self.proxy.host, self.proxy.port) if self.proxy else (host, port)
@@ -2245,6 +2260,13 @@ class Wire:
             self.watchdog.watch(sock)
         return sock
 
+    def shutdown(self) -> None:
+        """From another thread (an MCP cancellation): wake whatever this connection is blocked
+        in, the TLS handshake and a proxy tunnel included, through the watchdog's socket."""
+        self.killed = True
+        if self.watchdog is not None:
+            self.watchdog.kill()
+
     def connect_left(self) -> float:
 
         return max(0.001, self.connect_deadline - time.monotonic())
@@ -2261,6 +2283,8 @@ class Wire:
             )
         self.connect_deadline = time.monotonic() + min(self.settings.connect_timeout, remaining)
         self.watchdog = Watchdog(self.connect_deadline)
+        if self.killed:  # cancelled before it connected
+            self.watchdog.kill()
         self.conn.timeout = self.connect_left()
         try:
             self.conn.connect()
@@ -2503,6 +2527,8 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
     import socket
 
     if isinstance(exc, socket.gaierror):
+        if os.environ.get("CODEX_SANDBOX_NETWORK_DISABLED"):  # Codex says its sandbox has no net
+            return NetworkError(f"cannot resolve {host}: {text}", SANDBOX_NETWORK_HINT)
         return NetworkError(
             f"cannot resolve {host}: {text}",
             "check base_url and your DNS; in a sandbox, rerun with host network access",
@@ -3746,9 +3772,11 @@ def exchange(
     status = 0
     try:
         wire = Wire(url, settings, clock)
+        if collector.progress is not None:  # lets an MCP cancellation close this connection,
+            collector.progress.connected(wire)  # a stalled proxy or TLS handshake too
         wire.open()
-        if collector.progress is not None:  # lets an MCP cancellation close this connection
-            collector.progress.connected(wire.conn)
+        if collector.progress is not None:
+            collector.progress.checkpoint()
         if request.method == "POST":
             headers["Content-Length"] = str(body.length)
         console.debug(f"{request.method} {url} ({body.length} bytes)")
@@ -3891,7 +3919,9 @@ def exchange(
             wire.close()
 
 
-def download_image(url: str, settings: Settings, deadline: float, sink: ImageSink) -> bool:
+def download_image(
+    url: str, settings: Settings, deadline: float, sink: ImageSink, progress: Progress | None = None
+) -> bool:
     """GET an image URL from an answer into the sink; True when it kept a complete image.
 
     The URL is a third-party address: no Authorization and no configured header go there.
@@ -3911,7 +3941,11 @@ def download_image(url: str, settings: Settings, deadline: float, sink: ImageSin
         blob: Blob | None = None
         try:
             wire = Wire(url, settings, clock)
+            if progress is not None:  # an MCP cancellation closes the download too
+                progress.connected(wire)
             wire.open()
+            if progress is not None:
+                progress.checkpoint()
             wire.send("GET", {"User-Agent": USER_AGENT, "Accept": "image/*"}, ())
             resp = wire.answer()
             location = resp.getheader("location")
@@ -4163,7 +4197,8 @@ def resume_command(response_id: str, out: str) -> str:
     """The exact command that fetches a stored response's image later without paying again."""
 
     script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
-    head = "python3 " + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
+    python = "py -3 " if os.name == "nt" else "python3 "  # python3 is often a store stub there
+    head = python + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
     words = [*RESUME_ARGS, "--resume", response_id, "--out", out]
     return head + " " + " ".join(shlex.quote(w) for w in words)
 
@@ -4181,6 +4216,7 @@ def fetch_image_urls(
     --retries and the time budget, never by sending the prompt again."""
 
     sink = collector.sink
+    progress = collector.progress
     failure: ImagegenError | None = None
     for url in collector.urls:
         target = sink if not sink.has_image else collector.extra_sink()
@@ -4192,9 +4228,11 @@ def fetch_image_urls(
                     target.save(url)
                 else:
                     console.debug(f"downloading the image from {host_of(url)} (no gateway headers)")
-                    download_image(url, settings, deadline, target)
+                    download_image(url, settings, deadline, target, progress)
                 break
             except (GatewayError, NetworkError) as exc:
+                if progress is not None:
+                    progress.checkpoint()  # a cancelled call is not retried
                 failure = exc
                 wait = backoff(attempt)
                 if not exc.retryable or attempt >= settings.retries:
@@ -4202,7 +4240,12 @@ def fetch_image_urls(
                 if time.monotonic() + wait >= deadline:
                     break
                 console.warn(f"{label}{exc.message}; retrying the download in {wait:.1f}s")
-                time.sleep(wait)
+                if progress is not None:
+                    progress.pause(wait)
+                else:
+                    time.sleep(wait)
+        if progress is not None:
+            progress.checkpoint()
         if target is not sink:
             collector.keep_extra(target)
         elif not sink.has_image and sink.last_error is not None:
@@ -4256,7 +4299,7 @@ def run_job(
 
     try:
         while True:
-            settings.gate.wait(deadline)
+            settings.gate.wait(deadline, progress.pause if progress is not None else time.sleep)
             if progress is not None:
                 progress.checkpoint()
             before = collector
@@ -4676,8 +4719,8 @@ class Progress:
             self._show()
 
     # Hooks for the MCP server's calls (McpProgress): cancellation reaches a running job here.
-    def connected(self, conn: Any) -> None:
-        """A connection to the gateway is open for the current job."""
+    def connected(self, wire: Wire) -> None:
+        """The current job is about to open this connection (shut down on cancellation)."""
 
     def checkpoint(self) -> None:
         """Raise Cancelled if the job should stop here."""
@@ -5727,7 +5770,9 @@ def doctor(
             check("models", None, http_error(status, "", headers, body, gw).message)
     except (OSError, ImagegenError) as exc:
         check("models", False, f"GET /models: {exc}", "", EXIT_NETWORK)
-    if args.probe:
+    if args.probe and gw.key_problem:  # Codex would send nothing here: neither does the probe
+        check("probe", None, "skipped: the key check failed, so no image request is sent")
+    elif args.probe:
         probe(gw, settings, check, args.model or env.get("CODEX_IMAGEGEN_MODEL") or DEFAULT_MODEL)
     return max(check.failures) if check.failures else EXIT_OK
 
@@ -6364,9 +6409,9 @@ class McpProgress(Progress):
                 {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
             )
 
-    def connected(self, conn: Any) -> None:
+    def connected(self, wire: Wire) -> None:
         with self.lock:
-            self.conns.append(conn)
+            self.conns.append(wire)
         self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -6378,17 +6423,11 @@ class McpProgress(Progress):
         self.checkpoint()
 
     def cancel(self) -> None:
-        import socket
-
         self.cancelled.set()
         with self.lock:
-            conns = list(self.conns)
-        for conn in conns:
-            sock = getattr(conn, "sock", None)
-            try:  # the plain socket's shutdown: it wakes a read blocked in another thread
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
-            except (OSError, TypeError, ValueError):
-                pass
+            wires = list(self.conns)
+        for wire in wires:  # wakes a read (or handshake) blocked in the call's thread
+            wire.shutdown()
 
 
 class McpServer:
@@ -6657,6 +6696,18 @@ class McpServer:
                 missing = re.match(r"missing environment variable (\S+)", exc.message)
                 if missing:
                     exc.hint = mcp_key_hint(missing.group(1))
+                elif exc.message.startswith("no Codex configuration found") and not (
+                    self.args.codex_home or self.env.get("CODEX_HOME")
+                ):
+                    exc.hint = (
+                        "agents start MCP servers with a minimal environment, so CODEX_HOME may "
+                        "not reach this one: add --codex-home DIR to the server's args (or "
+                        'env_vars = ["CODEX_HOME"] to [mcp_servers.imagegen]); restart the agent'
+                    )
+                elif exc.message.startswith("no API key found for provider"):
+                    var = self.missing_key()  # CODEX_API_KEY, when the login is not on file
+                    if var:
+                        exc.hint = mcp_key_hint(var)
             result = mcp_failure(exc, version, console.warnings)
         except Exception as exc:  # a bug: this call fails, the server stays up
             if console.verbose:
@@ -6785,6 +6836,10 @@ class McpServer:
             return ""
         if not gw.api_key and gw.key_source.startswith("missing:"):
             return gw.key_source[len("missing:") :]
+        if gw.openai_auth and not (
+            gw.api_key or gw.key_command or gw.header_credential or self.args.base_url
+        ):
+            return "CODEX_API_KEY"  # no key in auth.json either: the variable did not come
         return ""
 
     def preflight(self) -> None:
@@ -6814,6 +6869,7 @@ MCP_REFUSED_FLAGS = (
     ("--doctor", "doctor"),
     ("--dry-run", "dry_run"),
     ("--edit-from", "edit_from"),
+    ("--resume", "resume"),
     ("--image", "image"),
     ("--image-url", "image_url"),
     ("--mask", "mask"),

@@ -878,6 +878,21 @@ def test_doctor_probe_tool_choice_rejected(gateway: Gateway, env: dict[str, str]
     assert len(gateway.posts()) == 1
 
 
+def test_doctor_probe_sends_nothing_where_codex_would_not(tmp_path: Path, gateway: Gateway) -> None:
+    """env_key names an unset variable: Codex refuses and sends nothing, so the probe (an image
+    request) is skipped instead of going out without a credential."""
+    home = write_codex_home(
+        tmp_path / "h", gateway.base_url, key=None, extra_provider='env_key = "GW_UNSET_KEY"'
+    )
+    gateway.set_default(models_reply(), path="/v1/models")
+    gateway.set_default(image_reply())
+    proc = run_cli(["--doctor", "--probe"], clean_env(CODEX_HOME=str(home)))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert doctor_lines(proc).get("key") == "failed", proc.stdout
+    assert doctor_lines(proc).get("probe") == "note", proc.stdout
+    assert gateway.posts() == []
+
+
 def test_doctor_without_probe_sends_no_post(gateway: Gateway, env: dict[str, str]) -> None:
     gateway.set_default(models_reply(), path="/v1/models")
     gateway.set_default(image_reply())

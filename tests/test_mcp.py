@@ -486,3 +486,157 @@ def test_calls_share_one_retry_policy(
     assert [r.is_error for r in results] == [False, False], [texts(r) for r in results]
     limited, *later = gateway.posts()
     assert all(r.t_start - limited.t_start >= 1.8 for r in later), gateway.dump()
+
+
+def test_cancellation_closes_an_image_url_download(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    """The answer gives only an image URL and that download hangs: a cancellation must close
+    the download's connection too, not wait for the idle timeout."""
+    from tests.gateway import image_item, json_reply, response_obj, stall_reply
+
+    item = image_item(None)
+    del item["result"]
+    item["url"] = gateway.url + "/files/slow.png"
+    gateway.enqueue(json_reply(response_obj([item])))
+    gateway.enqueue(stall_reply(), path="/files/slow.png")
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> float:
+        async with server("legacy", env, out_dir, errlog, "--no-stream") as client:
+            with anyio.move_on_after(20):
+                async with anyio.create_task_group() as tg:
+
+                    async def call() -> None:
+                        await client.call_tool("generate_image", {"prompt": "u", "out": "u.png"})
+
+                    tg.start_soon(call)
+                    await anyio.to_thread.run_sync(gateway.wait_for_requests, 2)
+                    await anyio.sleep(0.5)
+                    tg.cancel_scope.cancel()
+            cancelled_at = time.monotonic()
+            for _ in range(80):
+                if "cancelled: no answer" in errlog.read_text():
+                    break
+                await anyio.sleep(0.1)
+            return time.monotonic() - cancelled_at
+
+    waited = run(main)
+    log = errlog.read_text()
+    assert "cancelled: no answer" in log and waited < 4, log
+    assert not (out_dir / "u.png").exists() and leftovers(out_dir) == []
+
+
+def test_missing_codex_api_key_says_to_forward_it(
+    gateway: Gateway, out_dir: Path, tmp_path: Path
+) -> None:
+    """A provider that takes the OpenAI login, with the key in CODEX_API_KEY (no auth.json):
+    Codex does not pass that variable to MCP servers, so the first result must say so."""
+    from tests.conftest import write_codex_home
+
+    home = write_codex_home(tmp_path / "home", gateway.base_url, key=None)
+    env = clean_env(CODEX_HOME=str(home))  # CODEX_API_KEY was not forwarded
+
+    async def main() -> Any:
+        async with server("auto", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("generate_image", {"prompt": "x"})
+
+    result = run(main)
+    assert result.is_error and result.structured_content["exit_code"] == 3
+    assert 'env_vars = ["CODEX_API_KEY"]' in texts(result), texts(result)
+    assert gateway.requests == []
+
+
+def test_a_call_held_by_another_calls_retry_after_can_be_cancelled(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    """The shared Retry-After wait (up to 120 s) is cancellable like a call's own waits."""
+    gateway.enqueue(
+        error_reply(429, "slow down", code="rate_limit_exceeded", headers={"Retry-After": "30"})
+    )
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> float:
+        async with server("legacy", env, out_dir, errlog) as client:
+            with anyio.move_on_after(20):
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(client.call_tool, "generate_image", {"prompt": "first"})
+                    await anyio.to_thread.run_sync(gateway.wait_for_requests, 1)
+                    await anyio.sleep(0.3)
+                    held = anyio.CancelScope()
+
+                    async def second() -> None:
+                        with held:
+                            await client.call_tool("generate_image", {"prompt": "second"})
+
+                    outer.start_soon(second)
+                    await anyio.sleep(1.0)  # the second call now waits on the 429's hold
+                    held.cancel()
+                    cancelled_at = time.monotonic()
+                    for _ in range(80):
+                        if "cancelled: no answer" in errlog.read_text():
+                            break
+                        await anyio.sleep(0.1)
+                    waited = time.monotonic() - cancelled_at
+                    outer.cancel_scope.cancel()
+            return waited
+
+    waited = run(main)
+    log = errlog.read_text()
+    assert "cancelled: no answer" in log and waited < 4, log
+    assert len(gateway.posts()) == 1, gateway.dump()
+
+
+def test_cancellation_during_a_stalled_tls_handshake(out_dir: Path, tmp_path: Path) -> None:
+    """A gateway that accepts the TCP connection but never answers the TLS hello: cancelling
+    shuts the half-open connection down instead of waiting for --connect-timeout."""
+    import socket
+
+    from tests.conftest import write_codex_home
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # never accepted: the kernel completes the handshake, nobody speaks TLS
+    base_url = f"https://127.0.0.1:{listener.getsockname()[1]}/v1"
+    env = clean_env(CODEX_HOME=str(write_codex_home(tmp_path / "home", base_url)))
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> float:
+        async with server("legacy", env, out_dir, errlog, "--connect-timeout", "25") as client:
+            with anyio.move_on_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(
+                        client.call_tool, "generate_image", {"prompt": "t", "out": "t.png"}
+                    )
+                    await anyio.sleep(1.5)
+                    tg.cancel_scope.cancel()
+            cancelled_at = time.monotonic()
+            for _ in range(80):
+                if "cancelled: no answer" in errlog.read_text():
+                    break
+                await anyio.sleep(0.1)
+            return time.monotonic() - cancelled_at
+
+    try:
+        waited = run(main)
+    finally:
+        listener.close()
+    log = errlog.read_text()
+    assert "cancelled: no answer" in log and waited < 4, log
+
+
+def test_no_codex_home_says_to_pass_it(gateway: Gateway, out_dir: Path, tmp_path: Path) -> None:
+    """CODEX_HOME did not reach the server (a minimal environment) and ~/.codex is empty: the
+    result says how to give the server its Codex home."""
+    home = tmp_path / "user"
+    home.mkdir()
+    env = clean_env(HOME=str(home), CODEX_IMAGEGEN_SYSTEM_CONFIG_DIR=str(tmp_path / "etc"))
+
+    async def main() -> Any:
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("generate_image", {"prompt": "x"})
+
+    result = run(main)
+    assert result.is_error and result.structured_content["exit_code"] == 3, texts(result)
+    assert "--codex-home DIR" in texts(result) and 'env_vars = ["CODEX_HOME"]' in texts(result)
+    assert gateway.requests == []

@@ -430,3 +430,18 @@ def test_probe_reports_a_gateway_that_refuses_store(tmp_path: Path) -> None:
     assert line.startswith("note") and "does not keep responses" in line, proc.stdout
     assert doctor_line(proc, "probe").startswith("ok"), proc.stdout
     assert [p.json["store"] for p in posts] == [True, False]
+
+
+def test_resume_command_on_windows_uses_py(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The printed --resume command is what an agent copies: on Windows python3 is often missing
+    or the Microsoft Store stub, so it says py -3 there (as SKILL.md does)."""
+    import generate_gateway_image as g
+
+    monkeypatch.setattr(sys, "argv", ["C:/skills/gen/generate_gateway_image.py"])
+    monkeypatch.setattr(g.os, "name", "posix")
+    posix = g.resume_command(RID, "out.png")
+    monkeypatch.setattr(g.os, "name", "nt")
+    command = g.resume_command(RID, "out.png")
+    monkeypatch.undo()
+    assert command.startswith("py -3 C:/skills/gen/generate_gateway_image.py "), command
+    assert posix.startswith("python3 C:/skills/"), posix

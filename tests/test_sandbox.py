@@ -181,3 +181,24 @@ def test_paid_image_with_nowhere_to_go_names_the_sandbox(
     assert "read-only sandbox" in proc.stderr.strip().splitlines()[-1]
     assert len(gateway.posts()) == 1  # never retried: a retry would be billed again
     assert leftovers(out) == [] and TEST_KEY not in proc.stderr
+
+
+def test_dns_failure_in_a_network_less_codex_sandbox_names_the_fixes(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A gateway with a host name: under Codex's sandbox the lookup fails before any connect(),
+    and Codex marks that sandbox with CODEX_SANDBOX_NETWORK_DISABLED=1. "Check your DNS" would
+    send the agent the wrong way."""
+    args = ["--base-url", "http://gateway.invalid/v1", "--prompt", "p", "--out"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, str(tmp_path / "a.png")],
+        env=dict(env, CODEX_SANDBOX_NETWORK_DISABLED="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 6, report(proc)
+    first, hint = proc.stderr.strip().splitlines()[-2:]
+    assert first.startswith("error: cannot resolve gateway.invalid"), proc.stderr
+    assert "sandbox_workspace_write.network_access=true" in hint and "--mcp" in hint, hint
+    assert "check base_url and your DNS" not in proc.stderr
