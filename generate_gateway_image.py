@@ -173,6 +173,8 @@ MAX_STRING_CHARS = MAX_IMAGE_BYTES // 3 * 4 + 4096  # one JSON string value (bas
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # an SSE event or JSON body, not counting long strings
 MAX_LONG_STRINGS = 64  # strings of BLOB_MIN characters or more in one event or body
 MAX_PREVIEW_INDEX = 99  # partial_image_index values above this (or not integers) are ignored
+MAX_MODEL_TEXT = 1024 * 1024  # characters of the model's text kept (shown, searched for links)
+MAX_IMAGE_URLS = 16  # image URLs kept from one answer (the rest are ignored)
 BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
@@ -3172,6 +3174,7 @@ class Collector:
         self.item_format = ""
         self.texts: list[str] = []
         self.deltas: list[str] = []
+        self.text_chars = 0  # characters in texts and deltas (at most MAX_MODEL_TEXT)
         self.failure: ImagegenError | None = None
         self.call_failed = False  # an image call failed with no error object of its own
         self.finished = False
@@ -3196,6 +3199,7 @@ class Collector:
         self.response_id = before.response_id
         self.sequence = before.sequence
         self.texts, self.deltas = before.texts, before.deltas
+        self.text_chars = before.text_chars
         self.resumed = before.sequence >= 0
         self.on_id = before.on_id
 
@@ -3269,7 +3273,7 @@ class Collector:
                 self.handle_item(item)
         elif etype == "response.output_text.delta":
             if isinstance(ev.get("delta"), str):
-                self.deltas.append(ev["delta"])
+                self.keep_text(self.deltas, ev["delta"])
         elif etype in (
             "response.completed",
             "response.done",
@@ -3302,8 +3306,8 @@ class Collector:
             if not result and isinstance(url, str) and url.startswith("data:"):
                 result = url
             elif not result and isinstance(url, str) and url.startswith(("http://", "https://")):
-                if url not in self.urls:  # a relay that hosts the image: run_job downloads it
-                    self.urls.append(url)
+                if url not in self.urls and len(self.urls) < MAX_IMAGE_URLS:
+                    self.urls.append(url)  # a relay that hosts the image: run_job downloads it
                 return
             if result and not isinstance(result, (str, Blob)):
                 self.unreadable += 1  # a gateway bug; a later copy of the item may be fine
@@ -3331,7 +3335,15 @@ class Collector:
                 if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
                     text = part.get("text") or part.get("refusal")
                     if isinstance(text, str) and text.strip():
-                        self.texts.append(text.strip())
+                        self.keep_text(self.texts, text.strip())
+
+    def keep_text(self, texts: list[str], text: str) -> None:
+        """Keep the model's text up to MAX_MODEL_TEXT characters in all (texts and deltas):
+        a stream of text events that never ends must not fill memory."""
+        room = MAX_MODEL_TEXT - self.text_chars
+        if room > 0:
+            texts.append(text[:room])
+            self.text_chars += min(room, len(text))
 
     def handle_json(self, obj: Mapping[str, Any]) -> None:
         """A whole JSON answer: a Response object, an Images API answer, or an error."""
@@ -3353,7 +3365,11 @@ class Collector:
                         self.failure = GatewayError("b64_json is not base64 text", started=True)
                 elif b64 and self.sink.save(b64):
                     self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
-                elif isinstance(entry.get("url"), str) and entry["url"] not in self.urls:
+                elif (
+                    isinstance(entry.get("url"), str)
+                    and entry["url"] not in self.urls
+                    and len(self.urls) < MAX_IMAGE_URLS
+                ):
                     self.urls.append(entry["url"])  # a hosted image: run_job downloads it
             self.response_id = str(obj.get("id") or obj.get("created") or "")
         else:

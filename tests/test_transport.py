@@ -228,6 +228,41 @@ def test_an_endless_string_ends_at_the_image_cap(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.part"))
 
 
+ENDLESS_KEPT = {
+    "text-deltas": lambda i: {"type": "response.output_text.delta", "delta": "x" * 60_000},
+    "message-items": lambda i: {
+        "type": "response.output_item.done",
+        "item": {"type": "message", "content": [{"type": "output_text", "text": "y" * 60_000}]},
+    },
+    "image-urls": lambda i: {
+        "type": "response.output_item.done",
+        "item": {"type": "image_generation_call", "url": f"http://127.0.0.1:9/{i}/" + "u" * 60_000},
+    },
+}
+
+
+@needs_proc
+@pytest.mark.parametrize("kind", sorted(ENDLESS_KEPT))
+def test_endless_text_or_links_keep_memory_flat(tmp_path: Path, kind: str) -> None:
+    # what the collector keeps of each event (the model's text, image URLs) is capped too:
+    # without the caps 60 KB events at loopback speed fill 512 MB in a few seconds
+    def answer(conn: object, request: bytes) -> None:
+        conn.sendall(SSE_HEAD + b"\r\n")  # type: ignore[attr-defined]
+        for i in range(10**9):
+            event = {"sequence_number": i, **ENDLESS_KEPT[kind](i)}
+            conn.sendall(b"data: " + json.dumps(event).encode() + b"\n\n")  # type: ignore[attr-defined]
+
+    with RawServer(answer) as server:
+        home = write_codex_home(tmp_path / "home", server.base_url)
+        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
+        out = str(tmp_path / "o.png")
+        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", out]
+        code, _, err = peak_vm([*args, "--timeout", "6", "--retries", "0"], env, 512 << 20)
+    assert code == 6, err
+    assert "total time budget" in err
+    assert "Traceback" not in err and "MemoryError" not in err
+
+
 def test_an_endless_comment_stream_ends_at_the_budget(tmp_path: Path) -> None:
     with RawServer(endless(SSE_HEAD + b"\r\n:", b"k" * 4096)) as server:
         proc = run(tmp_path, server.base_url, "--timeout", "2", "--retries", "0")
