@@ -2031,9 +2031,12 @@ def host_of(url: str) -> str:
     """host[:port] of a URL, never its user:password@ part."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    host = parts.hostname or url
-    return f"{host}:{parts.port}" if parts.port else host
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or url, parts.port
+    except ValueError:  # a bad port or IPv6 literal (a URL from the gateway): never a crash
+        return "an unreadable address"
+    return f"{host}:{port}" if port else host
 
 
 def proxy_for(scheme: str, host: str, port: int) -> str | None:
@@ -3901,7 +3904,13 @@ def download_image(url: str, settings: Settings, deadline: float, sink: ImageSin
 
     for _ in range(MAX_REDIRECTS + 1):
         host = host_of(url)
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        try:
+            parts = urlsplit(url)
+            web = parts.scheme in ("http", "https") and bool(parts.hostname)
+            web = web and parts.port != 0
+        except ValueError:
+            web = False
+        if not web:
             raise GatewayError(f"the image address is not an http(s) URL: {text_of(url, 80)}")
         clock = Clock(settings.idle_timeout, deadline)
         wire: Wire | None = None
@@ -3913,7 +3922,10 @@ def download_image(url: str, settings: Settings, deadline: float, sink: ImageSin
             resp = wire.answer()
             location = resp.getheader("location")
             if 300 <= resp.status < 400 and location:
-                url = urljoin(url, location)
+                try:
+                    url = urljoin(url, location)
+                except ValueError:  # e.g. a broken IPv6 literal
+                    url = location  # refused, as not an http(s) URL, at the top of the loop
                 continue
             if resp.status != 200:
                 raise GatewayError(

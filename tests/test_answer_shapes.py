@@ -154,6 +154,24 @@ def test_download_refuses_a_redirect_to_another_scheme(
     assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.parametrize("where", ["item", "redirect"])
+@pytest.mark.parametrize("bad", ["http://example.com:99999/a.png", "http://[::1/a.png"])
+def test_an_unparsable_image_url_is_exit_4_not_a_crash(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], where: str, bad: str
+) -> None:
+    # a port out of range or a broken IPv6 literal made urllib raise ValueError: exit 1
+    if where == "item":
+        gateway.enqueue(json_answer({**image_item(None), "url": bad}))
+    else:
+        gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + "/files/short"}))
+        gateway.enqueue(raw_reply(b"", status=302, headers={"Location": bad}), path="/files/short")
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "not an http(s) URL" in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
+
+
 def test_download_is_size_capped(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
     gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + IMG_PATH}))
     huge = str(200 * 1024 * 1024)
