@@ -2266,8 +2266,8 @@ class Wire:
             self.close()
             if isinstance(exc, ImagegenError):
                 raise
-            if isinstance(exc, (OSError, ValueError)):
-                raise self.connect_error(exc) from None
+            if isinstance(exc, (OSError, ValueError)) or is_http_exception(exc):
+                raise self.connect_error(exc) from None  # a CONNECT answer http.client refused
             raise
         self.watchdog.extend(self.clock.deadline)
         self.clock.sock = self.conn.sock
@@ -2285,6 +2285,8 @@ class Wire:
                 retryable=True,
             )
         text = str(exc)
+        if self.proxy is not None and is_http_exception(exc):
+            return unreadable_answer(f"the proxy {self.proxy.name}", exc)
         if self.proxy is not None and "Tunnel connection failed" in text:
             return proxy_refusal(self.proxy, text.partition(":")[2].strip(), self.host)
         return describe_network_error(exc, self.url)

@@ -404,6 +404,43 @@ def test_a_tunnel_refused_by_the_proxy_names_the_proxy(
     assert_clean(proc)
 
 
+def trickle(data: bytes, gap: float = 0.2) -> object:
+    """An answer that writes ``data`` a byte at a time, then holds the connection."""
+
+    def answer(conn: object, request: bytes) -> None:
+        for byte in data:
+            conn.sendall(bytes([byte]))  # type: ignore[attr-defined]
+            time.sleep(gap)
+        time.sleep(30)
+
+    return answer
+
+
+CONNECT_ANSWERS = {
+    "garbage": send(b"garbage \x1b[31m\r\n\r\n"),
+    "header-line-too-long": send(b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70_000 + b"\r\n\r\n"),
+    "trickled": trickle(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONNECT_ANSWERS))
+def test_a_connect_answer_http_client_refuses_is_the_proxy_s(tmp_path: Path, case: str) -> None:
+    # http.client's BadStatusLine / LineTooLong from the CONNECT answer escaped Wire.open():
+    # "network error talking to" the gateway (exit 6), or for a CONNECT answer that trickled
+    # past --connect-timeout, "the total time budget ran out (--timeout 900s)"
+    with RawServer(CONNECT_ANSWERS[case]) as proxy:  # type: ignore[arg-type]
+        env = {"HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": ""}
+        proc = run(tmp_path, "https://127.0.0.1:9/v1", "--connect-timeout", "2", env=env)
+    if case == "trickled":
+        assert proc.returncode == 6, report(proc)
+        assert f"through the proxy 127.0.0.1:{proxy.port} timed out after 2s" in proc.stderr
+    else:
+        assert proc.returncode == 4, report(proc)
+        assert f"the proxy 127.0.0.1:{proxy.port} answered something unreadable" in proc.stderr
+    assert "talking to 127.0.0.1:9" not in proc.stderr
+    assert_clean(proc)
+
+
 PROXY_403_PAGE = (
     b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nX-Squid-Error: ERR_ACCESS_DENIED 0\r\n"
     b"Content-Length: 60\r\n\r\n<html><head><title>Access Denied</title></head></html>      "
