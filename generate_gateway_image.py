@@ -186,6 +186,9 @@ SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this
 MASK_MIN_LENGTH = 20  # shorter secrets are shown as *** (their last 4 would say too much)
 MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
 MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
+# A response id we poll, resume and print in a copy-paste --resume command: a plain token (no
+# quotes, spaces, %, &, ! or control characters that a shell or cmd.exe would act on)
+RESPONSE_ID = r"[A-Za-z0-9_.:=+/~@-]{1,256}"
 HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110)
 TOKEN_LIKE_LENGTH = 16  # in auth.command's own messages, longer words with a digit are masked
 UNSAFE_FORMAT_CHARS = frozenset(
@@ -3209,6 +3212,10 @@ class Collector:
         self.on_id = before.on_id
 
     def _note_id(self, value: Any) -> None:
+        if not isinstance(value, str) or not re.fullmatch(RESPONSE_ID, value):
+            if value and self.debug is not None:
+                self.debug("ignored a response id that is not a plain token")
+            return
         if value and str(value) != self.response_id:
             self.response_id = str(value)
             if self.on_id is not None:
