@@ -3343,7 +3343,7 @@ class Collector:
                 else:
                     self.call_failed = True  # the reason may be in the model's text (verdict)
         elif itype == "message":
-            for part in item.get("content") or ():
+            for part in listed(item.get("content")):
                 if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
                     text = part.get("text") or part.get("refusal")
                     if isinstance(text, str) and text.strip():
@@ -3393,7 +3393,7 @@ class Collector:
         if isinstance(resp.get("status"), str):
             self.status = resp["status"]
         had_texts = bool(self.texts)
-        for item in resp.get("output") or ():
+        for item in listed(resp.get("output")):
             if isinstance(item, dict) and not (had_texts and item.get("type") == "message"):
                 self.handle_item(item)
         status = resp.get("status")
@@ -3498,6 +3498,11 @@ class Collector:
             "the gateway may not support the image_generation tool for this model; "
             "run with --verbose to see the answer",
         )
+
+
+def listed(value: Any) -> list[Any]:
+    """A JSON array from the gateway, or [] when it sent something else there."""
+    return value if isinstance(value, list) else []
 
 
 def image_links(text: str) -> list[str]:
@@ -3841,7 +3846,7 @@ def exchange(
                     if console.verbose:
                         items = [
                             f"{i.get('type')}/{i.get('status')}"
-                            for i in obj.get("output") or ()
+                            for i in listed(obj.get("output"))
                             if isinstance(i, dict)
                         ]
                         console.debug(f"JSON answer: status {obj.get('status')}, output {items}")

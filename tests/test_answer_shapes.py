@@ -172,6 +172,27 @@ def test_an_unparsable_image_url_is_exit_4_not_a_crash(
     assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("where", ["output", "content"])
+def test_an_array_that_is_not_an_array_is_no_image_not_a_crash(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], stream: bool, where: str
+) -> None:
+    # "output": 5 or a message's "content": 5 was iterated: TypeError, exit 1
+    obj = response_obj([])
+    if where == "output":
+        obj["output"] = 5
+    else:
+        obj["output"] = [{"type": "message", "content": 5}]
+    if stream:
+        gateway.enqueue(sse_reply([{"type": "response.completed", "response": obj}]))
+    else:
+        gateway.enqueue(json_reply(obj))
+    proc = cli(tmp_path, env, "--verbose", *([] if stream else ["--no-stream"]))
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "contained no image" in proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_download_is_size_capped(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
     gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + IMG_PATH}))
     huge = str(200 * 1024 * 1024)
