@@ -172,6 +172,7 @@ MAX_IMAGE_BYTES = 128 * 1024 * 1024  # a decoded image (3840x2160 noise PNG: abo
 MAX_STRING_CHARS = MAX_IMAGE_BYTES // 3 * 4 + 4096  # one JSON string value (base64, data: URL)
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # an SSE event or JSON body, not counting long strings
 MAX_LONG_STRINGS = 64  # strings of BLOB_MIN characters or more in one event or body
+MAX_LONG_STRING_TOTAL = 2 * MAX_STRING_CHARS  # their characters in all (two copies of an image)
 MAX_PREVIEW_INDEX = 99  # partial_image_index values above this (or not integers) are ignored
 MAX_MODEL_TEXT = 1024 * 1024  # characters of the model's text kept (shown, searched for links)
 MAX_IMAGE_URLS = 16  # image URLs kept from one answer (the rest are ignored)
@@ -2595,6 +2596,7 @@ class JsonSpool:
         self.blob: Blob | None = None  # the open string, when it went to a Blob
         self.carry = b""  # an escape sequence cut at the end of the last piece
         self.size = 0
+        self.blob_chars = 0  # characters in all Blobs (they sit in the temp folder: tmpfs is RAM)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         data = bytes(data) if not isinstance(data, (bytes, bytearray)) else data
@@ -2630,7 +2632,7 @@ class JsonSpool:
                 body = piece if q < 0 else piece[:q]
                 cut = _escape_cut(body) if q < 0 else len(body)
                 self.carry = bytes(body[cut:])
-                self.blob.write(_unescape(body[:cut]))
+                self._write(self.blob, _unescape(body[:cut]))
                 if q < 0:
                     return
                 self.blob = None
@@ -2666,13 +2668,23 @@ class JsonSpool:
         raw = self.head[self.string_start :]
         del self.head[self.string_start :]
         blob = Blob()
+        token = _BLOB_TOKEN + str(len(self.blobs))
+        self.blobs[token] = blob  # closed with the spool, even if the write below fails
         cut = _escape_cut(raw)
         self.carry = bytes(raw[cut:])
-        blob.write(_unescape(raw[:cut]))
-        token = _BLOB_TOKEN + str(len(self.blobs))
-        self.blobs[token] = blob
+        self._write(blob, _unescape(raw[:cut]))
         self.head += token.encode("ascii") + b'"'
         self.blob = blob
+
+    def _write(self, blob: Blob, data: bytes) -> None:
+        self.blob_chars += len(data)
+        if self.blob_chars > MAX_LONG_STRING_TOTAL:
+            raise GatewayError(
+                f"an event from the gateway holds more than {MAX_LONG_STRING_TOTAL // 2**20} MB "
+                "of long values in all",
+                "the answer is not a usable image; check the gateway",
+            )
+        blob.write(data)
 
     def _check(self) -> None:
         if len(self.head) > MAX_EVENT_BYTES:

@@ -263,6 +263,27 @@ def test_endless_text_or_links_keep_memory_flat(tmp_path: Path, kind: str) -> No
     assert "Traceback" not in err and "MemoryError" not in err
 
 
+def test_many_long_strings_in_one_event_are_capped_in_all(tmp_path: Path) -> None:
+    # each string under the one-value cap and fewer than MAX_LONG_STRINGS of them: 64 of them
+    # could park 11 GB in the temp folder (RAM, where /tmp is a tmpfs) for a single event
+    each = g.MAX_STRING_CHARS - 4096
+
+    def answer(conn: object, request: bytes) -> None:
+        conn.sendall(SSE_HEAD + b'\r\ndata: {"type":"x"')  # type: ignore[attr-defined]
+        for k in range(3):
+            conn.sendall(b',"s%d":"' % k)  # type: ignore[attr-defined]
+            for _ in range(each // (1 << 20)):
+                conn.sendall(b"QUFB" * (1 << 18))  # type: ignore[attr-defined]
+            conn.sendall(b'"')  # type: ignore[attr-defined]
+        conn.sendall(b"}\n\n")  # type: ignore[attr-defined]
+
+    with RawServer(answer) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert f"more than {g.MAX_LONG_STRING_TOTAL // 2**20} MB of long values" in proc.stderr
+    assert_clean(proc)
+
+
 def test_an_endless_comment_stream_ends_at_the_budget(tmp_path: Path) -> None:
     with RawServer(endless(SSE_HEAD + b"\r\n:", b"k" * 4096)) as server:
         proc = run(tmp_path, server.base_url, "--timeout", "2", "--retries", "0")
