@@ -2349,7 +2349,17 @@ class Wire:
 
         while True:
             inflater = self.inflater
-            if inflater is not None and not isinstance(inflater, str) and inflater.unconsumed_tail:
+            live = inflater is not None and not isinstance(inflater, str)
+            if live and inflater.eof:
+                rest = inflater.unused_data  # a next gzip member, or bytes after the body
+                if rest[:2] != b"\x1f\x8b":
+                    return b""  # not more of it: zlib would only pile them up in memory
+                inflater = self.inflater = zlib.decompressobj(47)
+                try:
+                    data = inflater.decompress(rest, size)
+                except zlib.error as exc:
+                    raise undecodable(exc) from None
+            elif live and inflater.unconsumed_tail:
                 data = inflater.decompress(inflater.unconsumed_tail, size)
             else:
                 self.clock.arm()

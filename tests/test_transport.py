@@ -340,6 +340,32 @@ def test_a_compressed_answer_is_decoded(
     assert (tmp_path / "o.png").read_bytes() == PNG
 
 
+@needs_proc
+def test_bytes_after_the_compressed_body_do_not_pile_up(tmp_path: Path) -> None:
+    # after the gzip stream's end zlib keeps every further byte in unused_data: an endless
+    # tail grew memory (and copying it, CPU) until --timeout
+    head = SSE_HEAD + b"Content-Encoding: gzip\r\n\r\n" + gzip_bytes(b": hi\n\n")
+    with RawServer(endless(head, b"x" * 65536)) as server:
+        home = write_codex_home(tmp_path / "home", server.base_url)
+        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
+        out = str(tmp_path / "o.png")
+        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", out, "--retries", "0"]
+        started = time.monotonic()
+        code, _, err = peak_vm([*args, "--timeout", "20"], env, 512 << 20)
+    assert code == 4, err
+    assert "stream ended before the image arrived" in err
+    assert time.monotonic() - started < 10
+
+
+def test_a_gzip_body_in_two_members_is_decoded(tmp_path: Path, ok_events: list[object]) -> None:
+    stream = format_sse(ok_events, done=True)  # type: ignore[arg-type]
+    body = gzip_bytes(stream[:100]) + gzip_bytes(stream[100:])
+    with RawServer(send(sse_answer([], b"Content-Encoding: gzip\r\n", body))) as server:
+        proc = run(tmp_path, server.base_url)
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+
+
 def test_an_encoding_we_cannot_decode_is_one_clear_exit_4(tmp_path: Path) -> None:
     junk = bytes(range(256)) * 4
     with RawServer(send(sse_answer([], b"Content-Encoding: br\r\n", junk))) as server:
