@@ -3577,7 +3577,7 @@ def parse_retry_after(headers: Any) -> float | None:
 
         try:
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # a year beyond a C long: Overflow
             return None
     return seconds if 0 <= seconds <= RETRY_AFTER_CAP else None
 

@@ -95,6 +95,17 @@ def test_malformed_answers_are_exit_4(tmp_path: Path, case: str) -> None:
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.parametrize("status", [b"429 Slow", b"200 OK"])
+def test_a_retry_after_date_beyond_a_c_long_is_ignored(tmp_path: Path, status: bytes) -> None:
+    # email.utils raised OverflowError for the year: exit 1, "internal error"
+    answer = b"HTTP/1.1 " + status + b"\r\nRetry-After: 1 Jan 9999999999999999999 00:00:00\r\n"
+    with RawServer(send(answer + b"Content-Length: 0\r\n\r\n")) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "internal error" not in proc.stderr
+    assert_clean(proc)
+
+
 # --- framing, as http.client reads it -------------------------------------------------------
 
 
