@@ -2362,8 +2362,10 @@ class Wire:
             elif live and inflater.unconsumed_tail:
                 data = inflater.decompress(inflater.unconsumed_tail, size)
             else:
-                self.clock.arm()
-                raw = self.resp.read1(size)
+                raw = b""  # once the body was read to its end, its socket is closed too
+                if not self.resp.isclosed():
+                    self.clock.arm()
+                    raw = self.resp.read1(size)
                 if not raw and self.watchdog_fired():
                     self.budget_spent()
                 if inflater is None:

@@ -135,6 +135,19 @@ def test_every_framing_delivers_the_image(
     assert b"\r\nAccept-Encoding: identity\r\n" in request
 
 
+@pytest.mark.parametrize("body", [b"", b"\n\n\n"])
+def test_an_empty_close_delimited_stream_ends_as_a_stream(tmp_path: Path, body: bytes) -> None:
+    # reading again after the body's end armed a timeout on the socket http.client had closed:
+    # "the connection broke ... (OSError: [Errno 9] Bad file descriptor)"
+    answer = SSE_HEAD + b"Connection: close\r\n\r\n" + body
+    with RawServer(send(answer)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "the stream ended before the image arrived (0 events received)" in proc.stderr
+    assert "Bad file descriptor" not in proc.stderr
+    assert_clean(proc)
+
+
 # --- bounded whatever the gateway sends -----------------------------------------------------
 
 
