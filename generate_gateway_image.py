@@ -4519,8 +4519,8 @@ def run_job(
         outcome.response_id = gateway_id(collector.response_id or stored_id)
         outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
-        outcome.item_size = collector.item_size
-        outcome.item_format = collector.item_format
+        outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
+        outcome.item_format = gateway_id(collector.item_format)
         outcome.final_size = size
         outcome.stream = stream and api == "responses"
         outcome.api = api

@@ -73,6 +73,21 @@ def test_ids_with_escape_sequences_are_cleaned_in_json(
     assert record["image_call_id"].startswith("ig?x") and len(record["image_call_id"]) <= 256
 
 
+def test_reported_size_is_cleaned_in_the_sidecar(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # the item's "size" went raw into the sidecar's reported_size (and --json size): escapes
+    # for `jq -r` to print, 60 KB of it
+    events = image_events(images.b64(PNG), size="1024x1024" + ESCAPES + "x" * 60_000)
+    gateway.enqueue(sse_reply(events))
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar"], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    record = json.loads((tmp_path / "o.png.json").read_text(encoding="utf-8"))
+    reported = record["reported_size"]
+    assert reported.startswith("1024x1024" + g.sanitize(ESCAPES)) and len(reported) <= 256
+
+
 def test_file_name_with_escape_sequences(
     tmp_path: Path, gateway: Gateway, env: dict[str, str]
 ) -> None:
