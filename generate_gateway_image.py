@@ -176,6 +176,7 @@ MAX_LONG_STRING_TOTAL = 2 * MAX_STRING_CHARS  # their characters in all (two cop
 MAX_PREVIEW_INDEX = 99  # partial_image_index values above this (or not integers) are ignored
 MAX_MODEL_TEXT = 1024 * 1024  # characters of the model's text kept (shown, searched for links)
 MAX_IMAGE_URLS = 16  # image URLs kept from one answer (the rest are ignored)
+MAX_LINK_SEARCH = 64 * 1024  # characters of the model's text searched for bare image URLs
 BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
@@ -3534,8 +3535,11 @@ def image_links(text: str) -> list[str]:
     that end in an image extension (a few at most)."""
 
     found = re.findall(r"!\[[^\]\n]{0,500}\]\(\s*<?((?:https?://|data:image/)[^\s)>]+)", text)
+    # bare URLs: bounded in length and searched near the start only, since each "http" would
+    # otherwise scan to the end of the text (1 MB of "http://" took minutes, past --timeout)
     found += re.findall(
-        r"https?://[^\s()<>\"'\]\[]+\.(?:png|jpe?g|webp|gif)(?:\?[^\s()<>\"']*)?", text
+        r"https?://[^\s()<>\"'\]\[]{1,4096}\.(?:png|jpe?g|webp|gif)(?:\?[^\s()<>\"']*)?",
+        text[:MAX_LINK_SEARCH],
     )
     links: list[str] = []
     for url in found:

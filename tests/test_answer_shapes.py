@@ -10,6 +10,7 @@ carries neither the gateway's Authorization nor any configured header, even to t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,22 @@ def test_image_link_in_the_text(
     assert_plain_download(gateway)
     assert "the model's text links to" in proc.stderr
     assert "sig=abc" not in proc.stderr  # a signed URL is not printed
+
+
+def test_a_long_text_of_url_starts_is_searched_quickly(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # each "http://" made the bare-URL pattern scan to the end of the text: quadratic, about
+    # 4 minutes for 1 MB, after the stream (no timeout covers it)
+    delta = {"type": "response.output_text.delta", "delta": "http://" * 8_500}
+    events = [delta] * 17  # text deltas are joined without separators: 1 MB of "http://"
+    events.append({"type": "response.completed", "response": response_obj([])})
+    gateway.enqueue(sse_reply(events))
+    started = time.monotonic()
+    proc = cli(tmp_path, env, "--retries", "0")
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "answered in text" in proc.stderr
+    assert time.monotonic() - started < 20
 
 
 def test_data_url_image_link_in_the_text(
