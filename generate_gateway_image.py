@@ -188,9 +188,9 @@ SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this
 MASK_MIN_LENGTH = 20  # shorter secrets are shown as *** (their last 4 would say too much)
 MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
 MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
-# A response id we poll, resume and print in a copy-paste --resume command: a plain token (no
-# quotes, spaces, %, &, ! or control characters that a shell or cmd.exe would act on)
-RESPONSE_ID = r"[A-Za-z0-9_.:=+/~@-]{1,256}"
+# A response id we poll, resume and print in a copy-paste --resume command: one --resume
+# accepts, a plain token (no quotes, spaces, %, &, ! or controls a shell or cmd.exe acts on)
+RESPONSE_ID = rf"(?!\.*$)[A-Za-z0-9_.:=-]{{1,{RESPONSE_ID_MAX}}}"
 HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110)
 TOKEN_LIKE_LENGTH = 16  # in auth.command's own messages, longer words with a digit are masked
 UNSAFE_FORMAT_CHARS = frozenset(

@@ -163,7 +163,9 @@ def test_failure_names_the_exact_resume_command(tmp_path: Path, sg: StoredGatewa
     assert len(sg.posts()) == 1
 
 
-@pytest.mark.parametrize("rid", ["resp_1' & calc & '", "resp_1\x1b[2J", "resp 1", "r%PATH%"])
+@pytest.mark.parametrize(
+    "rid", ["resp_1' & calc & '", "resp_1\x1b[2J", "resp 1", "r%PATH%", "r" * 201]
+)
 def test_a_response_id_that_is_not_a_plain_token_is_never_offered(
     tmp_path: Path, sg: StoredGateway, rid: str
 ) -> None:
