@@ -13,6 +13,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,21 @@ def test_clean_svg_has_no_warning(tmp_path: Path, gateway: Gateway, tenv: dict[s
     proc = run_cli(["--prompt", "a logo", "--out", str(out)], tenv)
     assert proc.returncode == 0, report(proc, gateway)
     assert "warning:" not in proc.stderr, proc.stderr
+
+
+def test_an_svg_full_of_entity_starts_is_scanned_quickly(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    # "<!entity[^>]*" scanned to the end of each 256 KB chunk from every "<!ENTITY": about
+    # 17 s a chunk, hours for a large answer, after the stream (no timeout covers it)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg">' + b"<!ENTITY " * 40_000 + b"</svg>\n"
+    gateway.enqueue(image_reply(svg, output_format="svg"))
+    out = tmp_path / "logo.svg"
+    started = time.monotonic()
+    proc = run_cli(["--prompt", "a logo", "--out", str(out)], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert "a DTD" in proc.stderr
+    assert time.monotonic() - started < 10
 
 
 def test_image_stays_beside_out_when_no_rescue_file_can_be_made(
