@@ -3623,7 +3623,8 @@ def http_error(
         if not message and isinstance(parsed.get("detail"), str):
             message = text_of(parsed["detail"])
     elif "<" in text[:200] and ("html" in ctype or "<html" in text[:2000].lower()):
-        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        # bounded, near the start: unbounded, each "<title>" of a 2 MB page scanned to its end
+        title = re.search(r"<title[^>]{0,200}>(.{0,1000}?)</title>", text[:65536], re.I | re.S)
         message = "HTML page" + (": " + text_of(title.group(1), 200) if title else "")
     else:
         message = text_of(text, 300)
