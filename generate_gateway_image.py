@@ -4658,6 +4658,8 @@ class Progress:
         self.phases: dict[int, str] = {}
         self.started = time.monotonic()
         self.last_line = self.started
+        self.seen: set[str] = set()  # phase names shown so far
+        self.phase_shown = 0.0  # when a phase change was last shown
         self.tty = sys.stderr.isatty()
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -4691,6 +4693,13 @@ class Progress:
         with self.lock:
             changed = self.phases.get(index) != name
             self.phases[index] = name
+            # a new phase at once, one seen before at most once a second: a gateway that
+            # flips between two phases must not flood the log (the tick shows the rest)
+            now = time.monotonic()
+            changed = changed and (name not in self.seen or now - self.phase_shown >= 1.0)
+            if changed:
+                self.seen.add(name)
+                self.phase_shown = now
         if changed:  # off a terminal, concurrent jobs report on finishing and heartbeats only
             self._show(force=not self.tty and self.total == 1)
 
