@@ -1346,9 +1346,10 @@ def mask_secret(value: str) -> str:
 
 def sanitize(text: str, lines: bool = False) -> str:
     """The one sanitiser for text from the gateway, a proxy or the file system on its way to a
-    terminal: control characters (C0, DEL, C1: escape sequences), bidirectional overrides and
-    lone surrogates become "?". `lines` keeps line breaks and tabs (our own multi-line output;
-    a CRLF, as in a multipart body shown by --dry-run, becomes a line break)."""
+    terminal: control characters (C0, DEL, C1: escape sequences), bidirectional overrides,
+    lone surrogates and tag characters (U+E0000-E007F, invisible text) become "?". `lines`
+    keeps line breaks and tabs (our own multi-line output; a CRLF, as in a multipart body
+    shown by --dry-run, becomes a line break)."""
     if text.isprintable():
         return text
     if lines:
@@ -1359,6 +1360,8 @@ def sanitize(text: str, lines: bool = False) -> str:
         if lines and c in "\n\t":
             out.append(c)
         elif o < 32 or 0x7F <= o < 0xA0 or c in UNSAFE_FORMAT_CHARS or 0xD800 <= o < 0xE000:
+            out.append("?")
+        elif 0xE0000 <= o <= 0xE007F:  # tag characters: invisible text an agent would read
             out.append("?")
         else:
             out.append(c)
