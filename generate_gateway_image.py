@@ -5424,7 +5424,7 @@ def is_own_sidecar(path: str) -> bool:
             return False
         with open(path, "rb") as f:
             data = json.loads(f.read(MAX_SIDECAR_BYTES).decode("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # nested too deeply: not one of ours
         return False
     return (
         isinstance(data, dict)

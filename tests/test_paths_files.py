@@ -246,6 +246,19 @@ def test_sidecar_does_not_replace_an_unrelated_file(
     assert json.loads(unrelated.read_text(encoding="utf-8"))["path"] == "o.png"
 
 
+def test_a_deeply_nested_file_at_the_sidecar_path_is_not_a_crash(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    # json.loads raised RecursionError while checking whether OUT.json is ours: exit 1
+    out = tmp_path / "o.png"
+    deep = "[" * 200_000 + "]" * 200_000
+    (tmp_path / "o.png.json").write_text(deep, encoding="utf-8")
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar"], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert "not a sidecar written by this script" in proc.stderr
+    assert gateway.requests == []
+
+
 def test_sidecar_replaces_an_earlier_sidecar_of_its_own(
     tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
 ) -> None:
