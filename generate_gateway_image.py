@@ -172,7 +172,11 @@ MAX_IMAGE_BYTES = 128 * 1024 * 1024  # a decoded image (3840x2160 noise PNG: abo
 MAX_STRING_CHARS = MAX_IMAGE_BYTES // 3 * 4 + 4096  # one JSON string value (base64, data: URL)
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # an SSE event or JSON body, not counting long strings
 MAX_LONG_STRINGS = 64  # strings of BLOB_MIN characters or more in one event or body
+MAX_LONG_STRING_TOTAL = 2 * MAX_STRING_CHARS  # their characters in all (two copies of an image)
 MAX_PREVIEW_INDEX = 99  # partial_image_index values above this (or not integers) are ignored
+MAX_MODEL_TEXT = 1024 * 1024  # characters of the model's text kept (shown, searched for links)
+MAX_IMAGE_URLS = 16  # image URLs kept from one answer (the rest are ignored)
+MAX_LINK_SEARCH = 64 * 1024  # characters of the model's text searched for bare image URLs
 BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
@@ -184,6 +188,9 @@ SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this
 MASK_MIN_LENGTH = 20  # shorter secrets are shown as *** (their last 4 would say too much)
 MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
 MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
+# A response id we poll, resume and print in a copy-paste --resume command: one --resume
+# accepts, a plain token (no quotes, spaces, %, &, ! or controls a shell or cmd.exe acts on)
+RESPONSE_ID = rf"(?!\.*$)[A-Za-z0-9_.:=-]{{1,{RESPONSE_ID_MAX}}}"
 HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110)
 TOKEN_LIKE_LENGTH = 16  # in auth.command's own messages, longer words with a digit are masked
 UNSAFE_FORMAT_CHARS = frozenset(
@@ -1339,9 +1346,10 @@ def mask_secret(value: str) -> str:
 
 def sanitize(text: str, lines: bool = False) -> str:
     """The one sanitiser for text from the gateway, a proxy or the file system on its way to a
-    terminal: control characters (C0, DEL, C1: escape sequences), bidirectional overrides and
-    lone surrogates become "?". `lines` keeps line breaks and tabs (our own multi-line output;
-    a CRLF, as in a multipart body shown by --dry-run, becomes a line break)."""
+    terminal: control characters (C0, DEL, C1: escape sequences), bidirectional overrides,
+    lone surrogates and tag characters (U+E0000-E007F, invisible text) become "?". `lines`
+    keeps line breaks and tabs (our own multi-line output; a CRLF, as in a multipart body
+    shown by --dry-run, becomes a line break)."""
     if text.isprintable():
         return text
     if lines:
@@ -1352,6 +1360,8 @@ def sanitize(text: str, lines: bool = False) -> str:
         if lines and c in "\n\t":
             out.append(c)
         elif o < 32 or 0x7F <= o < 0xA0 or c in UNSAFE_FORMAT_CHARS or 0xD800 <= o < 0xE000:
+            out.append("?")
+        elif 0xE0000 <= o <= 0xE007F:  # tag characters: invisible text an agent would read
             out.append("?")
         else:
             out.append(c)
@@ -2029,9 +2039,12 @@ def host_of(url: str) -> str:
     """host[:port] of a URL, never its user:password@ part."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    host = parts.hostname or url
-    return f"{host}:{parts.port}" if parts.port else host
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or url, parts.port
+    except ValueError:  # a bad port or IPv6 literal (a URL from the gateway): never a crash
+        return "an unreadable address"
+    return f"{host}:{port}" if port else host
 
 
 def proxy_for(scheme: str, host: str, port: int) -> str | None:
@@ -2292,8 +2305,8 @@ class Wire:
             self.close()
             if isinstance(exc, ImagegenError):
                 raise
-            if isinstance(exc, (OSError, ValueError)):
-                raise self.connect_error(exc) from None
+            if isinstance(exc, (OSError, ValueError)) or is_http_exception(exc):
+                raise self.connect_error(exc) from None  # a CONNECT answer http.client refused
             raise
         self.watchdog.extend(self.clock.deadline)
         self.clock.sock = self.conn.sock
@@ -2311,6 +2324,8 @@ class Wire:
                 retryable=True,
             )
         text = str(exc)
+        if self.proxy is not None and is_http_exception(exc):
+            return unreadable_answer(f"the proxy {self.proxy.name}", exc)
         if self.proxy is not None and "Tunnel connection failed" in text:
             return proxy_refusal(self.proxy, text.partition(":")[2].strip(), self.host)
         if self.proxy is not None and isinstance(exc, ConnectionRefusedError):
@@ -2371,11 +2386,23 @@ class Wire:
 
         while True:
             inflater = self.inflater
-            if inflater is not None and not isinstance(inflater, str) and inflater.unconsumed_tail:
+            live = inflater is not None and not isinstance(inflater, str)
+            if live and inflater.eof:
+                rest = inflater.unused_data  # a next gzip member, or bytes after the body
+                if rest[:2] != b"\x1f\x8b":
+                    return b""  # not more of it: zlib would only pile them up in memory
+                inflater = self.inflater = zlib.decompressobj(47)
+                try:
+                    data = inflater.decompress(rest, size)
+                except zlib.error as exc:
+                    raise undecodable(exc) from None
+            elif live and inflater.unconsumed_tail:
                 data = inflater.decompress(inflater.unconsumed_tail, size)
             else:
-                self.clock.arm()
-                raw = self.resp.read1(size)
+                raw = b""  # once the body was read to its end, its socket is closed too
+                if not self.resp.isclosed():
+                    self.clock.arm()
+                    raw = self.resp.read1(size)
                 if not raw and self.watchdog_fired():
                     self.budget_spent()
                 if inflater is None:
@@ -2629,6 +2656,7 @@ class JsonSpool:
         self.blob: Blob | None = None  # the open string, when it went to a Blob
         self.carry = b""  # an escape sequence cut at the end of the last piece
         self.size = 0
+        self.blob_chars = 0  # characters in all Blobs (they sit in the temp folder: tmpfs is RAM)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         data = bytes(data) if not isinstance(data, (bytes, bytearray)) else data
@@ -2664,7 +2692,7 @@ class JsonSpool:
                 body = piece if q < 0 else piece[:q]
                 cut = _escape_cut(body) if q < 0 else len(body)
                 self.carry = bytes(body[cut:])
-                self.blob.write(_unescape(body[:cut]))
+                self._write(self.blob, _unescape(body[:cut]))
                 if q < 0:
                     return
                 self.blob = None
@@ -2700,13 +2728,23 @@ class JsonSpool:
         raw = self.head[self.string_start :]
         del self.head[self.string_start :]
         blob = Blob()
+        token = _BLOB_TOKEN + str(len(self.blobs))
+        self.blobs[token] = blob  # closed with the spool, even if the write below fails
         cut = _escape_cut(raw)
         self.carry = bytes(raw[cut:])
-        blob.write(_unescape(raw[:cut]))
-        token = _BLOB_TOKEN + str(len(self.blobs))
-        self.blobs[token] = blob
+        self._write(blob, _unescape(raw[:cut]))
         self.head += token.encode("ascii") + b'"'
         self.blob = blob
+
+    def _write(self, blob: Blob, data: bytes) -> None:
+        self.blob_chars += len(data)
+        if self.blob_chars > MAX_LONG_STRING_TOTAL:
+            raise GatewayError(
+                f"an event from the gateway holds more than {MAX_LONG_STRING_TOTAL // 2**20} MB "
+                "of long values in all",
+                "the answer is not a usable image; check the gateway",
+            )
+        blob.write(data)
 
     def _check(self) -> None:
         if len(self.head) > MAX_EVENT_BYTES:
@@ -3216,6 +3254,7 @@ class Collector:
         self.item_format = ""
         self.texts: list[str] = []
         self.deltas: list[str] = []
+        self.text_chars = 0  # characters in texts and deltas (at most MAX_MODEL_TEXT)
         self.failure: ImagegenError | None = None
         self.call_failed = False  # an image call failed with no error object of its own
         self.finished = False
@@ -3240,10 +3279,15 @@ class Collector:
         self.response_id = before.response_id
         self.sequence = before.sequence
         self.texts, self.deltas = before.texts, before.deltas
+        self.text_chars = before.text_chars
         self.resumed = before.sequence >= 0
         self.on_id = before.on_id
 
     def _note_id(self, value: Any) -> None:
+        if not isinstance(value, str) or not re.fullmatch(RESPONSE_ID, value):
+            if value and self.debug is not None:
+                self.debug("ignored a response id that is not a plain token")
+            return
         if value and str(value) != self.response_id:
             self.response_id = str(value)
             if self.on_id is not None:
@@ -3313,7 +3357,7 @@ class Collector:
                 self.handle_item(item)
         elif etype == "response.output_text.delta":
             if isinstance(ev.get("delta"), str):
-                self.deltas.append(ev["delta"])
+                self.keep_text(self.deltas, ev["delta"])
         elif etype in (
             "response.completed",
             "response.done",
@@ -3346,8 +3390,8 @@ class Collector:
             if not result and isinstance(url, str) and url.startswith("data:"):
                 result = url
             elif not result and isinstance(url, str) and url.startswith(("http://", "https://")):
-                if url not in self.urls:  # a relay that hosts the image: run_job downloads it
-                    self.urls.append(url)
+                if url not in self.urls and len(self.urls) < MAX_IMAGE_URLS:
+                    self.urls.append(url)  # a relay that hosts the image: run_job downloads it
                 return
             if result and not isinstance(result, (str, Blob)):
                 self.unreadable += 1  # a gateway bug; a later copy of the item may be fine
@@ -3371,11 +3415,19 @@ class Collector:
                 else:
                     self.call_failed = True  # the reason may be in the model's text (verdict)
         elif itype == "message":
-            for part in item.get("content") or ():
+            for part in listed(item.get("content")):
                 if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
                     text = part.get("text") or part.get("refusal")
                     if isinstance(text, str) and text.strip():
-                        self.texts.append(text.strip())
+                        self.keep_text(self.texts, text.strip())
+
+    def keep_text(self, texts: list[str], text: str) -> None:
+        """Keep the model's text up to MAX_MODEL_TEXT characters in all (texts and deltas):
+        a stream of text events that never ends must not fill memory."""
+        room = MAX_MODEL_TEXT - self.text_chars
+        if room > 0:
+            texts.append(text[:room])
+            self.text_chars += min(room, len(text))
 
     def handle_json(self, obj: Mapping[str, Any]) -> None:
         """A whole JSON answer: a Response object, an Images API answer, or an error."""
@@ -3397,7 +3449,11 @@ class Collector:
                         self.failure = GatewayError("b64_json is not base64 text", started=True)
                 elif b64 and self.sink.save(b64):
                     self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
-                elif isinstance(entry.get("url"), str) and entry["url"] not in self.urls:
+                elif (
+                    isinstance(entry.get("url"), str)
+                    and entry["url"] not in self.urls
+                    and len(self.urls) < MAX_IMAGE_URLS
+                ):
                     self.urls.append(entry["url"])  # a hosted image: run_job downloads it
             self.response_id = str(obj.get("id") or obj.get("created") or "")
         else:
@@ -3409,7 +3465,7 @@ class Collector:
         if isinstance(resp.get("status"), str):
             self.status = resp["status"]
         had_texts = bool(self.texts)
-        for item in resp.get("output") or ():
+        for item in listed(resp.get("output")):
             if isinstance(item, dict) and not (had_texts and item.get("type") == "message"):
                 self.handle_item(item)
         status = resp.get("status")
@@ -3516,13 +3572,21 @@ class Collector:
         )
 
 
+def listed(value: Any) -> list[Any]:
+    """A JSON array from the gateway, or [] when it sent something else there."""
+    return value if isinstance(value, list) else []
+
+
 def image_links(text: str) -> list[str]:
     """Image addresses in the model's text: markdown image links first, then bare http(s) URLs
     that end in an image extension (a few at most)."""
 
     found = re.findall(r"!\[[^\]\n]{0,500}\]\(\s*<?((?:https?://|data:image/)[^\s)>]+)", text)
+    # bare URLs: bounded in length and searched near the start only, since each "http" would
+    # otherwise scan to the end of the text (1 MB of "http://" took minutes, past --timeout)
     found += re.findall(
-        r"https?://[^\s()<>\"'\]\[]+\.(?:png|jpe?g|webp|gif)(?:\?[^\s()<>\"']*)?", text
+        r"https?://[^\s()<>\"'\]\[]{1,4096}\.(?:png|jpe?g|webp|gif)(?:\?[^\s()<>\"']*)?",
+        text[:MAX_LINK_SEARCH],
     )
     links: list[str] = []
     for url in found:
@@ -3566,7 +3630,7 @@ def parse_retry_after(headers: Any) -> float | None:
 
         try:
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # a year beyond a C long: Overflow
             return None
     return seconds if 0 <= seconds <= RETRY_AFTER_CAP else None
 
@@ -3606,7 +3670,8 @@ def http_error(
         if not message and isinstance(parsed.get("detail"), str):
             message = text_of(parsed["detail"])
     elif "<" in text[:200] and ("html" in ctype or "<html" in text[:2000].lower()):
-        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        # bounded, near the start: unbounded, each "<title>" of a 2 MB page scanned to its end
+        title = re.search(r"<title[^>]{0,200}>(.{0,1000}?)</title>", text[:65536], re.I | re.S)
         message = "HTML page" + (": " + text_of(title.group(1), 200) if title else "")
     else:
         message = text_of(text, 300)
@@ -3860,7 +3925,7 @@ def exchange(
                     if console.verbose:
                         items = [
                             f"{i.get('type')}/{i.get('status')}"
-                            for i in obj.get("output") or ()
+                            for i in listed(obj.get("output"))
                             if isinstance(i, dict)
                         ]
                         console.debug(f"JSON answer: status {obj.get('status')}, output {items}")
@@ -3934,7 +3999,13 @@ def download_image(
 
     for _ in range(MAX_REDIRECTS + 1):
         host = host_of(url)
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        try:
+            parts = urlsplit(url)
+            web = parts.scheme in ("http", "https") and bool(parts.hostname)
+            web = web and parts.port != 0
+        except ValueError:
+            web = False
+        if not web:
             raise GatewayError(f"the image address is not an http(s) URL: {text_of(url, 80)}")
         clock = Clock(settings.idle_timeout, deadline)
         wire: Wire | None = None
@@ -3950,7 +4021,10 @@ def download_image(
             resp = wire.answer()
             location = resp.getheader("location")
             if 300 <= resp.status < 400 and location:
-                url = urljoin(url, location)
+                try:
+                    url = urljoin(url, location)
+                except ValueError:  # e.g. a broken IPv6 literal
+                    url = location  # refused, as not an http(s) URL, at the top of the loop
                 continue
             if resp.status != 200:
                 raise GatewayError(
@@ -4515,8 +4589,8 @@ def run_job(
         outcome.response_id = gateway_id(collector.response_id or stored_id)
         outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
-        outcome.item_size = collector.item_size
-        outcome.item_format = collector.item_format
+        outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
+        outcome.item_format = gateway_id(collector.item_format)
         outcome.final_size = size
         outcome.stream = stream and api == "responses"
         outcome.api = api
@@ -4651,6 +4725,8 @@ class Progress:
         self.phases: dict[int, str] = {}
         self.started = time.monotonic()
         self.last_line = self.started
+        self.seen: set[str] = set()  # phase names shown so far
+        self.phase_shown = 0.0  # when a phase change was last shown
         self.tty = sys.stderr.isatty()
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -4684,6 +4760,13 @@ class Progress:
         with self.lock:
             changed = self.phases.get(index) != name
             self.phases[index] = name
+            # a new phase at once, one seen before at most once a second: a gateway that
+            # flips between two phases must not flood the log (the tick shows the rest)
+            now = time.monotonic()
+            changed = changed and (name not in self.seen or now - self.phase_shown >= 1.0)
+            if changed:
+                self.seen.add(name)
+                self.phase_shown = now
         if changed:  # off a terminal, concurrent jobs report on finishing and heartbeats only
             self._show(force=not self.tty and self.total == 1)
 
@@ -4807,7 +4890,7 @@ SVG_RISKS = (  # what a browser would act on when it opens the file, and how we 
     (rb"javascript:", "javascript: URLs"),
     (rb"<foreignobject", "embedded HTML (<foreignObject>)"),
     (rb"<!doctype|<!entity", "a DTD (entity declarations)"),
-    (rb"<!entity[^>]*\b(?:system|public)\b", "an external entity"),
+    (rb"<!entity[^>]{0,512}\b(?:system|public)\b", "an external entity"),  # bounded: linear
     (
         rb"(?:href|src)\s*=\s*[\"']\s*(?!#|data:image/)[^\"'\s]|url\(\s*[\"']?\s*(?!#|data:image/)"
         rb"[^\s\"')]|@import",
@@ -5409,7 +5492,7 @@ def is_own_sidecar(path: str) -> bool:
             return False
         with open(path, "rb") as f:
             data = json.loads(f.read(MAX_SIDECAR_BYTES).decode("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # nested too deeply: not one of ours
         return False
     return (
         isinstance(data, dict)

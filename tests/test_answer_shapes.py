@@ -10,6 +10,7 @@ carries neither the gateway's Authorization nor any configured header, even to t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,45 @@ def test_download_refuses_a_redirect_to_another_scheme(
     assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.parametrize("where", ["item", "redirect"])
+@pytest.mark.parametrize("bad", ["http://example.com:99999/a.png", "http://[::1/a.png"])
+def test_an_unparsable_image_url_is_exit_4_not_a_crash(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], where: str, bad: str
+) -> None:
+    # a port out of range or a broken IPv6 literal made urllib raise ValueError: exit 1
+    if where == "item":
+        gateway.enqueue(json_answer({**image_item(None), "url": bad}))
+    else:
+        gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + "/files/short"}))
+        gateway.enqueue(raw_reply(b"", status=302, headers={"Location": bad}), path="/files/short")
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "not an http(s) URL" in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("where", ["output", "content"])
+def test_an_array_that_is_not_an_array_is_no_image_not_a_crash(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], stream: bool, where: str
+) -> None:
+    # "output": 5 or a message's "content": 5 was iterated: TypeError, exit 1
+    obj = response_obj([])
+    if where == "output":
+        obj["output"] = 5
+    else:
+        obj["output"] = [{"type": "message", "content": 5}]
+    if stream:
+        gateway.enqueue(sse_reply([{"type": "response.completed", "response": obj}]))
+    else:
+        gateway.enqueue(json_reply(obj))
+    proc = cli(tmp_path, env, "--verbose", *([] if stream else ["--no-stream"]))
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "contained no image" in proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_download_is_size_capped(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
     gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + IMG_PATH}))
     huge = str(200 * 1024 * 1024)
@@ -207,6 +247,22 @@ def test_image_link_in_the_text(
     assert_plain_download(gateway)
     assert "the model's text links to" in proc.stderr
     assert "sig=abc" not in proc.stderr  # a signed URL is not printed
+
+
+def test_a_long_text_of_url_starts_is_searched_quickly(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # each "http://" made the bare-URL pattern scan to the end of the text: quadratic, about
+    # 4 minutes for 1 MB, after the stream (no timeout covers it)
+    delta = {"type": "response.output_text.delta", "delta": "http://" * 8_500}
+    events = [delta] * 17  # text deltas are joined without separators: 1 MB of "http://"
+    events.append({"type": "response.completed", "response": response_obj([])})
+    gateway.enqueue(sse_reply(events))
+    started = time.monotonic()
+    proc = cli(tmp_path, env, "--retries", "0")
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "answered in text" in proc.stderr
+    assert time.monotonic() - started < 20
 
 
 def test_data_url_image_link_in_the_text(

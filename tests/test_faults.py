@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,20 @@ def test_persistent_502_html_shows_status_and_title_only(
     assert "<" not in proc.stderr  # no raw HTML at all
     assert "web server reported" not in proc.stderr
     assert retry_lines(proc) == []
+
+
+def test_an_html_page_full_of_title_tags_is_read_quickly(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # "<title[^>]*>(.*?)</title>" scanned from every "<title>" to the end of the 2 MB page:
+    # about half an hour of CPU after the body was read, where no timeout applies
+    page = b"<html>" + b"<title>" * 290_000
+    gateway.set_default(raw_reply(page, status=502, headers=NO_WAIT))
+    started = time.monotonic()
+    proc = cli(tmp_path, env, "--retries", "0")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "HTTP 502" in proc.stderr and "HTML page" in proc.stderr
+    assert time.monotonic() - started < 10
 
 
 NOT_RETRIED = {

@@ -13,6 +13,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,19 @@ def test_sidecar_does_not_replace_an_unrelated_file(
     assert json.loads(unrelated.read_text(encoding="utf-8"))["path"] == "o.png"
 
 
+def test_a_deeply_nested_file_at_the_sidecar_path_is_not_a_crash(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    # json.loads raised RecursionError while checking whether OUT.json is ours: exit 1
+    out = tmp_path / "o.png"
+    deep = "[" * 200_000 + "]" * 200_000
+    (tmp_path / "o.png.json").write_text(deep, encoding="utf-8")
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar"], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert "not a sidecar written by this script" in proc.stderr
+    assert gateway.requests == []
+
+
 def test_sidecar_replaces_an_earlier_sidecar_of_its_own(
     tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
 ) -> None:
@@ -321,6 +335,21 @@ def test_clean_svg_has_no_warning(tmp_path: Path, gateway: Gateway, tenv: dict[s
     proc = run_cli(["--prompt", "a logo", "--out", str(out)], tenv)
     assert proc.returncode == 0, report(proc, gateway)
     assert "warning:" not in proc.stderr, proc.stderr
+
+
+def test_an_svg_full_of_entity_starts_is_scanned_quickly(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    # "<!entity[^>]*" scanned to the end of each 256 KB chunk from every "<!ENTITY": about
+    # 17 s a chunk, hours for a large answer, after the stream (no timeout covers it)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg">' + b"<!ENTITY " * 40_000 + b"</svg>\n"
+    gateway.enqueue(image_reply(svg, output_format="svg"))
+    out = tmp_path / "logo.svg"
+    started = time.monotonic()
+    proc = run_cli(["--prompt", "a logo", "--out", str(out)], tenv)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert "a DTD" in proc.stderr
+    assert time.monotonic() - started < 10
 
 
 def test_image_stays_beside_out_when_no_rescue_file_can_be_made(

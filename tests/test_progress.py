@@ -98,3 +98,25 @@ def test_tty_status_line_in_place(
     assert "\r\x1b[2K" in out  # rewritten in place
     assert "generating" in out
     assert ("\x1b[2m" in out) is (not no_color)
+
+
+def test_a_gateway_flipping_phases_does_not_flood_the_log(tmp_path: Path) -> None:
+    # every change of phase was a line (an MCP notification under --mcp): two events flipping
+    # between queued and in progress wrote thousands of lines a second into the agent's log
+    import json
+
+    from tests.conftest import clean_env, write_codex_home
+    from tests.raw_servers import RawServer, endless
+
+    flip = b"".join(
+        b"data: " + json.dumps({"type": kind}).encode() + b"\n\n"
+        for kind in ("response.queued", "response.in_progress")
+    )
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    with RawServer(endless(head, flip * 64)) as server:
+        home = write_codex_home(tmp_path / "home", server.base_url)
+        args = ["--prompt", "p", "--out", str(tmp_path / "a.png"), "--timeout", "3"]
+        proc = run_cli([*args, "--retries", "0"], clean_env(CODEX_HOME=str(home)))
+    assert proc.returncode == 6, proc.stderr[-2000:]
+    assert "] queued" in proc.stderr and "] in progress" in proc.stderr
+    assert len(proc.stderr.splitlines()) < 20, len(proc.stderr.splitlines())

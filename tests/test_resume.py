@@ -183,6 +183,23 @@ def test_the_resume_command_of_a_forced_run_can_replace_the_file(
     assert len(sg.posts()) == 1
 
 
+@pytest.mark.parametrize(
+    "rid", ["resp_1' & calc & '", "resp_1\x1b[2J", "resp 1", "r%PATH%", "r" * 201]
+)
+def test_a_response_id_that_is_not_a_plain_token_is_never_offered(
+    tmp_path: Path, sg: StoredGateway, rid: str
+) -> None:
+    # the id went into the printed --resume command: shlex quoting is POSIX-only, so
+    # "resp_1' & calc & '" ran calc when pasted into cmd.exe; an escape became "?"
+    env = env_for(tmp_path, sg.base_url)
+    sg.plan(events(rid), cuts=[3, 0])
+    proc = cli(tmp_path, env, "--resumable", "--retries", "0")
+    assert proc.returncode == 4, report(proc, sg.gw)
+    assert "--resume" not in proc.stderr and "calc" not in proc.stderr
+    assert "\x1b" not in proc.stderr and "PATH" not in proc.stderr
+    assert len(sg.posts()) == 1
+
+
 def test_no_stream_polls_until_completed(tmp_path: Path, sg: StoredGateway) -> None:
     env = env_for(tmp_path, sg.base_url)
     sg.plan(events(), polls=2, retry_after_ms=30)

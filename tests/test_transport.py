@@ -95,6 +95,17 @@ def test_malformed_answers_are_exit_4(tmp_path: Path, case: str) -> None:
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.parametrize("status", [b"429 Slow", b"200 OK"])
+def test_a_retry_after_date_beyond_a_c_long_is_ignored(tmp_path: Path, status: bytes) -> None:
+    # email.utils raised OverflowError for the year: exit 1, "internal error"
+    answer = b"HTTP/1.1 " + status + b"\r\nRetry-After: 1 Jan 9999999999999999999 00:00:00\r\n"
+    with RawServer(send(answer + b"Content-Length: 0\r\n\r\n")) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "internal error" not in proc.stderr
+    assert_clean(proc)
+
+
 # --- framing, as http.client reads it -------------------------------------------------------
 
 
@@ -122,6 +133,19 @@ def test_every_framing_delivers_the_image(
     request = server.requests[0]
     assert request.startswith(b"POST /v1/responses HTTP/1.1\r\n")
     assert b"\r\nAccept-Encoding: identity\r\n" in request
+
+
+@pytest.mark.parametrize("body", [b"", b"\n\n\n"])
+def test_an_empty_close_delimited_stream_ends_as_a_stream(tmp_path: Path, body: bytes) -> None:
+    # reading again after the body's end armed a timeout on the socket http.client had closed:
+    # "the connection broke ... (OSError: [Errno 9] Bad file descriptor)"
+    answer = SSE_HEAD + b"Connection: close\r\n\r\n" + body
+    with RawServer(send(answer)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "the stream ended before the image arrived (0 events received)" in proc.stderr
+    assert "Bad file descriptor" not in proc.stderr
+    assert_clean(proc)
 
 
 # --- bounded whatever the gateway sends -----------------------------------------------------
@@ -228,6 +252,62 @@ def test_an_endless_string_ends_at_the_image_cap(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.part"))
 
 
+ENDLESS_KEPT = {
+    "text-deltas": lambda i: {"type": "response.output_text.delta", "delta": "x" * 60_000},
+    "message-items": lambda i: {
+        "type": "response.output_item.done",
+        "item": {"type": "message", "content": [{"type": "output_text", "text": "y" * 60_000}]},
+    },
+    "image-urls": lambda i: {
+        "type": "response.output_item.done",
+        "item": {"type": "image_generation_call", "url": f"http://127.0.0.1:9/{i}/" + "u" * 60_000},
+    },
+}
+
+
+@needs_proc
+@pytest.mark.parametrize("kind", sorted(ENDLESS_KEPT))
+def test_endless_text_or_links_keep_memory_flat(tmp_path: Path, kind: str) -> None:
+    # what the collector keeps of each event (the model's text, image URLs) is capped too:
+    # without the caps 60 KB events at loopback speed fill 512 MB in a few seconds
+    def answer(conn: object, request: bytes) -> None:
+        conn.sendall(SSE_HEAD + b"\r\n")  # type: ignore[attr-defined]
+        for i in range(10**9):
+            event = {"sequence_number": i, **ENDLESS_KEPT[kind](i)}
+            conn.sendall(b"data: " + json.dumps(event).encode() + b"\n\n")  # type: ignore[attr-defined]
+
+    with RawServer(answer) as server:
+        home = write_codex_home(tmp_path / "home", server.base_url)
+        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
+        out = str(tmp_path / "o.png")
+        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", out]
+        code, _, err = peak_vm([*args, "--timeout", "6", "--retries", "0"], env, 512 << 20)
+    assert code == 6, err
+    assert "total time budget" in err
+    assert "Traceback" not in err and "MemoryError" not in err
+
+
+def test_many_long_strings_in_one_event_are_capped_in_all(tmp_path: Path) -> None:
+    # each string under the one-value cap and fewer than MAX_LONG_STRINGS of them: 64 of them
+    # could park 11 GB in the temp folder (RAM, where /tmp is a tmpfs) for a single event
+    each = g.MAX_STRING_CHARS - 4096
+
+    def answer(conn: object, request: bytes) -> None:
+        conn.sendall(SSE_HEAD + b'\r\ndata: {"type":"x"')  # type: ignore[attr-defined]
+        for k in range(3):
+            conn.sendall(b',"s%d":"' % k)  # type: ignore[attr-defined]
+            for _ in range(each // (1 << 20)):
+                conn.sendall(b"QUFB" * (1 << 18))  # type: ignore[attr-defined]
+            conn.sendall(b'"')  # type: ignore[attr-defined]
+        conn.sendall(b"}\n\n")  # type: ignore[attr-defined]
+
+    with RawServer(answer) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert f"more than {g.MAX_LONG_STRING_TOTAL // 2**20} MB of long values" in proc.stderr
+    assert_clean(proc)
+
+
 def test_an_endless_comment_stream_ends_at_the_budget(tmp_path: Path) -> None:
     with RawServer(endless(SSE_HEAD + b"\r\n:", b"k" * 4096)) as server:
         proc = run(tmp_path, server.base_url, "--timeout", "2", "--retries", "0")
@@ -279,6 +359,32 @@ def test_a_compressed_answer_is_decoded(
     body = gzip_bytes(format_sse(ok_events, done=True), wbits)  # type: ignore[arg-type]
     header = b"Content-Encoding: %s\r\n" % encoding.encode()
     with RawServer(send(sse_answer([], header, body))) as server:
+        proc = run(tmp_path, server.base_url)
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+
+
+@needs_proc
+def test_bytes_after_the_compressed_body_do_not_pile_up(tmp_path: Path) -> None:
+    # after the gzip stream's end zlib keeps every further byte in unused_data: an endless
+    # tail grew memory (and copying it, CPU) until --timeout
+    head = SSE_HEAD + b"Content-Encoding: gzip\r\n\r\n" + gzip_bytes(b": hi\n\n")
+    with RawServer(endless(head, b"x" * 65536)) as server:
+        home = write_codex_home(tmp_path / "home", server.base_url)
+        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
+        out = str(tmp_path / "o.png")
+        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", out, "--retries", "0"]
+        started = time.monotonic()
+        code, _, err = peak_vm([*args, "--timeout", "20"], env, 512 << 20)
+    assert code == 4, err
+    assert "stream ended before the image arrived" in err
+    assert time.monotonic() - started < 10
+
+
+def test_a_gzip_body_in_two_members_is_decoded(tmp_path: Path, ok_events: list[object]) -> None:
+    stream = format_sse(ok_events, done=True)  # type: ignore[arg-type]
+    body = gzip_bytes(stream[:100]) + gzip_bytes(stream[100:])
+    with RawServer(send(sse_answer([], b"Content-Encoding: gzip\r\n", body))) as server:
         proc = run(tmp_path, server.base_url)
     assert proc.returncode == 0, report(proc)
     assert (tmp_path / "o.png").read_bytes() == PNG
@@ -384,6 +490,43 @@ def test_a_proxy_that_refuses_the_connection_is_named(tmp_path: Path) -> None:
     assert doctor.returncode == 6, report(doctor)
     assert f"connection to the proxy 127.0.0.1:{port} refused" in doctor.stdout
     assert "pw-secret" not in doctor.stdout + doctor.stderr
+
+
+def trickle(data: bytes, gap: float = 0.2) -> object:
+    """An answer that writes ``data`` a byte at a time, then holds the connection."""
+
+    def answer(conn: object, request: bytes) -> None:
+        for byte in data:
+            conn.sendall(bytes([byte]))  # type: ignore[attr-defined]
+            time.sleep(gap)
+        time.sleep(30)
+
+    return answer
+
+
+CONNECT_ANSWERS = {
+    "garbage": send(b"garbage \x1b[31m\r\n\r\n"),
+    "header-line-too-long": send(b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70_000 + b"\r\n\r\n"),
+    "trickled": trickle(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONNECT_ANSWERS))
+def test_a_connect_answer_http_client_refuses_is_the_proxy_s(tmp_path: Path, case: str) -> None:
+    # http.client's BadStatusLine / LineTooLong from the CONNECT answer escaped Wire.open():
+    # "network error talking to" the gateway (exit 6), or for a CONNECT answer that trickled
+    # past --connect-timeout, "the total time budget ran out (--timeout 900s)"
+    with RawServer(CONNECT_ANSWERS[case]) as proxy:  # type: ignore[arg-type]
+        env = {"HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": ""}
+        proc = run(tmp_path, "https://127.0.0.1:9/v1", "--connect-timeout", "2", env=env)
+    if case == "trickled":
+        assert proc.returncode == 6, report(proc)
+        assert f"through the proxy 127.0.0.1:{proxy.port} timed out after 2s" in proc.stderr
+    else:
+        assert proc.returncode == 4, report(proc)
+        assert f"the proxy 127.0.0.1:{proxy.port} answered something unreadable" in proc.stderr
+    assert "talking to 127.0.0.1:9" not in proc.stderr
+    assert_clean(proc)
 
 
 PROXY_403_PAGE = (
