@@ -989,8 +989,7 @@ def resolve_gateway(
             ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
             ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
             ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
-            ("OPENAI_API_KEY environment variable", env.get("OPENAI_API_KEY")),
-        ]
+        ]  # not $OPENAI_API_KEY: Codex 0.171.0 ignores it and sends no key (never looser)
         candidates: list[tuple[str, Any]] = [
             ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token"))
         ]
@@ -1110,7 +1109,13 @@ def load_gateway(
         [("auth", auth_path)] if auth is not None else []
     )
     gw.provider_layer = layers.provider_layer
-    if gw.openai_auth:
+    if gw.openai_auth and env.get("OPENAI_API_KEY", "").strip():
+        default_hint = (
+            "OPENAI_API_KEY is set, but Codex does not read that variable (it would send no key), "
+            "so neither does this script: set CODEX_API_KEY instead, or run "
+            "`codex login --with-api-key` to put the key in auth.json"
+        )
+    elif gw.openai_auth:
         default_hint = (
             f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
         )
@@ -7034,7 +7039,7 @@ examples:
 configuration: as Codex 0.171.0 reads it: /etc/codex/config.toml, then $CODEX_HOME (default
 ~/.codex)/config.toml (model_provider and [model_providers.<id>]: base_url, env_key,
 query_params, http_headers, ...), --profile NAME.config.toml, then /etc/codex/managed_config.toml
-over all of them. auth.json, CODEX_API_KEY and OPENAI_API_KEY go only to the built-in openai
+over all of them. auth.json and CODEX_API_KEY go only to the built-in openai
 provider or one with requires_openai_auth = true; OPENAI_BASE_URL is ignored (use
 openai_base_url). --doctor lists every file read and the layer that chose the provider.
 network: proxies as urllib finds them (https_proxy, http_proxy, all_proxy, no_proxy; the

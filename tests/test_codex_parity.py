@@ -13,8 +13,6 @@ running the script. Where the script deliberately differs, the row says so in ``
   the script refuses with exit 3 and says what to configure.
 * ``LEGACY``: the old ``profile = "NAME"`` / ``[profiles.NAME]`` scheme, which Codex refuses and
   the script still reads (it only reads the user's own files).
-* ``ITEM-1``: ``OPENAI_API_KEY`` in the environment is used for a provider that takes the OpenAI
-  login (issue 12, item 1); Codex ignores the variable and sends no Authorization there.
 
 System and managed layers live in a temporary folder named by ``CODEX_IMAGEGEN_SYSTEM_CONFIG_DIR``
 (set for every row, so that a real ``/etc/codex`` never leaks into a test).
@@ -87,7 +85,7 @@ class Case:
     stderr: str = ""  # on success: a warning that must be shown
     dry_url: str = ""  # run with --dry-run: the URL it must print (never dialled)
     codex_home: bool = True  # False: HOME=user/, the home is user/.codex
-    note: str = ""  # STRICTER / LEGACY / ITEM-1: a deliberate difference from Codex
+    note: str = ""  # STRICTER / LEGACY: a deliberate difference from Codex
 
 
 C = "home/config.toml"
@@ -329,8 +327,9 @@ CASES = [
         "D3-openai-api-key-env-on-builtin",
         {C: 'openai_base_url = "{url}/v1"\n'},
         env={"OPENAI_API_KEY": KEY_OPENAI_ENV},
-        auth="Bearer " + KEY_OPENAI_ENV,
-        note="ITEM-1: Codex sends no Authorization",
+        path=None,
+        refused="CODEX_API_KEY",
+        note="STRICTER: Codex ignores the variable and sends no Authorization",
     ),
     Case(
         "D4-codex-api-key-on-builtin",

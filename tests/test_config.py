@@ -491,7 +491,6 @@ CHAIN = [
     ("codex_env", "k-codex-env", ["CODEX_API_KEY"]),
     ("auth_key", "k-auth-json", ["OPENAI_API_KEY", "auth.json"]),
     ("chatgpt", "k-chatgpt-access", ["auth.json"]),
-    ("openai_env", "k-openai-env", ["OPENAI_API_KEY", "environment"]),
 ]
 
 
@@ -517,8 +516,6 @@ def chain_inputs(
             "refresh_token": "r",
             "account_id": "acct-123",
         }
-    if "openai_env" in present:
-        env["OPENAI_API_KEY"] = "k-openai-env"
     return custom(**provider), (auth or None), env
 
 
@@ -546,17 +543,24 @@ def test_key_sources_are_told_apart() -> None:
         assert gw.api_key == CHAIN[step][1]
         sources.add(gw.key_source)
     assert len(sources) == len(CHAIN)
-    auth_source = g.resolve_gateway(*chain_inputs({"auth_key"})).key_source
-    env_source = g.resolve_gateway(*chain_inputs({"openai_env"})).key_source
-    assert "auth.json" in auth_source and "auth.json" not in env_source
+
+
+def test_the_openai_api_key_variable_is_never_sent() -> None:
+    """Codex 0.171.0 ignores $OPENAI_API_KEY and sends no key (reference D3): sending it would
+    be looser than Codex, so with nothing else the run is refused (exit 3) instead."""
+    for name in ("openai", "custom"):
+        config = {"model_provider": "openai"} if name == "openai" else chain_inputs(set())[0]
+        gw = g.resolve_gateway(config, None, {"OPENAI_API_KEY": "k-openai-env"})
+        assert not gw.api_key, name
+        assert "Authorization" not in gw.request_headers(), name
 
 
 def test_blank_keys_are_skipped_and_keys_are_stripped() -> None:
     config = custom(requires_openai_auth=True, experimental_bearer_token="  ")
-    env = {"CODEX_API_KEY": "   ", "OPENAI_API_KEY": "\tk-openai-env \n"}
-    gw = g.resolve_gateway(config, {"OPENAI_API_KEY": ""}, env)
-    assert gw.api_key == "k-openai-env"
-    assert gw.request_headers()["Authorization"] == "Bearer k-openai-env"
+    env = {"CODEX_API_KEY": "   "}
+    gw = g.resolve_gateway(config, {"OPENAI_API_KEY": "\tk-auth-json \n"}, env)
+    assert gw.api_key == "k-auth-json"
+    assert gw.request_headers()["Authorization"] == "Bearer k-auth-json"
 
 
 def test_env_key_value_is_sent_untrimmed_as_codex_does() -> None:
