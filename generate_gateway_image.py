@@ -185,7 +185,6 @@ HEARTBEAT_SECONDS = 15.0
 SECRET_MIN_LENGTH = 6  # shorter values are not masked: they would mask ordinary words
 SECRET_PIECE = 12  # any run of this many characters of a secret is masked too
 SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this size
-MASK_MIN_LENGTH = 20  # shorter secrets are shown as *** (their last 4 would say too much)
 MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
 MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
 # A response id we poll, resume and print in a copy-paste --resume command: one --resume
@@ -1258,6 +1257,8 @@ def add_secret(value: str) -> None:
         json.dumps(value)[1:-1],
         json.dumps(value, ensure_ascii=False)[1:-1],
     }
+    # a gateway may percent-encode with lower-case hex digits (%2f for "/")
+    forms |= {re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in forms}
     for form in forms:
         if (form, mask) not in SECRET_FORMS:
             SECRET_FORMS.append((form, mask))
@@ -1342,11 +1343,8 @@ def redact_url(url: str) -> str:
 
 
 def mask_secret(value: str) -> str:
-    """At most the last 4 characters, and only of a secret long enough that they say nothing
-    (the public sk- prefix of OpenAI-style keys is kept so the kind of key is recognisable)."""
-    if len(value) < MASK_MIN_LENGTH:
-        return "***"
-    return ("sk-" if value.startswith("sk-") else "") + "..." + value[-4:]
+    """What stands in for a secret: none of its characters, whole or in part."""
+    return "***"
 
 
 def sanitize(text: str, lines: bool = False) -> str:

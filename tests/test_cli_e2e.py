@@ -781,8 +781,7 @@ def test_dry_run_redacts_key_and_sends_nothing(
     assert gateway.base_url + "/responses" in proc.stdout
     auth = [ln for ln in proc.stdout.splitlines() if ln.lower().startswith("authorization:")]
     assert len(auth) == 1
-    assert auth[0].startswith("Authorization: Bearer sk-")
-    assert auth[0].endswith(TEST_KEY[-4:])
+    assert auth[0] == "Authorization: Bearer ***"
     assert_no_secret(proc)
     body = dry_run_body(proc.stdout)
     assert body["model"] == "gpt-5.5"

@@ -716,7 +716,7 @@ def test_lower_case_no_proxy_wins() -> None:
 def test_mask_secret_long_key() -> None:
     key = "sk-proj-ABCDEFGHIJKLMNOP1234"
     masked = g.mask_secret(key)
-    assert masked == "sk-...1234"
+    assert masked == "***"
     assert key not in masked
     assert "ABCDEFGH" not in masked
 
@@ -727,11 +727,9 @@ def test_mask_secret_short_key_reveals_nothing(key: str) -> None:
 
 
 @pytest.mark.parametrize("n", range(12, 40))
-def test_mask_secret_reveals_at_most_seven_characters(n: int) -> None:
-    key = "".join(chr(ord("A") + i % 26) for i in range(n))
-    masked = g.mask_secret(key)
-    assert len(masked.replace("...", "")) <= 7
-    assert key not in masked
+def test_mask_secret_reveals_no_character(n: int) -> None:
+    key = "".join(chr(ord("a") + i % 26) for i in range(n))
+    assert not set(g.mask_secret(key)) & set(key)
 
 
 @pytest.mark.parametrize(

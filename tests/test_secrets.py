@@ -101,13 +101,27 @@ def test_every_form_of_the_key_in_a_gateway_error_is_masked(
     assert leaks(ODD_KEY, everything(tmp_path, proc)) == [], report(proc)
 
 
-def test_the_mask_shows_at_most_the_last_four_characters(tmp_path: Path, gateway: Gateway) -> None:
+def test_the_mask_shows_nothing_of_the_key(tmp_path: Path, gateway: Gateway) -> None:
     env = setup(tmp_path, gateway)
     proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"], env)
     assert proc.returncode == 0, report(proc)
-    assert "Authorization: Bearer sk-..." + TEST_KEY[-4:] + "\n" in proc.stdout, proc.stdout
-    assert TEST_KEY[3:-4][:5] not in proc.stdout  # nothing of the middle, not even 5 characters
-    assert g.mask_secret("plain-key-without-prefix-wxyz") == "...wxyz"
+    assert "Authorization: Bearer ***\n" in proc.stdout, proc.stdout
+    assert TEST_KEY[-4:] not in proc.stdout + proc.stderr  # not even its last characters
+    assert g.mask_secret("plain-key-without-prefix-wxyz") == "***"
+
+
+def test_a_key_percent_encoded_in_lower_case_is_masked(tmp_path: Path, gateway: Gateway) -> None:
+    import re
+    from urllib.parse import quote
+
+    lower = re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(ODD_KEY, safe=""))
+    assert lower != quote(ODD_KEY, safe="")
+    env = setup(tmp_path, gateway, key=ODD_KEY)
+    gateway.set_default(error_reply(401, f"invalid key {lower}"))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--retries", "0"], env)
+    assert proc.returncode == 3, report(proc, gateway)
+    assert "invalid key ***" in proc.stderr, proc.stderr
+    assert lower not in proc.stderr and lower[:12] not in proc.stderr
 
 
 @pytest.mark.parametrize("key", ["short-key-123", "nineteen-chars-1234"])
