@@ -228,13 +228,19 @@ def test_memory_stays_flat_for_a_60_mb_image(tmp_path: Path, stream: bool) -> No
         results.append((code, peak))
 
 
-def test_an_endless_data_line_ends_at_the_event_cap(tmp_path: Path) -> None:
-    head = SSE_HEAD + b"\r\ndata: "
-    with RawServer(endless(head, b"x" * 65536)) as server:
+def run_limited(tmp_path: Path, answer: object, limit: int, *flags: str) -> tuple[int, str]:
+    """The script against RawServer(answer) under RLIMIT_AS = limit: (exit code, stderr)."""
+    with RawServer(answer) as server:  # type: ignore[arg-type]
         home = write_codex_home(tmp_path / "home", server.base_url)
         env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
-        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", str(tmp_path / "o.png")]
-        code, _, err = peak_vm(args, env, 1 << 30)
+        out = str(tmp_path / "o.png")
+        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", out, *flags]
+        code, _, err = peak_vm(args, env, limit)
+    return code, err
+
+
+def test_an_endless_data_line_ends_at_the_event_cap(tmp_path: Path) -> None:
+    code, err = run_limited(tmp_path, endless(SSE_HEAD + b"\r\ndata: ", b"x" * 65536), 1 << 30)
     assert code == 4, err
     assert f"more than {g.MAX_EVENT_BYTES // 2**20} MB" in err
     assert "Traceback" not in err and "MemoryError" not in err
@@ -242,11 +248,7 @@ def test_an_endless_data_line_ends_at_the_event_cap(tmp_path: Path) -> None:
 
 def test_an_endless_string_ends_at_the_image_cap(tmp_path: Path) -> None:
     head = SSE_HEAD + b'\r\ndata: {"type":"response.output_item.done","item":{"result":"'
-    with RawServer(endless(head, b"QUFB" * 65536)) as server:
-        home = write_codex_home(tmp_path / "home", server.base_url)
-        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
-        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", str(tmp_path / "o.png")]
-        code, _, err = peak_vm(args, env, 1 << 30)
+    code, err = run_limited(tmp_path, endless(head, b"QUFB" * 65536), 1 << 30)
     assert code == 4, err
     assert f"images are capped at {g.MAX_IMAGE_BYTES // 2**20} MB" in err
     assert not list(tmp_path.glob("*.part"))
@@ -276,12 +278,7 @@ def test_endless_text_or_links_keep_memory_flat(tmp_path: Path, kind: str) -> No
             event = {"sequence_number": i, **ENDLESS_KEPT[kind](i)}
             conn.sendall(b"data: " + json.dumps(event).encode() + b"\n\n")  # type: ignore[attr-defined]
 
-    with RawServer(answer) as server:
-        home = write_codex_home(tmp_path / "home", server.base_url)
-        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
-        out = str(tmp_path / "o.png")
-        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", out]
-        code, _, err = peak_vm([*args, "--timeout", "6", "--retries", "0"], env, 512 << 20)
+    code, err = run_limited(tmp_path, answer, 512 << 20, "--timeout", "6", "--retries", "0")
     assert code == 6, err
     assert "total time budget" in err
     assert "Traceback" not in err and "MemoryError" not in err
@@ -369,13 +366,10 @@ def test_bytes_after_the_compressed_body_do_not_pile_up(tmp_path: Path) -> None:
     # after the gzip stream's end zlib keeps every further byte in unused_data: an endless
     # tail grew memory (and copying it, CPU) until --timeout
     head = SSE_HEAD + b"Content-Encoding: gzip\r\n\r\n" + gzip_bytes(b": hi\n\n")
-    with RawServer(endless(head, b"x" * 65536)) as server:
-        home = write_codex_home(tmp_path / "home", server.base_url)
-        env = clean_env(CODEX_HOME=str(home), MALLOC_ARENA_MAX="2")
-        out = str(tmp_path / "o.png")
-        args = [sys.executable, str(SCRIPT), "--prompt", "x", "--out", out, "--retries", "0"]
-        started = time.monotonic()
-        code, _, err = peak_vm([*args, "--timeout", "20"], env, 512 << 20)
+    started = time.monotonic()
+    code, err = run_limited(
+        tmp_path, endless(head, b"x" * 65536), 512 << 20, "--retries", "0", "--timeout", "20"
+    )
     assert code == 4, err
     assert "stream ended before the image arrived" in err
     assert time.monotonic() - started < 10
