@@ -1165,10 +1165,9 @@ def load_gateway(
             raise ConfigError(gw.key_problem, gw.key_hint)
         elif not files:
             raise ConfigError(
-                "no Codex configuration found: create {} (and put your key in {} or an "
-                "environment variable). Example:\n{}".format(
-                    os.path.join(home, "config.toml"), auth_path, CONFIG_EXAMPLE
-                ),
+                "no Codex configuration found: create {} naming your gateway, with its key in "
+                "the variable its env_key names (or in {} with requires_openai_auth = true). "
+                "Example:\n{}".format(os.path.join(home, "config.toml"), auth_path, CONFIG_EXAMPLE),
                 "or pass --base-url URL for a gateway that needs no key",
             )
         else:

@@ -378,6 +378,9 @@ def test_no_configuration_at_all(tmp_path: Path, gateway: Gateway) -> None:
     assert str(tmp_path / "home" / ".codex" / "config.toml") in proc.stderr
     assert "model_providers" in proc.stderr  # an example to copy
     assert "base_url" in proc.stderr
+    # where the key goes, as Codex routes it: auth.json only with requires_openai_auth
+    assert "env_key" in proc.stderr.splitlines()[0]
+    assert "auth.json with requires_openai_auth = true" in proc.stderr.splitlines()[0]
     assert proc.stdout == ""
     assert gateway.requests == []
     assert not out.exists()
