@@ -129,6 +129,13 @@ SIZE_MAX_PIXELS = 8_294_400
 
 MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_INPUT_IMAGES = 16
+# Inputs are regular files (a pipe only where one is natural: --prompt -, --prompt-file <(cmd),
+# --batch -), read up to these caps; beyond them the run is exit 2 before anything is read whole
+MAX_PROMPT_BYTES = 1024 * 1024  # a prompt, from any source (the model takes far less)
+MAX_BATCH_BYTES = 16 * 1024 * 1024  # a --batch file
+MAX_BATCH_LINE_BYTES = MAX_PROMPT_BYTES + 64 * 1024  # one batch line: a prompt and its options
+# Linux pseudo file systems: their "regular" files are made up on read (/proc/kcore, /sys/...)
+PSEUDO_FILE_ROOTS = ("/proc/", "/sys/", "/dev/")
 
 DEFAULT_RETRIES = 2
 DEFAULT_TIMEOUT = 900.0  # total budget, retries and waits included
@@ -239,6 +246,8 @@ MCP_MAX_WAITING = 32  # calls queued beyond --concurrency; more are refused (a t
 MCP_PREVIEW_MAX = 256 * 1024  # largest image returned inline as a preview
 MCP_EOF_GRACE = 1.0  # on stdin EOF: time for calls about to finish to answer anyway
 MCP_SHUTDOWN_WAIT = 5.0  # then: time for the cancelled calls to remove their files
+MCP_ROOTS_WAIT = 5.0  # a call waits this long for the client's answer to roots/list
+MCP_MAX_ROOTS = 64  # workspace roots taken from a client's roots/list answer
 
 CONFIG_EXAMPLE = """\
 model_provider = "gateway"
@@ -459,17 +468,156 @@ def find_codex_home(arg: str | None, env: Mapping[str, str]) -> str:
     return os.path.join(os.path.expanduser("~"), ".codex")
 
 
+# -- reading input files: regular files only, opened without blocking, read up to a cap ------
+
+FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _label(what: str, path: str) -> str:
+    return f"{what} {path}" if what else path
+
+
+def file_kind(mode: int) -> str:
+    for test, name in FILE_KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_input(path: str, what: str, error: type[ImagegenError], *, pipes: bool = False) -> int:
+    """A descriptor of `path` for reading, refused (as `error`) unless it is a regular file, or
+    a pipe when `pipes`. O_NONBLOCK keeps open() itself from waiting for a writer on a FIFO;
+    Windows has neither FIFOs in its file system nor O_NONBLOCK, and opens files at once."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        dangling = os.path.islink(path)
+        why = "a symbolic link to a missing file" if dangling else "no such file"
+        raise error(f"{_label(what, path)}: {why}") from None
+    except IsADirectoryError:
+        raise error(f"{_label(what, path)}: is a directory, not a file") from None
+    except OSError as exc:
+        raise error(f"{_label(what, path)}: cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        real = os.path.realpath(path) + ("/" if stat.S_ISDIR(mode) else "")
+        if stat.S_ISREG(mode) and sys.platform.startswith("linux"):
+            if real.startswith(PSEUDO_FILE_ROOTS):
+                raise error(
+                    f"{_label(what, path)}: a file of the system ({real}), not an input file"
+                )
+        elif not (stat.S_ISREG(mode) or (pipes and stat.S_ISFIFO(mode))):
+            raise error(f"{_label(what, path)}: {file_kind(mode)}, not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def too_big(what: str, path: str, cap: int) -> str:
+    return f"{_label(what, path)}: larger than {cap:,} bytes, the limit for it"
+
+
+def read_pipe(fd: int, cap: int, timeout: float) -> bytes | None:
+    """A pipe's bytes up to EOF, or None past `cap`; raises TimeoutError when the writer is
+    silent for `timeout`. POSIX waits with select(); Windows cannot select() on a pipe, so
+    there a thread reads it and is abandoned (a daemon) if the writer never finishes."""
+    deadline = time.monotonic() + timeout
+    if os.name != "posix":  # pragma: no cover - Windows
+        import threading
+
+        box: list[bytes | None] = []
+        reader = threading.Thread(target=lambda: box.append(_read_to_eof(fd, cap)), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not box:
+            raise TimeoutError
+        return box[0]
+    import select
+
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        try:
+            block = os.read(fd, READ_CHUNK)
+        except BlockingIOError:  # select said readable, another reader took it
+            continue
+        if not block:
+            return b"".join(chunks)
+        total += len(block)
+        if total > cap:
+            return None
+        chunks.append(block)
+
+
+def _read_to_eof(fd: int, cap: int) -> bytes | None:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        block = os.read(fd, READ_CHUNK)
+        if not block:
+            return b"".join(chunks)
+        total += len(block)
+        if total > cap:
+            return None
+        chunks.append(block)
+
+
+def read_input(
+    path: str,
+    what: str,
+    cap: int,
+    error: type[ImagegenError] = UsageError,
+    *,
+    timeout: float | None = None,
+) -> bytes:
+    """A whole small input file (a prompt, a batch, a config file): a regular file no larger
+    than `cap`; a pipe too when `timeout` is given (read until EOF within it). "-" is stdin."""
+    if path == "-":
+        fd = os.dup(sys.stdin.fileno())
+    else:
+        fd = open_input(path, what, error, pipes=timeout is not None)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if st.st_size > cap:
+                raise error(too_big(what, path, cap))
+            data = _read_to_eof(fd, cap)
+        elif timeout is not None and (stat.S_ISFIFO(st.st_mode) or os.isatty(fd)):
+            data = _read_to_eof(fd, cap) if os.isatty(fd) else read_pipe(fd, cap, timeout)
+        else:
+            raise error(f"{_label(what, path)}: {file_kind(st.st_mode)}, not a regular file")
+    except TimeoutError:
+        raise error(
+            f"{_label(what, path)}: nothing more arrived within {timeout:g} s (--timeout)",
+            "a pipe or FIFO must be written and closed by another program",
+        ) from None
+    except OSError as exc:
+        raise error(f"{_label(what, path)}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if data is None:
+        raise error(too_big(what, path, cap))
+    return data
+
+
 def _read_config_bytes(path: str) -> bytes:
-    """A configuration file, refused past MAX_CONFIG_BYTES: memory stays bounded whatever
-    sits at the path (a log, a disk image, /dev/zero)."""
-    with open(path, "rb") as f:
-        raw = f.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB; "
-            "this is not a Codex configuration file"
-        )
-    return raw
+    """A configuration file that exists: a regular file up to MAX_CONFIG_BYTES, else exit 3
+    (whatever sits at the path: a folder, a FIFO, a log, /dev/zero). Never "absent": falling
+    back to the defaults could send the key to a host the user never configured."""
+    return read_input(path, "", MAX_CONFIG_BYTES, ConfigError)
 
 
 def _check_depth(value: Any, path: str) -> None:
@@ -601,7 +749,7 @@ def load_config_layers(
     < managed_config.toml (an administrator's settings win). Missing files are skipped; no
     project .codex/ folder is ever read (a cloned repository must not route the key)."""
     layers = ConfigLayers()
-    if system_config and os.path.isfile(system_config):
+    if system_config and os.path.lexists(system_config):
         table = load_toml(system_config)
         for key in ("profile", "profiles"):  # legacy profiles: only the user's own file
             table.pop(key, None)
@@ -609,7 +757,7 @@ def load_config_layers(
     path = os.path.join(home, "config.toml")
     legacy: Any = None
     legacy_tables: Any = None
-    if os.path.isfile(path):
+    if os.path.lexists(path):
         table = load_toml(path)
         legacy = table.pop("profile", None)
         legacy_tables = table.pop("profiles", None)
@@ -617,7 +765,7 @@ def load_config_layers(
     name = profile or (legacy if isinstance(legacy, str) else None)
     if name:
         profile_path = os.path.join(home, name + ".config.toml")
-        if os.path.isfile(profile_path):
+        if os.path.lexists(profile_path):
             layers.add("profile", profile_path, load_toml(profile_path))
         # Older Codex: [profiles.NAME] tables inside config.toml, selected by --profile or profile=
         elif isinstance(legacy_tables, dict) and isinstance(legacy_tables.get(name), dict):
@@ -628,7 +776,7 @@ def load_config_layers(
                 f"create {profile_path} with the keys to override",
             )
         layers.profile = name
-    if managed_config and os.path.isfile(managed_config):
+    if managed_config and os.path.lexists(managed_config):
         table = load_toml(managed_config)
         for key in ("profile", "profiles"):
             table.pop(key, None)
@@ -1094,7 +1242,7 @@ def load_gateway(
     config, files = layers.config, layers.files
     auth_path = os.path.join(home, "auth.json")
     auth: Any = None
-    if os.path.isfile(auth_path):
+    if os.path.lexists(auth_path):
         auth = load_json_file(auth_path)
         if not isinstance(auth, dict):
             raise ConfigError(f"{auth_path}: expected a JSON object")
@@ -1528,7 +1676,7 @@ class InputImage:
 
         yield self.prefix()
         sent = 0
-        with open(self.path, "rb") as f:
+        with os.fdopen(open_input(self.path, "--image", UsageError), "rb") as f:
             while True:
                 block = f.read(3 * 256 * 1024)
                 if not block:
@@ -1543,9 +1691,10 @@ class InputImage:
 
 
 def load_input_image(path: str, what: str = "--image") -> InputImage:
+    fd = open_input(path, what, UsageError)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(4096)
             kind = sniff_image(head)
             if kind is None or kind not in INPUT_IMAGE_KINDS:
@@ -1560,10 +1709,6 @@ def load_input_image(path: str, what: str = "--image") -> InputImage:
             if kind == "png":
                 image.has_alpha = png_has_alpha(f)
             return image
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path}: is a directory") from None
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path}: no such file") from None
     except OSError as exc:
         raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
 
@@ -1718,6 +1863,8 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     prompt = check_text((opts.get("prompt") or "").strip(), "the prompt")
     if not prompt:
         raise UsageError("the prompt is empty", "pass --prompt TEXT, --prompt - or --prompt-file")
+    if len(prompt.encode()) > MAX_PROMPT_BYTES:
+        raise UsageError(f"the prompt is longer than {MAX_PROMPT_BYTES:,} bytes, the limit")
     job = Job(prompt, str(opts.get("out") or ""))
     job.model = opts.get("model") or DEFAULT_MODEL
     job.size = (opts.get("size") or DEFAULT_SIZE).strip().lower()
@@ -1868,7 +2015,7 @@ class RawFile:
 
     def chunks(self) -> Iterator[bytes]:
         sent = 0
-        with open(self.path, "rb") as f:
+        with os.fdopen(open_input(self.path, "--image", UsageError), "rb") as f:
             while True:
                 block = f.read(1024 * 1024)
                 if not block:
@@ -4969,26 +5116,26 @@ def display_body(body: Body) -> str:
 # =============================================================================================
 
 
+def read_text(path: str, what: str, cap: int, timeout: float) -> str:
+    """A small text input (a prompt, a batch): a regular file, stdin ("-") or a pipe, UTF-8."""
+    try:
+        raw = read_input(path, what, cap, timeout=timeout)
+    except (AttributeError, ValueError):  # no stdin at all (closed, or an embedding host)
+        raise UsageError(f"{what}: cannot read stdin: it is closed") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what}: not UTF-8 text") from None
+
+
 def read_prompt(args: Any) -> str:
     if args.prompt is not None and args.prompt_file:
         raise UsageError("give either --prompt or --prompt-file, not both")
+    timeout = args.timeout or DEFAULT_TIMEOUT
     if args.prompt_file:
-        try:
-            with open(args.prompt_file, encoding="utf-8-sig") as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(
-                "--prompt-file {}: cannot read: {}".format(
-                    args.prompt_file, getattr(exc, "strerror", None) or exc
-                )
-            ) from None
+        return read_text(args.prompt_file, "--prompt-file", MAX_PROMPT_BYTES, timeout)
     if args.prompt == "-":
-        try:
-            text = sys.stdin.read()
-        except (AttributeError, OSError, ValueError) as exc:  # closed, or not UTF-8
-            why = "stdin is closed" if sys.stdin is None else str(exc)
-            raise UsageError(f"--prompt -: cannot read the prompt from stdin: {why}") from None
-        return check_text(text, "the prompt on stdin")
+        return check_text(read_text("-", "--prompt -", MAX_PROMPT_BYTES, timeout), "the prompt")
     if args.prompt is None:
         raise UsageError(
             "no prompt given", "pass --prompt TEXT, --prompt - (stdin) or --prompt-file PATH"
@@ -5205,11 +5352,8 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
             )
     if not args.out_dir:
         raise UsageError("--batch needs --out-dir DIR")
-    try:
-        with open(args.batch, encoding="utf-8-sig") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--batch {args.batch}: cannot read: {exc}") from None
+    text = read_text(args.batch, "--batch", MAX_BATCH_BYTES, args.timeout or DEFAULT_TIMEOUT)
+    lines = text.splitlines()
     jobs: list[Job] = []
     errors: list[ImagegenError] = []
     outs: dict[str, int] = {}
@@ -5221,6 +5365,8 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
             continue
         number += 1
         try:
+            if len(text.encode()) > MAX_BATCH_LINE_BYTES:
+                raise UsageError(f"longer than {MAX_BATCH_LINE_BYTES:,} bytes, the line limit")
             line = batch_line_options(text)
             opts = job_options(args, str(line.get("prompt") or ""), env)
             for key in ("size", "mask", "action", "format", "quality", "background", "detail"):
@@ -5309,9 +5455,16 @@ def resolve_edit_from(path: str) -> tuple[str, str | None]:
     if path.lower().endswith(".json"):
         if not isinstance(data, dict) or not data.get("path"):
             raise UsageError(f"--edit-from {path}: not a sidecar written by --sidecar")
-        image = str(data["path"])
-        if not os.path.isabs(image):
-            image = os.path.join(os.path.dirname(path), os.path.basename(image))
+        name = str(data["path"])
+        # the sidecar's image is its neighbour, as write_sidecar() names it: a path anywhere
+        # else (a planted sidecar naming ~/passport.png) would upload that file
+        if name in (".", "..") or re.search(r"[/\\\0]", name) or os.path.basename(name) != name:
+            raise UsageError(
+                f"--edit-from {path}: its image {text_of(name, 120)!r} is not a file name "
+                "beside the sidecar",
+                "a sidecar written by --sidecar names only the image next to it",
+            )
+        image = os.path.join(os.path.dirname(path), name)
     else:
         image = path
     previous = None
@@ -5329,10 +5482,10 @@ def file_sha256(path: str) -> str | None:
 
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_input(path, "", UsageError), "rb") as f:
             for block in iter(lambda: f.read(1024 * 1024), b""):
                 digest.update(block)
-    except OSError:
+    except (OSError, UsageError):
         return None
     return digest.hexdigest()
 
@@ -6086,7 +6239,8 @@ MCP_GENERATE_ARGUMENTS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
         "string",
         None,
         "File to write (.png, .jpg, .webp; relative paths are inside the server's output "
-        "folder). Default: a name made from the prompt that never replaces a file.",
+        "folder; it must stay inside the folders the server may use). Default: a name made "
+        "from the prompt that never replaces a file.",
     ),
     "size": (
         "string",
@@ -6102,7 +6256,8 @@ MCP_GENERATE_ARGUMENTS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
     "images": (
         "array",
         None,
-        "Paths of local reference images; the first one is the image being edited.",
+        "Paths of local reference images inside the folders the server may use; the first "
+        "one is the image being edited.",
     ),
     "image_urls": ("array", None, "http(s) or data: URLs of reference images."),
     "mask": (
@@ -6191,7 +6346,7 @@ def mcp_output_schema() -> Any:
     return {"type": "object", "properties": properties, "required": ["ok", "images"]}
 
 
-def mcp_tools(version: str, out_dir: str) -> list[dict[str, Any]]:
+def mcp_tools(version: str, out_dir: str, allowed: Sequence[str]) -> list[dict[str, Any]]:
     """The tool list, written for a model that is choosing a tool."""
     generate: dict[str, Any] = {
         "name": "generate_image",
@@ -6202,7 +6357,8 @@ def mcp_tools(version: str, out_dir: str) -> list[dict[str, Any]]:
             "user wants a picture, poster, icon, illustration, photo or mock-up as a file, "
             "in particular when there is no built-in image_gen tool. Returns the saved file's "
             "absolute path, pixel size, format and byte count (and a small preview image when "
-            f"cheap). Relative paths are inside {out_dir}. Each call is a billed request that "
+            f"cheap). Relative paths are inside {out_dir}; every path must be inside "
+            f"{mcp_folder_list(allowed)}. Each call is a billed request that "
             "takes one to two minutes (n variants are n requests); an existing file is never "
             "replaced unless force is true. After an error that names a rescued file, move "
             "that file instead of generating the image again."
@@ -6224,7 +6380,8 @@ def mcp_tools(version: str, out_dir: str) -> list[dict[str, Any]]:
     if mcp_version_at_least(version, "2025-03-26"):
         generate["annotations"] = {
             "readOnlyHint": False,
-            "destructiveHint": False,  # it only adds files; force is an explicit opt-in
+            # force: true replaces a file (only inside the server's allowed folders)
+            "destructiveHint": True,
             "idempotentHint": False,
             "openWorldHint": True,
         }
@@ -6293,6 +6450,35 @@ def mcp_words(text: str) -> str:
     # a --resume command is run as a command: its flags stay flags
     head, mark, command = text.partition("without paying again, with: ")
     return re.sub(pattern + r"(?![\w-])", lambda m: names[m.group(1)], head) + mark + command
+
+
+def mcp_folder_list(folders: Sequence[str]) -> str:
+    return ", ".join(folders) if len(folders) < 2 else "one of: " + ", ".join(folders)
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Whether the resolved `path` is `folder` or below it (Windows: case-insensitive, and a
+    path on another drive is outside)."""
+    try:
+        return os.path.normcase(os.path.commonpath([path, folder])) == os.path.normcase(folder)
+    except ValueError:  # another drive, or a relative and an absolute path
+        return False
+
+
+def file_uri_path(uri: Any) -> str | None:
+    """The local folder of a client's file:// root, or None for anything else."""
+    from urllib.parse import unquote, urlsplit
+    from urllib.request import url2pathname
+
+    if not isinstance(uri, str) or len(uri) > 4096:
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    path = url2pathname(unquote(parts.path)) if os.name == "nt" else unquote(parts.path)
+    if not os.path.isabs(path) or "\0" in path:
+        return None
+    return os.path.realpath(path)
 
 
 def mcp_key_hint(var: str) -> str:
@@ -6541,7 +6727,18 @@ class McpServer:
         self.slots = threading.BoundedSemaphore(args.concurrency)
         self.reserved: set[str] = set()  # output paths picked by calls still running
         self.version = ""  # what initialize agreed on (the handshake era)
+        # The server's flags are the person's (~ expands); a call's paths are a model's (never).
         self.out_dir = os.path.abspath(os.path.expanduser(args.out_dir or os.getcwd()))
+        self.allowed = [os.path.realpath(self.out_dir)]
+        for folder in args.allow_dir:
+            real = os.path.realpath(os.path.expanduser(folder))
+            if real not in self.allowed:
+                self.allowed.append(real)
+        self.roots: list[str] = []  # the client's workspace roots (roots/list), when it has them
+        self.client_roots = False
+        self.roots_asked = 0
+        self.roots_ready = threading.Event()
+        self.roots_ready.set()
 
     # -- wire --------------------------------------------------------------------------------
 
@@ -6633,7 +6830,8 @@ class McpServer:
             self.error(None, -32600, "not a JSON-RPC request")
             return
         if method is None:
-            return  # a response to us: this server sends no requests
+            self.response(rid, message)  # an answer to our roots/list
+            return
         if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
             if has_id:
                 self.error(rid, -32600, 'not a JSON-RPC 2.0 request ("jsonrpc": "2.0", "method")')
@@ -6655,7 +6853,10 @@ class McpServer:
             self.error(rid, -32603, f"internal error: {type(exc).__name__}: {exc}")
 
     def notification(self, method: str, params: Mapping[str, Any]) -> None:
-        if method == "notifications/cancelled":
+        if method in ("notifications/initialized", "notifications/roots/list_changed"):
+            if self.client_roots:
+                self.ask_roots()
+        elif method == "notifications/cancelled":
             rid = params.get("requestId")
             if isinstance(rid, (str, int, float)) and not isinstance(rid, bool):
                 with self.lock:
@@ -6684,6 +6885,8 @@ class McpServer:
         if method == "initialize":
             asked = params.get("protocolVersion")
             self.version = asked if asked in MCP_HANDSHAKE_VERSIONS else MCP_HANDSHAKE_VERSIONS[-1]
+            offered = params.get("capabilities")
+            self.client_roots = isinstance(offered, dict) and isinstance(offered.get("roots"), dict)
             result = {
                 "protocolVersion": self.version,
                 "capabilities": capabilities,
@@ -6702,7 +6905,8 @@ class McpServer:
         elif method == "ping":
             self.reply(rid, {}, modern)
         elif method == "tools/list":
-            self.reply(rid, {"tools": mcp_tools(version, self.out_dir)}, modern, cacheable=True)
+            tools = mcp_tools(version, self.out_dir, self.folders())
+            self.reply(rid, {"tools": tools}, modern, cacheable=True)
         elif method == "tools/call":
             self.start_call(rid, params, version, modern)
         else:
@@ -6712,8 +6916,56 @@ class McpServer:
         return (
             "generate_image makes an image file through the user's Codex gateway (billed; "
             "returns the saved path); check_gateway diagnoses the gateway (free). Relative "
-            f"paths are inside {self.out_dir}."
+            f"paths are inside {self.out_dir}; files are read and written only inside "
+            f"{mcp_folder_list(self.folders())}."
         )
+
+    # -- workspace: the folders a call may read and write ---------------------------------------
+
+    def ask_roots(self) -> None:
+        """roots/list to the client (the handshake era): its workspace roots widen the allowed
+        folders. Calls wait for the answer (MCP_ROOTS_WAIT) so they are judged by it."""
+        with self.lock:
+            self.roots_asked += 1
+            rid = f"imagegen-roots-{self.roots_asked}"
+            self.roots_ready.clear()
+        self.send({"jsonrpc": "2.0", "id": rid, "method": "roots/list"})
+
+    def response(self, rid: Any, message: Mapping[str, Any]) -> None:
+        with self.lock:
+            if rid != f"imagegen-roots-{self.roots_asked}":
+                return  # not ours, or an answer that a newer roots/list replaced
+            result = message.get("result")
+            listed = result.get("roots") if isinstance(result, dict) else None
+            roots: list[str] = []
+            for root in listed if isinstance(listed, list) else []:
+                path = file_uri_path(root.get("uri") if isinstance(root, dict) else None)
+                if path and path not in roots and len(roots) < MCP_MAX_ROOTS:
+                    roots.append(path)
+            self.roots = roots
+            self.roots_ready.set()
+        if roots:
+            self.console.info("client workspace roots: " + ", ".join(roots))
+
+    def folders(self) -> list[str]:
+        with self.lock:
+            return self.allowed + [r for r in self.roots if r not in self.allowed]
+
+    def resolve(self, path: str, what: str) -> str:
+        """A call's path, resolved (symlinks followed, '..' collapsed, '~' kept as a name),
+        refused unless it lies inside the allowed folders: the call is a model's say-so."""
+        check_text(path, what, path=True)
+        real = os.path.realpath(os.path.join(self.out_dir, path))
+        self.roots_ready.wait(MCP_ROOTS_WAIT)
+        folders = self.folders()
+        if not any(is_inside(real, folder) for folder in folders):
+            raise UsageError(
+                f"{what} {path!r} is outside the folders this server may use "
+                f"({', '.join(folders)}); nothing was sent",
+                "use a path inside them; to allow another folder, the person who runs the "
+                "server adds --allow-dir DIR to its arguments",
+            )
+        return real
 
     # -- tool calls ---------------------------------------------------------------------------
 
@@ -6820,10 +7072,6 @@ class McpServer:
             progress.checkpoint()
         progress.phase("sending")
 
-    def resolve(self, path: str) -> str:
-        check_text(path, "a path", path=True)
-        return os.path.join(self.out_dir, os.path.expanduser(path))
-
     def pick_out(self, prompt: str, fmt: str | None, n: int, reserved: list[str]) -> str:
         """A descriptive name in the output folder that no file and no running call has."""
         ext = FORMAT_EXTENSIONS[format_for(None, fmt)]
@@ -6850,11 +7098,11 @@ class McpServer:
         for key in MCP_GENERATE_ARGUMENTS:
             if key in opts and key not in ("prompt", "out", "images", "image_urls", "mask"):
                 setattr(call, key, opts[key])
-        call.image = [self.resolve(p) for p in opts.get("images", ())]
+        call.image = [self.resolve(p, "images:") for p in opts.get("images", ())]
         call.image_url = list(opts.get("image_urls", ()))
-        call.mask = self.resolve(opts["mask"]) if opts.get("mask") else None
+        call.mask = self.resolve(opts["mask"], "mask") if opts.get("mask") else None
         if opts.get("out"):
-            call.out = self.resolve(opts["out"])
+            call.out = self.resolve(opts["out"], "out")
         else:
             call.out = self.pick_out(opts["prompt"], call.format, call.n, reserved)
         return call
@@ -6942,7 +7190,7 @@ class McpServer:
             self.console.warn(mcp_key_hint(var))
         self.console.info(
             f"MCP server ready: provider {gw.provider}, {gw.url('/responses')}, "
-            f"output folder {self.out_dir}"
+            f"output folder {self.out_dir}, files only inside {', '.join(self.allowed)}"
         )
 
 
@@ -6983,6 +7231,9 @@ def serve_mcp(args: Any, env: Mapping[str, str], settings: Settings, console: Co
         folder = os.path.expanduser(args.out_dir)
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise UsageError(f"--out-dir {args.out_dir} is not a folder")
+    for folder in args.allow_dir:
+        if not os.path.isdir(os.path.expanduser(folder)):
+            raise UsageError(f"--allow-dir {folder} is not a folder")
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:
         raise UsageError("--mcp needs stdin: the client writes its requests there")
@@ -7282,7 +7533,17 @@ def build_parser() -> Any:
         action="store_true",
         help="serve the tools generate_image and check_gateway over MCP on stdin/stdout; "
         "the gateway flags apply to every call, --out-dir is where relative paths go "
-        "(default: the current folder), --concurrency bounds parallel calls",
+        "(default: the current folder), --concurrency bounds parallel calls. A call reads "
+        "and writes files only inside --out-dir, the --allow-dir folders and the client's "
+        "workspace roots",
+    )
+    g.add_argument(
+        "--allow-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --mcp: another folder whose files calls may read (images, mask) and write "
+        "(out); repeatable",
     )
 
     g = p.add_argument_group("messages")
@@ -7306,6 +7567,8 @@ def run(args: Any, console: Console) -> int:
     RESUME_ARGS[:] = resume_args(args)  # the MCP server's --resume hints need them too
     if args.mcp:
         return serve_mcp(args, env, settings, console)
+    if args.allow_dir:
+        raise UsageError("--allow-dir applies to --mcp only", "the command line has no limit")
     if args.doctor:
         return doctor(args, env, settings, console)
     if args.probe:

@@ -283,7 +283,7 @@ def test_auth_json_with_bom_is_read(tmp_path: Path) -> None:
 
 
 def test_missing_json_file(tmp_path: Path) -> None:
-    with pytest.raises(g.ConfigError, match="cannot read"):
+    with pytest.raises(g.ConfigError, match="no such file"):
         g.load_json_file(str(tmp_path / "auth.json"))
 
 
