@@ -41,6 +41,7 @@ import signal
 import stat
 import struct
 import sys
+import threading
 import time
 import zlib
 
@@ -170,6 +171,14 @@ DROPPABLE_TOOL_OPTIONS = (
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 MAX_REDIRECTS = 5
 
+# A local disk that refuses a write (full, over quota, read-only, failing, file too large): exit 7,
+# never a network error. Long answer values spool beside the image, else in the temp folder, else
+# in memory (at most MAX_STRING_CHARS), so a full disk never loses an image that is arriving.
+DISK_FAULTS = tuple(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EIO", "EFBIG")
+    if hasattr(errno, name)
+)
 TEMP_NAME_EXTRA = len(".") + len(".") + 12 + len(".part")  # .NAME.<12 hex>.part beside --out
 READ_CHUNK = 256 * 1024
 B64_CHUNK = 4 * 128 * 1024  # base64 characters decoded per step (a multiple of 4)
@@ -358,6 +367,23 @@ class OutputError(ImagegenError):
     """The output could not be written (a received image is kept in a rescue file)."""
 
     exit_code = EXIT_OUTPUT
+
+
+class DiskError(OutputError):
+    """A local disk refused a write while the answer arrived or the image was saved."""
+
+
+def disk_error(exc: OSError, where: str) -> DiskError:
+    return DiskError(
+        f"the local disk refused a write {where}: {exc.strerror or exc}",
+        unwritable_hint_text(exc.errno),
+    )
+
+
+def unwritable_hint_text(code: int | None) -> str:
+    if code == errno.EROFS:
+        return "the folder is on a read-only file system; choose another --out folder"
+    return "free some disk space (or choose another --out folder), then run again"
 
 
 class Cancelled(ImagegenError):
@@ -2723,21 +2749,32 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
 _BLOB_TOKEN = f"@@gwblob-{os.getpid()}-{os.urandom(4).hex()}-"
 
 
+SPOOL = threading.local()  # .folders: where this thread's job spools long values (run_job)
+
+
 class Blob:
     """A long JSON string value (base64, as a rule), kept in an unnamed temporary file instead of
     memory while the answer streams in, with its JSON escapes already resolved."""
 
-    __slots__ = ("file", "length")
+    __slots__ = ("file", "length", "folders")
 
     def __init__(self) -> None:
+        # where the job's image will live first (run_job sets it), then the temp folder (None)
+        self.folders: list[str | None] = [*getattr(SPOOL, "folders", ()), None]
+        self.file: IO[bytes] = self._new_file()
+        self.length = 0
+
+    def _new_file(self) -> IO[bytes]:
         import tempfile
 
-        self.file: IO[bytes]
-        try:
-            self.file = tempfile.TemporaryFile(prefix="codex-imagegen-")  # owner-only, unnamed
-        except OSError:  # no writable temp folder (a sandbox): hold it in memory instead
-            self.file = io.BytesIO()
-        self.length = 0
+        while self.folders:
+            folder = self.folders.pop(0)
+            try:  # owner-only and unnamed (removed at once where the system allows it);
+                # unbuffered, so that a refused write loses nothing in a buffer
+                return tempfile.TemporaryFile(prefix=".codex-imagegen-", dir=folder, buffering=0)
+            except OSError:
+                continue
+        return io.BytesIO()  # no folder takes it (a sandbox, full disks): memory, capped
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.length += len(data)
@@ -2747,7 +2784,33 @@ class Blob:
                 f"(images are capped at {MAX_IMAGE_BYTES // 2**20} MB)",
                 "the answer is not a usable image; check the gateway",
             )
-        self.file.write(data)
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.file.write(view) or 0 :]
+            except OSError as exc:
+                if exc.errno not in DISK_FAULTS or isinstance(self.file, io.BytesIO):
+                    raise
+                self._move()
+
+    def _move(self) -> None:
+        """The folder is full: carry what arrived to the next folder that takes it (the last
+        resort, memory, always does)."""
+        old = self.file
+        while True:
+            self.file = self._new_file()
+            try:
+                old.seek(0)
+                for block in iter(lambda: old.read(READ_CHUNK), b""):
+                    view = memoryview(block)
+                    while view:
+                        view = view[self.file.write(view) or 0 :]
+                break
+            except OSError as exc:
+                if exc.errno not in DISK_FAULTS:
+                    raise
+                self.file.close()
+        old.close()
 
     def __len__(self) -> int:
         return self.length
@@ -3214,12 +3277,11 @@ class ImageSink:
             try:
                 image = self._decode(value, rescue=True)
             except OSError as second:  # not a network fault: never retried, never re-billed
-                raise OutputError(
-                    f"could not write {self.out} ({self.rescue_reason}) nor a rescue file in "
-                    f"the temp folder ({second.strerror or second})",
-                    unwritable_hint(
-                        second.errno, "free some disk space or choose another --out, then run again"
-                    ),
+                raise DiskError(
+                    f"the image arrived in full but no folder could hold it: {self.out} "
+                    f"({self.rescue_reason}), nor a rescue file in the temp folder "
+                    f"({second.strerror or second}); it is lost",
+                    unwritable_hint(second.errno, unwritable_hint_text(second.errno)),
                 ) from None
         if image is not None:
             self.image = image
@@ -4111,6 +4173,8 @@ def exchange(
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError, EOFError)) and not is_http_exception(exc):
             raise
+        if isinstance(exc, OSError) and exc.errno in DISK_FAULTS:  # a socket never says these
+            raise disk_error(exc, "while the answer arrived") from None
         if collector.sink.has_image:
             return  # the image is safe; a connection that breaks afterwards does not matter
         if wire is not None and wire.watchdog_fired():
@@ -4502,6 +4566,7 @@ def run_job(
     deadline = started + settings.timeout
     outcome = Outcome(job)
     outcome.started_at = time.time()
+    SPOOL.folders = [os.path.dirname(os.path.abspath(job.out))]  # not a RAM-backed /tmp
     stream, force_tool, size = job.stream, True, job.size
     api = "images" if job.api == "images" else "responses"
     use_previous = bool(job.previous_response_id)
