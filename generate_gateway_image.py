@@ -157,6 +157,11 @@ NO_HARD_LINKS = ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV", 
 TERMINAL_STATUSES = ("completed", "failed", "incomplete", "cancelled")
 POLL_FIRST = 1.0  # seconds before the first poll of a queued response, doubling up to...
 POLL_MAX = 10.0
+# Resuming a broken stream of a stored response is free but not unlimited: successive resumes
+# of one image wait RESUME_FIRST seconds, doubling up to RESUME_MAX, and stop after MAX_RESUMES
+RESUME_FIRST = 0.5
+RESUME_MAX = 8.0
+MAX_RESUMES = 20
 RESPONSE_ID_MAX = 200  # longer --resume ids are refused (they become part of a URL path)
 # Image-tool options a relay may reject with a 400 naming them; each is dropped once
 DROPPABLE_TOOL_OPTIONS = (
@@ -4579,6 +4584,7 @@ def run_job(
     fetch = "poll" if job.resume_id else ""  # "": POST; "stream" / "poll": GET the stored one
     stored_id = job.resume_id
     poll_wait = POLL_FIRST
+    resume_wait = 0.0  # the first resume of a broken stream is at once, then RESUME_FIRST...
     collector: Collector | None = None
 
     def remember(response_id: str) -> None:
@@ -4684,6 +4690,13 @@ def run_job(
                 if (keep or job.resume_id) and response_id and not terminal and not client_error:
                     # the stored response keeps running on the gateway: fetch it, never re-POST
                     stored_id = response_id
+                    if outcome.resumes >= MAX_RESUMES:
+                        raise GatewayError(
+                            f"{exc.message}; the stored response {response_id} was fetched "
+                            f"{outcome.resumes} times without the image (the limit)",
+                            "the gateway keeps cutting the stream; try --no-stream",
+                            status=exc.status if isinstance(exc, GatewayError) else 0,
+                        ) from None
                     if collector.sequence <= seen:  # nothing new came: that counts as a retry
                         wait = (
                             exc.retry_after
@@ -4696,10 +4709,15 @@ def run_job(
                         ):
                             raise
                         outcome.retries += 1
-                        if progress is not None:
-                            progress.pause(wait)
-                        else:
-                            time.sleep(wait)
+                    else:  # progress, but a stream cut again and again is paced all the same
+                        wait = resume_wait
+                        if time.monotonic() + wait >= deadline:
+                            raise
+                    resume_wait = min(max(resume_wait * 2, RESUME_FIRST), RESUME_MAX)
+                    if progress is not None:
+                        progress.pause(wait)
+                    else:
+                        time.sleep(wait)
                     if not fetch:
                         fetch = "stream" if stream else "poll"
                     outcome.resumes += 1

@@ -462,3 +462,45 @@ def test_resume_command_on_windows_uses_py(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.undo()
     assert command.startswith("py -3 C:/skills/gen/generate_gateway_image.py "), command
     assert posix.startswith("python3 C:/skills/"), posix
+
+
+# --- 4. free resumes are paced -----------------------------------------------------------------
+
+
+def trickle(count: int) -> list[dict[str, Any]]:
+    """A stored response that makes progress (one event per stream) but never the image."""
+    head = events()[:4]  # created, in_progress, item added, call in_progress
+    filler = [dict(head[3], sequence_number=4 + i) for i in range(count)]
+    return head + filler
+
+
+def test_a_stream_cut_after_every_event_is_resumed_at_a_measured_pace(
+    tmp_path: Path, sg: StoredGateway
+) -> None:
+    """Each resume brings one new event and is cut: without pacing this made thousands of GETs
+    in a few seconds. Resumes wait 0, 0.5, 1, 2, 4 s..., so a 4-second budget allows about 4."""
+    env = env_for(tmp_path, sg.base_url)
+    sg.plan(trickle(5000), cuts=[4] + [1] * 5000)
+    proc = cli(tmp_path, env, "--resumable", "--timeout", "4")
+    assert proc.returncode in (4, 6), report(proc)
+    assert len(sg.posts()) == 1
+    assert 2 <= len(sg.gets()) <= 6, len(sg.gets())
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_resumes_of_one_image_stop_at_the_ceiling(tmp_path: Path, sg: StoredGateway) -> None:
+    """MAX_RESUMES (20) resumes, then a clear failure with the --resume command: in process,
+    with the waits skipped, so the ceiling is reached in a moment."""
+    import generate_gateway_image as g
+
+    env = env_for(tmp_path, sg.base_url)
+    sg.plan(trickle(200), cuts=[4] + [1] * 200)
+    argv = ["--prompt", "a fox", "--out", str(tmp_path / "out.png"), "--resumable"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(g.time, "sleep", lambda seconds: None)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        code = g.main(argv)
+    assert code == 4
+    assert len(sg.posts()) == 1
+    assert len(sg.gets()) == 20  # MAX_RESUMES
