@@ -201,11 +201,13 @@ MAX_LINK_SEARCH = 64 * 1024  # characters of the model's text searched for bare 
 BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
+MAX_INFORMATIONAL = 16  # 102/103 answers skipped before the final one; more are exit 4
 
 # Secrets and terminal safety (see redact() and sanitize())
 SECRET_MIN_LENGTH = 6  # shorter values are not masked: they would mask ordinary words
 SECRET_PIECE = 12  # any run of this many characters of a secret is masked too
 SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this size
+SECRET_EDGE = 4  # where we cut text short, a tail this long that begins a secret is masked too
 MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
 MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
 # A response id we poll, resume and print in a copy-paste --resume command: one --resume
@@ -1496,6 +1498,23 @@ def redact(text: str) -> str:
     return "".join(out)
 
 
+def mask_cut(text: str) -> str:
+    """Text that a cap cut short: a tail of SECRET_EDGE or more characters that begins a secret
+    is masked, since redact() only knows runs of SECRET_PIECE (an echoed key cut after its
+    tenth character would show those ten)."""
+    for form, mask in SECRET_FORMS:
+        for n in range(min(len(form) - 1, len(text)), SECRET_EDGE - 1, -1):
+            if text.endswith(form[:n]):
+                return text[:-n] + mask
+    return text
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters of text that may hold a secret: redacted whole, then cut."""
+    text = redact(text)
+    return text if len(text) <= limit else mask_cut(text[:limit])
+
+
 def redact_obj(obj: Any) -> Any:
     """redact() applied to every string in a JSON-able structure (before it is encoded, so
     that a mask can never break the JSON)."""
@@ -1517,7 +1536,7 @@ def redact_url(url: str) -> str:
     if "@" in authority:
         authority = "***@" + authority.rsplit("@", 1)[1]
     text = sanitize(redact((scheme + sep if sep else "") + authority + slash + path))
-    return text if len(text) <= MAX_SHOWN_URL else text[: MAX_SHOWN_URL - 3] + "..."
+    return text if len(text) <= MAX_SHOWN_URL else mask_cut(text[: MAX_SHOWN_URL - 3]) + "..."
 
 
 def mask_secret(value: str) -> str:
@@ -1908,7 +1927,7 @@ def build_job(opts: Mapping[str, Any]) -> Job:
 
     for url in opts.get("image_urls") or ():
         if not url.startswith(("http://", "https://", "data:")):
-            raise UsageError(f"--image-url {url[:80]!r}: only http(s):// or data: URLs")
+            raise UsageError(f"--image-url {clip(url, 80)!r}: only http(s):// or data: URLs")
         job.image_urls.append(url)
     edit_from = opts.get("edit_from_image")
     if edit_from:
@@ -2445,6 +2464,7 @@ class Wire:
                 if self.proxy.authorization:
                     self.extra["Proxy-Authorization"] = self.proxy.authorization
         conn._create_connection = self._dial  # DNS and TCP within the connect timeout
+        conn.response_class = final_response_class()
         self.conn = conn
 
     def _dial(self, address: tuple[str, int], timeout: Any = None, source: Any = None) -> Any:
@@ -2585,6 +2605,14 @@ class Wire:
                     raw = self.resp.read1(size)
                 if not raw and self.watchdog_fired():
                     self.budget_spent()
+                if not raw and (self.resp.length or 0) > 0:  # Content-Length not reached
+                    raise GatewayError(
+                        f"the answer was cut short: {self.resp.length} bytes of its "
+                        "Content-Length never came",
+                        "the gateway or a proxy cut it; retrying may help",
+                        retryable=True,
+                        started=True,
+                    )
                 if inflater is None:
                     return bytes(raw)
                 if not raw:
@@ -2631,7 +2659,10 @@ class Wire:
         except Exception as exc:  # http.client.IncompleteRead and friends
             if not is_http_exception(exc):
                 raise
-        return bytes(data[:limit])
+        if len(data) < limit:
+            return bytes(data)
+        cut = bytes(data[:limit]).decode("utf-8", "surrogateescape")  # any bytes, losslessly
+        return mask_cut(cut).encode("utf-8", "surrogateescape")
 
     def from_proxy(self) -> bool:
         """Whether an HTTP answer came from the proxy rather than the gateway behind it."""
@@ -2658,6 +2689,31 @@ class Wire:
             self.conn.close()
         except OSError:
             pass
+
+
+def final_response_class() -> Any:
+    """http.client's response class that skips informational answers (102 Processing, 103
+    Early Hints) before the final one, as it already skips 100 Continue: a client ignores
+    the 1xx answers it does not expect (RFC 9110, 15.2). At most MAX_INFORMATIONAL."""
+    import http.client
+
+    class FinalResponse(http.client.HTTPResponse):
+        def _read_status(self) -> Any:
+            for _ in range(MAX_INFORMATIONAL + 1):
+                version, status, reason = super()._read_status()  # type: ignore[misc]
+                if not 101 < status < 200:
+                    return version, status, reason
+                for _ in range(101):  # its header lines, up to the blank line
+                    line = self.fp.readline(65537)
+                    if len(line) > 65536:
+                        raise http.client.LineTooLong("header line")
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                else:
+                    raise http.client.HTTPException("an informational answer with too many headers")
+            raise http.client.HTTPException(f"more than {MAX_INFORMATIONAL} informational answers")
+
+    return FinalResponse
 
 
 def is_http_exception(exc: BaseException) -> bool:
@@ -3134,7 +3190,7 @@ def text_of(value: Any, limit: int = 500) -> str:
     """One line of at most `limit` characters, credentials masked before it is cut short."""
     text = redact(value) if isinstance(value, str) else ""
     text = sanitize(" ".join(text.split()))  # no terminal escape sequences from the gateway
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= limit else mask_cut(text[: limit - 3]) + "..."
 
 
 def error_from_payload(err: Mapping[str, Any], *, started: bool = True) -> ImagegenError:
@@ -3642,7 +3698,7 @@ class Collector:
         a stream of text events that never ends must not fill memory."""
         room = MAX_MODEL_TEXT - self.text_chars
         if room > 0:
-            texts.append(text[:room])
+            texts.append(text if len(text) <= room else mask_cut(text[:room]))
             self.text_chars += min(room, len(text))
 
     def handle_json(self, obj: Mapping[str, Any]) -> None:
@@ -4418,7 +4474,7 @@ class Outcome:
 def gateway_id(value: str) -> str:
     """An id the gateway chose, as we keep it: one clean line, bounded, secrets masked."""
     text = redact(sanitize(value))
-    return text if len(text) <= MAX_GATEWAY_ID else text[:MAX_GATEWAY_ID]
+    return clip(text, MAX_GATEWAY_ID)
 
 
 def backoff(retry_index: int) -> float:
@@ -5234,7 +5290,7 @@ def check_text(value: str, what: str, *, path: bool = False) -> str:
         os.fsencode(value) if path else value.encode("utf-8")
     except UnicodeEncodeError:
         kind = "cannot be a file name" if path else "is not valid UTF-8 text"
-        raise UsageError(f"{what} {kind}: {ascii(value)[:80]}") from None
+        raise UsageError(f"{what} {kind}: {clip(ascii(value), 80)}") from None
     if path and "\0" in value:
         raise UsageError(f"{what} contains a NUL character")
     return value
@@ -5642,7 +5698,7 @@ def plan_resume(args: Any) -> Job:
         or len(rid) > RESPONSE_ID_MAX
     ):
         raise UsageError(
-            f"--resume {ascii(rid)[:80]}: not a response id",
+            f"--resume {clip(ascii(rid), 80)}: not a response id",
             "pass the id from the --resumable run's message or --json output, e.g. resp_abc123",
         )
     if not args.out and not args.dry_run:
@@ -6488,7 +6544,7 @@ def mcp_arguments(
     for name in arguments:
         if name not in spec:
             raise UsageError(
-                f"unknown argument {str(name)[:40]!r} (allowed: {', '.join(spec)})",
+                f"unknown argument {clip(str(name), 40)!r} (allowed: {', '.join(spec)})",
             )
     checked: dict[str, Any] = {}
     for name, value in arguments.items():
@@ -6958,8 +7014,8 @@ class McpServer:
                 self.error(
                     rid,
                     -32022,
-                    f"unsupported protocol version {str(version)[:40]!r}",
-                    {"supported": list(MCP_MODERN_VERSIONS), "requested": str(version)[:40]},
+                    f"unsupported protocol version {clip(str(version), 40)!r}",
+                    {"supported": list(MCP_MODERN_VERSIONS), "requested": clip(str(version), 40)},
                 )
                 return
         else:
@@ -6993,7 +7049,7 @@ class McpServer:
         elif method == "tools/call":
             self.start_call(rid, params, version, modern)
         else:
-            self.error(rid, -32601, f"method not found: {method[:80]}")
+            self.error(rid, -32601, f"method not found: {clip(method, 80)}")
 
     def instructions(self) -> str:
         return (
@@ -7057,7 +7113,7 @@ class McpServer:
 
         name = params.get("name")
         if name not in ("generate_image", "check_gateway"):
-            self.error(rid, -32602, f"unknown tool: {str(name)[:80]}")
+            self.error(rid, -32602, f"unknown tool: {clip(str(name), 80)}")
             return
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None

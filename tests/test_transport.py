@@ -76,7 +76,7 @@ MALFORMED = {
     "binary": b"\x00\x01\x02\xff\xfe\r\n\r\n",
     "http-0.9": b'{"type":"response.completed"}',
     "switching-protocols": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-    "early-hints-only": b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+    "endless-early-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 17,
     "status-thousands-of-digits": b"HTTP/1.1 " + b"2" * 5000 + b" OK\r\n\r\n",
     "status-out-of-range": b"HTTP/1.1 1000 Big\r\n\r\n",
     "too-many-headers": b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 150 + b"\r\n",
@@ -565,3 +565,41 @@ def test_an_https_proxy_url_is_refused_before_anything_is_sent(tmp_path: Path) -
 )
 def test_a_proxy_url_without_a_port_uses_the_scheme_default(url: str, port: int) -> None:
     assert g.Proxy(url).port == port
+
+
+# --- informational answers and short bodies ---------------------------------------------------
+
+
+def test_informational_answers_before_the_final_one_are_skipped(
+    tmp_path: Path, ok_events: list[object]
+) -> None:
+    stream = format_sse(ok_events, done=True)  # type: ignore[arg-type]
+    answer = SSE_HEAD + b"Content-Length: %d\r\n\r\n" % len(stream) + stream
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    with RawServer(send(b"HTTP/1.1 102 Processing\r\n\r\n", early, early, answer)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kind", ["sse", "json"])
+def test_a_body_shorter_than_its_content_length_is_a_cut_answer(
+    tmp_path: Path, ok_events: list[object], kind: str
+) -> None:
+    if kind == "sse":
+        body = format_sse(ok_events[:3], done=False)  # type: ignore[arg-type]
+        head = SSE_HEAD
+    else:
+        body = b'{"id": "resp_1", "object": "response", "status": "completed", "output": []}'
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    answer = head + b"Content-Length: %d\r\n\r\n" % (len(body) + 5000) + body
+    with RawServer(send(answer)) as server:
+        proc = run(
+            tmp_path, server.base_url, "--retries", "1", *(["--no-stream"] * (kind == "json"))
+        )
+    assert proc.returncode == 4, report(proc)
+    assert "cut short: 5000 bytes of its Content-Length never came" in proc.stderr
+    assert "no image" not in proc.stderr
+    assert len(server.requests) == 2  # retried like a broken stream
+    assert_clean(proc)
