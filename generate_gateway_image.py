@@ -4842,11 +4842,10 @@ def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
         "resumes": outcome.resumes,
         "extra_paths": [extra.path for extra in outcome.extra_images],
     }
+    record["exit_code"] = outcome.exit_code
     if outcome.error is not None:
-        record["exit_code"] = outcome.error.exit_code
         record["error"] = outcome.error.message
-        if outcome.error.hint:
-            record["hint"] = outcome.error.hint
+        record["hint"] = outcome.error.hint or default_hint(outcome.error.exit_code)
     return dict(redact_obj(record))
 
 
@@ -5686,10 +5685,11 @@ def json_dumps(obj: Any) -> str:
 class Check:
     """One doctor line: ok / failed / note, with a hint on failure."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, to_stderr: bool = False) -> None:
         self.console = console
+        self.to_stderr = to_stderr  # --doctor --json: stdout holds the one JSON object
         self.failures: list[int] = []
-        self.entries: list[dict[str, str]] = []  # for the MCP server's structured result
+        self.entries: list[dict[str, str]] = []  # for --json and the MCP structured result
 
     def __call__(
         self, name: str, ok: bool | None, detail: str, hint: str = "", code: int = EXIT_NETWORK
@@ -5701,9 +5701,23 @@ class Check:
         line = f"{mark:<7}{name:<10}{detail}"
         if hint and ok is False:
             line += f"\n{'':17}hint: {hint}"
-        self.console.result(line)
+        if self.to_stderr:
+            self.console.info(line)
+        else:
+            self.console.result(line)
         if ok is False:
             self.failures.append(code)
+
+    def record(self, code: int) -> dict[str, Any]:
+        """The whole check as one JSON-able object (--doctor --json): the first failure's
+        detail and hint as error and hint, like every other --json answer."""
+        record: dict[str, Any] = {"ok": code == EXIT_OK, "exit_code": code}
+        failed = [entry for entry in self.entries if entry["status"] == "failed"]
+        if failed:
+            record["error"] = failed[0]["check"] + ": " + failed[0]["detail"]
+            record["hint"] = failed[0].get("hint") or default_hint(code)
+        record["checks"] = self.entries
+        return record
 
 
 def http_request(
@@ -7306,6 +7320,11 @@ def run(args: Any, console: Console) -> int:
     RESUME_ARGS[:] = resume_args(args)  # the MCP server's --resume hints need them too
     if args.mcp:
         return serve_mcp(args, env, settings, console)
+    if args.doctor and args.json:
+        check = Check(console, to_stderr=True)
+        code = doctor(args, env, settings, console, check)
+        console.result(json_dumps(check.record(code)))
+        return code
     if args.doctor:
         return doctor(args, env, settings, console)
     if args.probe:
@@ -7357,6 +7376,9 @@ def run(args: Any, console: Console) -> int:
         outcome = outcomes[0]
         if args.json:
             console.result(json_dumps(outcome_record(outcome, gw)))
+            if outcome.error is not None:  # the record on stdout says it: main() must not again
+                console.error(outcome.error)
+                return outcome.error.exit_code
         if outcome.error is not None:
             raise outcome.error
         if not args.json:
@@ -7403,12 +7425,42 @@ def utf8_output() -> None:
             pass
 
 
+def json_requested(argv: Sequence[str]) -> bool:
+    """Whether --json is on the command line, for errors found before (or while) the arguments
+    are parsed: a caller that asked for JSON gets JSON even then."""
+    for token in argv:
+        if token == "--":
+            break
+        if token == "--json":
+            return True
+    return False
+
+
+def default_hint(code: int) -> str:
+    """A failure's hint when its error brought none: --json promises a hint on every failure."""
+    if code == EXIT_USAGE:
+        return "see --help"
+    if code == EXIT_CONFIG:
+        return "run --doctor: it shows the config files read, the provider and the key's source"
+    return "search references/troubleshooting.md (beside this script) for the error line"
+
+
+def failure_json(code: int, message: str, hint: str = "") -> str:
+    """The --json object of a run that ended without an image record (it stopped before
+    sending, was interrupted, or hit a bug): the same ok / exit_code / error / hint fields."""
+    record = {"ok": False, "exit_code": code, "error": message, "hint": hint or default_hint(code)}
+    return json_dumps(redact_obj(record))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
 
     utf8_output()
     console = Console()
-    verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in given
     console.verbose = verbose
+    # --mcp owns stdout for the protocol (and refuses --json): no JSON record there
+    as_json = json_requested(given) and "--mcp" not in given
     try:
         previous: Any = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (embedded use): leave signals alone
@@ -7416,9 +7468,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         console.quiet = args.quiet
+        as_json = bool(args.json) and not args.mcp
         return run(args, console)
     except ImagegenError as exc:
         console.error(exc)
+        if as_json:
+            console.result(failure_json(exc.exit_code, exc.message, exc.hint))
         return exc.exit_code
     except KeyboardInterrupt as exc:
         for path in list(ACTIVE_TEMP_FILES):  # worker threads die with us: clear their files
@@ -7426,22 +7481,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.remove(path)
             except OSError:
                 pass
-        console._err("error: " + ("terminated" if isinstance(exc, Terminated) else "interrupted"))
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        console._err("error: " + what)
+        resumes = []
         for out, response_id in list(PENDING_RESUMES.items()):
+            resumes.append(resume_command(response_id, out))
             console._err(
                 f"  the gateway keeps working on response {response_id}; fetch the image later, "
-                f"without paying again, with: {resume_command(response_id, out)}"
+                f"without paying again, with: {resumes[-1]}"
             )
-        return 143 if isinstance(exc, Terminated) else 130
+        code = 143 if isinstance(exc, Terminated) else 130
+        if as_json:
+            hint = (
+                f"fetch the image later, without paying again, with: {resumes[0]}"
+                if resumes
+                else ""
+            )
+            console.result(failure_json(code, what, hint))
+        return code
     except Exception as exc:  # a bug: one line, traceback only with --verbose
         if verbose:
             import traceback
 
             console._err(traceback.format_exc())
-        console._err(
-            f"error: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with --verbose and report it)"
-        )
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        console._err(f"error: {message} (rerun with --verbose and report it)")
+        if as_json:
+            console.result(
+                failure_json(EXIT_INTERNAL, message, "rerun with --verbose and report it")
+            )
         return EXIT_INTERNAL
     finally:
         if previous is not None:
