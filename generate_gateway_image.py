@@ -1685,6 +1685,7 @@ class Job:
         "resumable",
         "resume_id",
         "strict",
+        "size_reason",
     )
 
     def __init__(self, prompt: str, out: str) -> None:
@@ -1711,6 +1712,39 @@ class Job:
         self.resumable = False  # background: true + store: true; a cut stream is resumed
         self.resume_id = ""  # --resume: fetch this stored response, never POST
         self.strict = False  # --strict: no automatic adaptation of what is asked for
+        self.size_reason = ""  # why the size was chosen when --size was not given (an edit)
+
+
+def reference_size(dims: tuple[int, int], image_model: str | None) -> str:
+    """The size for an edit without --size: the first reference's shape, as the nearest size
+    the image model accepts. gpt-image-2 takes any legal size (kept near the default budget
+    of 1536x1024 pixels, so a large photo does not raise the cost); other models take three
+    sizes, and `auto` (the model picks the shape) when the reference lies between two."""
+    import math
+
+    w, h = dims
+    if "{}x{}".format(w, h) in KNOWN_GOOD_SIZES:
+        return "{}x{}".format(w, h)
+    if (image_model or "").lower().startswith("gpt-image-2"):
+        scale = min(1.0, (1536 * 1024 / (w * h)) ** 0.5)
+        return "{}x{}".format(
+            *nearest_legal_size(max(1, round(w * scale)), max(1, round(h * scale)))
+        )
+    distances = sorted(
+        (abs(math.log((w / h) / (int(cw) / int(ch)))), size)
+        for size in KNOWN_GOOD_SIZES
+        for cw, ch in [size.split("x")]
+    )
+    if distances[1][0] - distances[0][0] < math.log(1.1):  # about as far from both shapes
+        return "auto"
+    return distances[0][1]
+
+
+def aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two pictures clearly differ in shape (more than 15 % in aspect ratio)."""
+    import math
+
+    return abs(math.log((a[0] / a[1]) / (b[0] / b[1]))) > math.log(1.15)
 
 
 def build_job(opts: Mapping[str, Any]) -> Job:
@@ -1767,6 +1801,13 @@ def build_job(opts: Mapping[str, Any]) -> Job:
                 f"{first.dims[0]}x{first.dims[1]}: they must be the same size"
             )
         job.mask = mask
+    first_dims = job.images[0].dims if job.images else None
+    if not opts.get("size") and first_dims and min(first_dims) > 0:
+        # an edit keeps its picture's shape: a square default would crop or squeeze it
+        job.size = reference_size(first_dims, image_model)
+        job.size_reason = "size {} follows the shape of {} ({}x{}); pass --size to choose".format(
+            job.size, job.images[0].path, *first_dims
+        )
 
     job.output_format = format_for(job.out, opts.get("format"))
     background = opts.get("background")
@@ -1803,6 +1844,7 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     if job.api == "images" and job.image_urls:
         raise UsageError("--api images cannot send --image-url references; download them first")
     job.options = {k: v for k, v in opts.items() if v not in (None, [], False) and k != "prompt"}
+    job.options["size"] = job.size  # the size chosen (default or the reference's shape)
     return job
 
 
@@ -4874,6 +4916,23 @@ def report_saved(outcome: Outcome, console: Console, quiet_success: bool = False
         console.warn(
             "asked for {}x{} but the image is {}x{}".format(requested[0], requested[1], *image.dims)
         )
+    job = outcome.job
+    reference = job.images[0] if job.images else None
+    if (
+        reference is not None
+        and reference.dims
+        and image.dims
+        and min(image.dims) > 0
+        and min(reference.dims) > 0
+        and (job.size_reason or job.size == "auto")  # an explicit WxH says the shape itself
+        and aspect_differs(image.dims, reference.dims)
+    ):
+        console.warn(
+            "the image is {}x{} but the reference {} is {}x{}: the edit changed the picture's "
+            "shape; pass --size with the reference's shape (or crop) to keep it".format(
+                *image.dims, os.path.basename(reference.path), *reference.dims
+            )
+        )
     if quiet_success:  # several images: the summary lines on stdout say it
         return
     dims = "{}x{} ".format(*image.dims) if image.dims else ""
@@ -7124,8 +7183,8 @@ def build_parser() -> Any:
     )
     g.add_argument(
         "--size",
-        default=DEFAULT_SIZE,
-        help="WxH or auto (default 1024x1024; also 1024x1536, 1536x1024)",
+        help="WxH or auto (default 1024x1024, or for an edit the first reference image's shape; "
+        "also 1024x1536, 1536x1024)",
     )
     g.add_argument(
         "--model",
@@ -7340,6 +7399,8 @@ def run(args: Any, console: Console) -> int:
     warn_plain_http(gw, console, args.dry_run)
     if args.dry_run:
         job = jobs[0]
+        if job.size_reason:
+            console.result("# " + job.size_reason)
         if job.resume_id:
             print_dry_run(gw, fetch_request(job.resume_id, stream=False), console)
         elif job.api == "images":
@@ -7368,6 +7429,8 @@ def run(args: Any, console: Console) -> int:
                 ", resumable" if jobs[0].resumable else "",
             )
         )
+    if jobs[0].size_reason and len(jobs) == 1:
+        console.info(jobs[0].size_reason)
     outcomes = run_all(jobs, gw, settings, console, args)
     for outcome in outcomes:
         if outcome.error is None:
