@@ -128,6 +128,8 @@ SIZE_MIN_PIXELS = 655_360
 SIZE_MAX_PIXELS = 8_294_400
 
 MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
+USAGE_GRACE = 2.0  # seconds a stream is read on after the image, for response.completed's usage
+MAX_USAGE_KEYS = 32  # fields kept from a usage object (real ones have five)
 MAX_INPUT_IMAGES = 16
 
 DEFAULT_RETRIES = 2
@@ -3285,6 +3287,53 @@ class ImageSink:
             self._remove(self.tmp)
 
 
+def token_counts(value: Any, depth: int = 0) -> dict[str, Any] | None:
+    """A usage object as the gateway sent it, kept to what it can honestly be: token counts
+    (non-negative integers) under plain names, and one level of *_details; None when nothing
+    is left. Bounded, so a hostile answer cannot make the record large."""
+    if not isinstance(value, dict):
+        return None
+    counts: dict[str, Any] = {}
+    for key, item in list(value.items())[:MAX_USAGE_KEYS]:
+        if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", key):
+            continue
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 10**15:
+            counts[key] = item
+        elif isinstance(item, dict) and depth == 0:
+            inner = token_counts(item, depth + 1)
+            if inner:
+                counts[key] = inner
+    return counts or None
+
+
+def add_token_counts(total: dict[str, Any], counts: Mapping[str, Any]) -> None:
+    """Add one usage object into a running total, key by key (details too)."""
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            inner = total.setdefault(key, {})
+            if isinstance(inner, dict):
+                add_token_counts(inner, value)
+        elif isinstance(total.get(key, 0), int):
+            total[key] = total.get(key, 0) + value
+
+
+def usage_words(main: Mapping[str, Any] | None, image: Mapping[str, Any] | None) -> str:
+    """'main model 1,889 in + 1,434 out, image model 62 in + 4,160 out' (or '')."""
+    parts = []
+    for name, counts in (("main model", main), ("image model", image)):
+        if counts:
+            numbers = [
+                f"{counts[key]:,} {word}"
+                for key, word in (("input_tokens", "in"), ("output_tokens", "out"))
+                if isinstance(counts.get(key), int)
+            ]
+            if not numbers and isinstance(counts.get("total_tokens"), int):
+                numbers = [f"{counts['total_tokens']:,}"]
+            if numbers:
+                parts.append(f"{name} {' + '.join(numbers)}")
+    return ", ".join(parts)
+
+
 class Collector:
     """Follows one response (stream events or a JSON body) and hands image results to the sink."""
 
@@ -3317,6 +3366,8 @@ class Collector:
         self.extras: list[ImageSink] = []  # distinct further images, saved as STEM-2.EXT...
         self.on_id: Callable[[str], None] | None = None  # told the response id once known
         self.links_in_text = False  # self.urls came from the model's text, not an image item
+        self.main_usage: dict[str, Any] | None = None  # the Responses model's `usage`
+        self.image_usage: dict[str, Any] | None = None  # tool_usage.image_gen, Images API usage
 
     def carry_over(self, before: Collector) -> None:
         """Continue what an earlier attempt of the same stored response saw (a resume)."""
@@ -3500,12 +3551,19 @@ class Collector:
                 ):
                     self.urls.append(entry["url"])  # a hosted image: run_job downloads it
             self.response_id = str(obj.get("id") or obj.get("created") or "")
+            self.image_usage = token_counts(obj.get("usage")) or self.image_usage
         else:
             self.handle_response(obj)
 
     def handle_response(self, resp: Mapping[str, Any], from_stream: bool = False) -> None:
         if resp.get("id"):
             self._note_id(resp["id"])
+        # usage is the main (text) model's; the image model's tokens, billed apart, come in
+        # tool_usage.image_gen on current models. Absent stays absent: never a made-up zero.
+        self.main_usage = token_counts(resp.get("usage")) or self.main_usage
+        tool_usage = resp.get("tool_usage")
+        if isinstance(tool_usage, dict):
+            self.image_usage = token_counts(tool_usage.get("image_gen")) or self.image_usage
         if isinstance(resp.get("status"), str):
             self.status = resp["status"]
         had_texts = bool(self.texts)
@@ -3932,9 +3990,14 @@ def exchange(
             parser = SSEParser(collector.on_sse)
             if first:
                 parser.feed(first)
-            # Stop as soon as the image is safe: the rest (message, response.completed with a
-            # second copy of the image) is not needed, and a stall there must not hold it up.
-            while not collector.finished and not collector.sink.has_image:
+            # Once the image is safe, the rest (message, response.completed with a second copy
+            # of the image) matters only for its token usage: read on for USAGE_GRACE seconds
+            # at most, so a stall there cannot hold the image up (a timeout then just returns).
+            grace_set = False
+            while not collector.finished:
+                if collector.sink.has_image and not grace_set:
+                    grace_set = True
+                    clock.deadline = min(clock.deadline, time.monotonic() + USAGE_GRACE)
                 chunk = wire.read()
                 if not chunk:
                     break
@@ -4235,6 +4298,8 @@ class Outcome:
         self.stored = False  # the gateway keeps the response: --resume / --edit-from can use it
         self.resumes = 0  # times a broken stream was resumed or a stored response fetched
         self.extra_images: list[SavedImage] = []  # distinct further images (STEM-2.EXT, ...)
+        self.main_usage: dict[str, Any] | None = None  # tokens of the Responses model
+        self.image_usage: dict[str, Any] | None = None  # tokens of the image model
 
     @property
     def exit_code(self) -> int:
@@ -4633,6 +4698,7 @@ def run_job(
         outcome.response_id = gateway_id(collector.response_id or stored_id)
         outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
+        outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
         outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
         outcome.item_format = gateway_id(collector.item_format)
         outcome.final_size = size
@@ -4672,6 +4738,8 @@ def run_job(
                     )
                 exc.hint = f"{exc.hint}; {more}" if exc.hint else more
         outcome.response_id = response_id
+        if collector is not None:  # a failed answer may still have been billed
+            outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
         outcome.stored = (  # no response id: the gateway has nothing kept (e.g. it refused store)
             api == "responses" and bool(response_id) and (keep or job.store or bool(job.resume_id))
         )
@@ -4857,6 +4925,26 @@ class Progress:
         time.sleep(seconds)
 
 
+def usage_fields(outcome: Outcome) -> dict[str, Any]:
+    """The token counts the answer carried, under names that say whose they are; a field the
+    answer did not carry is left out (never reported as zero)."""
+    fields: dict[str, Any] = {}
+    if outcome.main_usage:
+        fields["main_model_usage"] = outcome.main_usage
+    if outcome.image_usage:
+        fields["image_model_usage"] = outcome.image_usage
+    return fields
+
+
+def usage_totals(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Summed token counts of several images (--n, --batch, an MCP call with n)."""
+    totals: dict[str, Any] = {}
+    for outcome in outcomes:
+        for name, counts in usage_fields(outcome).items():
+            add_token_counts(totals.setdefault(name + "_total", {}), counts)
+    return totals
+
+
 def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
     """The JSON-able summary of one job (for --json)."""
     image = outcome.image
@@ -4884,6 +4972,7 @@ def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
         "resumes": outcome.resumes,
         "extra_paths": [extra.path for extra in outcome.extra_images],
     }
+    record.update(usage_fields(outcome))
     record["exit_code"] = outcome.exit_code
     if outcome.error is not None:
         record["error"] = outcome.error.message
@@ -4936,9 +5025,10 @@ def report_saved(outcome: Outcome, console: Console, quiet_success: bool = False
     if quiet_success:  # several images: the summary lines on stdout say it
         return
     dims = "{}x{} ".format(*image.dims) if image.dims else ""
+    tokens = usage_words(outcome.main_usage, outcome.image_usage)
     console.info(
         f"saved {image.path} ({dims}{image.kind.upper()}, {image.nbytes:,} bytes) "
-        f"in {outcome.elapsed:.1f}s"
+        f"in {outcome.elapsed:.1f}s" + (f"; tokens: {tokens}" if tokens else "")
     )
     for extra in outcome.extra_images:
         console.info(f"the answer held a further, different image: saved {extra.path}")
@@ -5617,6 +5707,7 @@ def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
         "stream": outcome.stream,
         "retries": outcome.retries,
         "fallbacks": outcome.fallbacks,
+        **usage_fields(outcome),
     }
     record = redact_obj(record)  # the gateway's ids and words may carry the key back to us
     path = image.path + ".json"
@@ -5712,7 +5803,9 @@ def summary_line(outcome: Outcome) -> str:
     if outcome.error is None and image is not None:
         dims = "{}x{} ".format(*image.dims) if image.dims else ""
         size = f"{dims}{image.kind.upper()}, {image.nbytes:,} bytes"
-        return f"ok\t{image.path}\t{size}, {outcome.elapsed:.1f}s"
+        tokens = usage_words(outcome.main_usage, outcome.image_usage)
+        tokens = f", tokens: {tokens}" if tokens else ""
+        return f"ok\t{image.path}\t{size}, {outcome.elapsed:.1f}s{tokens}"
     assert outcome.error is not None
     return f"failed\t{outcome.job.out}\texit {outcome.error.exit_code}: {outcome.error.message}"
 
@@ -6231,6 +6324,25 @@ def mcp_input_schema(spec: Mapping[str, tuple[str, tuple[str, ...] | None, str]]
     return schema
 
 
+def usage_schema(description: str) -> Any:
+    """A usage object: token counts, and *_details objects of token counts; absent when the
+    answer carried none."""
+    count = {"type": "integer", "minimum": 0}
+    details = {"type": "object", "additionalProperties": count}
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "input_tokens": count,
+            "output_tokens": count,
+            "total_tokens": count,
+            "input_tokens_details": details,
+            "output_tokens_details": details,
+        },
+        "additionalProperties": {"anyOf": [count, details]},
+    }
+
+
 def mcp_output_schema() -> Any:
     """The shape of generate_image's structuredContent: the --json record of the first image,
     every image's record under "images", and the warnings."""
@@ -6257,10 +6369,16 @@ def mcp_output_schema() -> Any:
         "error": {"type": "string"},
         "hint": {"type": "string"},
         "rescued_path": {"type": "string", "description": "where a paid image was rescued"},
+        "main_model_usage": usage_schema("tokens of the Responses (main) model: its usage"),
+        "image_model_usage": usage_schema(
+            "tokens of the image model: tool_usage.image_gen, or the Images API's usage"
+        ),
     }
     properties = dict(record)
     properties["images"] = {"type": "array", "items": {"type": "object", "properties": record}}
     properties["warnings"] = {"type": "array", "items": {"type": "string"}}
+    properties["main_model_usage_total"] = usage_schema("main_model_usage summed over images")
+    properties["image_model_usage_total"] = usage_schema("image_model_usage summed over images")
     return {"type": "object", "properties": properties, "required": ["ok", "images"]}
 
 
@@ -6449,6 +6567,10 @@ def mcp_image_result(
     structured["ok"] = all(r["ok"] for r in records)
     structured["images"] = records
     structured["warnings"] = list(warnings)
+    structured.update(usage_totals(outcomes))
+    tokens = [usage_words(o.main_usage, o.image_usage) for o in outcomes]
+    if any(tokens):
+        lines.append("tokens: " + "; ".join(t or "not reported" for t in tokens))
     content = [mcp_text(lines)]
     if mcp_version_at_least(version, "2025-06-18"):
         content += links
@@ -7455,6 +7577,12 @@ def run(args: Any, console: Console) -> int:
     failed = [o for o in outcomes if o.error is not None]
     if failed:
         console.info(f"{len(outcomes) - len(failed)} of {len(outcomes)} images saved")
+    totals = usage_totals(outcomes)
+    tokens = usage_words(
+        totals.get("main_model_usage_total"), totals.get("image_model_usage_total")
+    )
+    if tokens:
+        console.info(f"tokens in total for {len(outcomes)} images: {tokens}")
     return max((o.exit_code for o in outcomes), default=EXIT_OK)
 
 
