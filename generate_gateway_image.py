@@ -5071,32 +5071,96 @@ def svg_risks(path: str) -> list[str]:
     return [name for _, name in SVG_RISKS if name in found]
 
 
+def dry_run_warnings(args: Any, jobs: Sequence[Job], gw: Gateway) -> list[str]:
+    """What a real run of the same command would refuse, found without sending or writing
+    anything lasting (--dry-run still exits 0: it shows the request, it does not run it)."""
+    warnings: list[str] = []
+    no_credential = not gw.api_key and not gw.header_credential and gw.key_command is None
+    if no_credential and not args.base_url:
+        configs = [label for label, _ in gw.layers if label != "auth"]
+        if gw.key_problem:
+            problem, hint = gw.key_problem, gw.key_hint
+        elif not configs:
+            problem = "no Codex configuration found"
+            hint = "create config.toml naming your gateway, or pass --base-url URL"
+        else:
+            problem, hint = f"no API key found for provider {gw.provider!r}", gw.key_hint
+        warnings.append(
+            f"a real run stops here (exit 3): {problem}" + (f"; hint: {hint}" if hint else "")
+        )
+    for job in jobs:
+        if job.resume_id or not job.out:
+            if not job.out:
+                warnings.append("a real run stops here (exit 2): no --out given")
+            continue
+        try:
+            check_output_path(job.out, job.force)  # its write test leaves nothing behind
+            if args.sidecar:
+                check_sidecar_path(job.out, job.force)
+        except ImagegenError as exc:
+            warnings.append(
+                f"a real run stops here (exit {exc.exit_code}): {exc.message}"
+                + (f"; hint: {exc.hint}" if exc.hint else "")
+            )
+    return warnings
+
+
 def print_dry_run(
-    gw: Gateway, request: Request, console: Console, payload: Mapping[str, Any] | None = None
+    gw: Gateway,
+    request: Request,
+    console: Console,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    notes: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    more: Sequence[Job] = (),
+    as_json: bool = False,
 ) -> None:
-    """The request as it would be sent: endpoint, headers (credentials masked), body."""
+    """The request as it would be sent: endpoint, headers (credentials masked), body; with
+    --json as one object that also lists the warnings."""
     headers = gw.request_headers()
     if request.method == "POST":
         headers["Content-Type"] = request.content_type
     headers["Accept"] = "text/event-stream" if request.stream else "application/json"
-    lines = [request.method + " " + gw.url(request.path)]
+    shown: dict[str, str] = {}
     for name, value in headers.items():
         if name.lower() == "authorization" and value.lower().startswith("bearer "):
             value = "Bearer " + mask_secret(value[7:])
         elif looks_secret(name):
             value = mask_secret(value)
-        lines.append(f"{name}: {value}")
+        shown[name] = value
+    comments = list(notes)
     if gw.key_command is not None and not gw.api_key:
-        lines.append("# the key would come from auth.command (not run by --dry-run)")
+        comments.append("the key would come from auth.command (not run by --dry-run)")
     elif gw.key_problem and not gw.api_key:
-        lines.append(f"# {gw.key_problem}: a real run stops here (exit 3)")
+        comments.append(f"{gw.key_problem}: a real run stops here (exit 3)")
     elif not gw.api_key and not gw.header_credential:
-        lines.append("# no API key found: no Authorization header would be sent")
+        comments.append("no API key found: no Authorization header would be sent")
+    body = display_payload(payload) if payload is not None else display_body(request.body)
+    if as_json:
+        record: dict[str, Any] = {
+            "ok": True,
+            "exit_code": EXIT_OK,
+            "dry_run": True,
+            "method": request.method,
+            "url": gw.url(request.path),
+            "headers": shown,
+            "body": json.loads(body) if payload is not None else body,
+            "notes": comments,
+            "warnings": list(warnings),
+            "more_requests": [{"out": job.out, "prompt": job.prompt} for job in more],
+        }
+        console.result(json_dumps(redact_obj(record)))
+        return
+    lines = ["# " + line for line in notes]
+    lines.append(request.method + " " + gw.url(request.path))
+    lines += [f"{name}: {value}" for name, value in shown.items()]
+    lines += ["# " + line for line in comments[len(notes) :]]
     lines.append("")
-    if payload is not None:
-        lines.append(display_payload(payload))
-    else:
-        lines.append(display_body(request.body))
+    lines.append(body)
+    if more:
+        lines.append(f"# and {len(more)} more request(s) like it:")
+        lines += [f"#   {job.out}: {text_of(job.prompt, 80)}" for job in more]
     console.result("\n".join(lines))
 
 
@@ -7521,22 +7585,29 @@ def run(args: Any, console: Console) -> int:
     warn_plain_http(gw, console, args.dry_run)
     if args.dry_run:
         job = jobs[0]
-        if job.size_reason:
-            console.result("# " + job.size_reason)
+        payload: dict[str, Any] | None = None
         if job.resume_id:
-            print_dry_run(gw, fetch_request(job.resume_id, stream=False), console)
+            request = fetch_request(job.resume_id, stream=False)
         elif job.api == "images":
             request = images_request(job, job.size)
-            print_dry_run(gw, request, console)
         else:
             payload = build_payload(
                 job, stream=job.stream, size=job.size, use_previous=bool(job.previous_response_id)
             )
-            print_dry_run(gw, responses_request(payload), console, payload)
-        if len(jobs) > 1:
-            console.result(f"# and {len(jobs) - 1} more request(s) like it:")
-            for job in jobs[1:]:
-                console.result(f"#   {job.out}: {text_of(job.prompt, 80)}")
+            request = responses_request(payload)
+        warnings = dry_run_warnings(args, jobs, gw)
+        for line in warnings:
+            console.warn(line)
+        print_dry_run(
+            gw,
+            request,
+            console,
+            payload,
+            notes=[job.size_reason] if job.size_reason else [],
+            warnings=warnings,
+            more=jobs[1:],
+            as_json=bool(args.json),
+        )
         return EXIT_OK
     what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
     if jobs[0].resume_id:
