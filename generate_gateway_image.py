@@ -5462,7 +5462,12 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
                 raise UsageError(f"writes {name}, like line {outs[key]}")
             outs[key] = lineno
             if not args.dry_run:
-                check_output_path(job.out, job.force)
+                try:
+                    check_output_path(job.out, job.force)
+                except OutputError as exc:
+                    if "already exists" in exc.message:  # the line's hint is lost below
+                        exc.message += " (--force overwrites it, or give the line another out)"
+                    raise
                 if args.sidecar:
                     check_sidecar_path(job.out, job.force)
             jobs.append(job)
@@ -5473,7 +5478,10 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     if errors:
         worst = max(errors, key=lambda e: e.exit_code)
         message = "\n".join(e.message for e in errors)
-        raise type(worst)(f"{len(errors)} bad line(s) in the batch, nothing was sent:\n{message}")
+        hint = "pass --force to overwrite existing outputs" if "--force" in message else ""
+        raise type(worst)(
+            f"{len(errors)} bad line(s) in the batch, nothing was sent:\n{message}", hint
+        )
     if not jobs:
         raise UsageError(f"--batch {args.batch}: no jobs (only blank or # lines)")
     return jobs
@@ -6074,8 +6082,13 @@ def doctor(
     try:
         status, headers, body = http_request(gw, settings, "GET", "/models")
         if status < 300:
-            accepted = "key accepted" if gw.api_key else "no key needed"
-            check("models", True, f"GET /models: HTTP {status}, {accepted}")
+            # a listing proves little about the key: some relays list models for any key
+            listed_with = (
+                "models listed"
+                if gw.api_key or gw.header_credential
+                else "models listed, no key sent"
+            )
+            check("models", True, f"GET /models: HTTP {status}, {listed_with}")
         elif status in (401, 403):
             refused = http_error(status, "", headers, body, gw)
             check("models", False, refused.message, refused.hint, EXIT_CONFIG)
