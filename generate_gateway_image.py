@@ -6567,7 +6567,8 @@ def mcp_key_hint(var: str) -> str:
     return (
         f"the MCP server was started without {var}: agents start MCP servers with a minimal "
         f'environment. Codex: add env_vars = ["{var}"] to [mcp_servers.imagegen] in '
-        f"~/.codex/config.toml; Claude Code: claude mcp add imagegen -e {var}=... -- "
+        f"~/.codex/config.toml; Claude Code passes its own environment: export {var} before "
+        f"starting it, or claude mcp add imagegen -e {var}=... -- "
         "python3 /abs/path/generate_gateway_image.py --mcp; then restart the agent"
     )
 
