@@ -129,6 +129,8 @@ SIZE_MIN_PIXELS = 655_360
 SIZE_MAX_PIXELS = 8_294_400
 
 MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
+USAGE_GRACE = 2.0  # seconds a stream is read on after the image, for response.completed's usage
+MAX_USAGE_KEYS = 32  # fields kept from a usage object (real ones have five)
 MAX_INPUT_IMAGES = 16
 # Inputs are regular files (a pipe only where one is natural: --prompt -, --prompt-file <(cmd),
 # --batch -), read up to these caps; beyond them the run is exit 2 before anything is read whole
@@ -1880,6 +1882,7 @@ class Job:
         "resumable",
         "resume_id",
         "strict",
+        "size_reason",
     )
 
     def __init__(self, prompt: str, out: str) -> None:
@@ -1906,6 +1909,39 @@ class Job:
         self.resumable = False  # background: true + store: true; a cut stream is resumed
         self.resume_id = ""  # --resume: fetch this stored response, never POST
         self.strict = False  # --strict: no automatic adaptation of what is asked for
+        self.size_reason = ""  # why the size was chosen when --size was not given (an edit)
+
+
+def reference_size(dims: tuple[int, int], image_model: str | None) -> str:
+    """The size for an edit without --size: the first reference's shape, as the nearest size
+    the image model accepts. gpt-image-2 takes any legal size (kept near the default budget
+    of 1536x1024 pixels, so a large photo does not raise the cost); other models take three
+    sizes, and `auto` (the model picks the shape) when the reference lies between two."""
+    import math
+
+    w, h = dims
+    if "{}x{}".format(w, h) in KNOWN_GOOD_SIZES:
+        return "{}x{}".format(w, h)
+    if (image_model or "").lower().startswith("gpt-image-2"):
+        scale = min(1.0, (1536 * 1024 / (w * h)) ** 0.5)
+        return "{}x{}".format(
+            *nearest_legal_size(max(1, round(w * scale)), max(1, round(h * scale)))
+        )
+    distances = sorted(
+        (abs(math.log((w / h) / (int(cw) / int(ch)))), size)
+        for size in KNOWN_GOOD_SIZES
+        for cw, ch in [size.split("x")]
+    )
+    if distances[1][0] - distances[0][0] < math.log(1.1):  # about as far from both shapes
+        return "auto"
+    return distances[0][1]
+
+
+def aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two pictures clearly differ in shape (more than 15 % in aspect ratio)."""
+    import math
+
+    return abs(math.log((a[0] / a[1]) / (b[0] / b[1]))) > math.log(1.15)
 
 
 def build_job(opts: Mapping[str, Any]) -> Job:
@@ -1964,6 +2000,13 @@ def build_job(opts: Mapping[str, Any]) -> Job:
                 f"{first.dims[0]}x{first.dims[1]}: they must be the same size"
             )
         job.mask = mask
+    first_dims = job.images[0].dims if job.images else None
+    if not opts.get("size") and first_dims and min(first_dims) > 0:
+        # an edit keeps its picture's shape: a square default would crop or squeeze it
+        job.size = reference_size(first_dims, image_model)
+        job.size_reason = "size {} follows the shape of {} ({}x{}); pass --size to choose".format(
+            job.size, job.images[0].path, *first_dims
+        )
 
     job.output_format = format_for(job.out, opts.get("format"))
     background = opts.get("background")
@@ -2000,6 +2043,7 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     if job.api == "images" and job.image_urls:
         raise UsageError("--api images cannot send --image-url references; download them first")
     job.options = {k: v for k, v in opts.items() if v not in (None, [], False) and k != "prompt"}
+    job.options["size"] = job.size  # the size chosen (default or the reference's shape)
     return job
 
 
@@ -3513,6 +3557,53 @@ class ImageSink:
             self._remove(self.tmp)
 
 
+def token_counts(value: Any, depth: int = 0) -> dict[str, Any] | None:
+    """A usage object as the gateway sent it, kept to what it can honestly be: token counts
+    (non-negative integers) under plain names, and one level of *_details; None when nothing
+    is left. Bounded, so a hostile answer cannot make the record large."""
+    if not isinstance(value, dict):
+        return None
+    counts: dict[str, Any] = {}
+    for key, item in list(value.items())[:MAX_USAGE_KEYS]:
+        if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", key):
+            continue
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 10**15:
+            counts[key] = item
+        elif isinstance(item, dict) and depth == 0:
+            inner = token_counts(item, depth + 1)
+            if inner:
+                counts[key] = inner
+    return counts or None
+
+
+def add_token_counts(total: dict[str, Any], counts: Mapping[str, Any]) -> None:
+    """Add one usage object into a running total, key by key (details too)."""
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            inner = total.setdefault(key, {})
+            if isinstance(inner, dict):
+                add_token_counts(inner, value)
+        elif isinstance(total.get(key, 0), int):
+            total[key] = total.get(key, 0) + value
+
+
+def usage_words(main: Mapping[str, Any] | None, image: Mapping[str, Any] | None) -> str:
+    """'main model 1,889 in + 1,434 out, image model 62 in + 4,160 out' (or '')."""
+    parts = []
+    for name, counts in (("main model", main), ("image model", image)):
+        if counts:
+            numbers = [
+                f"{counts[key]:,} {word}"
+                for key, word in (("input_tokens", "in"), ("output_tokens", "out"))
+                if isinstance(counts.get(key), int)
+            ]
+            if not numbers and isinstance(counts.get("total_tokens"), int):
+                numbers = [f"{counts['total_tokens']:,}"]
+            if numbers:
+                parts.append(f"{name} {' + '.join(numbers)}")
+    return ", ".join(parts)
+
+
 class Collector:
     """Follows one response (stream events or a JSON body) and hands image results to the sink."""
 
@@ -3545,6 +3636,8 @@ class Collector:
         self.extras: list[ImageSink] = []  # distinct further images, saved as STEM-2.EXT...
         self.on_id: Callable[[str], None] | None = None  # told the response id once known
         self.links_in_text = False  # self.urls came from the model's text, not an image item
+        self.main_usage: dict[str, Any] | None = None  # the Responses model's `usage`
+        self.image_usage: dict[str, Any] | None = None  # tool_usage.image_gen, Images API usage
 
     def carry_over(self, before: Collector) -> None:
         """Continue what an earlier attempt of the same stored response saw (a resume)."""
@@ -3728,12 +3821,19 @@ class Collector:
                 ):
                     self.urls.append(entry["url"])  # a hosted image: run_job downloads it
             self.response_id = str(obj.get("id") or obj.get("created") or "")
+            self.image_usage = token_counts(obj.get("usage")) or self.image_usage
         else:
             self.handle_response(obj)
 
     def handle_response(self, resp: Mapping[str, Any], from_stream: bool = False) -> None:
         if resp.get("id"):
             self._note_id(resp["id"])
+        # usage is the main (text) model's; the image model's tokens, billed apart, come in
+        # tool_usage.image_gen on current models. Absent stays absent: never a made-up zero.
+        self.main_usage = token_counts(resp.get("usage")) or self.main_usage
+        tool_usage = resp.get("tool_usage")
+        if isinstance(tool_usage, dict):
+            self.image_usage = token_counts(tool_usage.get("image_gen")) or self.image_usage
         if isinstance(resp.get("status"), str):
             self.status = resp["status"]
         had_texts = bool(self.texts)
@@ -4160,9 +4260,14 @@ def exchange(
             parser = SSEParser(collector.on_sse)
             if first:
                 parser.feed(first)
-            # Stop as soon as the image is safe: the rest (message, response.completed with a
-            # second copy of the image) is not needed, and a stall there must not hold it up.
-            while not collector.finished and not collector.sink.has_image:
+            # Once the image is safe, the rest (message, response.completed with a second copy
+            # of the image) matters only for its token usage: read on for USAGE_GRACE seconds
+            # at most, so a stall there cannot hold the image up (a timeout then just returns).
+            grace_set = False
+            while not collector.finished:
+                if collector.sink.has_image and not grace_set:
+                    grace_set = True
+                    clock.deadline = min(clock.deadline, time.monotonic() + USAGE_GRACE)
                 chunk = wire.read()
                 if not chunk:
                     break
@@ -4465,6 +4570,8 @@ class Outcome:
         self.stored = False  # the gateway keeps the response: --resume / --edit-from can use it
         self.resumes = 0  # times a broken stream was resumed or a stored response fetched
         self.extra_images: list[SavedImage] = []  # distinct further images (STEM-2.EXT, ...)
+        self.main_usage: dict[str, Any] | None = None  # tokens of the Responses model
+        self.image_usage: dict[str, Any] | None = None  # tokens of the image model
 
     @property
     def exit_code(self) -> int:
@@ -4877,6 +4984,7 @@ def run_job(
         outcome.response_id = gateway_id(collector.response_id or stored_id)
         outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
+        outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
         outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
         outcome.item_format = gateway_id(collector.item_format)
         outcome.final_size = size
@@ -4916,6 +5024,8 @@ def run_job(
                     )
                 exc.hint = f"{exc.hint}; {more}" if exc.hint else more
         outcome.response_id = response_id
+        if collector is not None:  # a failed answer may still have been billed
+            outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
         outcome.stored = (  # no response id: the gateway has nothing kept (e.g. it refused store)
             api == "responses" and bool(response_id) and (keep or job.store or bool(job.resume_id))
         )
@@ -5101,6 +5211,26 @@ class Progress:
         time.sleep(seconds)
 
 
+def usage_fields(outcome: Outcome) -> dict[str, Any]:
+    """The token counts the answer carried, under names that say whose they are; a field the
+    answer did not carry is left out (never reported as zero)."""
+    fields: dict[str, Any] = {}
+    if outcome.main_usage:
+        fields["main_model_usage"] = outcome.main_usage
+    if outcome.image_usage:
+        fields["image_model_usage"] = outcome.image_usage
+    return fields
+
+
+def usage_totals(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Summed token counts of several images (--n, --batch, an MCP call with n)."""
+    totals: dict[str, Any] = {}
+    for outcome in outcomes:
+        for name, counts in usage_fields(outcome).items():
+            add_token_counts(totals.setdefault(name + "_total", {}), counts)
+    return totals
+
+
 def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
     """The JSON-able summary of one job (for --json)."""
     image = outcome.image
@@ -5128,11 +5258,11 @@ def outcome_record(outcome: Outcome, gw: Gateway) -> dict[str, Any]:
         "resumes": outcome.resumes,
         "extra_paths": [extra.path for extra in outcome.extra_images],
     }
+    record.update(usage_fields(outcome))
+    record["exit_code"] = outcome.exit_code
     if outcome.error is not None:
-        record["exit_code"] = outcome.error.exit_code
         record["error"] = outcome.error.message
-        if outcome.error.hint:
-            record["hint"] = outcome.error.hint
+        record["hint"] = outcome.error.hint or default_hint(outcome.error.exit_code)
     return dict(redact_obj(record))
 
 
@@ -5161,12 +5291,30 @@ def report_saved(outcome: Outcome, console: Console, quiet_success: bool = False
         console.warn(
             "asked for {}x{} but the image is {}x{}".format(requested[0], requested[1], *image.dims)
         )
+    job = outcome.job
+    reference = job.images[0] if job.images else None
+    if (
+        reference is not None
+        and reference.dims
+        and image.dims
+        and min(image.dims) > 0
+        and min(reference.dims) > 0
+        and (job.size_reason or job.size == "auto")  # an explicit WxH says the shape itself
+        and aspect_differs(image.dims, reference.dims)
+    ):
+        console.warn(
+            "the image is {}x{} but the reference {} is {}x{}: the edit changed the picture's "
+            "shape; pass --size with the reference's shape (or crop) to keep it".format(
+                *image.dims, os.path.basename(reference.path), *reference.dims
+            )
+        )
     if quiet_success:  # several images: the summary lines on stdout say it
         return
     dims = "{}x{} ".format(*image.dims) if image.dims else ""
+    tokens = usage_words(outcome.main_usage, outcome.image_usage)
     console.info(
         f"saved {image.path} ({dims}{image.kind.upper()}, {image.nbytes:,} bytes) "
-        f"in {outcome.elapsed:.1f}s"
+        f"in {outcome.elapsed:.1f}s" + (f"; tokens: {tokens}" if tokens else "")
     )
     for extra in outcome.extra_images:
         console.info(f"the answer held a further, different image: saved {extra.path}")
@@ -5209,32 +5357,96 @@ def svg_risks(path: str) -> list[str]:
     return [name for _, name in SVG_RISKS if name in found]
 
 
+def dry_run_warnings(args: Any, jobs: Sequence[Job], gw: Gateway) -> list[str]:
+    """What a real run of the same command would refuse, found without sending or writing
+    anything lasting (--dry-run still exits 0: it shows the request, it does not run it)."""
+    warnings: list[str] = []
+    no_credential = not gw.api_key and not gw.header_credential and gw.key_command is None
+    if no_credential and not args.base_url:
+        configs = [label for label, _ in gw.layers if label != "auth"]
+        if gw.key_problem:
+            problem, hint = gw.key_problem, gw.key_hint
+        elif not configs:
+            problem = "no Codex configuration found"
+            hint = "create config.toml naming your gateway, or pass --base-url URL"
+        else:
+            problem, hint = f"no API key found for provider {gw.provider!r}", gw.key_hint
+        warnings.append(
+            f"a real run stops here (exit 3): {problem}" + (f"; hint: {hint}" if hint else "")
+        )
+    for job in jobs:
+        if job.resume_id or not job.out:
+            if not job.out:
+                warnings.append("a real run stops here (exit 2): no --out given")
+            continue
+        try:
+            check_output_path(job.out, job.force)  # its write test leaves nothing behind
+            if args.sidecar:
+                check_sidecar_path(job.out, job.force)
+        except ImagegenError as exc:
+            warnings.append(
+                f"a real run stops here (exit {exc.exit_code}): {exc.message}"
+                + (f"; hint: {exc.hint}" if exc.hint else "")
+            )
+    return warnings
+
+
 def print_dry_run(
-    gw: Gateway, request: Request, console: Console, payload: Mapping[str, Any] | None = None
+    gw: Gateway,
+    request: Request,
+    console: Console,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    notes: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    more: Sequence[Job] = (),
+    as_json: bool = False,
 ) -> None:
-    """The request as it would be sent: endpoint, headers (credentials masked), body."""
+    """The request as it would be sent: endpoint, headers (credentials masked), body; with
+    --json as one object that also lists the warnings."""
     headers = gw.request_headers()
     if request.method == "POST":
         headers["Content-Type"] = request.content_type
     headers["Accept"] = "text/event-stream" if request.stream else "application/json"
-    lines = [request.method + " " + gw.url(request.path)]
+    shown: dict[str, str] = {}
     for name, value in headers.items():
         if name.lower() == "authorization" and value.lower().startswith("bearer "):
             value = "Bearer " + mask_secret(value[7:])
         elif looks_secret(name):
             value = mask_secret(value)
-        lines.append(f"{name}: {value}")
+        shown[name] = value
+    comments = list(notes)
     if gw.key_command is not None and not gw.api_key:
-        lines.append("# the key would come from auth.command (not run by --dry-run)")
+        comments.append("the key would come from auth.command (not run by --dry-run)")
     elif gw.key_problem and not gw.api_key:
-        lines.append(f"# {gw.key_problem}: a real run stops here (exit 3)")
+        comments.append(f"{gw.key_problem}: a real run stops here (exit 3)")
     elif not gw.api_key and not gw.header_credential:
-        lines.append("# no API key found: no Authorization header would be sent")
+        comments.append("no API key found: no Authorization header would be sent")
+    body = display_payload(payload) if payload is not None else display_body(request.body)
+    if as_json:
+        record: dict[str, Any] = {
+            "ok": True,
+            "exit_code": EXIT_OK,
+            "dry_run": True,
+            "method": request.method,
+            "url": gw.url(request.path),
+            "headers": shown,
+            "body": json.loads(body) if payload is not None else body,
+            "notes": comments,
+            "warnings": list(warnings),
+            "more_requests": [{"out": job.out, "prompt": job.prompt} for job in more],
+        }
+        console.result(json_dumps(redact_obj(record)))
+        return
+    lines = ["# " + line for line in notes]
+    lines.append(request.method + " " + gw.url(request.path))
+    lines += [f"{name}: {value}" for name, value in shown.items()]
+    lines += ["# " + line for line in comments[len(notes) :]]
     lines.append("")
-    if payload is not None:
-        lines.append(display_payload(payload))
-    else:
-        lines.append(display_body(request.body))
+    lines.append(body)
+    if more:
+        lines.append(f"# and {len(more)} more request(s) like it:")
+        lines += [f"#   {job.out}: {text_of(job.prompt, 80)}" for job in more]
     console.result("\n".join(lines))
 
 
@@ -5535,7 +5747,12 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
                 raise UsageError(f"writes {name}, like line {outs[key]}")
             outs[key] = lineno
             if not args.dry_run:
-                check_output_path(job.out, job.force)
+                try:
+                    check_output_path(job.out, job.force)
+                except OutputError as exc:
+                    if "already exists" in exc.message:  # the line's hint is lost below
+                        exc.message += " (--force overwrites it, or give the line another out)"
+                    raise
                 if args.sidecar:
                     check_sidecar_path(job.out, job.force)
             jobs.append(job)
@@ -5546,7 +5763,10 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     if errors:
         worst = max(errors, key=lambda e: e.exit_code)
         message = "\n".join(e.message for e in errors)
-        raise type(worst)(f"{len(errors)} bad line(s) in the batch, nothing was sent:\n{message}")
+        hint = "pass --force to overwrite existing outputs" if "--force" in message else ""
+        raise type(worst)(
+            f"{len(errors)} bad line(s) in the batch, nothing was sent:\n{message}", hint
+        )
     if not jobs:
         raise UsageError(f"--batch {args.batch}: no jobs (only blank or # lines)")
     return jobs
@@ -5851,6 +6071,7 @@ def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
         "stream": outcome.stream,
         "retries": outcome.retries,
         "fallbacks": outcome.fallbacks,
+        **usage_fields(outcome),
     }
     record = redact_obj(record)  # the gateway's ids and words may carry the key back to us
     path = image.path + ".json"
@@ -5946,7 +6167,9 @@ def summary_line(outcome: Outcome) -> str:
     if outcome.error is None and image is not None:
         dims = "{}x{} ".format(*image.dims) if image.dims else ""
         size = f"{dims}{image.kind.upper()}, {image.nbytes:,} bytes"
-        return f"ok\t{image.path}\t{size}, {outcome.elapsed:.1f}s"
+        tokens = usage_words(outcome.main_usage, outcome.image_usage)
+        tokens = f", tokens: {tokens}" if tokens else ""
+        return f"ok\t{image.path}\t{size}, {outcome.elapsed:.1f}s{tokens}"
     assert outcome.error is not None
     return f"failed\t{outcome.job.out}\texit {outcome.error.exit_code}: {outcome.error.message}"
 
@@ -5978,10 +6201,11 @@ def json_dumps(obj: Any) -> str:
 class Check:
     """One doctor line: ok / failed / note, with a hint on failure."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, to_stderr: bool = False) -> None:
         self.console = console
+        self.to_stderr = to_stderr  # --doctor --json: stdout holds the one JSON object
         self.failures: list[int] = []
-        self.entries: list[dict[str, str]] = []  # for the MCP server's structured result
+        self.entries: list[dict[str, str]] = []  # for --json and the MCP structured result
 
     def __call__(
         self, name: str, ok: bool | None, detail: str, hint: str = "", code: int = EXIT_NETWORK
@@ -5993,9 +6217,23 @@ class Check:
         line = f"{mark:<7}{name:<10}{detail}"
         if hint and ok is False:
             line += f"\n{'':17}hint: {hint}"
-        self.console.result(line)
+        if self.to_stderr:
+            self.console.info(line)
+        else:
+            self.console.result(line)
         if ok is False:
             self.failures.append(code)
+
+    def record(self, code: int) -> dict[str, Any]:
+        """The whole check as one JSON-able object (--doctor --json): the first failure's
+        detail and hint as error and hint, like every other --json answer."""
+        record: dict[str, Any] = {"ok": code == EXIT_OK, "exit_code": code}
+        failed = [entry for entry in self.entries if entry["status"] == "failed"]
+        if failed:
+            record["error"] = failed[0]["check"] + ": " + failed[0]["detail"]
+            record["hint"] = failed[0].get("hint") or default_hint(code)
+        record["checks"] = self.entries
+        return record
 
 
 def http_request(
@@ -6136,8 +6374,13 @@ def doctor(
     try:
         status, headers, body = http_request(gw, settings, "GET", "/models")
         if status < 300:
-            accepted = "key accepted" if gw.api_key else "no key needed"
-            check("models", True, f"GET /models: HTTP {status}, {accepted}")
+            # a listing proves little about the key: some relays list models for any key
+            listed_with = (
+                "models listed"
+                if gw.api_key or gw.header_credential
+                else "models listed, no key sent"
+            )
+            check("models", True, f"GET /models: HTTP {status}, {listed_with}")
         elif status in (401, 403):
             refused = http_error(status, "", headers, body, gw)
             check("models", False, refused.message, refused.hint, EXIT_CONFIG)
@@ -6452,6 +6695,25 @@ def mcp_input_schema(spec: Mapping[str, tuple[str, tuple[str, ...] | None, str]]
     return schema
 
 
+def usage_schema(description: str) -> Any:
+    """A usage object: token counts, and *_details objects of token counts; absent when the
+    answer carried none."""
+    count = {"type": "integer", "minimum": 0}
+    details = {"type": "object", "additionalProperties": count}
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "input_tokens": count,
+            "output_tokens": count,
+            "total_tokens": count,
+            "input_tokens_details": details,
+            "output_tokens_details": details,
+        },
+        "additionalProperties": {"anyOf": [count, details]},
+    }
+
+
 def mcp_output_schema() -> Any:
     """The shape of generate_image's structuredContent: the --json record of the first image,
     every image's record under "images", and the warnings."""
@@ -6478,10 +6740,16 @@ def mcp_output_schema() -> Any:
         "error": {"type": "string"},
         "hint": {"type": "string"},
         "rescued_path": {"type": "string", "description": "where a paid image was rescued"},
+        "main_model_usage": usage_schema("tokens of the Responses (main) model: its usage"),
+        "image_model_usage": usage_schema(
+            "tokens of the image model: tool_usage.image_gen, or the Images API's usage"
+        ),
     }
     properties = dict(record)
     properties["images"] = {"type": "array", "items": {"type": "object", "properties": record}}
     properties["warnings"] = {"type": "array", "items": {"type": "string"}}
+    properties["main_model_usage_total"] = usage_schema("main_model_usage summed over images")
+    properties["image_model_usage_total"] = usage_schema("image_model_usage summed over images")
     return {"type": "object", "properties": properties, "required": ["ok", "images"]}
 
 
@@ -6624,7 +6892,8 @@ def mcp_key_hint(var: str) -> str:
     return (
         f"the MCP server was started without {var}: agents start MCP servers with a minimal "
         f'environment. Codex: add env_vars = ["{var}"] to [mcp_servers.imagegen] in '
-        f"~/.codex/config.toml; Claude Code: claude mcp add imagegen -e {var}=... -- "
+        f"~/.codex/config.toml; Claude Code passes its own environment: export {var} before "
+        f"starting it, or claude mcp add imagegen -e {var}=... -- "
         "python3 /abs/path/generate_gateway_image.py --mcp; then restart the agent"
     )
 
@@ -6701,6 +6970,10 @@ def mcp_image_result(
     structured["ok"] = all(r["ok"] for r in records)
     structured["images"] = records
     structured["warnings"] = list(warnings)
+    structured.update(usage_totals(outcomes))
+    tokens = [usage_words(o.main_usage, o.image_usage) for o in outcomes]
+    if any(tokens):
+        lines.append("tokens: " + "; ".join(t or "not reported" for t in tokens))
     content = [mcp_text(lines)]
     if mcp_version_at_least(version, "2025-06-18"):
         content += links
@@ -7500,8 +7773,8 @@ def build_parser() -> Any:
     )
     g.add_argument(
         "--size",
-        default=DEFAULT_SIZE,
-        help="WxH or auto (default 1024x1024; also 1024x1536, 1536x1024)",
+        help="WxH or auto (default 1024x1024, or for an edit the first reference image's shape; "
+        "also 1024x1536, 1536x1024)",
     )
     g.add_argument(
         "--model",
@@ -7708,6 +7981,11 @@ def run(args: Any, console: Console) -> int:
         return serve_mcp(args, env, settings, console)
     if args.allow_dir:
         raise UsageError("--allow-dir applies to --mcp only", "the command line has no limit")
+    if args.doctor and args.json:
+        check = Check(console, to_stderr=True)
+        code = doctor(args, env, settings, console, check)
+        console.result(json_dumps(check.record(code)))
+        return code
     if args.doctor:
         return doctor(args, env, settings, console)
     if args.probe:
@@ -7723,20 +8001,29 @@ def run(args: Any, console: Console) -> int:
     warn_plain_http(gw, console, args.dry_run)
     if args.dry_run:
         job = jobs[0]
+        payload: dict[str, Any] | None = None
         if job.resume_id:
-            print_dry_run(gw, fetch_request(job.resume_id, stream=False), console)
+            request = fetch_request(job.resume_id, stream=False)
         elif job.api == "images":
             request = images_request(job, job.size)
-            print_dry_run(gw, request, console)
         else:
             payload = build_payload(
                 job, stream=job.stream, size=job.size, use_previous=bool(job.previous_response_id)
             )
-            print_dry_run(gw, responses_request(payload), console, payload)
-        if len(jobs) > 1:
-            console.result(f"# and {len(jobs) - 1} more request(s) like it:")
-            for job in jobs[1:]:
-                console.result(f"#   {job.out}: {text_of(job.prompt, 80)}")
+            request = responses_request(payload)
+        warnings = dry_run_warnings(args, jobs, gw)
+        for line in warnings:
+            console.warn(line)
+        print_dry_run(
+            gw,
+            request,
+            console,
+            payload,
+            notes=[job.size_reason] if job.size_reason else [],
+            warnings=warnings,
+            more=jobs[1:],
+            as_json=bool(args.json),
+        )
         return EXIT_OK
     what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
     if jobs[0].resume_id:
@@ -7751,6 +8038,8 @@ def run(args: Any, console: Console) -> int:
                 ", resumable" if jobs[0].resumable else "",
             )
         )
+    if jobs[0].size_reason and len(jobs) == 1:
+        console.info(jobs[0].size_reason)
     outcomes = run_all(jobs, gw, settings, console, args)
     for outcome in outcomes:
         if outcome.error is None:
@@ -7759,6 +8048,9 @@ def run(args: Any, console: Console) -> int:
         outcome = outcomes[0]
         if args.json:
             console.result(json_dumps(outcome_record(outcome, gw)))
+            if outcome.error is not None:  # the record on stdout says it: main() must not again
+                console.error(outcome.error)
+                return outcome.error.exit_code
         if outcome.error is not None:
             raise outcome.error
         if not args.json:
@@ -7772,6 +8064,12 @@ def run(args: Any, console: Console) -> int:
     failed = [o for o in outcomes if o.error is not None]
     if failed:
         console.info(f"{len(outcomes) - len(failed)} of {len(outcomes)} images saved")
+    totals = usage_totals(outcomes)
+    tokens = usage_words(
+        totals.get("main_model_usage_total"), totals.get("image_model_usage_total")
+    )
+    if tokens:
+        console.info(f"tokens in total for {len(outcomes)} images: {tokens}")
     return max((o.exit_code for o in outcomes), default=EXIT_OK)
 
 
@@ -7805,12 +8103,42 @@ def utf8_output() -> None:
             pass
 
 
+def json_requested(argv: Sequence[str]) -> bool:
+    """Whether --json is on the command line, for errors found before (or while) the arguments
+    are parsed: a caller that asked for JSON gets JSON even then."""
+    for token in argv:
+        if token == "--":
+            break
+        if token == "--json":
+            return True
+    return False
+
+
+def default_hint(code: int) -> str:
+    """A failure's hint when its error brought none: --json promises a hint on every failure."""
+    if code == EXIT_USAGE:
+        return "see --help"
+    if code == EXIT_CONFIG:
+        return "run --doctor: it shows the config files read, the provider and the key's source"
+    return "search references/troubleshooting.md (beside this script) for the error line"
+
+
+def failure_json(code: int, message: str, hint: str = "") -> str:
+    """The --json object of a run that ended without an image record (it stopped before
+    sending, was interrupted, or hit a bug): the same ok / exit_code / error / hint fields."""
+    record = {"ok": False, "exit_code": code, "error": message, "hint": hint or default_hint(code)}
+    return json_dumps(redact_obj(record))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
 
     utf8_output()
     console = Console()
-    verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in given
     console.verbose = verbose
+    # --mcp owns stdout for the protocol (and refuses --json): no JSON record there
+    as_json = json_requested(given) and "--mcp" not in given
     try:
         previous: Any = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (embedded use): leave signals alone
@@ -7818,9 +8146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         console.quiet = args.quiet
+        as_json = bool(args.json) and not args.mcp
         return run(args, console)
     except ImagegenError as exc:
         console.error(exc)
+        if as_json:
+            console.result(failure_json(exc.exit_code, exc.message, exc.hint))
         return exc.exit_code
     except KeyboardInterrupt as exc:
         for path in list(ACTIVE_TEMP_FILES):  # worker threads die with us: clear their files
@@ -7828,22 +8159,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.remove(path)
             except OSError:
                 pass
-        console._err("error: " + ("terminated" if isinstance(exc, Terminated) else "interrupted"))
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        console._err("error: " + what)
+        resumes = []
         for out, response_id in list(PENDING_RESUMES.items()):
+            resumes.append(resume_command(response_id, out))
             console._err(
                 f"  the gateway keeps working on response {response_id}; fetch the image later, "
-                f"without paying again, with: {resume_command(response_id, out)}"
+                f"without paying again, with: {resumes[-1]}"
             )
-        return 143 if isinstance(exc, Terminated) else 130
+        code = 143 if isinstance(exc, Terminated) else 130
+        if as_json:
+            hint = (
+                f"fetch the image later, without paying again, with: {resumes[0]}"
+                if resumes
+                else ""
+            )
+            console.result(failure_json(code, what, hint))
+        return code
     except Exception as exc:  # a bug: one line, traceback only with --verbose
         if verbose:
             import traceback
 
             console._err(traceback.format_exc())
-        console._err(
-            f"error: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with --verbose and report it)"
-        )
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        console._err(f"error: {message} (rerun with --verbose and report it)")
+        if as_json:
+            console.result(
+                failure_json(EXIT_INTERNAL, message, "rerun with --verbose and report it")
+            )
         return EXIT_INTERNAL
     finally:
         if previous is not None:

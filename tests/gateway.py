@@ -842,6 +842,25 @@ DEFAULT_USAGE: dict[str, Any] = {
     "output_tokens_details": {"reasoning_tokens": 1280},
     "total_tokens": 3323,
 }
+# the image model's tokens as current models report them beside `usage` (an undocumented
+# top-level tool_usage; see reference/responses-image-generation.md section 3): 1024x1024 high
+DEFAULT_TOOL_USAGE: dict[str, Any] = {
+    "image_gen": {
+        "input_tokens": 62,
+        "input_tokens_details": {"image_tokens": 0, "text_tokens": 62},
+        "output_tokens": 4160,
+        "output_tokens_details": {"image_tokens": 4160, "text_tokens": 0},
+        "total_tokens": 4222,
+    },
+    "web_search": {"num_requests": 0},
+}
+# the Images API's usage (gpt-image-1): the image model's own tokens
+DEFAULT_IMAGES_USAGE: dict[str, Any] = {
+    "input_tokens": 50,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
+    "output_tokens": 4160,
+    "total_tokens": 4210,
+}
 
 
 def image_item(
@@ -900,10 +919,14 @@ def response_obj(
     model: str = DEFAULT_MODEL,
     usage: dict[str, Any] | None = None,
     tools: list[dict[str, Any]] | None = None,
+    tool_usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``Response`` object. ``usage`` defaults to sample numbers when completed."""
+    """A ``Response`` object. ``usage`` and ``tool_usage`` default to sample numbers when
+    completed (as a real answer from a current model); ``tool_usage`` is absent otherwise."""
     if usage is None and status == "completed":
         usage = dict(DEFAULT_USAGE)
+    if tool_usage is None and status == "completed":
+        tool_usage = dict(DEFAULT_TOOL_USAGE)
     if tools is None:
         tools = [
             {
@@ -943,6 +966,21 @@ def response_obj(
         "usage": usage,
         "user": None,
         "metadata": {},
+        **({"tool_usage": tool_usage} if tool_usage is not None else {}),
+    }
+
+
+def images_answer(
+    b64: str, *, usage: dict[str, Any] | None = None, revised_prompt: str | None = None
+) -> dict[str, Any]:
+    """An Images API answer (``/images/generations``, ``/images/edits``) carrying ``usage``."""
+    entry: dict[str, Any] = {"b64_json": b64}
+    if revised_prompt is not None:
+        entry["revised_prompt"] = revised_prompt
+    return {
+        "created": 1759354093,
+        "data": [entry],
+        "usage": dict(DEFAULT_IMAGES_USAGE) if usage is None else usage,
     }
 
 

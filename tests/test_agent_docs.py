@@ -78,7 +78,8 @@ def test_help_shows_the_mcp_mode_and_the_sandbox_advice() -> None:
 
 
 def test_troubleshooting_has_the_sandbox_symptoms() -> None:
-    section = TROUBLE[TROUBLE.index("## Sandboxes") : TROUBLE.index("## Errors, one per row")]
+    section = TROUBLE[TROUBLE.index("## Sandboxes") : TROUBLE.index("## Errors by exit code")]
+    section = " ".join(section.split())  # entries wrap their lines
     for symptom in (
         "Operation not permitted",
         "read-only file system",
@@ -106,9 +107,9 @@ def test_every_help_flag_has_a_row_in_readme() -> None:
 
 
 def trouble_row(start: str) -> str:
-    """The symptom cell of the troubleshooting row that starts with `start`, as a regex:
+    """The symptom of the troubleshooting entry that starts with `start`, as a regex:
     `…` is any text, an upper-case placeholder (DIR, HOST) any word."""
-    (row,) = [line for line in TROUBLE.splitlines() if line.startswith("| `" + start)]
+    (row,) = [line for line in TROUBLE.splitlines() if line.startswith("- `" + start)]
     message = row.split("`")[1]
     pattern = re.escape(message).replace("…", ".*")
     return re.sub(r"\b[A-Z]{3,}\b", r"\\S+", pattern)
@@ -139,3 +140,155 @@ def test_help_and_readme_name_previews_alike() -> None:
     proc = run_cli(["--help"])
     assert "STEM.partial-N.EXT" in " ".join(proc.stdout.split())
     assert "`STEM.partial-N.EXT`" in README
+
+
+# --- issue 19: SKILL.md for the agent, README for a newcomer, readable reference files -------
+
+REFERENCES = ROOT / "references"
+
+
+def test_skill_is_lean_and_puts_prompt_craft_first() -> None:
+    assert len(SKILL) <= 10_000, len(SKILL)  # loaded into the agent's context on every use
+    words = " ".join(SKILL.split())
+    order = [words.index(s) for s in ("Write the prompt", "Choose the size", "Run it once")]
+    assert order == sorted(order), order
+    for must in (
+        "Exact text",  # text in the image, in quotes
+        "If an edit ignores its reference",
+        "`--action edit`",
+        "--mask",
+        "An edit keeps its reference's shape",
+        "do not open or read the script",
+        "search `references/troubleshooting.md` for the error line",
+        "background task's completion notice",  # Claude Code, not only Codex's polling
+        "exactly one JSON object",
+    ):
+        assert must in words, must
+
+
+def test_skill_reference_files_exist_and_have_a_toc() -> None:
+    named = set(re.findall(r"references/[\w.-]+\.md", SKILL))
+    assert {"references/modes.md", "references/troubleshooting.md"} <= named
+    for name in named:
+        assert (ROOT / name).is_file(), name
+    for path in REFERENCES.glob("*.md"):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > 100:  # Anthropic's guidance for skill reference files
+            head = "\n".join(text.splitlines()[:30])
+            assert "## Contents" in head, path.name
+
+
+def github_anchor(heading: str) -> str:
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    return {github_anchor(h) for h in re.findall(r"(?m)^#{1,6} (.*)$", text)}
+
+
+def test_links_between_the_documents_resolve() -> None:
+    documents = [ROOT / "README.md", ROOT / "SKILL.md", *REFERENCES.glob("*.md")]
+    for doc in documents:
+        text = doc.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            assert dest.is_file(), (doc.name, target)
+            if anchor:
+                assert anchor in anchors(dest.read_text(encoding="utf-8")), (doc.name, target)
+
+
+def test_readme_opens_with_the_first_image() -> None:
+    first_screen = "\n".join(README.splitlines()[:50])
+    for must in (
+        "```toml",
+        'env_key = "GATEWAY_API_KEY"',
+        "export GATEWAY_API_KEY=",
+        "python3 generate_gateway_image.py --prompt",
+        "CODEX_API_KEY=",
+        "--base-url",
+    ):
+        assert must in first_screen, must
+    sections = re.findall(r"(?m)^## (.*)$", README)
+    assert sections[:2] == ["Your first image", "Contents"], sections[:3]
+    for needed in ("MCP server: --mcp", "Reliability", "Exit codes", "Tests"):
+        assert needed in sections, needed
+    assert len(README.splitlines()) < 800
+    tests = README[README.index("## Tests") :]
+    assert "minutes" in tests and ".ci/run" in tests and "mypy" in tests
+
+
+def readme_block(after: str, lang: str) -> str:
+    start = README.index(after)
+    match = re.compile(r"```" + lang + r"\n(.*?)```", re.S).search(README, start)
+    assert match, (after, lang)
+    return match.group(1)
+
+
+def test_readme_first_commands_run_as_written(tmp_path: Path) -> None:
+    """The first screen's config, export and command, against the loopback gateway: only the
+    URL and the key are replaced."""
+    import shlex
+
+    from tests import images
+    from tests.conftest import SCRIPT, TEST_KEY
+    from tests.gateway import Gateway, image_events, sse_reply
+
+    config = readme_block("## Your first image", "toml")
+    commands = readme_block("## Your first image", "sh").strip().splitlines()
+    printed = readme_block("After a minute or two", "").strip().splitlines()
+    zero = readme_block("No Codex configuration at all", "sh").strip()
+    url = tomllib.loads(config)["model_providers"]["gateway"]["base_url"]
+    with Gateway() as gw:
+        gw.set_default(sse_reply(image_events(images.b64(images.png_bytes(64, 64)))))
+        home = tmp_path / "codex"
+        home.mkdir()
+        (home / "config.toml").write_text(config.replace(url, gw.base_url), encoding="utf-8")
+        export = shlex.split(commands[0])
+        assert export[0] == "export"
+        name = export[1].split("=", 1)[0]
+        env = clean_env(CODEX_HOME=str(home), **{name: TEST_KEY})
+        argv = shlex.split(commands[1])
+        assert argv[:2] == ["python3", "generate_gateway_image.py"]
+        proc = run_cli(argv[2:], env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines() == [printed[-1]]  # the path, as the README shows
+        saved = [line for line in proc.stderr.splitlines() if line.startswith("saved ")]
+        assert saved and saved[0].split(" (")[0] == printed[-2].split(" (")[0], proc.stderr
+        assert "; tokens: main model" in saved[0] and "image model" in printed[-2]
+        assert (tmp_path / printed[-1]).is_file()
+
+        words = shlex.split(zero)
+        assignment, rest = words[0], words[1:]
+        assert assignment.startswith("CODEX_API_KEY=") and rest[:2] == argv[:2]
+        rest = [gw.base_url if w == url else w for w in rest]
+        assert gw.base_url in rest
+        (tmp_path / printed[-1]).unlink()
+        bare = clean_env(HOME=str(tmp_path / "empty-home"), CODEX_API_KEY=TEST_KEY)
+        proc = run_cli(rest[2:], bare, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == printed[-1]
+        assert all(r.header("authorization") == "Bearer " + TEST_KEY for r in gw.posts())
+        assert str(SCRIPT).endswith(argv[1])
+
+
+def test_readme_tells_the_truth_about_claude_code() -> None:
+    section = README[README.index("## MCP server") : README.index("## In Codex's sandbox")]
+    words = " ".join(section.split())
+    assert "MCP_TOOL_TIMEOUT" in words and "hard wall-clock limit" in words
+    assert 'per-server `"timeout"`' in words
+    assert "resets its tool timer" not in words  # progress does not extend the hard limit
+    assert "passes its whole environment" in words
+    assert "tool search" in words
+
+
+def test_troubleshooting_opens_with_a_toc_and_reads_as_entries() -> None:
+    head = "\n".join(TROUBLE.splitlines()[:30])
+    assert "## Contents" in head and "Search this file" in head
+    assert not [line for line in TROUBLE.splitlines() if line.startswith("| Symptom |")]
+    longest = max(len(line) for line in TROUBLE.splitlines())
+    assert longest <= 260, longest  # rows were up to 692 characters

@@ -1,0 +1,217 @@
+"""Issue 19, item 1: a --json run prints exactly one JSON object on stdout for every outcome,
+errors found before sending included, each with ok / exit_code / error / hint; --doctor --json
+prints its checks as one object. Every test runs the script as a subprocess and parses stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import images
+from tests.conftest import SCRIPT, TEST_KEY, clean_env, run_cli, write_codex_home
+from tests.gateway import Gateway, error_reply, image_events, sse_reply
+
+PNG = images.png_bytes(40, 24)
+
+
+def one_object(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """stdout is exactly one JSON object (one line), with the contract's fields."""
+    text = f"exit {proc.returncode}\nstdout: {proc.stdout!r}\nstderr: {proc.stderr}"
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, text
+    record = json.loads(lines[0])
+    assert isinstance(record, dict), text
+    assert record["ok"] is (proc.returncode == 0), text
+    assert record["exit_code"] == proc.returncode, text
+    if not record["ok"]:
+        assert isinstance(record["error"], str) and record["error"], text
+        assert isinstance(record["hint"], str) and record["hint"], text
+    assert TEST_KEY not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    return record
+
+
+@pytest.mark.parametrize(
+    "extra, code, words",
+    [
+        (["--size", "huge"], 2, "size"),
+        (["--n", "many"], 2, "--n"),  # an argparse error
+        (["--no-such-flag"], 2, "--no-such-flag"),  # an argparse error
+        (["--quality", "ultra"], 2, "quality"),
+    ],
+    ids=["bad-size", "bad-n", "unknown-flag", "bad-choice"],
+)
+def test_usage_errors_print_one_object(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], extra: list[str], code: int, words: str
+) -> None:
+    proc = run_cli(["--json", "--prompt", "p", "--out", str(tmp_path / "o.png"), *extra], env)
+    record = one_object(proc)
+    assert proc.returncode == code
+    assert words in record["error"], record
+    assert record.get("hint"), record
+    assert gateway.requests == []
+
+
+def test_json_after_the_error_still_counts(tmp_path: Path, env: dict[str, str]) -> None:
+    proc = run_cli(
+        ["--prompt", "p", "--size", "7by7", "--out", str(tmp_path / "o.png"), "--json"], env
+    )
+    assert one_object(proc)["exit_code"] == 2
+
+
+def test_a_missing_prompt_is_one_object(tmp_path: Path, env: dict[str, str]) -> None:
+    proc = run_cli(["--json", "--out", str(tmp_path / "o.png")], env)
+    assert one_object(proc)["exit_code"] == 2
+
+
+def test_missing_key_variable_is_one_object(tmp_path: Path, gateway: Gateway) -> None:
+    home = write_codex_home(
+        tmp_path / "ch", gateway.base_url, key=None, extra_provider='env_key = "GW_TEST_KEY"'
+    )
+    proc = run_cli(
+        ["--json", "--prompt", "p", "--out", str(tmp_path / "o.png")],
+        clean_env(CODEX_HOME=str(home)),
+    )
+    record = one_object(proc)
+    assert proc.returncode == 3
+    assert "GW_TEST_KEY" in record["error"] + record.get("hint", ""), record
+    assert gateway.requests == []
+
+
+def test_no_configuration_is_one_object(tmp_path: Path) -> None:
+    env = clean_env(HOME=str(tmp_path / "home"), USERPROFILE=str(tmp_path / "home"))
+    proc = run_cli(["--json", "--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    record = one_object(proc)
+    assert proc.returncode == 3 and "config.toml" in record["error"] + record.get("hint", "")
+
+
+def test_existing_out_is_one_object(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    out = tmp_path / "o.png"
+    out.write_bytes(b"keep me")
+    proc = run_cli(["--json", "--prompt", "p", "--out", str(out)], env)
+    record = one_object(proc)
+    assert proc.returncode == 7
+    assert "--force" in record["hint"], record
+    assert out.read_bytes() == b"keep me"
+    assert gateway.requests == []
+
+
+def test_existing_out_with_n_is_one_object(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    (tmp_path / "o-2.png").write_bytes(b"keep me")
+    proc = run_cli(["--json", "--prompt", "p", "--n", "2", "--out", str(tmp_path / "o.png")], env)
+    assert one_object(proc)["exit_code"] == 7
+    assert gateway.requests == []
+
+
+def test_unreadable_batch_is_one_object(tmp_path: Path, env: dict[str, str]) -> None:
+    proc = run_cli(
+        ["--json", "--batch", str(tmp_path / "missing.jsonl"), "--out-dir", str(tmp_path)], env
+    )
+    assert one_object(proc)["exit_code"] == 2
+
+
+def test_gateway_refusal_is_one_object(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(
+        error_reply(400, "Invalid value for tools[0].quality.", code="invalid_value")
+    )
+    proc = run_cli(["--json", "--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    record = one_object(proc)
+    assert proc.returncode == 4 and "quality" in record["error"], record
+
+
+def test_network_error_is_one_object(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = clean_env(HOME=str(tmp_path), CODEX_API_KEY=TEST_KEY)
+    proc = run_cli(
+        [
+            "--json",
+            "--prompt",
+            "p",
+            "--out",
+            str(tmp_path / "o.png"),
+            "--base-url",
+            f"http://127.0.0.1:{port}/v1",
+            "--retries",
+            "0",
+        ],
+        env,
+    )
+    assert one_object(proc)["exit_code"] == 6
+
+
+def test_success_has_exit_code_zero(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.set_default(sse_reply(image_events(images.b64(PNG))))
+    proc = run_cli(["--json", "--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    record = one_object(proc)
+    assert record["path"] == str(tmp_path / "o.png") and "error" not in record
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM is POSIX")
+def test_terminated_run_is_one_object(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(sse_reply(image_events(images.b64(PNG)), stall_after=1))
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--json", "--prompt", "p", "--out", str(tmp_path / "o.png")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        gateway.wait_for_requests(1, timeout=10)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    record = one_object(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    assert proc.returncode == 143 and record["error"] == "terminated"
+
+
+# --- --doctor --json --------------------------------------------------------------------------
+
+
+def test_doctor_json_is_one_object(gateway: Gateway, env: dict[str, str]) -> None:
+    proc = run_cli(["--doctor", "--json"], env)
+    record = one_object(proc)
+    assert proc.returncode == 0, proc.stderr
+    names = [c["check"] for c in record["checks"]]
+    assert {"config", "provider", "endpoint", "key", "models"} <= set(names), record
+    assert all(c["status"] in ("ok", "note", "failed") for c in record["checks"])
+    assert "endpoint" in proc.stderr  # the lines a person reads go to stderr meanwhile
+
+
+def test_doctor_json_failure_names_the_check(tmp_path: Path, gateway: Gateway) -> None:
+    home = write_codex_home(
+        tmp_path / "ch",
+        gateway.base_url,
+        key=None,
+        extra_provider='env_key = "GW_TEST_KEY"\nenv_key_instructions = "export GW_TEST_KEY=..."',
+    )
+    proc = run_cli(["--doctor", "--json"], clean_env(CODEX_HOME=str(home)))
+    record = one_object(proc)
+    assert proc.returncode == 3
+    assert record["error"].startswith("key: "), record
+    assert "export GW_TEST_KEY=..." in record["hint"]
+    failed = [c for c in record["checks"] if c["status"] == "failed"]
+    assert [c["check"] for c in failed] == ["key"]
