@@ -1,11 +1,14 @@
-"""Shared fixtures: a loopback gateway, a Codex home pointing at it, and a way to run the script
-as a subprocess exactly as a user would."""
+"""Shared fixtures and helpers: a loopback gateway, a Codex home pointing at it, a way to run the
+script as a subprocess exactly as a user would, and the small helpers many test files use (a
+successful image answer, a closed port, data: URLs, files)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.gateway import Gateway
+from tests import images
+from tests.gateway import Gateway, Reply, image_events, sse_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "generate_gateway_image.py"
 TEST_KEY = "sk-test-KEY-4f9c2b7e1d0a"  # recognisable: tests assert it never leaks
+PNG = images.png_bytes(40, 24)  # the image of image_reply() unless a test passes its own
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -123,3 +128,46 @@ def parse_json_stdout(proc: subprocess.CompletedProcess[str]) -> Any:
     import json
 
     return json.loads(proc.stdout)
+
+
+def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
+    """A successful SSE image stream carrying ``data``."""
+    return sse_reply(image_events(images.b64(data), **kw))
+
+
+def cli(
+    tmp_path: Path,
+    env: Mapping[str, str],
+    *extra: str,
+    out: str | Path = "out.png",
+    prompt: str = "a fox",
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """One generation: ``--prompt`` and ``--out`` (a name inside tmp_path, or a path), then
+    ``extra``."""
+    target = out if isinstance(out, Path) else tmp_path / out
+    return run_cli(["--prompt", prompt, "--out", str(target), *extra], env, timeout=timeout)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def decode_data_url(url: str, mime: str = "image/png") -> bytes:
+    """The bytes of a base64 ``data:`` URL of that MIME type (which it must have)."""
+    prefix = f"data:{mime};base64,"
+    assert url.startswith(prefix), url[:80]
+    return base64.b64decode(url[len(prefix) :], validate=True)
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes, creating the parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path

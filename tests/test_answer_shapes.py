@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.conftest import TEST_KEY, clean_env, leftovers, report, run_cli, write_codex_home
+from tests.conftest import TEST_KEY, clean_env, cli, leftovers, report, write_codex_home
 from tests.gateway import (
     Gateway,
     error_reply,
@@ -45,10 +45,6 @@ def env(tmp_path: Path, gateway: Gateway) -> dict[str, str]:
         extra_provider='http_headers = { "X-Tenant" = "tenant-secret-7" }',
     )
     return clean_env(CODEX_HOME=str(home))
-
-
-def cli(tmp_path: Path, env: dict[str, str], *extra: str, out: str = "out.png") -> Any:
-    return run_cli(["--prompt", "a fox", "--out", str(tmp_path / out), *extra], env)
 
 
 def json_answer(*items: dict[str, Any]) -> Any:

@@ -7,7 +7,6 @@ the gateway recorded and the files on disk.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -20,9 +19,12 @@ import pytest
 import generate_gateway_image as g
 from tests import images
 from tests.conftest import (
+    PNG,
     ROOT,
     TEST_KEY,
     clean_env,
+    decode_data_url,
+    image_reply,
     leftovers,
     parse_json_stdout,
     run_cli,
@@ -31,7 +33,6 @@ from tests.conftest import (
 from tests.gateway import (
     Gateway,
     Recorded,
-    Reply,
     error_reply,
     image_events,
     image_item,
@@ -40,7 +41,6 @@ from tests.gateway import (
     sse_reply,
 )
 
-PNG = images.png_bytes(40, 24)
 TOOL_OPTION_KEYS = (
     "model",
     "quality",
@@ -54,11 +54,6 @@ TOOL_OPTION_KEYS = (
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    """A successful SSE image stream carrying ``data``."""
-    return sse_reply(image_events(images.b64(data), **kw))
 
 
 def only_post(gw: Gateway) -> Recorded:
@@ -92,12 +87,6 @@ def write_auth(home: Path, obj: Any) -> None:
 def write_config(home: Path, text: str, name: str = "config.toml") -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / name).write_text(text, encoding="utf-8")
-
-
-def decode_data_url(url: str, mime: str) -> bytes:
-    prefix = f"data:{mime};base64,"
-    assert url.startswith(prefix), url[:80]
-    return base64.b64decode(url[len(prefix) :], validate=True)
 
 
 def home_env(tmp_path: Path, **extra: str) -> dict[str, str]:

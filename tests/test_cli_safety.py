@@ -17,32 +17,27 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import generate_gateway_image as g
 from tests import images
 from tests.conftest import (
+    PNG,
     SCRIPT,
     TEST_KEY,
     clean_env,
+    image_reply,
     leftovers,
     permissions_bind,
     report,
     run_cli,
     write_codex_home,
 )
-from tests.gateway import Gateway, Reply, error_reply, image_events, sse_reply
+from tests.gateway import Gateway, error_reply
 
-PNG = images.png_bytes(40, 24)
 OTHER = images.png_bytes(40, 24, noise=True, seed=5)
 POSIX = os.name == "posix"
-
-
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    """A successful SSE image stream carrying ``data``."""
-    return sse_reply(image_events(images.b64(data), **kw))
 
 
 def batch(tmp_path: Path, *lines: dict[str, object]) -> Path:

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 import generate_gateway_image as g
+from tests.conftest import write
 
 GW_URL = "https://gw.example.test/v1"
 
@@ -30,12 +31,6 @@ def custom(**provider: Any) -> dict[str, Any]:
 def header(headers: dict[str, str], name: str) -> list[str]:
     """All values of a header, matched case-insensitively."""
     return [v for k, v in headers.items() if k.lower() == name.lower()]
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 # --- Codex home -------------------------------------------------------------------------------

@@ -21,17 +21,10 @@ from pathlib import Path
 import pytest
 
 import generate_gateway_image as g
-from tests import images
-from tests.conftest import TEST_KEY, clean_env, report, run_cli
-from tests.gateway import Gateway, image_events, sse_reply
+from tests.conftest import TEST_KEY, clean_env, image_reply, report, run_cli, write
+from tests.gateway import Gateway
 
 SECRET = "pw-SECRET-123456"
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def setup(tmp_path: Path, config: str, auth: object = None) -> dict[str, str]:
@@ -67,10 +60,6 @@ def assert_refused(proc: subprocess.CompletedProcess[str], gateway: Gateway, *wo
     for word in words:
         assert word in proc.stderr, (word, text)
     assert gateway.requests == [], text
-
-
-def image_reply() -> object:
-    return sse_reply(image_events(images.b64(images.png_bytes(8, 8))))
 
 
 # --- layers: pure loading ----------------------------------------------------------------------

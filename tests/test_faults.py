@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import ssl
 import subprocess
 import time
@@ -22,14 +21,17 @@ import pytest
 
 from tests import images
 from tests.conftest import (
+    PNG,
     TEST_KEY,
     clean_env,
+    closed_port,
+    image_reply,
     leftovers,
     parse_json_stdout,
     report,
-    run_cli,
     write_codex_home,
 )
+from tests.conftest import cli as shared_cli
 from tests.gateway import (
     ForwardProxy,
     Gateway,
@@ -51,7 +53,6 @@ from tests.gateway import (
     text_only_events,
 )
 
-PNG = images.png_bytes(32, 32)
 NO_WAIT = {"Retry-After": "0"}
 HTML_502 = (
     b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway | relay.example | Cloudflare</title>"
@@ -61,11 +62,6 @@ HTML_502 = (
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    """A successful SSE image stream carrying ``data``."""
-    return sse_reply(image_events(images.b64(data), **kw))
 
 
 def out_path(tmp_path: Path, name: str = "image.png") -> Path:
@@ -79,10 +75,9 @@ def cli(
     out: Path | None = None,
     timeout: float = 30,
 ) -> subprocess.CompletedProcess[str]:
+    """One generation into ``out/image.png`` (so that ``near_out`` sees only its folder)."""
     target = out if out is not None else out_path(tmp_path)
-    return run_cli(
-        ["--prompt", "a fox in snow", "--out", str(target), *extra], env, timeout=timeout
-    )
+    return shared_cli(tmp_path, env, *extra, out=target, timeout=timeout)
 
 
 def near_out(out: Path) -> list[str]:
@@ -137,15 +132,6 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
 
 def retry_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in proc.stderr.splitlines() if "attempt " in line]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 # --- 1. retries ----------------------------------------------------------------------------

@@ -8,11 +8,9 @@ their timestamps where concurrency matters) and the files on disk.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
-import socket
 import subprocess
 import threading
 import time
@@ -23,7 +21,17 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.conftest import TEST_KEY, clean_env, leftovers, run_cli, write_codex_home
+from tests.conftest import (
+    PNG,
+    TEST_KEY,
+    clean_env,
+    closed_port,
+    decode_data_url,
+    image_reply,
+    leftovers,
+    run_cli,
+    write_codex_home,
+)
 from tests.gateway import (
     Gateway,
     Recorded,
@@ -38,16 +46,10 @@ from tests.gateway import (
     text_only_events,
 )
 
-PNG = images.png_bytes(40, 24)
 ReplyFn = Callable[[Recorded], Reply]
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    """A successful SSE image stream carrying ``data``."""
-    return sse_reply(image_events(images.b64(data), **kw))
 
 
 def images_api_reply(data: bytes = PNG) -> Reply:
@@ -74,12 +76,6 @@ def content_of(rec: Recorded) -> list[dict[str, Any]]:
     return list(rec.json["input"][0]["content"])
 
 
-def decode_data_url(url: str, mime: str = "image/png") -> bytes:
-    prefix = f"data:{mime};base64,"
-    assert url.startswith(prefix), url[:80]
-    return base64.b64decode(url[len(prefix) :], validate=True)
-
-
 def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\n{proc.stderr}"
 
@@ -102,13 +98,6 @@ def max_in_flight(recs: Sequence[Recorded]) -> int:
 
 def stdout_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in proc.stdout.splitlines() if line.strip()]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:

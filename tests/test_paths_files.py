@@ -15,21 +15,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests import images
-from tests.conftest import SCRIPT, clean_env, leftovers, report, run_cli
-from tests.gateway import Gateway, Reply, image_events, sse_reply
+from tests.conftest import PNG, SCRIPT, clean_env, image_reply, leftovers, report, run_cli
+from tests.gateway import Gateway
 from tests.hostile import on_arrival
 
-PNG = images.png_bytes(40, 24)
 OTHER = b"not yours to replace\n"
-
-
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    return sse_reply(image_events(images.b64(data), **kw))
 
 
 @pytest.fixture

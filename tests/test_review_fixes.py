@@ -28,9 +28,12 @@ import pytest
 import generate_gateway_image as g
 from tests import images
 from tests.conftest import (
+    PNG,
     SCRIPT,
     TEST_KEY,
     clean_env,
+    closed_port,
+    image_reply,
     leftovers,
     parse_json_stdout,
     report,
@@ -54,17 +57,12 @@ from tests.gateway import (
     sse_reply,
 )
 
-PNG = images.png_bytes(32, 32)
 PROXY_PASSWORD = "PROXYPW-secret"
 PROXY_USERINFO = "bob:" + PROXY_PASSWORD
 PROXY_BASIC = base64.b64encode(PROXY_USERINFO.encode("ascii")).decode("ascii")
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    return sse_reply(image_events(images.b64(data), **kw))
 
 
 def cli(
@@ -74,14 +72,6 @@ def cli(
     return run_cli(
         ["--prompt", "a fox in snow", "--out", str(target), *extra], env, timeout=timeout
     )
-
-
-def closed_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 def event_index(events: list[dict[str, Any]], etype: str) -> int:
