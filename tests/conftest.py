@@ -11,14 +11,15 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import images
-from tests.gateway import Gateway, Reply, image_events, sse_reply
+from tests.gateway import Gateway, Recorded, Reply, image_events, sse_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "generate_gateway_image.py"
@@ -171,3 +172,38 @@ def write(path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\n{proc.stderr}"
+
+
+def assert_no_secret(proc: subprocess.CompletedProcess[str], secret: str = TEST_KEY) -> None:
+    assert secret not in proc.stdout
+    assert secret not in proc.stderr
+
+
+def stdout_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def slow(seconds: float, make: Callable[[Recorded], Reply]) -> Callable[[Recorded], Reply]:
+    """A reply callable that waits ``seconds`` (after the request was recorded) first."""
+
+    def reply(rec: Recorded) -> Reply:
+        time.sleep(seconds)
+        return make(rec)
+
+    return reply
+
+
+def prompt_of(rec: Recorded) -> str:
+    """The prompt text of a recorded /responses request."""
+    assert rec.json is not None, rec.body[:200]
+    return str(rec.json["input"][0]["content"][0]["text"])
+
+
+def content_of(rec: Recorded) -> list[dict[str, Any]]:
+    """The content parts (prompt, images) of a recorded /responses request."""
+    assert rec.json is not None
+    return list(rec.json["input"][0]["content"])

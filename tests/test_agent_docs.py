@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, clean_env, run_cli
+from tests.conftest import ROOT, assert_ok, clean_env, run_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,3 +139,12 @@ def test_help_and_readme_name_previews_alike() -> None:
     proc = run_cli(["--help"])
     assert "STEM.partial-N.EXT" in " ".join(proc.stdout.split())
     assert "`STEM.partial-N.EXT`" in README
+
+
+def test_help_examples_section() -> None:
+    proc = run_cli(["--help"])
+    assert_ok(proc)
+    assert "examples:" in proc.stdout
+    examples = proc.stdout.split("examples:", 1)[1]
+    for flag in ("--batch", "--n", "--edit-from", "--doctor"):
+        assert flag in examples, (flag, examples)

@@ -17,9 +17,19 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.conftest import TEST_KEY, clean_env, cli, leftovers, report, write_codex_home
+from tests.conftest import (
+    TEST_KEY,
+    assert_ok,
+    clean_env,
+    cli,
+    leftovers,
+    report,
+    run_cli,
+    write_codex_home,
+)
 from tests.gateway import (
     Gateway,
+    Reply,
     error_reply,
     image_events,
     image_item,
@@ -61,7 +71,7 @@ def assert_plain_download(gateway: Gateway, path: str = IMG_PATH) -> None:
         assert TEST_KEY not in json.dumps(rec.headers)
 
 
-# --- 4. previews ---------------------------------------------------------------------------
+# --- 4. previews ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -84,7 +94,7 @@ def test_previews_in_every_shape(
     assert (tmp_path / "out.png").read_bytes() == PNG
 
 
-# --- 4. final results ----------------------------------------------------------------------
+# --- 4. final results -----------------------------------------------------------------------------
 
 
 def test_result_as_a_data_url(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
@@ -296,7 +306,7 @@ def test_images_api_url_answer_is_downloaded(
     assert_plain_download(gateway)
 
 
-# --- 4. two images -------------------------------------------------------------------------
+# --- 4. two images --------------------------------------------------------------------------------
 
 
 def test_the_same_image_twice_is_saved_once(
@@ -344,7 +354,7 @@ def test_second_image_is_reported_on_stdout(
     assert "further, different image" in proc.stderr
 
 
-# --- 5. a rejected image option is dropped once ----------------------------------------------
+# --- 5. a rejected image option is dropped once ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -455,7 +465,7 @@ def test_tool_background_refusal_is_not_background_mode(
     assert "background" not in second.json["tools"][0]
 
 
-# --- 6. model names pass through -------------------------------------------------------------
+# --- 6. model names pass through ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -482,3 +492,88 @@ def test_gpt_image_2_size_rules_cover_the_family(
     assert gateway.requests == []
     ok = cli(tmp_path, env, "--image-model", model, "--size", "3840x2160", "--dry-run")
     assert ok.returncode == 0, report(ok)
+
+
+# --- live previews (--partial-images) -------------------------------------------------------------
+
+
+P1 = images.png_bytes(16, 16)
+P2 = images.png_bytes(16, 16, noise=True, seed=2)
+FINAL = images.png_bytes(40, 24, noise=True, seed=3)
+
+
+def preview_reply() -> Reply:
+    return sse_reply(image_events(images.b64(FINAL), partials=[images.b64(P1), images.b64(P2)]))
+
+
+def test_partial_images_beside_out(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(preview_reply())
+    out = tmp_path / "out.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--partial-images", "2"], env)
+    assert_ok(proc)
+    (rec,) = gateway.posts()
+    assert rec.json is not None and rec.json["tools"][0]["partial_images"] == 2
+    assert rec.json["stream"] is True
+    first, second = tmp_path / "out.partial-1.png", tmp_path / "out.partial-2.png"
+    assert first.read_bytes() == P1
+    assert second.read_bytes() == P2
+    assert out.read_bytes() == FINAL
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "codex-home") == [
+        "out.partial-1.png",
+        "out.partial-2.png",
+        "out.png",
+    ]
+    i1 = proc.stderr.find(str(first))
+    i2 = proc.stderr.find(str(second))
+    assert 0 <= i1 < i2, proc.stderr
+    assert proc.stdout.strip() == str(out)
+
+
+def test_partials_dir(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(preview_reply())
+    out = tmp_path / "final" / "img.png"
+    previews = tmp_path / "previews"
+    previews.mkdir()
+    proc = run_cli(
+        [
+            "--prompt",
+            "p",
+            "--out",
+            str(out),
+            "--partial-images",
+            "2",
+            "--partials-dir",
+            str(previews),
+        ],
+        env,
+    )
+    assert_ok(proc)
+    assert (previews / "img.partial-1.png").read_bytes() == P1
+    assert (previews / "img.partial-2.png").read_bytes() == P2
+    assert sorted(p.name for p in (tmp_path / "final").iterdir()) == ["img.png"]
+    assert out.read_bytes() == FINAL
+
+
+def test_partial_images_with_no_stream(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(json_reply(response_obj([image_item(images.b64(FINAL))])))
+    out = tmp_path / "out.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out), "--partial-images", "2", "--no-stream"], env
+    )
+    assert_ok(proc)
+    (rec,) = gateway.posts()
+    assert rec.json is not None
+    assert "partial_images" not in rec.json["tools"][0]
+    assert rec.json["stream"] is False
+    assert out.read_bytes() == FINAL
+    assert list(tmp_path.glob("*.partial-*")) == []
+
+
+def test_partial_images_out_of_range(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png"), "--partial-images", "4"], env
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert gateway.requests == []

@@ -22,6 +22,8 @@ from tests.conftest import (
     PNG,
     ROOT,
     TEST_KEY,
+    assert_no_secret,
+    assert_ok,
     clean_env,
     decode_data_url,
     image_reply,
@@ -66,15 +68,6 @@ def only_post(gw: Gateway) -> Recorded:
 def body_of(rec: Recorded) -> Any:
     assert (rec.header("content-type") or "").startswith("application/json")
     return json.loads(rec.body.decode("utf-8"))
-
-
-def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\n{proc.stderr}"
-
-
-def assert_no_secret(proc: subprocess.CompletedProcess[str], secret: str = TEST_KEY) -> None:
-    assert secret not in proc.stdout
-    assert secret not in proc.stderr
 
 
 def write_auth(home: Path, obj: Any) -> None:
