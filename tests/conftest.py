@@ -207,3 +207,8 @@ def content_of(rec: Recorded) -> list[dict[str, Any]]:
     """The content parts (prompt, images) of a recorded /responses request."""
     assert rec.json is not None
     return list(rec.json["input"][0]["content"])
+
+
+def event_index(events: list[dict[str, Any]], etype: str) -> int:
+    """Where the first event of that type is in a list of events."""
+    return next(i for i, ev in enumerate(events) if ev["type"] == etype)

@@ -9,20 +9,27 @@ carries neither the gateway's Authorization nor any configured header, even to t
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import generate_gateway_image as g
 from tests import images
 from tests.conftest import (
+    PNG,
     TEST_KEY,
     assert_ok,
     clean_env,
     cli,
+    event_index,
+    image_reply,
     leftovers,
+    parse_json_stdout,
     report,
     run_cli,
     write_codex_home,
@@ -30,18 +37,20 @@ from tests.conftest import (
 from tests.gateway import (
     Gateway,
     Reply,
+    error_event,
     error_reply,
+    format_sse,
     image_events,
     image_item,
     json_reply,
     message_item,
     raw_reply,
+    renumber,
     response_obj,
     sse_reply,
     text_only_events,
 )
 
-PNG = images.png_bytes(48, 32)
 OTHER = images.png_bytes(32, 48, seed=3)
 JPEG = images.jpeg_bytes(16, 16)
 IMG_PATH = "/files/img.png"
@@ -577,3 +586,209 @@ def test_partial_images_out_of_range(tmp_path: Path, gateway: Gateway, env: dict
     )
     assert proc.returncode == 2, proc.stderr
     assert gateway.requests == []
+
+
+# --- reading stops once the image is safe; quirks; results per attempt ----------------------------
+
+
+def test_stall_after_the_image_item_does_not_hold_up_the_result(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    events = image_events(images.b64(PNG))
+    done = event_index(events, "response.output_item.done")
+    assert events[done]["item"]["result"]
+    gateway.set_default(sse_reply(events, stall_after=done + 1))
+    out = tmp_path / "out" / "image.png"
+    proc = cli(tmp_path, env, "--idle-timeout", "60", "--json", out=out, timeout=15)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG
+    record = parse_json_stdout(proc)
+    assert record["ok"] is True and record["path"] == str(out)
+    assert len(gateway.posts()) == 1
+    assert leftovers(tmp_path) == []
+
+
+def quirk(detail: str) -> tuple[str, str] | None:
+    exc = g.GatewayError("HTTP 400 from stream.example.com: " + detail, status=400, detail=detail)
+    return g.detect_quirk(
+        exc, stream=True, force_tool=True, size="1024x1024", strict_size=False, used=set()
+    )
+
+
+def test_host_name_does_not_trigger_the_stream_quirk() -> None:
+    assert quirk("this option is unsupported") is None
+
+
+def test_gateway_words_still_trigger_the_stream_quirk() -> None:
+    found = quirk("streaming is not supported")
+    assert found is not None and found[0] == "stream"
+
+
+def test_bad_result_of_an_earlier_attempt_does_not_decide_a_later_one(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    head = image_events(images.b64(PNG))[:2]
+    corrupt = renumber(
+        [
+            *head,
+            {
+                "type": "response.output_item.done",
+                "output_index": 0,
+                "item": image_item("!!!notbase64"),
+            },
+            error_event("server_error", "upstream hiccup"),
+        ]
+    )
+    gateway.enqueue(
+        sse_reply(corrupt),
+        # close-delimited and cut: the stream just ends, so the verdict decides the error
+        sse_reply(image_events(images.b64(PNG)), cut_after=3, chunked=False),
+        image_reply(),
+    )
+    out = tmp_path / "out" / "image.png"
+    proc = cli(tmp_path, env, "--retries", "2", "--json", out=out)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG
+    assert len(gateway.posts()) == 3
+    assert parse_json_stdout(proc)["retries"] == 2
+    assert leftovers(tmp_path) == []
+
+
+# --- odd answers that must neither lose an image nor crash ----------------------------------------
+
+
+B64 = base64.b64encode(PNG).decode("ascii")
+
+
+def run_against(
+    tmp_path: Path, gateway: Gateway, replies: list[Reply], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    for reply in replies:
+        gateway.enqueue(reply)
+    home = write_codex_home(tmp_path / "home", gateway.base_url)
+    return cli(tmp_path, clean_env(CODEX_HOME=str(home)), "--retries", "2", *extra)
+
+
+def test_failed_image_call_shows_the_models_explanation(tmp_path: Path, gateway: Gateway) -> None:
+    failed = image_item(None, status="failed")
+    said = "I can't create that image because it depicts a real person."
+    reply = json_reply(response_obj([failed, message_item(said)]))
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream")
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "the image generation call failed; the model answered in text: " + said in proc.stderr
+    assert len(gateway.posts()) == 1
+
+
+def test_failed_image_call_without_text_still_says_so(tmp_path: Path, gateway: Gateway) -> None:
+    reply = json_reply(response_obj([image_item(None, status="failed")]))
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream")
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "the image generation call failed without a reason" in proc.stderr
+
+
+@pytest.mark.parametrize("bad", [12345, True, ["x"], {"b64": "x"}])
+def test_result_that_is_not_a_string_is_exit_4_not_a_crash(
+    tmp_path: Path, gateway: Gateway, bad: Any
+) -> None:
+    events = image_events(B64)
+    for ev in events:
+        items = [ev.get("item")] + list(ev.get("response", {}).get("output", []))
+        for item in items:
+            if isinstance(item, dict) and item.get("type") == "image_generation_call":
+                item["result"] = bad
+    proc = run_against(tmp_path, gateway, [sse_reply(events)], "--retries", "0")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert "not base64 text" in proc.stderr
+
+
+def test_bad_result_then_a_good_copy_saves_the_image(tmp_path: Path, gateway: Gateway) -> None:
+    events = image_events(B64)
+    for ev in events:
+        if ev["type"] == "response.output_item.done" and "result" in ev["item"]:
+            # the copy in response.completed (a separate object) stays fine
+            ev["item"] = {**ev["item"], "result": 12345}
+    proc = run_against(tmp_path, gateway, [sse_reply(events)])
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_preview_that_is_not_a_string_is_skipped(tmp_path: Path, gateway: Gateway) -> None:
+    events = image_events(B64, partials=[B64])
+    for ev in events:
+        if ev["type"].endswith("partial_image"):
+            ev["partial_image_b64"] = 123
+    proc = run_against(tmp_path, gateway, [sse_reply(events)], "--partial-images", "1")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_key_across_the_cut_of_a_non_json_answer_is_masked(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    body = b"x" * 180 + b" key " + TEST_KEY.encode() + b" rejected"
+    reply = raw_reply(body, content_type="application/json")
+    proc = run_against(tmp_path, gateway, [reply], "--retries", "0")
+    assert proc.returncode == 4, report(proc, gateway)
+    for n in range(9, len(TEST_KEY) + 1):
+        assert TEST_KEY[:n] not in proc.stdout + proc.stderr, n
+
+
+def test_json_answer_labelled_as_a_stream_is_read_as_json(tmp_path: Path, gateway: Gateway) -> None:
+    body = json.dumps(response_obj([image_item(B64)])).encode()
+    proc = run_against(tmp_path, gateway, [raw_reply(body, content_type="text/event-stream")])
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert len(gateway.posts()) == 1  # not re-sent (and re-billed)
+
+
+def test_moderation_error_labelled_as_a_stream_is_exit_5_once(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    err = {
+        "error": {
+            "message": "Your request was rejected by the safety system.",
+            "type": "image_generation_user_error",
+            "code": "moderation_blocked",
+            "param": None,
+        }
+    }
+    reply = raw_reply(json.dumps(err).encode(), content_type="text/event-stream")
+    proc = run_against(tmp_path, gateway, [reply] * 3)
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "rejected by the safety system" in proc.stderr
+    assert len(gateway.posts()) == 1
+
+
+def test_stream_labelled_as_json_is_read_as_a_stream(tmp_path: Path, gateway: Gateway) -> None:
+    body = format_sse(image_events(B64))
+    proc = run_against(tmp_path, gateway, [raw_reply(body, content_type="application/json")])
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_error_given_as_a_string_in_a_200_answer_is_shown(tmp_path: Path, gateway: Gateway) -> None:
+    reply = json_reply({"error": "upstream quota exhausted"})
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream", "--retries", "0")
+    assert proc.returncode in (4, 5), report(proc, gateway)
+    assert "upstream quota exhausted" in proc.stderr
+    assert "contained no image" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("label", "first", "kind"),
+    [
+        ("text/event-stream", b'{"id": 1}', "json"),
+        ("text/event-stream", b"  \n[1]", "json"),
+        ("application/json", b"event: response.created\n", "event-stream"),
+        ("application/json", b"data: {}\n\n", "event-stream"),
+        ("application/json", b": keep-alive\n", "event-stream"),
+        ("application/json", b"", "json"),
+        ("application/json", b"<html>", "json"),
+        ("", b"", "event-stream"),
+        ("text/plain", b"da", "event-stream"),
+        ("text/event-stream", b"\n\n", "event-stream"),
+    ],
+)
+def test_answer_kind(label: str, first: bytes, kind: str) -> None:
+    assert g.answer_kind(label, first) == kind

@@ -28,6 +28,7 @@ from tests.conftest import (
     image_reply,
     leftovers,
     prompt_of,
+    report,
     run_cli,
     slow,
     stdout_lines,
@@ -402,3 +403,39 @@ def test_batch_429_slows_every_job(tmp_path: Path, gateway: Gateway, env: dict[s
     for rec in later:
         assert rec.t_start - limited.t_end >= 0.8, gateway.dump()
     assert len(list(out_dir.iterdir())) == 3
+
+
+def test_batch_out_outside_out_dir_is_refused_per_line(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(image_reply())
+    bad = ["../x.png", "/tmp/x.png", "sub/../../x.png", "\\evil.png", "sub/..", "."]
+    lines = ['{"prompt": "fine", "out": "fine.png"}']
+    lines += [json.dumps({"prompt": f"job {i}", "out": name}) for i, name in enumerate(bad)]
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out_dir = tmp_path / "renders"
+    proc = run_cli(["--batch", str(batch), "--out-dir", str(out_dir)], env)
+    assert proc.returncode == 2, report(proc, gateway)
+    assert f"{len(bad)} bad line(s)" in proc.stderr, proc.stderr
+    for lineno, name in enumerate(bad, 2):
+        matching = [line for line in proc.stderr.splitlines() if f"{batch}:{lineno}:" in line]
+        assert len(matching) == 1, proc.stderr
+        assert repr(name) in matching[0] and "inside --out-dir" in matching[0], matching[0]
+    assert f"{batch}:1:" not in proc.stderr
+    assert gateway.requests == []
+    assert not out_dir.exists() or not any(out_dir.rglob("*"))
+
+
+def test_batch_out_in_a_subfolder_is_accepted(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(image_reply())
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text('{"prompt": "a fox", "out": "sub/ok.png"}\n', encoding="utf-8")
+    out_dir = tmp_path / "renders"
+    proc = run_cli(["--batch", str(batch), "--out-dir", str(out_dir)], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (out_dir / "sub" / "ok.png").read_bytes() == PNG
+    assert len(gateway.posts()) == 1
+    assert leftovers(tmp_path) == []

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +24,11 @@ import pytest
 from tests import images
 from tests.conftest import (
     PNG,
+    SCRIPT,
     TEST_KEY,
     clean_env,
     closed_port,
+    event_index,
     image_reply,
     leftovers,
     parse_json_stdout,
@@ -1185,3 +1189,67 @@ def test_key_never_appears_in_any_output(
     # the key did reach the gateway, so it was there to leak
     assert any(r.header("authorization") == f"Bearer {TEST_KEY}" for r in gateway.posts())
     assert leftovers(tmp_path) == []
+
+
+# --- SIGTERM --------------------------------------------------------------------------------------
+
+
+def sigterm_run(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], *extra: str
+) -> tuple[int, str, Path]:
+    out = tmp_path / "out" / "image.png"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--prompt", "a fox", "--out", str(out), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        gateway.wait_for_requests(1, timeout=10)
+        preview = out.parent / "image.partial-1.png"
+        if "--partial-images" in extra:  # wait until the preview is on disk
+            deadline = time.monotonic() + 10
+            while not preview.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert preview.exists(), gateway.dump()
+        else:
+            time.sleep(0.3)  # let it reach the read loop (not required for correctness)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, stderr, out
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM is POSIX")
+def test_sigterm_while_waiting_exits_143(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    events = image_events(images.b64(PNG))
+    gateway.set_default(sse_reply(events, stall_after=1))
+    code, stderr, out = sigterm_run(tmp_path, gateway, env)
+    assert code == 143, stderr
+    assert "terminated" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+    assert len(gateway.posts()) == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM is POSIX")
+def test_sigterm_after_a_partial_image_leaves_no_part_file(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    events = image_events(images.b64(PNG), partials=[images.b64(images.png_bytes(8, 8))])
+    partial = event_index(events, "response.image_generation_call.partial_image")
+    gateway.set_default(sse_reply(events, stall_after=partial + 1))
+    code, stderr, out = sigterm_run(tmp_path, gateway, env, "--partial-images", "1")
+    assert code == 143, stderr
+    assert "terminated" in stderr
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in out.parent.iterdir()) == ["image.partial-1.png"]

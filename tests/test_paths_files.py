@@ -7,6 +7,7 @@ TMPDIR of the test's own.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import generate_gateway_image as g
 from tests import images
 from tests.conftest import PNG, SCRIPT, clean_env, image_reply, leftovers, report, run_cli
 from tests.gateway import Gateway
@@ -370,3 +372,28 @@ def test_image_stays_beside_out_when_no_rescue_file_can_be_made(
     kept = Path(info.value.message.rsplit("saved to ", 1)[1])
     assert kept.parent == tmp_path and kept.read_bytes() == PNG
     assert out.read_bytes() == OTHER
+
+
+def test_disk_full_without_rescue_is_an_output_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+        calls.append(folder)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(g, "create_unique", full)
+    out = tmp_path / "out" / "image.png"
+    sink = g.ImageSink(str(out), force=False)
+    try:
+        with pytest.raises(g.OutputError) as info:
+            sink.save(images.b64(PNG))
+    finally:
+        sink.discard()
+    assert info.value.exit_code == 7
+    assert "No space left on device" in info.value.message
+    assert len(calls) == 2  # beside --out, then the rescue folder
+    assert not sink.has_image
+    assert not out.exists()
+    assert leftovers(tmp_path) == []

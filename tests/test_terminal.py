@@ -8,13 +8,14 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import generate_gateway_image as g
 from tests import images
-from tests.conftest import report, run_cli
+from tests.conftest import PNG, image_reply, report, run_cli
 from tests.gateway import Gateway, image_events, sse_reply, text_only_events
 from tests.hostile import raw_head_reply
 
-PNG = images.png_bytes(40, 24)
 ESCAPES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e"
 
 
@@ -154,3 +155,24 @@ def test_request_id_header_with_escape_sequences_is_cleaned_in_json(
     error = json.loads(proc.stdout)["error"]
     assert "bad size" in error and "[request id req_?]0;owned?]" in error, error
     assert_clean(proc)
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_cp1252_stdout_can_print_any_prompt_and_path(
+    as_json: bool, tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(image_reply())
+    out = tmp_path / "狐狸.png"
+    args = ["--prompt", "一只狐狸", "--out", str(out)] + (["--json"] if as_json else [])
+    proc = run_cli(args, {**env, "PYTHONIOENCODING": "cp1252"})
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG
+    if as_json:
+        record = json.loads(proc.stdout)
+        assert record["path"] == str(out)
+        assert record["prompt"] == "一只狐狸"
+        assert record["ok"] is True
+    else:
+        assert proc.stdout == str(out) + "\n"
+    (req,) = gateway.posts()
+    assert "一只狐狸" in json.dumps(req.json, ensure_ascii=False)
