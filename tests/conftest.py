@@ -212,3 +212,31 @@ def content_of(rec: Recorded) -> list[dict[str, Any]]:
 def event_index(events: list[dict[str, Any]], etype: str) -> int:
     """Where the first event of that type is in a list of events."""
     return next(i for i, ev in enumerate(events) if ev["type"] == etype)
+
+
+def only_post(gw: Gateway) -> Recorded:
+    """The one request the gateway saw, which must be a POST."""
+    posts = gw.posts()
+    assert len(posts) == 1, gw.dump()
+    assert len(gw.requests) == 1, gw.dump()
+    return posts[0]
+
+
+def write_auth(home: Path, obj: Any) -> None:
+    """auth.json with this content, private as Codex writes it."""
+    auth = home / "auth.json"
+    auth.write_text(json.dumps(obj), encoding="utf-8")
+    if os.name == "posix":
+        auth.chmod(0o600)
+
+
+def write_config(home: Path, text: str, name: str = "config.toml") -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / name).write_text(text, encoding="utf-8")
+
+
+def home_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment whose home directory is an empty folder and with no CODEX_HOME."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return clean_env(HOME=str(home), USERPROFILE=str(home), **extra)

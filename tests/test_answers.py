@@ -1,7 +1,8 @@
-"""The answer shapes of today's relays (issue 14, items 4-6): previews under b64_json, data: URL
-results, image items with only a url, image links in the model's text, the same image twice,
-a distinct second image, a rejected image-tool option dropped once (and --strict), and model
-names passed through.
+"""What the script makes of an answer: the shapes of today's relays (previews under b64_json,
+data: URL results, image items with only a url, image links in the model's text, the same image
+twice, a distinct second image), live previews (--partial-images), a rejected image-tool option
+dropped once (and --strict), model names passed through, the gateway's quirks, and odd answers
+(mislabelled, failed or malformed results) that must neither lose an image nor crash.
 
 Image URLs point at the loopback gateway itself, so the tests can assert that a download
 carries neither the gateway's Authorization nor any configured header, even to the same host.
@@ -80,7 +81,7 @@ def assert_plain_download(gateway: Gateway, path: str = IMG_PATH) -> None:
         assert TEST_KEY not in json.dumps(rec.headers)
 
 
-# --- 4. previews ----------------------------------------------------------------------------------
+# --- previews -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -103,7 +104,7 @@ def test_previews_in_every_shape(
     assert (tmp_path / "out.png").read_bytes() == PNG
 
 
-# --- 4. final results -----------------------------------------------------------------------------
+# --- final results --------------------------------------------------------------------------------
 
 
 def test_result_as_a_data_url(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
@@ -315,7 +316,7 @@ def test_images_api_url_answer_is_downloaded(
     assert_plain_download(gateway)
 
 
-# --- 4. two images --------------------------------------------------------------------------------
+# --- two images -----------------------------------------------------------------------------------
 
 
 def test_the_same_image_twice_is_saved_once(
@@ -363,7 +364,7 @@ def test_second_image_is_reported_on_stdout(
     assert "further, different image" in proc.stderr
 
 
-# --- 5. a rejected image option is dropped once ---------------------------------------------------
+# --- a rejected image option is dropped once ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -474,7 +475,7 @@ def test_tool_background_refusal_is_not_background_mode(
     assert "background" not in second.json["tools"][0]
 
 
-# --- 6. model names pass through ------------------------------------------------------------------
+# --- model names pass through ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Config layers, --doctor's account of them, and hostile configuration files (issues 12 and 10).
+"""Config layers, --doctor's account of them, and hostile configuration files.
 
 * The layers Codex stacks (system < user < profile < managed) and where each setting came from.
 * ``--doctor``: every file read with its layer, the layer that chose the provider, whether
@@ -99,7 +99,7 @@ def test_system_layer_cannot_select_a_legacy_profile(tmp_path: Path) -> None:
     assert "profiles" not in layers.config and "profile" not in layers.config
 
 
-# --- hostile configuration files (issue 10, item 4) --------------------------------------------
+# --- hostile configuration files ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_huge_files_are_exit_3_with_bounded_memory(
     assert time.monotonic() - started < 20
 
 
-# --- auth.command inside the budget (issue 10, item 7) -----------------------------------------
+# --- auth.command inside the budget ---------------------------------------------------------------
 
 
 def command_config(url: str, code: str, timeout_ms: int = 20_000) -> str:
@@ -197,7 +197,7 @@ def test_auth_command_timeout_ms_still_applies_under_a_long_budget(
     assert "did not finish in 0.3s" in proc.stderr
 
 
-# --- base_url that cannot be sent as written (issue 10, item 7) --------------------------------
+# --- base_url that cannot be sent as written ------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Fault injection, end to end (issue 3).
+"""Fault injection, end to end: retries, timeouts, cut streams, bad image data, rescue files,
+SIGTERM.
 
 Every test runs ``generate_gateway_image.py`` as a subprocess against the loopback test gateway
 (or against nothing at all) and checks the exit code, the message on stderr, how many requests

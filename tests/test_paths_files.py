@@ -7,6 +7,7 @@ TMPDIR of the test's own.
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import os
@@ -14,6 +15,7 @@ import re
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +23,16 @@ import pytest
 
 import generate_gateway_image as g
 from tests import images
-from tests.conftest import PNG, SCRIPT, clean_env, image_reply, leftovers, report, run_cli
+from tests.conftest import (
+    PNG,
+    SCRIPT,
+    clean_env,
+    image_reply,
+    leftovers,
+    permissions_bind,
+    report,
+    run_cli,
+)
 from tests.gateway import Gateway
 from tests.hostile import on_arrival
 
@@ -396,4 +407,119 @@ def test_disk_full_without_rescue_is_an_output_error(
     assert len(calls) == 2  # beside --out, then the rescue folder
     assert not sink.has_image
     assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+# --- names the file system refuses, and outputs checked before anything is paid for ---------------
+
+
+@pytest.mark.parametrize("name", ["a\u0000b.png", "\ud800.png"])
+def test_batch_out_name_that_cannot_be_a_file_is_refused_before_sending(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], name: str
+) -> None:
+    jobs = batch(tmp_path, {"prompt": "x", "out": name})
+    proc = run_cli(["--batch", str(jobs), "--out-dir", str(tmp_path / "out"), "--json"], env)
+    assert proc.returncode == 2, report(proc, gateway)
+    assert gateway.requests == []
+
+
+def test_sink_rescues_the_image_when_the_name_is_refused(tmp_path: Path) -> None:
+    """Defence in depth: a ValueError from the file system is a write failure (rescue file,
+    exit 7 later), not a broken connection that would be retried and billed again."""
+    sink = g.ImageSink(str(tmp_path / "a\u0000b.png"), force=False)
+    assert sink.save(base64.b64encode(PNG).decode("ascii"))
+    assert sink.image is not None and sink.image.rescued
+    rescued = Path(sink.image.path)
+    try:
+        assert rescued.parent == Path(tempfile.gettempdir())
+        assert rescued.read_bytes() == PNG
+    finally:
+        rescued.unlink()
+
+
+@pytest.mark.parametrize("case", ["trailing-slash", "too-long"])
+def test_unusable_out_is_refused_before_sending(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], case: str
+) -> None:
+    out = (
+        str(tmp_path / "nd3") + os.sep
+        if case == "trailing-slash"
+        else str(tmp_path / ("x" * 240 + ".png"))
+    )
+    proc = run_cli(["--prompt", "p", "--out", out], env)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert proc.stderr.startswith("error: --out "), proc.stderr
+    assert gateway.requests == []
+
+
+def test_unwritable_folder_is_refused_before_sending(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    prefix = permissions_bind()
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        proc = subprocess.run(
+            [*prefix, sys.executable, str(SCRIPT), "--prompt", "p", "--out", str(folder / "x.png")],
+            env=env,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
+        )
+    finally:
+        folder.chmod(0o755)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert "permission denied" in proc.stderr
+    assert gateway.requests == []
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [{"prompt": "x", "out": "sub/"}],
+        [{"prompt": "x", "out": "same.png"}, {"prompt": "y", "out": "same.png/x.png"}],
+    ],
+    ids=["folder-name", "output-inside-another-output"],
+)
+def test_batch_outputs_that_cannot_all_be_written_are_refused(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], lines: list[dict[str, object]]
+) -> None:
+    jobs = batch(tmp_path, *lines)
+    proc = run_cli(["--batch", str(jobs), "--out-dir", str(tmp_path / "out")], env)
+    assert proc.returncode in (2, 7), report(proc, gateway)
+    assert "nothing was sent" in proc.stderr
+    assert gateway.requests == []
+
+
+def test_batch_input_that_another_job_writes_is_refused(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    out_dir = tmp_path / "bo"
+    out_dir.mkdir()
+    (out_dir / "in.png").write_bytes(PNG)
+    jobs = batch(
+        tmp_path,
+        {"prompt": "x", "out": "in.png"},
+        {"prompt": "y", "out": "b.png", "image": str(out_dir / "in.png")},
+    )
+    proc = run_cli(
+        ["--batch", str(jobs), "--out-dir", str(out_dir), "--force", "--concurrency", "1"], env
+    )
+    assert proc.returncode == 2, report(proc, gateway)
+    assert "which line 1 writes" in proc.stderr
+    assert gateway.requests == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file names are bytes only on POSIX")
+def test_out_name_that_is_not_utf8_is_saved_and_reported(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(image_reply())
+    out = str(tmp_path / "\udce9t\udce9.png")
+    proc = run_cli(["--prompt", "p", "--out", out], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert Path(out).read_bytes() == PNG
+    assert proc.stdout.strip().endswith(".png"), proc.stdout
     assert leftovers(tmp_path) == []

@@ -2,15 +2,19 @@
 ``encode_body``, ``display_payload``) and the size rules (``size_problems``,
 ``nearest_legal_size``, ``larger_known_size``), with hypothesis properties for the sizes.
 
-Everything here is pure: no gateway, no network. Options come from the real argument parser
-(``build_parser`` + ``job_options``) so the tests see what the CLI would pass to ``build_job``.
+Nearly everything here is pure: no gateway, no network. Options come from the real argument
+parser (``build_parser`` + ``job_options``) so the tests see what the CLI would pass to
+``build_job``. A few end-to-end runs check input the parser cannot see: prompts that are not
+UTF-8 and timeouts that are not finite.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import generate_gateway_image as g
-from tests.conftest import decode_data_url
+from tests.conftest import decode_data_url, report, run_cli
+from tests.gateway import Gateway
 from tests.images import gif_bytes, jpeg_bytes, png_bytes, svg_bytes, webp_bytes
 
 PROMPT = "a red fox in fresh snow, watercolour"
@@ -725,3 +730,41 @@ def test_nearest_legal_size_keeps_orientation(w: int, h: int) -> None:
     nw, nh = g.nearest_legal_size(w, h)
     assert legal(nw, nh)
     assert (nw > nh) == (w > h)
+
+
+# --- text that is not UTF-8, and timeouts ---------------------------------------------------------
+
+
+POSIX = os.name == "posix"
+
+
+@pytest.mark.skipif(not POSIX, reason="arguments are bytes only on POSIX")
+def test_prompt_that_is_not_utf8_is_exit_2(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    proc = run_cli(["--prompt", "caf\udce9", "--out", str(tmp_path / "c.png")], env)
+    assert proc.returncode == 2, report(proc, gateway)
+    assert "not valid UTF-8" in proc.stderr
+    assert gateway.requests == []
+
+
+def test_prompt_on_stdin_that_is_not_utf8_is_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(g.__file__), "--prompt", "-", "--out", str(tmp_path / "q.png")],
+        input=b"\xff\xfe",
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--idle-timeout", "--connect-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_timeouts_must_be_finite(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], flag: str, value: str
+) -> None:
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), flag, value], env)
+    assert proc.returncode == 2, report(proc, gateway)
+    assert gateway.requests == []

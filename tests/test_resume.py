@@ -1,4 +1,4 @@
-"""Never pay twice (issue 14, items 1-3 and 7): --resumable, --resume, the response id in
+"""Never pay twice: --resumable, --resume, the response id in
 failures, --json/sidecar fields, Ctrl-C, and --doctor --probe on store/background.
 
 Every test runs the script as a subprocess against ``StoredGateway``, a loopback gateway that

@@ -335,3 +335,17 @@ def test_key_at_the_end_of_a_long_401_message_is_not_partly_shown(
     assert TEST_KEY[:12] not in proc.stdout + proc.stderr
     assert TEST_KEY[:9] not in proc.stdout + proc.stderr  # no prefix longer than 8 characters
     assert len(gateway.posts()) == 1
+
+
+@pytest.mark.parametrize("mode", [["--dry-run", "--prompt", "p", "--out", "x.png"], ["--doctor"]])
+def test_password_in_the_base_url_is_never_printed(
+    tmp_path: Path, gateway: Gateway, mode: list[str]
+) -> None:
+    host = gateway.base_url.split("://", 1)[1]
+    url = f"http://bob:pw-SECRET-123@{host}?api-key=qk-SECRET-456"
+    home = write_codex_home(tmp_path / "home", url)
+    proc = run_cli([*mode, "--verbose"], clean_env(CODEX_HOME=str(home)))
+    text = proc.stdout + proc.stderr
+    assert "pw-SECRET-123" not in text, text
+    assert "qk-SECRET-456" not in text, text
+    assert TEST_KEY not in text

@@ -4,6 +4,7 @@ stored response is gone or the image was replaced)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from tests.conftest import (
     decode_data_url,
     image_reply,
     leftovers,
+    report,
     run_cli,
 )
 from tests.gateway import Gateway, Reply, error_reply
@@ -240,3 +242,28 @@ def test_edit_from_missing_image(tmp_path: Path, gateway: Gateway, env: dict[str
     assert proc.returncode == 2, proc.stderr
     assert "nope.png" in proc.stderr
     assert gateway.requests == []
+
+
+OTHER = images.png_bytes(40, 24, noise=True, seed=5)
+
+
+def test_edit_from_a_replaced_image_uploads_it(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    first = tmp_path / "cabin.png"
+    gateway.enqueue(image_reply(PNG, resp_id="resp_old"))
+    assert (
+        run_cli(["--prompt", "a", "--out", str(first), "--sidecar", "--store"], env).returncode == 0
+    )
+    first.write_bytes(OTHER)  # e.g. rerun with --force and no --sidecar: the sidecar is stale
+    gateway.enqueue(image_reply(PNG))
+    second = tmp_path / "cabin2.png"
+    proc = run_cli(["--prompt", "b", "--edit-from", str(first), "--out", str(second)], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    body = gateway.posts()[1].json
+    assert body is not None
+    assert "previous_response_id" not in body
+    content = body["input"][0]["content"]
+    assert [c["type"] for c in content] == ["input_text", "input_image"]
+    url = content[1]["image_url"]
+    assert base64.b64decode(url.split(",", 1)[1]) == OTHER
