@@ -30,6 +30,8 @@ PNG = images.png_bytes(40, 24)  # the image of image_reply() unless a test passe
 def clean_env(**extra: str) -> dict[str, str]:
     """A minimal environment: no proxies, no CA or key variables from the developer's shell."""
     keep = ("PATH", "SYSTEMROOT", "TMPDIR", "TEMP", "TMP", "LANG", "LC_ALL", "PYTHONPATH")
+    # coverage's subprocess measurement: its .pth starts coverage in the child when these are set
+    keep += ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["NO_PROXY"] = "*"
     env["PYTHONIOENCODING"] = "utf-8"
