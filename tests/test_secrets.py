@@ -349,3 +349,73 @@ def test_password_in_the_base_url_is_never_printed(
     assert "pw-SECRET-123" not in text, text
     assert "qk-SECRET-456" not in text, text
     assert TEST_KEY not in text
+
+
+# --- the edges of redaction (each test fails when one edge moves) -----------------------------
+
+
+@pytest.fixture
+def no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Empty redaction tables for one in-process test (the worker's tables stay as they were)."""
+    monkeypatch.setattr(g, "SECRETS", [])
+    monkeypatch.setattr(g, "SECRET_FORMS", [])
+    monkeypatch.setattr(g, "SECRET_BLOCKS", {})
+
+
+@pytest.mark.usefixtures("no_secrets")
+def test_a_piece_of_the_key_at_the_very_start_of_a_string_is_masked_whole() -> None:
+    secret = "sk-start-" + "Q7wE4rT1yU8i"
+    g.add_secret(secret)
+    for start in range(0, 5):  # the piece begins the string, wherever it starts in the key
+        piece = secret[start : start + 13]
+        assert g.redact(piece + " was refused") == "*** was refused", start
+        assert g.redact("refused: " + piece) == "refused: ***", start
+
+
+@pytest.mark.usefixtures("no_secrets")
+def test_a_credential_of_exactly_the_minimum_length_is_masked() -> None:
+    shortest = "k" * (g.SECRET_MIN_LENGTH - 1) + "9"
+    too_short = shortest[1:]  # shorter values would mask ordinary words
+    g.add_secret(shortest)
+    g.add_secret(too_short)
+    assert g.redact(f"key {shortest}.") == "key ***."
+    assert g.redact(f"id {too_short[:-1]}Z") == f"id {too_short[:-1]}Z"
+
+
+@pytest.mark.parametrize(
+    "word", ["auth", "key", "token", "secret", "cookie", "password", "session", "credential", "sig"]
+)
+def test_every_secret_header_word_marks_a_value_as_secret(word: str) -> None:
+    assert g.looks_secret(f"X-Gw-{word.title()}-Value")
+    assert g.looks_secret(word.upper())
+    assert not g.looks_secret("X-Request-Id", "plain-value")
+    assert g.looks_secret("X-Anything", "Bearer abc") and g.looks_secret("X-Any", "basic abc")
+
+
+@pytest.mark.parametrize("word", ["auth", "key", "token", "secret", "cookie"])
+def test_every_credential_header_word_is_a_credential(word: str) -> None:
+    assert g.is_credential_header(f"X-My-{word.upper()}-Thing")
+    assert not g.is_credential_header("X-Request-Id")
+
+
+def test_auth_command_errors_mask_tokens_from_16_characters() -> None:
+    token = "abcdefgh1234567"  # 15 characters with a digit: shown
+    assert g.mask_tokens(f"denied {token} here") == f"denied {token} here"
+    assert g.mask_tokens(f"denied {token}8 here") == "denied *** here"
+    long_word = "a" * (2 * g.TOKEN_LIKE_LENGTH)  # no digit but very long: masked
+    assert g.mask_tokens(f"x {long_word} y") == "x *** y"
+    assert g.mask_tokens(f"x {long_word[1:]} y") == f"x {long_word[1:]} y"
+
+
+def test_short_lines_of_a_failing_auth_command_are_secrets_too(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    # each line of the output counts as a key: one under 12 characters (no piece of the whole
+    # output) and under 16 (mask_tokens lets it through) is masked only as a line of its own
+    line = "pw-abcdefg"
+    code = f"import sys; print('user\\n{line}'); sys.exit('bad password {line} for user')"
+    env = command_home(tmp_path, gateway, code)
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    assert proc.returncode == 3, report(proc)
+    assert "bad password *** for user" in proc.stderr, proc.stderr
+    assert line not in proc.stdout + proc.stderr
