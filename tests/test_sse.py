@@ -975,3 +975,21 @@ def test_e2e_large_image_with_escaped_slashes_and_splits_inside_base64(
     out = tmp_path / "big.png"
     run_ok(gateway, env, out, "--idle-timeout", "30")
     assert out.read_bytes() == png
+
+
+def test_a_unicode_escape_split_across_two_reads_inside_a_long_string() -> None:
+    # the string is a Blob by the time the escape arrives; a cut anywhere inside "\u00e9" or a
+    # surrogate pair must neither drop nor garble the character
+    for escape, char in (("\\u00e9", "é"), ("\\ud83d\\ude00", "😀"), ("\\\\", "\\")):
+        value_raw = "A" * (g.BLOB_MIN + 10) + escape + "B" * 10
+        raw = ('{"result":"' + value_raw + '"}').encode("ascii")
+        at = raw.index(escape.encode("ascii"))
+        for cut in range(at, at + len(escape) + 1):
+            spool = g.JsonSpool()
+            spool.feed(raw[:cut])
+            spool.feed(raw[cut:])
+            value = spool.parse()["result"]
+            assert isinstance(value, g.Blob), cut
+            expected = "A" * (g.BLOB_MIN + 10) + char + "B" * 10
+            assert blob_bytes(value) == expected.encode("utf-8"), (escape, cut - at)
+            spool.close()
