@@ -3213,6 +3213,8 @@ class ImageSink:
                 image.path = self.out
                 return image
             except OSError as exc:
+                if not self.rescue:  # a preview: not worth a rescue file (discard() removes it)
+                    raise
                 self.rescue_reason = exc.strerror or str(exc)
                 try:
                     self._move_to_rescue(image)

@@ -793,3 +793,17 @@ def test_error_given_as_a_string_in_a_200_answer_is_shown(tmp_path: Path, gatewa
 )
 def test_answer_kind(label: str, first: bytes, kind: str) -> None:
     assert g.answer_kind(label, first) == kind
+
+
+@pytest.mark.parametrize("width", [8, 9])  # base64 one and two "=" short
+def test_image_base64_without_padding_is_saved(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], width: int
+) -> None:
+    # some encoders drop the "=" padding: the paid image must still be saved, whole
+    data = images.png_bytes(width, 8)
+    unpadded = images.b64(data).rstrip("=")
+    assert len(unpadded) % 4 != 0
+    gateway.enqueue(sse_reply(image_events(unpadded)))
+    proc = cli(tmp_path, env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == data

@@ -523,3 +523,83 @@ def test_out_name_that_is_not_utf8_is_saved_and_reported(
     assert Path(out).read_bytes() == PNG
     assert proc.stdout.strip().endswith(".png"), proc.stdout
     assert leftovers(tmp_path) == []
+
+
+# --- rescue files: only for the paid image, and never a message about one that does not exist ----
+
+
+@pytest.fixture
+def systmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system temp folder (where rescue files go) for one in-process test."""
+    import tempfile
+
+    folder = tmp_path / "systmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_when_the_rescue_copy_fails_too_the_temporary_file_is_kept_and_named(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out" / "image.png"
+    sink = g.ImageSink(str(out), force=False)
+    assert sink.save(images.b64(PNG))
+    temporary = sink.tmp
+    assert temporary is not None
+
+    def refused(src: str, dst: str) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(g, "place_new", refused)
+    monkeypatch.setattr(g, "create_unique", full)
+    with pytest.raises(g.OutputError) as info:
+        sink.commit()
+    sink.discard()  # what every caller does afterwards: the only copy must survive it
+    assert f"the image was saved to {temporary}" in info.value.message
+    assert Path(temporary).read_bytes() == PNG
+    assert temporary not in g.ACTIVE_TEMP_FILES  # what the exit clean-up would delete
+    assert list(systmp.iterdir()) == [] and not out.exists()
+    os.remove(temporary)
+
+
+def test_a_preview_that_cannot_be_written_is_not_rescued(tmp_path: Path, systmp: Path) -> None:
+    # previews are not worth a rescue file: beside --out or nowhere
+    folder = tmp_path / "previews"
+    folder.mkdir()
+    blocked = folder / "image.partial-1.png"
+    blocked.mkdir()  # the preview's name is taken by a folder: the final rename fails
+    sink = g.ImageSink(str(blocked), force=True, rescue=False)
+    try:
+        with pytest.raises((OSError, g.ImagegenError)):
+            if sink.save(images.b64(PNG)):
+                sink.commit()
+    finally:
+        sink.discard()
+    assert list(systmp.iterdir()) == []
+    assert sorted(p.name for p in folder.iterdir()) == ["image.partial-1.png"]
+
+
+def test_a_preview_whose_folder_refuses_files_is_not_rescued(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = g.create_unique
+
+    def refuse_beside_out(
+        folder: str, prefix: str, suffix: str, mode: int = 0o666
+    ) -> tuple[int, str]:
+        if Path(folder) != systmp:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(folder, prefix, suffix, mode)
+
+    monkeypatch.setattr(g, "create_unique", refuse_beside_out)
+    sink = g.ImageSink(str(tmp_path / "image.partial-1.png"), force=True, rescue=False)
+    try:
+        with pytest.raises(OSError):
+            sink.save(images.b64(PNG))
+    finally:
+        sink.discard()
+    assert list(systmp.iterdir()) == []
