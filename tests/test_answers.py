@@ -51,6 +51,7 @@ from tests.gateway import (
     sse_reply,
     text_only_events,
 )
+from tests.raw_servers import RawServer, endless
 
 OTHER = images.png_bytes(32, 48, seed=3)
 JPEG = images.jpeg_bytes(16, 16)
@@ -807,3 +808,39 @@ def test_image_base64_without_padding_is_saved(
     proc = cli(tmp_path, env)
     assert proc.returncode == 0, report(proc, gateway)
     assert (tmp_path / "out.png").read_bytes() == data
+
+
+def test_download_without_content_length_is_size_capped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # no Content-Length to refuse up front: the bytes count as they come
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n"
+    with RawServer(endless(head, b"\x89PNG" * 65536)) as files:
+        gateway.enqueue(
+            json_answer({**image_item(None), "url": f"http://127.0.0.1:{files.port}{IMG_PATH}"})
+        )
+        proc = cli(tmp_path, env, "--no-stream", "--retries", "0", timeout=120)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert f"larger than {g.MAX_DOWNLOAD_BYTES // 2**20} MB" in proc.stderr
+    assert len(gateway.posts()) == 1 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("hops", [g.MAX_REDIRECTS, g.MAX_REDIRECTS + 1])
+def test_download_follows_at_most_max_redirects(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], hops: int
+) -> None:
+    gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + "/files/hop0"}))
+    for k in range(hops):
+        location = f"/files/hop{k + 1}" if k + 1 < hops else IMG_PATH
+        gateway.enqueue(
+            raw_reply(b"", status=302, headers={"Location": location}), path=f"/files/hop{k}"
+        )
+    gateway.enqueue(raw_reply(PNG, content_type="image/png"), path=IMG_PATH)
+    proc = cli(tmp_path, env, "--no-stream")
+    if hops <= g.MAX_REDIRECTS:
+        assert proc.returncode == 0, report(proc, gateway)
+        assert (tmp_path / "out.png").read_bytes() == PNG
+    else:
+        assert proc.returncode == 4, report(proc, gateway)
+        assert f"redirected more than {g.MAX_REDIRECTS} times" in proc.stderr
+        assert not (tmp_path / "out.png").exists()

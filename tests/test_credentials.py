@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import generate_gateway_image as g
 from tests.conftest import (
     PNG,
     TEST_KEY,
@@ -19,6 +20,7 @@ from tests.conftest import (
     home_env,
     image_reply,
     only_post,
+    report,
     run_cli,
     write_auth,
     write_codex_home,
@@ -232,3 +234,25 @@ def test_missing_env_key_still_allows_dry_run_and_doctor(tmp_path: Path, gateway
     assert key_lines and "failed" in key_lines[0], text
     assert "export GW_TEST_KEY=..." in text
     assert any(line.startswith("ok") and "endpoint" in line for line in text.splitlines()), text
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_auth_command_output_is_capped_at_64_kb(
+    tmp_path: Path, gateway: Gateway, extra: int
+) -> None:
+    # output of exactly the cap is read (the token, then blank padding); one byte more is not
+    # a token: exit 3, nothing sent
+    token = "tok-cap-0123456789"
+    pad = g.MAX_KEY_COMMAND_OUTPUT - len(token) + extra
+    home = tmp_path / "ch"
+    command_provider(home, gateway, f"import sys; sys.stdout.write({token!r} + ' ' * {pad})")
+    gateway.enqueue(image_reply())
+    env = clean_env(CODEX_HOME=str(home))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    if extra == 0:
+        assert_ok(proc)
+        assert only_post(gateway).header("authorization") == f"Bearer {token}"
+    else:
+        assert proc.returncode == 3, report(proc, gateway)
+        assert "printed more than 64 KB" in proc.stderr
+        assert gateway.requests == []

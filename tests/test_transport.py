@@ -34,7 +34,15 @@ from tests.conftest import (
     report,
     write_codex_home,
 )
-from tests.gateway import Gateway, format_sse, image_events, raw_reply, sse_reply
+from tests.gateway import (
+    Gateway,
+    format_sse,
+    image_events,
+    image_item,
+    raw_reply,
+    response_obj,
+    sse_reply,
+)
 from tests.images import b64, png_bytes
 from tests.raw_servers import ConnectProxy, RawServer, big_png, endless, gzip_bytes, send
 
@@ -761,3 +769,21 @@ def test_redirect_is_reported_not_followed_nor_retried(
     assert len(gateway.requests) == 1
     assert not out.exists()
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("label", [b"text/event-stream", b"application/json"])
+def test_blank_lines_before_a_json_body_in_their_own_read(tmp_path: Path, label: bytes) -> None:
+    # the first read holds only blank lines: what follows decides how the body is read, not
+    # the (here, for event-stream, wrong) label
+    body = json.dumps(response_obj([image_item(b64(PNG))])).encode()
+
+    def answer(conn: object, request: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + label + b"\r\n\r\n\r\n\n")  # type: ignore[attr-defined]
+        time.sleep(0.3)
+        conn.sendall(body)  # type: ignore[attr-defined]
+
+    with RawServer(answer) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+    assert_clean(proc)
