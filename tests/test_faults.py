@@ -1254,3 +1254,105 @@ def test_sigterm_after_a_partial_image_leaves_no_part_file(
     assert not out.exists()
     assert leftovers(tmp_path) == []
     assert sorted(p.name for p in out.parent.iterdir()) == ["image.partial-1.png"]
+
+
+# --- the retry policy's own rules -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "0"}, 0.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "120000"}, 120.0),
+        ({"retry-after-ms": "120001"}, None),
+        ({"retry-after-ms": "-1"}, None),
+        ({"retry-after": "0"}, 0.0),
+        ({"retry-after": "120"}, 120.0),
+        ({"retry-after": "121"}, None),
+        ({"retry-after": "240"}, None),
+        ({"retry-after": "-3"}, None),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after-ms": "x", "retry-after": "7"}, 7.0),
+        ({}, None),
+    ],
+)
+def test_retry_after_is_honoured_from_0_to_120_s(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    import generate_gateway_image as g
+
+    assert g.parse_retry_after(headers) == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    import email.utils
+
+    import generate_gateway_image as g
+
+    def at(delta: float) -> dict[str, str]:
+        return {"retry-after": email.utils.formatdate(time.time() + delta, usegmt=True)}
+
+    soon = g.parse_retry_after(at(60))
+    assert soon is not None and 57 <= soon <= 61
+    assert g.parse_retry_after(at(600)) is None
+    assert g.parse_retry_after(at(-60)) is None
+
+
+def test_backoff_doubles_from_half_a_second_up_to_8_s_with_jitter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import random
+
+    import generate_gateway_image as g
+
+    monkeypatch.setattr(random, "random", lambda: 0.0)
+    assert [g.backoff(i) for i in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    monkeypatch.setattr(random, "random", lambda: 1.0)  # jitter takes off at most a quarter
+    assert [g.backoff(i) for i in range(3)] == [0.375, 0.75, 1.5]
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "param", "rejected"),
+    [
+        (400, "previous_response_id not found", "", True),
+        (404, "Previous response with id 'resp_1' not found.", "", True),
+        (400, "invalid value", "previous_response_id", True),
+        (400, "invalid value", "size", False),
+        (500, "previous_response storage is down", "", False),  # the gateway's fault: retried
+        (502, "bad gateway", "previous_response_id", False),
+    ],
+)
+def test_only_a_4xx_rejects_previous_response(
+    status: int, detail: str, param: str, rejected: bool
+) -> None:
+    import generate_gateway_image as g
+
+    exc = g.GatewayError(f"HTTP {status}", status=status, detail=detail, param=param)
+    assert g.rejects_previous_response(exc) is rejected
+
+
+def test_a_bug_inside_the_exchange_is_not_retried_as_a_network_fault(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # a TypeError while the answer is read is ours: one POST, exit 1 (internal error), never
+    # "the connection broke", retried and billed again
+    gateway.set_default(image_reply())
+    wrapper = (
+        f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); "
+        "import generate_gateway_image as g\n"
+        "def broken(self, *args): raise TypeError('a bug')\n"
+        "g.SSEParser.feed = broken\n"
+        "sys.exit(g.main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, "--prompt", "x", "--out", str(out_path(tmp_path))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, report(proc, gateway)
+    assert "internal error: TypeError: a bug" in proc.stderr
+    assert "retrying" not in proc.stderr
+    assert len(gateway.posts()) == 1
