@@ -2936,6 +2936,18 @@ class Blob:
 
 def _escape_cut(seg: bytes | bytearray) -> int:
     """Where an escape sequence cut off at the end of `seg` starts (len(seg) if none is)."""
+    cut = _escape_start(seg)
+    h = cut - 6  # "\uD83D" just before the cut: its low half may come next (alone it is "?")
+    if h >= 0 and seg[h : h + 2] == b"\\u" and seg[h + 2 : h + 4].lower() in HIGH_SURROGATES:
+        if _escape_start(seg[: h + 1]) == h:  # that backslash starts an escape
+            return h
+    return cut
+
+
+HIGH_SURROGATES = (b"d8", b"d9", b"da", b"db")
+
+
+def _escape_start(seg: bytes | bytearray) -> int:
     r = seg.rfind(b"\\")
     if r < 0:
         return len(seg)
@@ -3515,6 +3527,8 @@ class ImageSink:
                 image.path = self.out
                 return image
             except OSError as exc:
+                if not self.rescue:  # a preview: not worth a rescue file (discard() removes it)
+                    raise
                 self.rescue_reason = exc.strerror or str(exc)
                 try:
                     self._move_to_rescue(image)

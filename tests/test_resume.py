@@ -1,4 +1,4 @@
-"""Never pay twice (issue 14, items 1-3 and 7): --resumable, --resume, the response id in
+"""Never pay twice: --resumable, --resume, the response id in
 failures, --json/sidecar fields, Ctrl-C, and --doctor --probe on store/background.
 
 Every test runs the script as a subprocess against ``StoredGateway``, a loopback gateway that
@@ -20,7 +20,16 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.conftest import SCRIPT, TEST_KEY, clean_env, leftovers, report, run_cli, write_codex_home
+from tests.conftest import (
+    SCRIPT,
+    TEST_KEY,
+    clean_env,
+    cli,
+    leftovers,
+    report,
+    run_cli,
+    write_codex_home,
+)
 from tests.gateway import Gateway, error_reply, image_events, sse_reply
 from tests.stored_gateway import StoredGateway
 
@@ -43,10 +52,6 @@ def events(rid: str = RID, data: bytes = PNG) -> list[dict[str, Any]]:
     # seq 0 created, 1 in_progress, 2 item added, 3 call in_progress, 4 generating,
     # 5 call completed, 6 output_item.done (the image), 7 response.completed
     return image_events(images.b64(data), resp_id=rid)
-
-
-def cli(tmp_path: Path, env: dict[str, str], *extra: str, out: str = "out.png") -> Any:
-    return run_cli(["--prompt", "a fox", "--out", str(tmp_path / out), *extra], env)
 
 
 def assert_secret_free(proc: subprocess.CompletedProcess[str]) -> None:
