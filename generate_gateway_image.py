@@ -149,7 +149,9 @@ NO_HARD_LINKS = ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV", 
 TERMINAL_STATUSES = ("completed", "failed", "incomplete", "cancelled")
 POLL_FIRST = 1.0  # seconds before the first poll of a queued response, doubling up to...
 POLL_MAX = 10.0
-RESPONSE_ID_MAX = 200  # longer --resume ids are refused (they become part of a URL path)
+# Response ids as gateways make them: LiteLLM's are about 400 characters (it encodes its routing
+# into them). Longer ones are neither fetched, resumed nor accepted by --resume.
+RESPONSE_ID_MAX = 1024
 # Image-tool options a relay may reject with a 400 naming them; each is dropped once
 DROPPABLE_TOOL_OPTIONS = (
     "quality",
@@ -186,10 +188,14 @@ SECRET_MIN_LENGTH = 6  # shorter values are not masked: they would mask ordinary
 SECRET_PIECE = 12  # any run of this many characters of a secret is masked too
 SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this size
 MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
-MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
-# A response id we poll, resume and print in a copy-paste --resume command: one --resume
-# accepts, a plain token (no quotes, spaces, %, &, ! or controls a shell or cmd.exe acts on)
-RESPONSE_ID = rf"(?!\.*$)[A-Za-z0-9_.:=-]{{1,{RESPONSE_ID_MAX}}}"
+MAX_GATEWAY_ID = 256  # image call ids and other gateway words kept (response ids: above)
+# A response id we poll, resume and --resume accepts: printable ASCII without spaces, one URL
+# path segment once percent-encoded; no "." or ".." part (a server that decodes %2F before it
+# routes would walk out of /responses/), see usable_response_id()
+RESPONSE_ID = rf"(?!\.*$)(?!(?:.*/)?\.\.?(?:/|$))[!-~]{{1,{RESPONSE_ID_MAX}}}"
+# ...and one printed in a copy-paste --resume command: a plain token that no shell or cmd.exe
+# acts on (no quotes, %, &, !, ^ or parentheses); others are named, not offered as a command
+PLAIN_RESPONSE_ID = r"[A-Za-z0-9_.:=+/@-]+"
 HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110)
 TOKEN_LIKE_LENGTH = 16  # in auth.command's own messages, longer words with a digit are masked
 UNSAFE_FORMAT_CHARS = frozenset(
@@ -1378,6 +1384,19 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name: only localhost is sure to stay on this machine
         return host == "localhost" or host.endswith(".localhost")
+
+
+def usable_response_id(value: object) -> bool:
+    """The one rule for a response id we fetch, resume, accept in --resume and that --doctor
+    vouches for: RESPONSE_ID (printable ASCII, no spaces, up to RESPONSE_ID_MAX characters; it
+    is percent-encoded into one URL path segment). Gateways choose their own ids (LiteLLM's
+    are long base64 text), so anything narrower would refuse a real one."""
+    return isinstance(value, str) and re.fullmatch(RESPONSE_ID, value) is not None
+
+
+def plain_response_id(value: str) -> bool:
+    """A usable id that can be printed inside a copy-paste --resume command as it is."""
+    return usable_response_id(value) and re.fullmatch(PLAIN_RESPONSE_ID, value) is not None
 
 
 # =============================================================================================
@@ -3286,11 +3305,11 @@ class Collector:
         self.on_id = before.on_id
 
     def _note_id(self, value: Any) -> None:
-        if not isinstance(value, str) or not re.fullmatch(RESPONSE_ID, value):
+        if not isinstance(value, str) or not usable_response_id(value):
             if value and self.debug is not None:
-                self.debug("ignored a response id that is not a plain token")
+                self.debug("ignored a response id that cannot be fetched (see RESPONSE_ID)")
             return
-        if value and str(value) != self.response_id:
+        if value != self.response_id:
             self.response_id = str(value)
             if self.on_id is not None:
                 self.on_id(self.response_id)
@@ -4199,10 +4218,10 @@ class Outcome:
         return EXIT_OK if self.error is None else self.error.exit_code
 
 
-def gateway_id(value: str) -> str:
+def gateway_id(value: str, limit: int = MAX_GATEWAY_ID) -> str:
     """An id the gateway chose, as we keep it: one clean line, bounded, secrets masked."""
     text = redact(sanitize(value))
-    return text if len(text) <= MAX_GATEWAY_ID else text[:MAX_GATEWAY_ID]
+    return text if len(text) <= limit else text[:limit]
 
 
 def backoff(retry_index: int) -> float:
@@ -4270,13 +4289,17 @@ RESUME_ARGS: list[str] = []  # how this run reaches its gateway (set by run()), 
 
 
 def resume_command(response_id: str, out: str) -> str:
-    """The exact command that fetches a stored response's image later without paying again."""
+    """The exact command that fetches a stored response's image later without paying again.
+    An id with characters a shell or cmd.exe acts on (%, &, quotes: shlex quoting is POSIX
+    only) is not pasted into it: the command names RESPONSE_ID and says where the id is."""
 
     script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
     python = "py -3 " if os.name == "nt" else "python3 "  # python3 is often a store stub there
     head = python + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
-    words = [*RESUME_ARGS, "--resume", response_id, "--out", out]
-    return head + " " + " ".join(shlex.quote(w) for w in words)
+    plain = plain_response_id(response_id)
+    words = [*RESUME_ARGS, "--resume", response_id if plain else "RESPONSE_ID", "--out", out]
+    command = head + " " + " ".join(shlex.quote(w) for w in words)
+    return command if plain else command + " (RESPONSE_ID: the response id above, quoted)"
 
 
 def link_host(url: str) -> str:
@@ -4588,7 +4611,8 @@ def run_job(
                     time.sleep(wait)
         if not sink.has_image and collector.urls:
             fetch_image_urls(collector, settings, deadline, console, label)
-        outcome.response_id = gateway_id(collector.response_id or stored_id)
+        # whole, as --resume and --edit-from need it (a Responses id passed usable_response_id)
+        outcome.response_id = gateway_id(collector.response_id or stored_id, RESPONSE_ID_MAX)
         outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
         outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
@@ -5400,14 +5424,11 @@ def plan_resume(args: Any) -> Job:
                 "--resume only fetches a response the gateway stored; nothing new is sent",
             )
     rid = check_text(args.resume.strip(), "--resume")
-    if (
-        not re.fullmatch(r"[A-Za-z0-9_.:=-]+", rid)
-        or not rid.strip(".")
-        or len(rid) > RESPONSE_ID_MAX
-    ):
+    if not usable_response_id(rid):
         raise UsageError(
             f"--resume {ascii(rid)[:80]}: not a response id",
-            "pass the id from the --resumable run's message or --json output, e.g. resp_abc123",
+            "pass the id from the --resumable run's message or --json output, e.g. resp_abc123 "
+            f"(printable, no spaces, at most {RESPONSE_ID_MAX} characters)",
         )
     if not args.out and not args.dry_run:
         raise UsageError("--resume needs --out PATH for the image")
@@ -5960,9 +5981,16 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
     if not response_id:
         check("store", None, "background mode accepted, but the answer gave no response id")
         return
-    from urllib.parse import quote
-
-    path = "/responses/" + quote(response_id, safe="")
+    path = fetch_request(response_id, stream=False).path if usable_response_id(response_id) else ""
+    if not path:  # the very rule a run applies: a run could not fetch it either
+        check(
+            "store",
+            None,
+            f"background mode accepted, but the response id {text_of(response_id, 80)!r} "
+            f"is not one this script can fetch (printable, no spaces, at most {RESPONSE_ID_MAX} "
+            "characters): a cut stream cannot be resumed here",
+        )
+        return
     try:
         status, _, _ = http_request(gw, settings, "GET", path)
     except (OSError, ImagegenError) as exc:
@@ -7253,7 +7281,8 @@ def build_parser() -> Any:
         "--resume",
         metavar="RESPONSE_ID",
         help="fetch a stored response (following it if still running) and save its image to "
-        "--out; nothing new is paid",
+        "--out; nothing new is paid. The id as the gateway gave it (LiteLLM's are ~400 "
+        f"characters): printable, no spaces, at most {RESPONSE_ID_MAX} characters",
     )
     g.add_argument(
         "--api",

@@ -22,6 +22,7 @@ Responses API does for ``background: true`` + ``store: true``:
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -137,7 +138,8 @@ class StoredGateway:
             return self._post(rec)
         prefix = RESPONSES_PATH + "/"
         if path.startswith(prefix) and self.gw.pending(path) == 0:
-            rid, _, action = path[len(prefix) :].partition("/")
+            raw_id, _, action = path[len(prefix) :].partition("/")
+            rid = urllib.parse.unquote(raw_id)  # the id is one percent-encoded path segment
             plan = self.stored.get(rid)
             if plan is None:
                 return error_reply(404, f"Response with id '{rid}' not found.", param=None)
