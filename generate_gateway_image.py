@@ -392,6 +392,7 @@ class Gateway:
         "warnings",
         "notes",
         "image_tool",
+        "secret_values",
     )
 
     def __init__(self) -> None:
@@ -415,6 +416,7 @@ class Gateway:
         self.warnings: list[str] = []  # shown on stderr by load_gateway
         self.notes: list[str] = []  # informational: doctor lines, else info lines on stderr
         self.image_tool: tuple[bool, str] = (False, "")  # would Codex offer its own image tool
+        self.secret_values: list[str] = []  # from a credential source (env_http_headers)
 
     def url(self, path: str) -> str:
         url = self.base_url.rstrip("/") + path
@@ -825,8 +827,7 @@ def check_provider_table(provider_id: str, provider: Mapping[str, Any], where: s
 
 def is_credential_header(name: str) -> bool:
     """A configured header that authenticates by itself (Azure's api-key, x-api-key, ...)."""
-    lowered = name.lower()
-    return any(word in lowered for word in ("auth", "key", "token", "secret", "cookie"))
+    return credential_name(name)
 
 
 def codex_image_tool(
@@ -966,6 +967,7 @@ def resolve_gateway(
         value = env.get(_string(var, f"{where} env_http_headers.{name}"), "").strip()
         if value:
             set_header(headers, str(name), value)
+            gw.secret_values.append(value)  # kept out of files for a reason: masked by any name
 
     # Credentials in Codex's order: auth.command (alone by rule), else env_key (required once
     # named: no fall-through), else experimental_bearer_token, else the OpenAI login, and that
@@ -1143,6 +1145,7 @@ def load_gateway(
     for name, value in parse_qsl(base.query):
         if looks_secret(name):
             console.add_secret(value)
+    add_public(gw.base_url)
     what = "--base-url" if args.base_url else f"base_url of provider {gw.provider!r}"
     warning = check_base_url(gw.base_url, what)
     if warning:
@@ -1158,6 +1161,8 @@ def load_gateway(
     check_headers(gw)
     if gw.api_key:
         console.add_secret(gw.api_key)
+    for value in gw.secret_values:
+        console.add_secret(value)
     for name, value in gw.headers.items():
         if looks_secret(name, value):
             console.add_secret(value)
@@ -1218,16 +1223,15 @@ def warn_if_world_readable(path: str, console: Console) -> None:
         )
 
 
-SECRET_HEADER_WORDS = (
-    "auth",
-    "key",
-    "token",
-    "secret",
-    "cookie",
-    "password",
-    "session",
-    "credential",
-    "sig",
+# A header or query parameter whose name has one of these as a whole word (split at "-", "_",
+# "." and camelCase) carries a credential: "X-Api-Key", "x-auth-token", "apiKey", "sig". A word
+# that merely contains one does not: "x-portkey-provider: openai" is shown as written.
+CREDENTIAL_WORDS = frozenset(
+    (
+        "authorization auth authentication key apikey token secret password passwd passphrase "
+        "cookie session credential credentials sig signature bearer jwt accesskey secretkey "
+        "accesstoken authtoken apitoken sessiontoken clientsecret"
+    ).split()
 )
 SECRETS: list[str] = []  # every credential this run knows, longest first; see redact()
 # What redact() looks for: each secret and its URL-encoded and JSON-escaped spellings, with the
@@ -1235,13 +1239,37 @@ SECRETS: list[str] = []  # every credential this run knows, longest first; see r
 # of each spelling by where they start in it.
 SECRET_FORMS: list[tuple[str, str]] = []
 SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
+# Text that is public whatever a secret holds (the base URL's scheme, host, port and path, as
+# configured): a piece of a secret that is also a piece of it is not masked, so a secret that
+# happens to hold the host cannot hide the endpoint. A whole secret is always masked.
+PUBLIC_TEXTS: list[str] = []
+
+
+def add_public(url: str) -> None:
+    """Remember the base URL (without user:password@ and query) as public text for redact()."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+    except ValueError:
+        return
+    text = f"{parts.scheme}://{host}{parts.path}" if parts.scheme else host + parts.path
+    if text and text not in PUBLIC_TEXTS:
+        PUBLIC_TEXTS.append(text)
+
+
+def credential_name(name: str) -> bool:
+    """A header or query parameter name that is a credential's name (see CREDENTIAL_WORDS)."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1-\2", name)
+    return any(word in CREDENTIAL_WORDS for word in re.split(r"[^a-z0-9]+", spaced.lower()))
 
 
 def looks_secret(header_name: str, value: str = "") -> bool:
-    lowered = header_name.lower()
-    return any(word in lowered for word in SECRET_HEADER_WORDS) or value.lower().startswith(
-        ("bearer ", "basic ")
-    )
+    """A header value that is a secret by where it sits: a credential's name, or an
+    Authorization-style value. (Values from a credential source are secret whatever their
+    name: the key, auth.command's output, env_http_headers; see load_gateway.)"""
+    return credential_name(header_name) or value.lower().startswith(("bearer ", "basic "))
 
 
 def add_secret(value: str) -> None:
@@ -1303,7 +1331,8 @@ def redact(text: str) -> str:
                 pos = start + SECRET_BLOCK
                 while right < len(text) and pos < len(form) and text[right] == form[pos]:
                     right, pos = right + 1, pos + 1
-                if right - left >= SECRET_PIECE:
+                piece = text[left:right]
+                if right - left >= SECRET_PIECE and not any(piece in p for p in PUBLIC_TEXTS):
                     spans.append((left, right))
             at = text.find(block, at + 1)
     if not spans:
