@@ -138,6 +138,17 @@ RETRY_AFTER_CAP = 120.0  # longer Retry-After values are not honoured (same as t
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
 RETRY_STATUSES = (408, 409, 429)
+# A relay's own 5xx (not an OpenAI error) to a streamed request: Portkey fails every streamed
+# request this way after the upstream delivered the image. Retried once without streaming.
+RELAY_FAILURE_STATUSES = (500, 502, 503)
+# Signs that the gateway already retried a failed request itself (LiteLLM with num_retries
+# does, 3 tries each): its x-litellm-* headers, or an error that says its retries ran out.
+# The script then does not repeat a paid request: at most 1 + --retries paid attempts in all.
+RELAY_RETRY_HEADER_PREFIXES = ("x-litellm-",)
+RELAY_RETRIED_WORDS = (
+    r"retr(?:y|ies)\W+(?:\w+\W+){0,3}(?:exhausted|exceeded|used up|failed)"
+    r"|(?:retried|after)\W+\d+\W+(?:times|retries|attempts)|max(?:imum)? retries"
+)
 
 SVG_SCAN_OVERLAP = 4096  # bytes kept between chunks when scanning an SVG for scripts
 MAX_SIDECAR_BYTES = 1024 * 1024  # a bigger OUT.json is not one of our sidecars
@@ -299,6 +310,7 @@ class GatewayError(ImagegenError):
         started: bool = False,
         detail: str | None = None,
         param: str = "",
+        relay_failure: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.status = status
@@ -308,6 +320,9 @@ class GatewayError(ImagegenError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.started = started  # the gateway had begun the work: a retry may be billed twice
+        # a 5xx whose body is not an OpenAI error: a relay's own failure, perhaps after the
+        # upstream rendered (and billed) the image; see relay_stream_failure()
+        self.relay_failure = relay_failure
 
 
 class AuthError(GatewayError):
@@ -3707,6 +3722,7 @@ def http_error(
             parsed = json.loads(text)
         except (ValueError, RecursionError):
             parsed = None
+    openai_error = isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
     if isinstance(parsed, dict):
         err = parsed.get("error", parsed)
         if isinstance(err, dict):
@@ -3744,6 +3760,13 @@ def http_error(
         retryable = False
     if should in ("true", "false"):
         retryable = should == "true"
+    relay_retried = status >= 500 and gateway_retried(headers, message)
+    # a CDN's page (Cloudflare) says the origin failed or is unreachable; a CDN is also what
+    # cuts a non-streamed request at ~100 s (524), so its 5xx never turns streaming off
+    server = str(headers.get("server") or "").lower()
+    cdn = bool(headers.get("cf-ray")) or "cloudflare" in server or "cloudflare" in message.lower()
+    if relay_retried and not path.startswith("/responses/"):  # a paid POST, not a free GET
+        retryable = False
     if status in (401, 403):
         carrier = f"sent in the {gw.header_credential} header" if gw.header_credential else ""
         hint = "check the API key ({})".format(gw.key_source or carrier or "none was sent")
@@ -3779,6 +3802,12 @@ def http_error(
         hint = "the account is out of credit; add billing or use another key"
     elif status == 429:
         hint = "rate limited; wait a moment or lower --concurrency"
+    if relay_retried and not retryable:
+        more = (
+            "the gateway already retried this request itself (a relay such as LiteLLM), so "
+            "the script does not repeat it (each try may be billed)"
+        )
+        hint = f"{hint}; {more}" if hint else more
     err_obj = GatewayError(
         summary,
         hint,
@@ -3789,8 +3818,17 @@ def http_error(
         started=status == 524,  # the CDN gave up waiting; the gateway may still be working
         detail=message,
         param=param,
+        relay_failure=status in RELAY_FAILURE_STATUSES and not openai_error and not cdn,
     )
     return err_obj
+
+
+def gateway_retried(headers: Any, message: str) -> bool:
+    """Whether an error answer shows that the gateway retried the request itself."""
+    names = [str(name).lower() for name in headers.keys()]
+    if any(name.startswith(RELAY_RETRY_HEADER_PREFIXES) for name in names):
+        return True
+    return re.search(RELAY_RETRIED_WORDS, message.lower()) is not None
 
 
 class Request:
@@ -4154,9 +4192,14 @@ def detect_quirk(
     used: set[str],
     tool: Mapping[str, Any] | None = None,
     strict: bool = False,
+    paid_retry: bool = True,
 ) -> tuple[str, str] | None:
-    """A known gateway quirk behind this error: (kind, what we do about it), or None."""
+    """A known gateway quirk behind this error: (kind, what we do about it), or None.
+    `paid_retry`: --retries allows one more paid attempt (a kind ending in ":paid" is one)."""
 
+    relay = relay_stream_failure(exc, stream=stream, used=used)
+    if relay is not None:
+        return relay if paid_retry else None
     if (
         not isinstance(exc, GatewayError)
         or isinstance(exc, AuthError)
@@ -4216,6 +4259,25 @@ def detect_quirk(
     ):
         return "stream", "the gateway refuses streaming requests; retrying once with stream: false"
     return None
+
+
+def relay_stream_failure(
+    exc: ImagegenError, *, stream: bool, used: set[str]
+) -> tuple[str, str] | None:
+    """Portkey's quirk: a relay's own 5xx (not an OpenAI error) to a streamed request, sent
+    after the upstream delivered the image. Repeating the same request would pay again for
+    the same failure; one non-streamed retry (a paid attempt, within --retries) works."""
+    if not (isinstance(exc, GatewayError) and exc.relay_failure and stream):
+        return None
+    if "stream" in used:
+        return None
+    return (
+        "stream:paid",
+        f"the relay failed the streamed request with its own HTTP {exc.status} "
+        f"({text_of(exc.detail, 120)}), not an OpenAI error: the image may already have been "
+        "rendered and billed; retrying once without streaming (use --no-stream with this "
+        "gateway)",
+    )
 
 
 class Outcome:
@@ -4585,18 +4647,20 @@ def run_job(
                         tool.pop(name, None)
                     quirk = detect_quirk(
                         exc,
-                        stream=stream,
+                        stream=request.stream,  # the Images API never streams
                         force_tool=force_tool,
                         size=size,
                         strict_size=settings.strict_size or job.strict,
                         used=used,
                         tool=tool if api == "responses" else dict(job.tool_options),
                         strict=job.strict,
+                        paid_retry=outcome.retries < settings.retries,
                     )
                     if quirk is not None:
                         kind, note = quirk
                         used.add(kind if kind.startswith("drop:") else kind.split(":")[0])
-                        if kind == "stream":
+                        outcome.retries += kind.endswith(":paid")  # counts as a paid attempt
+                        if kind.split(":")[0] == "stream":
                             stream = not stream
                         elif kind == "tool_choice":
                             force_tool = False
@@ -5945,6 +6009,23 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         del payload["background"]
         answer = probe_post(gw, settings, payload)
         refused = answer.get("refused")
+    streamed = True
+    if isinstance(refused, GatewayError) and relay_stream_failure(refused, stream=True, used=set()):
+        # Portkey's quirk, as a run meets it: the same probe once more without streaming
+        check(
+            "stream",
+            False,
+            f"streamed requests fail with the relay's own HTTP {refused.status} "
+            f"({text_of(refused.detail, 120)}), not an OpenAI error",
+            "use --no-stream with this gateway (a run falls back once by itself, but the failed "
+            "streamed request may be billed)",
+            EXIT_GATEWAY,
+        )
+        payload.update(store=False, stream=False)
+        payload.pop("background", None)
+        answer = probe_post(gw, settings, payload)
+        refused = answer.get("refused")
+        streamed = False
     if "connect" in answer:
         check("probe", False, f"cannot connect: {answer['connect']}", "", EXIT_NETWORK)
         return
@@ -5976,18 +6057,20 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
             )
         return
     ctype = str(answer.get("ctype") or "")
-    check(
-        "stream",
-        None,
-        "the gateway streams (SSE)"
-        if "event-stream" in ctype
-        else f"answered {ctype or 'no content type'} to a streaming request",
-    )
+    if streamed:
+        check(
+            "stream",
+            None,
+            "the gateway streams (SSE)"
+            if "event-stream" in ctype
+            else f"answered {ctype or 'no content type'} to a streaming request",
+        )
     seen = answer.get("seen") or {}
     if "broken" in answer:
         check("probe", False, str(answer["broken"]), "", EXIT_NETWORK)
     elif seen.get("item") == "image_generation_call":
-        check("probe", True, "forced tool_choice accepted; the image tool started")
+        how = "" if streamed else " (without streaming: --no-stream works here)"
+        check("probe", True, "forced tool_choice accepted; the image tool started" + how)
     elif seen.get("item") == "message":
         check(
             "probe",
@@ -6088,7 +6171,8 @@ def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> d
     answer: dict[str, Any] = {"seen": seen}
     try:
         headers = gw.request_headers()
-        headers.update({"Content-Type": "application/json", "Accept": "text/event-stream"})
+        accept = "text/event-stream" if payload.get("stream") else "application/json"
+        headers.update({"Content-Type": "application/json", "Accept": accept})
         headers["Content-Length"] = str(len(body))
         wire.send("POST", headers, [body])
         resp = wire.answer()
@@ -7218,14 +7302,16 @@ def build_parser() -> Any:
         "--no-stream",
         dest="stream",
         action="store_false",
-        help="one JSON answer instead of Server-Sent Events",
+        help="one JSON answer instead of Server-Sent Events (for relays that fail streamed "
+        "requests, e.g. Portkey; --doctor --probe tells)",
     )
     g.add_argument(
         "--retries",
         type=int,
         default=DEFAULT_RETRIES,
         metavar="N",
-        help="retries for transient failures (default 2)",
+        help="retries for transient failures (default 2): at most 1+N paid attempts per "
+        "image; a relay that shows it retried itself (LiteLLM) is not retried on a 5xx",
     )
     g.add_argument(
         "--timeout",

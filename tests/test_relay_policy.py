@@ -1,0 +1,154 @@
+"""Never more renders than needed, and the cause stays the cause (issue 18, items 4-6), through
+small misbehaving relays (tests/relays.py) in front of the fake upstream on loopback:
+
+* Portkey fails every streamed request with its own HTTP 500 after the upstream rendered the
+  image: one non-streamed retry, one warning, never the same request again; --doctor --probe
+  recommends --no-stream.
+* A gateway that already retried (LiteLLM's x-litellm-* headers, "retries exhausted") is not
+  retried again: at most 1 + --retries paid attempts per image.
+* claude-relay-service parks its upstream account after a 429 and then answers a generic 400:
+  the final error names the 429.
+* The stream is read to response.completed after the image is safe, so a relay records the
+  request (bounded by a short grace period).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests import images
+from tests.conftest import clean_env, report, run_cli, write_codex_home
+from tests.gateway import Gateway, error_reply, image_events, json_reply, sse_reply
+from tests.relays import Relay
+
+PNG = images.png_bytes(40, 24)
+
+
+def env_for(tmp_path: Path, base_url: str) -> dict[str, str]:
+    home = write_codex_home(tmp_path / "codex-home", base_url)
+    return clean_env(CODEX_HOME=str(home))
+
+
+def upstream_answers(gw: Gateway) -> None:
+    """The fake upstream renders the image, streamed or not."""
+
+    def answer(rec: Any) -> Any:
+        events = image_events(images.b64(PNG))
+        if isinstance(rec.json, dict) and rec.json.get("stream"):
+            return sse_reply(events)
+        return json_reply(events[-1]["response"])
+
+    gw.set_default(answer)
+
+
+def cli(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(["--prompt", "a fox", "--out", str(tmp_path / "out.png"), *extra], env)
+
+
+def doctor_line(proc: subprocess.CompletedProcess[str], name: str) -> str:
+    return next(x for x in proc.stdout.splitlines() if x.split()[1:2] == [name])
+
+
+# --- item 4: a relay's own 5xx to a streamed request ------------------------------------------
+
+
+def test_portkeys_own_500_is_retried_once_without_streaming(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    upstream_answers(gateway)
+    with Relay(gateway, "portkey") as relay:
+        proc = cli(tmp_path, env_for(tmp_path, relay.base_url), "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    first, second = gateway.posts()  # two renders paid upstream, not three
+    assert first.json["stream"] is True and second.json["stream"] is False
+    assert relay.answers == [500, 200]
+    assert proc.stderr.count("warning: the relay failed") == 1, proc.stderr
+    assert "own HTTP 500 (Something went wrong)" in proc.stderr
+    assert "retrying once without streaming" in proc.stderr and "--no-stream" in proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["stream"] is False and record["retries"] == 1
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_the_non_streamed_retry_is_a_paid_attempt_within_retries(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    upstream_answers(gateway)
+    with Relay(gateway, "portkey") as relay:
+        proc = cli(tmp_path, env_for(tmp_path, relay.base_url), "--retries", "0")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+    assert "Something went wrong" in proc.stderr
+
+
+def test_an_openai_shaped_500_is_not_taken_for_a_relay_failure(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    gateway.enqueue(error_reply(500, "The server had an error", type_="server_error"))
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG))))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url), "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert [p.json["stream"] for p in gateway.posts()] == [True, True]
+    assert "without streaming" not in proc.stderr
+
+
+def test_doctor_probe_recommends_no_stream_behind_portkey(tmp_path: Path, gateway: Gateway) -> None:
+    upstream_answers(gateway)
+    with Relay(gateway, "portkey") as relay:
+        proc = run_cli(["--doctor", "--probe"], env_for(tmp_path, relay.base_url))
+    stream = doctor_line(proc, "stream")
+    assert stream.startswith("failed") and "Something went wrong" in stream, proc.stdout
+    assert "hint: use --no-stream" in proc.stdout
+    probe = doctor_line(proc, "probe")
+    assert probe.startswith("ok") and "--no-stream works here" in probe, proc.stdout
+    assert "--api auto" not in proc.stdout
+    assert [p.json["stream"] for p in gateway.posts()] == [True, False]
+
+
+# --- item 4: a gateway that already retried ---------------------------------------------------
+
+
+def test_a_5xx_from_a_gateway_that_retries_itself_is_not_repeated(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    headers = {"x-litellm-call-id": "c0ffee", "x-litellm-version": "1.108.7"}
+    gateway.set_default(error_reply(500, "litellm.InternalServerError", headers=headers))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 1  # with LiteLLM's own 3 tries: 3 upstream, not 9
+    assert "already retried this request itself" in proc.stderr
+
+
+def test_an_error_saying_retries_ran_out_is_not_repeated(tmp_path: Path, gateway: Gateway) -> None:
+    gateway.set_default(
+        error_reply(502, "upstream failed; LiteLLM Retried: 3 times, LiteLLM Max Retries: 3")
+    )
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+
+
+def test_a_429_from_a_gateway_that_retries_itself_is_still_retried(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    # a rate limit renders nothing: waiting and asking again pays for nothing
+    headers = {"x-litellm-call-id": "c0ffee", "retry-after-ms": "10"}
+    gateway.enqueue(
+        error_reply(429, "Rate limit reached", code="rate_limit_exceeded", headers=headers)
+    )
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG))))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
+    assert proc.returncode == 0, report(proc, gateway)
+    assert len(gateway.posts()) == 2
+
+
+def test_a_plain_5xx_keeps_the_usual_retries(tmp_path: Path, gateway: Gateway) -> None:
+    gateway.set_default(error_reply(500, "The server had an error", type_="server_error"))
+    started = time.monotonic()
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 3 and time.monotonic() - started < 60  # 1 + --retries 2
