@@ -4375,6 +4375,28 @@ def rejects_previous_response(exc: ImagegenError) -> bool:
     )
 
 
+def keep_cause(first: GatewayError | None, last: ImagegenError) -> None:
+    """The cause stays the cause: after a meaningful first failure (a 429 or a 5xx), a later
+    attempt's different, generic error (no param: a relay's own 400/500, as claude-relay-service
+    answers once it has parked its upstream account) is not the cause. The final error then
+    names the first failure, and the hint says why the later one may look unrelated."""
+    if first is None or last is first or not isinstance(last, GatewayError):
+        return
+    if not (last.status == 400 or last.status >= 500) or last.param:
+        return
+    if last.code not in ("", str(last.status)):
+        return  # a specific error (it names its code): that one is the cause
+    if last.status == first.status and last.detail == first.detail:
+        return  # the same failure again: its own message says it all
+    last.message = f"{first.message}; a later attempt got {last.message}"
+    paused = (
+        f"the relay may have paused its upstream account after that {first.status} and "
+        "answers a generic error meanwhile (claude-relay-service parks it for up to an hour "
+        "after a 429, 5 minutes after a 500): wait, then run again"
+    )
+    last.hint = "; ".join(h for h in (paused, first.hint) if h)
+
+
 PENDING_RESUMES: dict[str, str] = {}  # --out -> id of a stored response in flight (for Ctrl-C)
 RESUME_ARGS: list[str] = []  # how this run reaches its gateway (set by run()), for --resume hints
 
@@ -4482,6 +4504,7 @@ def run_job(
     stored_id = job.resume_id
     poll_wait = POLL_FIRST
     collector: Collector | None = None
+    first_failure: GatewayError | None = None  # a 429 or 5xx: the cause (see keep_cause)
 
     def remember(response_id: str) -> None:
         if keep or job.resume_id:
@@ -4554,6 +4577,8 @@ def run_job(
             except (GatewayError, NetworkError) as exc:
                 if sink.has_image:
                     break
+                if first_failure is None and isinstance(exc, GatewayError):
+                    first_failure = exc if exc.status == 429 or exc.status >= 500 else None
                 if progress is not None:
                     progress.checkpoint()  # a cancelled call is neither retried nor switched
                 response_id = collector.response_id or stored_id
@@ -4728,6 +4753,7 @@ def run_job(
         return outcome
     except ImagegenError as exc:
         PENDING_RESUMES.pop(job.out, None)
+        keep_cause(first_failure, exc)
         response_id = (collector.response_id if collector is not None else "") or stored_id
         if response_id and not isinstance(exc, (OutputError, UsageError)):
             if response_id not in exc.message:

@@ -152,3 +152,47 @@ def test_a_plain_5xx_keeps_the_usual_retries(tmp_path: Path, gateway: Gateway) -
     proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
     assert proc.returncode == 4, report(proc, gateway)
     assert len(gateway.posts()) == 3 and time.monotonic() - started < 60  # 1 + --retries 2
+
+
+# --- item 5: the cause stays the cause --------------------------------------------------------
+
+
+def test_after_a_429_the_relays_generic_400_does_not_hide_the_cause(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    gateway.enqueue(
+        error_reply(
+            429,
+            "Rate limit reached for gpt-image-2",
+            code="rate_limit_exceeded",
+            headers={"retry-after-ms": "10"},
+        )
+    )
+    upstream_answers(gateway)  # would render now, but the relay has parked its account
+    with Relay(gateway, "claude_relay") as relay:
+        proc = cli(tmp_path, env_for(tmp_path, relay.base_url))
+    assert proc.returncode == 4, report(proc, gateway)
+    assert relay.answers == [429, 400] and len(gateway.posts()) == 1
+    error = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert "HTTP 429" in error and "Rate limit reached" in error, proc.stderr
+    assert error.index("HTTP 429") < error.index("HTTP 400"), error
+    assert "paused its upstream account" in proc.stderr
+
+
+def test_after_a_500_a_generic_500_names_the_first(tmp_path: Path, gateway: Gateway) -> None:
+    gateway.enqueue(error_reply(503, "upstream overloaded", type_="server_error"))
+    gateway.set_default(error_reply(500, "Internal server error"))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url), "--retries", "1")
+    assert proc.returncode == 4, report(proc, gateway)
+    error = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert error.startswith("error: HTTP 503") and "upstream overloaded" in error, error
+
+
+def test_a_specific_later_error_stays_the_error(tmp_path: Path, gateway: Gateway) -> None:
+    gateway.enqueue(error_reply(429, "slow down", headers={"retry-after-ms": "10"}))
+    gateway.enqueue(error_reply(400, "Invalid size", param="tools[0].size"))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
+    assert proc.returncode == 4, report(proc, gateway)
+    error = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert error.startswith("error: HTTP 400") and "slow down" not in error, error
+    assert "paused its upstream account" not in proc.stderr
