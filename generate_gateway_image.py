@@ -193,6 +193,10 @@ MAX_LINK_SEARCH = 64 * 1024  # characters of the model's text searched for bare 
 BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
+# After the image is safe, the stream is read on until response.completed (or its end) for at
+# most this long, so a relay records a completed request and its usage, not a client abort
+READ_TO_END_GRACE = 5.0
+FINAL_EVENTS = ("response.completed", "response.done", "response.failed", "response.incomplete")
 
 # Secrets and terminal safety (see redact() and sanitize())
 SECRET_MIN_LENGTH = 6  # shorter values are not masked: they would mask ordinary words
@@ -3976,8 +3980,8 @@ def exchange(
             parser = SSEParser(collector.on_sse)
             if first:
                 parser.feed(first)
-            # Stop as soon as the image is safe: the rest (message, response.completed with a
-            # second copy of the image) is not needed, and a stall there must not hold it up.
+            # Collect until the image is safe: the rest (message, response.completed with a
+            # second copy of the image) is only read to its end, briefly (read_to_end).
             while not collector.finished and not collector.sink.has_image:
                 chunk = wire.read()
                 if not chunk:
@@ -3986,6 +3990,8 @@ def exchange(
             if not collector.finished and not collector.sink.has_image:
                 parser.close()
             ended_early = not collector.finished
+            if collector.sink.has_image and not collector.finished:
+                read_to_end(wire, clock, parser, console)
         else:
             if first.lstrip()[:1] not in (b"{", b""):
                 head = first + wire.read_limited(64 * 1024)
@@ -4070,6 +4076,39 @@ def exchange(
     finally:
         if wire is not None:
             wire.close()
+
+
+def read_to_end(wire: Wire, clock: Clock, parser: SSEParser, console: Console) -> None:
+    """After the image is safe: read on until response.completed (or the end of the stream),
+    for at most READ_TO_END_GRACE seconds, so that a relay sees a completed request and records
+    it (and its usage) instead of a client abort. Events are only watched for the end, not
+    collected (the image is kept already), and nothing here can fail the run."""
+    done = False
+
+    def on_tail(name: str, spool: JsonSpool) -> None:
+        nonlocal done
+        if not spool.blobs and spool.head.strip() == b"[DONE]":
+            done = True
+            return
+        try:
+            event = spool.parse()
+        except ValueError:
+            return
+        if isinstance(event, dict) and str(event.get("type") or name) in FINAL_EVENTS:
+            done = True
+
+    parser.on_event = on_tail
+    clock.deadline = min(clock.deadline, time.monotonic() + READ_TO_END_GRACE)
+    try:
+        while not done:
+            chunk = wire.read()
+            if not chunk:
+                return
+            parser.feed(chunk)
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError, ImagegenError)) and not is_http_exception(exc):
+            raise
+        console.debug(f"stopped reading the stream after the image: {type(exc).__name__}")
 
 
 def download_image(

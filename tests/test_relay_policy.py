@@ -196,3 +196,38 @@ def test_a_specific_later_error_stays_the_error(tmp_path: Path, gateway: Gateway
     error = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
     assert error.startswith("error: HTTP 400") and "slow down" not in error, error
     assert "paused its upstream account" not in proc.stderr
+
+
+# --- item 6: read to the end --------------------------------------------------------------------
+
+
+def test_the_stream_is_read_to_response_completed_so_the_relay_records_it(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    # response.completed comes a moment after the image (as upstreams send it)
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG)), delay=0.3))
+    with Relay(gateway, "claude_relay") as relay:
+        proc = cli(tmp_path, env_for(tmp_path, relay.base_url))
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (relay.completed, relay.aborted) == (1, 0)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_a_stall_after_the_image_costs_only_the_grace_period(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    # seq 0..6 arrive (6: the image), then silence instead of response.completed
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG)), stall_after=7))
+    started = time.monotonic()
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url), "--idle-timeout", "120", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert time.monotonic() - started < 60  # not the idle timeout: READ_TO_END_GRACE (5 s)
+    assert json.loads(proc.stdout)["retries"] == 0
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_a_cut_after_the_image_is_no_failure(tmp_path: Path, gateway: Gateway) -> None:
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG)), cut_after=7, reset=True))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
+    assert proc.returncode == 0, report(proc, gateway)
+    assert len(gateway.posts()) == 1 and (tmp_path / "out.png").read_bytes() == PNG
