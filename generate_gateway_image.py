@@ -145,6 +145,13 @@ RELAY_FAILURE_STATUSES = (500, 502, 503)
 # does, 3 tries each): its x-litellm-* headers, or an error that says its retries ran out.
 # The script then does not repeat a paid request: at most 1 + --retries paid attempts in all.
 RELAY_RETRY_HEADER_PREFIXES = ("x-litellm-",)
+# A relay that lost its upstream mid-stream may say so as the response's own failure (LiteLLM:
+# response.failed, server_error, "Response payload is not completed"): the stored response may
+# still be running upstream, so --resumable fetches it (a GET) instead of paying again
+RELAY_CUT_WORDS = (
+    r"payload is not completed|apiconnectionerror|transferencodingerror|connection (?:error|"
+    r"reset|closed|aborted|lost)|server disconnected|peer closed|incomplete (?:read|chunked)"
+)
 RELAY_RETRIED_WORDS = (
     r"retr(?:y|ies)\W+(?:\w+\W+){0,3}(?:exhausted|exceeded|used up|failed)"
     r"|(?:retried|after)\W+\d+\W+(?:times|retries|attempts)|max(?:imum)? retries"
@@ -4319,6 +4326,16 @@ def relay_stream_failure(
     )
 
 
+def relay_cut_stream(exc: ImagegenError) -> bool:
+    """A stream failure that is a relay's broken upstream connection, not the response's own
+    end (see RELAY_CUT_WORDS): a stored response is fetched, not taken as failed."""
+    return (
+        isinstance(exc, GatewayError)
+        and exc.code == "server_error"
+        and re.search(RELAY_CUT_WORDS, exc.detail.lower()) is not None
+    )
+
+
 class Outcome:
     """What one job produced, for printing, --json and the sidecar."""
 
@@ -4622,6 +4639,10 @@ def run_job(
                     progress.checkpoint()  # a cancelled call is neither retried nor switched
                 response_id = collector.response_id or stored_id
                 terminal = collector.status in TERMINAL_STATUSES
+                if terminal and not fetch and relay_cut_stream(exc):
+                    terminal = False  # the relay's own "failed": the stored one runs on
+                    if collector.sequence > seen:  # its event's number is not the gateway's
+                        collector.sequence -= 1
                 client_error = (
                     isinstance(exc, GatewayError)
                     and 400 <= exc.status < 500

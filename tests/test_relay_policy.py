@@ -231,3 +231,50 @@ def test_a_cut_after_the_image_is_no_failure(tmp_path: Path, gateway: Gateway) -
     proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
     assert proc.returncode == 0, report(proc, gateway)
     assert len(gateway.posts()) == 1 and (tmp_path / "out.png").read_bytes() == PNG
+
+
+# --- LiteLLM's cut stream: its own response.failed, not the response's ------------------------
+
+
+def litellm_cut(rid: str) -> list[dict[str, Any]]:
+    """What LiteLLM sends when its upstream stream breaks after 4 events: the events so far,
+    then a response.failed of its own (same id, the next sequence number)."""
+    events = image_events(images.b64(PNG), resp_id=rid)[:4]
+    failed = {
+        "id": rid,
+        "object": "response",
+        "status": "failed",
+        "output": [],
+        "error": {
+            "code": "server_error",
+            "message": "Response payload is not completed: <TransferEncodingError: 400, "
+            "message='Not enough data to satisfy transfer length header.'>",
+        },
+    }
+    return [*events, {"type": "response.failed", "response": failed, "sequence_number": 4}]
+
+
+def test_a_relays_own_failed_event_for_a_stored_response_is_fetched_not_reposted(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    rid = "resp_litellm1"
+    gateway.enqueue(sse_reply(litellm_cut(rid)))
+    final = image_events(images.b64(PNG), resp_id=rid)[-1]["response"]
+    gateway.set_default(json_reply(final), path=f"/v1/responses/{rid}")
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url), "--resumable", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert len(gateway.posts()) == 1, gateway.dump()
+    (get,) = [r for r in gateway.requests if r.method == "GET"]
+    assert get.query == {"stream": ["true"], "starting_after": ["3"]}  # not LiteLLM's own 4
+    assert json.loads(proc.stdout)["resumes"] == 1
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_without_resumable_the_relays_cut_is_an_ordinary_retry(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    gateway.enqueue(sse_reply(litellm_cut("resp_litellm2")))
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG))))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
+    assert proc.returncode == 0, report(proc, gateway)
+    assert len(gateway.posts()) == 2 and "billed twice" in proc.stderr
