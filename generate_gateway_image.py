@@ -129,7 +129,6 @@ SIZE_MIN_PIXELS = 655_360
 SIZE_MAX_PIXELS = 8_294_400
 
 MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
-USAGE_GRACE = 2.0  # seconds a stream is read on after the image, for response.completed's usage
 MAX_USAGE_KEYS = 32  # fields kept from a usage object (real ones have five)
 MAX_INPUT_IMAGES = 16
 # Inputs are regular files (a pipe only where one is natural: --prompt -, --prompt-file <(cmd),
@@ -148,6 +147,24 @@ RETRY_AFTER_CAP = 120.0  # longer Retry-After values are not honoured (same as t
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
 RETRY_STATUSES = (408, 409, 429)
+# A relay's own 5xx (not an OpenAI error) to a streamed request: Portkey fails every streamed
+# request this way after the upstream delivered the image. Retried once without streaming.
+RELAY_FAILURE_STATUSES = (500, 502, 503)
+# Signs that the gateway already retried a failed request itself (LiteLLM with num_retries
+# does, 3 tries each): its x-litellm-* headers, or an error that says its retries ran out.
+# The script then does not repeat a paid request: at most 1 + --retries paid attempts in all.
+RELAY_RETRY_HEADER_PREFIXES = ("x-litellm-",)
+# A relay that lost its upstream mid-stream may say so as the response's own failure (LiteLLM:
+# response.failed, server_error, "Response payload is not completed"): the stored response may
+# still be running upstream, so --resumable fetches it (a GET) instead of paying again
+RELAY_CUT_WORDS = (
+    r"payload is not completed|apiconnectionerror|transferencodingerror|connection (?:error|"
+    r"reset|closed|aborted|lost)|server disconnected|peer closed|incomplete (?:read|chunked)"
+)
+RELAY_RETRIED_WORDS = (
+    r"retr(?:y|ies)\W+(?:\w+\W+){0,3}(?:exhausted|exceeded|used up|failed)"
+    r"|(?:retried|after)\W+\d+\W+(?:times|retries|attempts)|max(?:imum)? retries"
+)
 
 SVG_SCAN_OVERLAP = 4096  # bytes kept between chunks when scanning an SVG for scripts
 MAX_SIDECAR_BYTES = 1024 * 1024  # a bigger OUT.json is not one of our sidecars
@@ -164,7 +181,9 @@ POLL_MAX = 10.0
 RESUME_FIRST = 0.5
 RESUME_MAX = 8.0
 MAX_RESUMES = 20
-RESPONSE_ID_MAX = 200  # longer --resume ids are refused (they become part of a URL path)
+# Response ids as gateways make them: LiteLLM's are about 400 characters (it encodes its routing
+# into them). Longer ones are neither fetched, resumed nor accepted by --resume.
+RESPONSE_ID_MAX = 1024
 # Image-tool options a relay may reject with a 400 naming them; each is dropped once
 DROPPABLE_TOOL_OPTIONS = (
     "quality",
@@ -204,6 +223,9 @@ BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not 
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
 MAX_INFORMATIONAL = 16  # 102/103 answers skipped before the final one; more are exit 4
+# After the image is safe, the stream is read on until response.completed (or its end) for at
+# most this long, so a relay records a completed request and its usage, not a client abort
+READ_TO_END_GRACE = 5.0
 
 # Secrets and terminal safety (see redact() and sanitize())
 SECRET_MIN_LENGTH = 6  # shorter values are not masked: they would mask ordinary words
@@ -211,10 +233,14 @@ SECRET_PIECE = 12  # any run of this many characters of a secret is masked too
 SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this size
 SECRET_EDGE = 4  # where we cut text short, a tail this long that begins a secret is masked too
 MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
-MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
-# A response id we poll, resume and print in a copy-paste --resume command: one --resume
-# accepts, a plain token (no quotes, spaces, %, &, ! or controls a shell or cmd.exe acts on)
-RESPONSE_ID = rf"(?!\.*$)[A-Za-z0-9_.:=-]{{1,{RESPONSE_ID_MAX}}}"
+MAX_GATEWAY_ID = 256  # image call ids and other gateway words kept (response ids: above)
+# A response id we poll, resume and --resume accepts: printable ASCII without spaces, one URL
+# path segment once percent-encoded; no "." or ".." part (a server that decodes %2F before it
+# routes would walk out of /responses/), see usable_response_id()
+RESPONSE_ID = rf"(?!\.*$)(?!(?:.*/)?\.\.?(?:/|$))[!-~]{{1,{RESPONSE_ID_MAX}}}"
+# ...and one printed in a copy-paste --resume command: a plain token that no shell or cmd.exe
+# acts on (no quotes, %, &, !, ^ or parentheses); others are named, not offered as a command
+PLAIN_RESPONSE_ID = r"[A-Za-z0-9_.:=+/@-]+"
 HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110)
 TOKEN_LIKE_LENGTH = 16  # in auth.command's own messages, longer words with a digit are masked
 UNSAFE_FORMAT_CHARS = frozenset(
@@ -320,6 +346,7 @@ class GatewayError(ImagegenError):
         started: bool = False,
         detail: str | None = None,
         param: str = "",
+        relay_failure: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.status = status
@@ -329,6 +356,9 @@ class GatewayError(ImagegenError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.started = started  # the gateway had begun the work: a retry may be billed twice
+        # a 5xx whose body is not an OpenAI error: a relay's own failure, perhaps after the
+        # upstream rendered (and billed) the image; see relay_stream_failure()
+        self.relay_failure = relay_failure
 
 
 class AuthError(GatewayError):
@@ -430,6 +460,7 @@ class Gateway:
         "warnings",
         "notes",
         "image_tool",
+        "secret_values",
     )
 
     def __init__(self) -> None:
@@ -453,6 +484,7 @@ class Gateway:
         self.warnings: list[str] = []  # shown on stderr by load_gateway
         self.notes: list[str] = []  # informational: doctor lines, else info lines on stderr
         self.image_tool: tuple[bool, str] = (False, "")  # would Codex offer its own image tool
+        self.secret_values: list[str] = []  # from a credential source (env_http_headers)
 
     def url(self, path: str) -> str:
         url = self.base_url.rstrip("/") + path
@@ -1002,8 +1034,7 @@ def check_provider_table(provider_id: str, provider: Mapping[str, Any], where: s
 
 def is_credential_header(name: str) -> bool:
     """A configured header that authenticates by itself (Azure's api-key, x-api-key, ...)."""
-    lowered = name.lower()
-    return any(word in lowered for word in ("auth", "key", "token", "secret", "cookie"))
+    return credential_name(name)
 
 
 def codex_image_tool(
@@ -1143,6 +1174,7 @@ def resolve_gateway(
         value = env.get(_string(var, f"{where} env_http_headers.{name}"), "").strip()
         if value:
             set_header(headers, str(name), value)
+            gw.secret_values.append(value)  # kept out of files for a reason: masked by any name
 
     # Credentials in Codex's order: auth.command (alone by rule), else env_key (required once
     # named: no fall-through), else experimental_bearer_token, else the OpenAI login, and that
@@ -1320,6 +1352,7 @@ def load_gateway(
     for name, value in parse_qsl(base.query):
         if looks_secret(name):
             console.add_secret(value)
+    add_public(gw.base_url)
     what = "--base-url" if args.base_url else f"base_url of provider {gw.provider!r}"
     warning = check_base_url(gw.base_url, what)
     if warning:
@@ -1335,6 +1368,8 @@ def load_gateway(
     check_headers(gw)
     if gw.api_key:
         console.add_secret(gw.api_key)
+    for value in gw.secret_values:
+        console.add_secret(value)
     for name, value in gw.headers.items():
         if looks_secret(name, value):
             console.add_secret(value)
@@ -1395,16 +1430,15 @@ def warn_if_world_readable(path: str, console: Console) -> None:
         )
 
 
-SECRET_HEADER_WORDS = (
-    "auth",
-    "key",
-    "token",
-    "secret",
-    "cookie",
-    "password",
-    "session",
-    "credential",
-    "sig",
+# A header or query parameter whose name has one of these as a whole word (split at "-", "_",
+# "." and camelCase) carries a credential: "X-Api-Key", "x-auth-token", "apiKey", "sig". A word
+# that merely contains one does not: "x-portkey-provider: openai" is shown as written.
+CREDENTIAL_WORDS = frozenset(
+    (
+        "authorization auth authentication key apikey token secret password passwd passphrase "
+        "cookie session credential credentials sig signature bearer jwt accesskey secretkey "
+        "accesstoken authtoken apitoken sessiontoken clientsecret"
+    ).split()
 )
 SECRETS: list[str] = []  # every credential this run knows, longest first; see redact()
 # What redact() looks for: each secret and its URL-encoded and JSON-escaped spellings, with the
@@ -1412,13 +1446,37 @@ SECRETS: list[str] = []  # every credential this run knows, longest first; see r
 # of each spelling by where they start in it.
 SECRET_FORMS: list[tuple[str, str]] = []
 SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
+# Text that is public whatever a secret holds (the base URL's scheme, host, port and path, as
+# configured): a piece of a secret that is also a piece of it is not masked, so a secret that
+# happens to hold the host cannot hide the endpoint. A whole secret is always masked.
+PUBLIC_TEXTS: list[str] = []
+
+
+def add_public(url: str) -> None:
+    """Remember the base URL (without user:password@ and query) as public text for redact()."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+    except ValueError:
+        return
+    text = f"{parts.scheme}://{host}{parts.path}" if parts.scheme else host + parts.path
+    if text and text not in PUBLIC_TEXTS:
+        PUBLIC_TEXTS.append(text)
+
+
+def credential_name(name: str) -> bool:
+    """A header or query parameter name that is a credential's name (see CREDENTIAL_WORDS)."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1-\2", name)
+    return any(word in CREDENTIAL_WORDS for word in re.split(r"[^a-z0-9]+", spaced.lower()))
 
 
 def looks_secret(header_name: str, value: str = "") -> bool:
-    lowered = header_name.lower()
-    return any(word in lowered for word in SECRET_HEADER_WORDS) or value.lower().startswith(
-        ("bearer ", "basic ")
-    )
+    """A header value that is a secret by where it sits: a credential's name, or an
+    Authorization-style value. (Values from a credential source are secret whatever their
+    name: the key, auth.command's output, env_http_headers; see load_gateway.)"""
+    return credential_name(header_name) or value.lower().startswith(("bearer ", "basic "))
 
 
 def add_secret(value: str) -> None:
@@ -1480,7 +1538,8 @@ def redact(text: str) -> str:
                 pos = start + SECRET_BLOCK
                 while right < len(text) and pos < len(form) and text[right] == form[pos]:
                     right, pos = right + 1, pos + 1
-                if right - left >= SECRET_PIECE:
+                piece = text[left:right]
+                if right - left >= SECRET_PIECE and not any(piece in p for p in PUBLIC_TEXTS):
                     spans.append((left, right))
             at = text.find(block, at + 1)
     if not spans:
@@ -1578,6 +1637,19 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name: only localhost is sure to stay on this machine
         return host == "localhost" or host.endswith(".localhost")
+
+
+def usable_response_id(value: object) -> bool:
+    """The one rule for a response id we fetch, resume, accept in --resume and that --doctor
+    vouches for: RESPONSE_ID (printable ASCII, no spaces, up to RESPONSE_ID_MAX characters; it
+    is percent-encoded into one URL path segment). Gateways choose their own ids (LiteLLM's
+    are long base64 text), so anything narrower would refuse a real one."""
+    return isinstance(value, str) and re.fullmatch(RESPONSE_ID, value) is not None
+
+
+def plain_response_id(value: str) -> bool:
+    """A usable id that can be printed inside a copy-paste --resume command as it is."""
+    return usable_response_id(value) and re.fullmatch(PLAIN_RESPONSE_ID, value) is not None
 
 
 # =============================================================================================
@@ -3663,11 +3735,11 @@ class Collector:
         self.on_id = before.on_id
 
     def _note_id(self, value: Any) -> None:
-        if not isinstance(value, str) or not re.fullmatch(RESPONSE_ID, value):
+        if not isinstance(value, str) or not usable_response_id(value):
             if value and self.debug is not None:
-                self.debug("ignored a response id that is not a plain token")
+                self.debug("ignored a response id that cannot be fetched (see RESPONSE_ID)")
             return
-        if value and str(value) != self.response_id:
+        if value != self.response_id:
             self.response_id = str(value)
             if self.on_id is not None:
                 self.on_id(self.response_id)
@@ -4043,6 +4115,7 @@ def http_error(
             parsed = json.loads(text)
         except (ValueError, RecursionError):
             parsed = None
+    openai_error = isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
     if isinstance(parsed, dict):
         err = parsed.get("error", parsed)
         if isinstance(err, dict):
@@ -4080,6 +4153,13 @@ def http_error(
         retryable = False
     if should in ("true", "false"):
         retryable = should == "true"
+    relay_retried = status >= 500 and gateway_retried(headers, message)
+    # a CDN's page (Cloudflare) says the origin failed or is unreachable; a CDN is also what
+    # cuts a non-streamed request at ~100 s (524), so its 5xx never turns streaming off
+    server = str(headers.get("server") or "").lower()
+    cdn = bool(headers.get("cf-ray")) or "cloudflare" in server or "cloudflare" in message.lower()
+    if relay_retried and not path.startswith("/responses/"):  # a paid POST, not a free GET
+        retryable = False
     if status in (401, 403):
         carrier = f"sent in the {gw.header_credential} header" if gw.header_credential else ""
         hint = "check the API key ({})".format(gw.key_source or carrier or "none was sent")
@@ -4115,6 +4195,12 @@ def http_error(
         hint = "the account is out of credit; add billing or use another key"
     elif status == 429:
         hint = "rate limited; wait a moment or lower --concurrency"
+    if relay_retried and not retryable:
+        more = (
+            "the gateway already retried this request itself (a relay such as LiteLLM), so "
+            "the script does not repeat it (each try may be billed)"
+        )
+        hint = f"{hint}; {more}" if hint else more
     err_obj = GatewayError(
         summary,
         hint,
@@ -4125,8 +4211,17 @@ def http_error(
         started=status == 524,  # the CDN gave up waiting; the gateway may still be working
         detail=message,
         param=param,
+        relay_failure=status in RELAY_FAILURE_STATUSES and not openai_error and not cdn,
     )
     return err_obj
+
+
+def gateway_retried(headers: Any, message: str) -> bool:
+    """Whether an error answer shows that the gateway retried the request itself."""
+    names = [str(name).lower() for name in headers.keys()]
+    if any(name.startswith(RELAY_RETRY_HEADER_PREFIXES) for name in names):
+        return True
+    return re.search(RELAY_RETRIED_WORDS, message.lower()) is not None
 
 
 class Request:
@@ -4275,13 +4370,14 @@ def exchange(
             if first:
                 parser.feed(first)
             # Once the image is safe, the rest (message, response.completed with a second copy
-            # of the image) matters only for its token usage: read on for USAGE_GRACE seconds
-            # at most, so a stall there cannot hold the image up (a timeout then just returns).
+            # of the image) is read to its end for READ_TO_END_GRACE seconds at most: a relay
+            # records a completed request and its usage, and a stall there cannot hold the
+            # image up (a timeout then just returns).
             grace_set = False
             while not collector.finished:
                 if collector.sink.has_image and not grace_set:
                     grace_set = True
-                    clock.deadline = min(clock.deadline, time.monotonic() + USAGE_GRACE)
+                    clock.deadline = min(clock.deadline, time.monotonic() + READ_TO_END_GRACE)
                 chunk = wire.read()
                 if not chunk:
                     break
@@ -4497,9 +4593,14 @@ def detect_quirk(
     used: set[str],
     tool: Mapping[str, Any] | None = None,
     strict: bool = False,
+    paid_retry: bool = True,
 ) -> tuple[str, str] | None:
-    """A known gateway quirk behind this error: (kind, what we do about it), or None."""
+    """A known gateway quirk behind this error: (kind, what we do about it), or None.
+    `paid_retry`: --retries allows one more paid attempt (a kind ending in ":paid" is one)."""
 
+    relay = relay_stream_failure(exc, stream=stream, used=used)
+    if relay is not None:
+        return relay if paid_retry else None
     if (
         not isinstance(exc, GatewayError)
         or isinstance(exc, AuthError)
@@ -4561,6 +4662,35 @@ def detect_quirk(
     return None
 
 
+def relay_stream_failure(
+    exc: ImagegenError, *, stream: bool, used: set[str]
+) -> tuple[str, str] | None:
+    """Portkey's quirk: a relay's own 5xx (not an OpenAI error) to a streamed request, sent
+    after the upstream delivered the image. Repeating the same request would pay again for
+    the same failure; one non-streamed retry (a paid attempt, within --retries) works."""
+    if not (isinstance(exc, GatewayError) and exc.relay_failure and stream):
+        return None
+    if "stream" in used:
+        return None
+    return (
+        "stream:paid",
+        f"the relay failed the streamed request with its own HTTP {exc.status} "
+        f"({text_of(exc.detail, 120)}), not an OpenAI error: the image may already have been "
+        "rendered and billed; retrying once without streaming (use --no-stream with this "
+        "gateway)",
+    )
+
+
+def relay_cut_stream(exc: ImagegenError) -> bool:
+    """A stream failure that is a relay's broken upstream connection, not the response's own
+    end (see RELAY_CUT_WORDS): a stored response is fetched, not taken as failed."""
+    return (
+        isinstance(exc, GatewayError)
+        and exc.code == "server_error"
+        and re.search(RELAY_CUT_WORDS, exc.detail.lower()) is not None
+    )
+
+
 class Outcome:
     """What one job produced, for printing, --json and the sidecar."""
 
@@ -4592,10 +4722,10 @@ class Outcome:
         return EXIT_OK if self.error is None else self.error.exit_code
 
 
-def gateway_id(value: str) -> str:
+def gateway_id(value: str, limit: int = MAX_GATEWAY_ID) -> str:
     """An id the gateway chose, as we keep it: one clean line, bounded, secrets masked."""
     text = redact(sanitize(value))
-    return clip(text, MAX_GATEWAY_ID)
+    return clip(text, limit)
 
 
 def backoff(retry_index: int) -> float:
@@ -4658,18 +4788,44 @@ def rejects_previous_response(exc: ImagegenError) -> bool:
     )
 
 
+def keep_cause(first: GatewayError | None, last: ImagegenError) -> None:
+    """The cause stays the cause: after a meaningful first failure (a 429 or a 5xx), a later
+    attempt's different, generic error (no param: a relay's own 400/500, as claude-relay-service
+    answers once it has parked its upstream account) is not the cause. The final error then
+    names the first failure, and the hint says why the later one may look unrelated."""
+    if first is None or last is first or not isinstance(last, GatewayError):
+        return
+    if not (last.status == 400 or last.status >= 500) or last.param:
+        return
+    if last.code not in ("", str(last.status)):
+        return  # a specific error (it names its code): that one is the cause
+    if last.status == first.status and last.detail == first.detail:
+        return  # the same failure again: its own message says it all
+    last.message = f"{first.message}; a later attempt got {last.message}"
+    paused = (
+        f"the relay may have paused its upstream account after that {first.status} and "
+        "answers a generic error meanwhile (claude-relay-service parks it for up to an hour "
+        "after a 429, 5 minutes after a 500): wait, then run again"
+    )
+    last.hint = "; ".join(h for h in (paused, first.hint) if h)
+
+
 PENDING_RESUMES: dict[str, str] = {}  # --out -> id of a stored response in flight (for Ctrl-C)
 RESUME_ARGS: list[str] = []  # how this run reaches its gateway (set by run()), for --resume hints
 
 
 def resume_command(response_id: str, out: str) -> str:
-    """The exact command that fetches a stored response's image later without paying again."""
+    """The exact command that fetches a stored response's image later without paying again.
+    An id with characters a shell or cmd.exe acts on (%, &, quotes: shlex quoting is POSIX
+    only) is not pasted into it: the command names RESPONSE_ID and says where the id is."""
 
     script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
     python = "py -3 " if os.name == "nt" else "python3 "  # python3 is often a store stub there
     head = python + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
-    words = [*RESUME_ARGS, "--resume", response_id, "--out", out]
-    return head + " " + " ".join(shlex.quote(w) for w in words)
+    plain = plain_response_id(response_id)
+    words = [*RESUME_ARGS, "--resume", response_id if plain else "RESPONSE_ID", "--out", out]
+    command = head + " " + " ".join(shlex.quote(w) for w in words)
+    return command if plain else command + " (RESPONSE_ID: the response id above, quoted)"
 
 
 def link_host(url: str) -> str:
@@ -4763,6 +4919,7 @@ def run_job(
     poll_wait = POLL_FIRST
     resume_wait = 0.0  # the first resume of a broken stream is at once, then RESUME_FIRST...
     collector: Collector | None = None
+    first_failure: GatewayError | None = None  # a 429 or 5xx: the cause (see keep_cause)
 
     def remember(response_id: str) -> None:
         if keep or job.resume_id:
@@ -4835,10 +4992,16 @@ def run_job(
             except (GatewayError, NetworkError) as exc:
                 if sink.has_image:
                     break
+                if first_failure is None and isinstance(exc, GatewayError):
+                    first_failure = exc if exc.status == 429 or exc.status >= 500 else None
                 if progress is not None:
                     progress.checkpoint()  # a cancelled call is neither retried nor switched
                 response_id = collector.response_id or stored_id
                 terminal = collector.status in TERMINAL_STATUSES
+                if terminal and not fetch and relay_cut_stream(exc):
+                    terminal = False  # the relay's own "failed": the stored one runs on
+                    if collector.sequence > seen:  # its event's number is not the gateway's
+                        collector.sequence -= 1
                 client_error = (
                     isinstance(exc, GatewayError)
                     and 400 <= exc.status < 500
@@ -4940,18 +5103,20 @@ def run_job(
                         tool.pop(name, None)
                     quirk = detect_quirk(
                         exc,
-                        stream=stream,
+                        stream=request.stream,  # the Images API never streams
                         force_tool=force_tool,
                         size=size,
                         strict_size=settings.strict_size or job.strict,
                         used=used,
                         tool=tool if api == "responses" else dict(job.tool_options),
                         strict=job.strict,
+                        paid_retry=outcome.retries < settings.retries,
                     )
                     if quirk is not None:
                         kind, note = quirk
                         used.add(kind if kind.startswith("drop:") else kind.split(":")[0])
-                        if kind == "stream":
+                        outcome.retries += kind.endswith(":paid")  # counts as a paid attempt
+                        if kind.split(":")[0] == "stream":
                             stream = not stream
                         elif kind == "tool_choice":
                             force_tool = False
@@ -4995,7 +5160,8 @@ def run_job(
                     time.sleep(wait)
         if not sink.has_image and collector.urls:
             fetch_image_urls(collector, settings, deadline, console, label)
-        outcome.response_id = gateway_id(collector.response_id or stored_id)
+        # whole, as --resume and --edit-from need it (a Responses id passed usable_response_id)
+        outcome.response_id = gateway_id(collector.response_id or stored_id, RESPONSE_ID_MAX)
         outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
         outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
@@ -5019,6 +5185,7 @@ def run_job(
         return outcome
     except ImagegenError as exc:
         PENDING_RESUMES.pop(job.out, None)
+        keep_cause(first_failure, exc)
         response_id = (collector.response_id if collector is not None else "") or stored_id
         if response_id and not isinstance(exc, (OutputError, UsageError)):
             if response_id not in exc.message:
@@ -5926,14 +6093,11 @@ def plan_resume(args: Any) -> Job:
                 "--resume only fetches a response the gateway stored; nothing new is sent",
             )
     rid = check_text(args.resume.strip(), "--resume")
-    if (
-        not re.fullmatch(r"[A-Za-z0-9_.:=-]+", rid)
-        or not rid.strip(".")
-        or len(rid) > RESPONSE_ID_MAX
-    ):
+    if not usable_response_id(rid):
         raise UsageError(
             f"--resume {clip(ascii(rid), 80)}: not a response id",
-            "pass the id from the --resumable run's message or --json output, e.g. resp_abc123",
+            "pass the id from the --resumable run's message or --json output, e.g. resp_abc123 "
+            f"(printable, no spaces, at most {RESPONSE_ID_MAX} characters)",
         )
     if not args.out and not args.dry_run:
         raise UsageError("--resume needs --out PATH for the image")
@@ -6444,6 +6608,23 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         del payload["background"]
         answer = probe_post(gw, settings, payload)
         refused = answer.get("refused")
+    streamed = True
+    if isinstance(refused, GatewayError) and relay_stream_failure(refused, stream=True, used=set()):
+        # Portkey's quirk, as a run meets it: the same probe once more without streaming
+        check(
+            "stream",
+            False,
+            f"streamed requests fail with the relay's own HTTP {refused.status} "
+            f"({text_of(refused.detail, 120)}), not an OpenAI error",
+            "use --no-stream with this gateway (a run falls back once by itself, but the failed "
+            "streamed request may be billed)",
+            EXIT_GATEWAY,
+        )
+        payload.update(store=False, stream=False)
+        payload.pop("background", None)
+        answer = probe_post(gw, settings, payload)
+        refused = answer.get("refused")
+        streamed = False
     if "connect" in answer:
         check("probe", False, f"cannot connect: {answer['connect']}", "", EXIT_NETWORK)
         return
@@ -6475,18 +6656,20 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
             )
         return
     ctype = str(answer.get("ctype") or "")
-    check(
-        "stream",
-        None,
-        "the gateway streams (SSE)"
-        if "event-stream" in ctype
-        else f"answered {ctype or 'no content type'} to a streaming request",
-    )
+    if streamed:
+        check(
+            "stream",
+            None,
+            "the gateway streams (SSE)"
+            if "event-stream" in ctype
+            else f"answered {ctype or 'no content type'} to a streaming request",
+        )
     seen = answer.get("seen") or {}
     if "broken" in answer:
         check("probe", False, str(answer["broken"]), "", EXIT_NETWORK)
     elif seen.get("item") == "image_generation_call":
-        check("probe", True, "forced tool_choice accepted; the image tool started")
+        how = "" if streamed else " (without streaming: --no-stream works here)"
+        check("probe", True, "forced tool_choice accepted; the image tool started" + how)
     elif seen.get("item") == "message":
         check(
             "probe",
@@ -6509,9 +6692,16 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
     if not response_id:
         check("store", None, "background mode accepted, but the answer gave no response id")
         return
-    from urllib.parse import quote
-
-    path = "/responses/" + quote(response_id, safe="")
+    path = fetch_request(response_id, stream=False).path if usable_response_id(response_id) else ""
+    if not path:  # the very rule a run applies: a run could not fetch it either
+        check(
+            "store",
+            None,
+            f"background mode accepted, but the response id {text_of(response_id, 80)!r} "
+            f"is not one this script can fetch (printable, no spaces, at most {RESPONSE_ID_MAX} "
+            "characters): a cut stream cannot be resumed here",
+        )
+        return
     try:
         status, _, _ = http_request(gw, settings, "GET", path)
     except (OSError, ImagegenError) as exc:
@@ -6580,7 +6770,8 @@ def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> d
     answer: dict[str, Any] = {"seen": seen}
     try:
         headers = gw.request_headers()
-        headers.update({"Content-Type": "application/json", "Accept": "text/event-stream"})
+        accept = "text/event-stream" if payload.get("stream") else "application/json"
+        headers.update({"Content-Type": "application/json", "Accept": accept})
         headers["Content-Length"] = str(len(body))
         wire.send("POST", headers, [body])
         resp = wire.answer()
@@ -7838,14 +8029,16 @@ def build_parser() -> Any:
         "--no-stream",
         dest="stream",
         action="store_false",
-        help="one JSON answer instead of Server-Sent Events",
+        help="one JSON answer instead of Server-Sent Events (for relays that fail streamed "
+        "requests, e.g. Portkey; --doctor --probe tells)",
     )
     g.add_argument(
         "--retries",
         type=int,
         default=DEFAULT_RETRIES,
         metavar="N",
-        help="retries for transient failures (default 2)",
+        help="retries for transient failures (default 2): at most 1+N paid attempts per "
+        "image; a relay that shows it retried itself (LiteLLM) is not retried on a 5xx",
     )
     g.add_argument(
         "--timeout",
@@ -7930,7 +8123,8 @@ def build_parser() -> Any:
         "--resume",
         metavar="RESPONSE_ID",
         help="fetch a stored response (following it if still running) and save its image to "
-        "--out; nothing new is paid",
+        "--out; nothing new is paid. The id as the gateway gave it (LiteLLM's are ~400 "
+        f"characters): printable, no spaces, at most {RESPONSE_ID_MAX} characters",
     )
     g.add_argument(
         "--api",
