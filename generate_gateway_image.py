@@ -7933,7 +7933,12 @@ def build_parser() -> Any:
     )
     g = p.add_argument_group("prompt and output")
     g.add_argument("--prompt", help="the prompt text, or - to read it from stdin")
-    g.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file")
+    g.add_argument(
+        "--prompt-file",
+        metavar="PATH",
+        help="read the prompt from a UTF-8 file (at most 1 MB; a pipe such as <(cmd) is read "
+        "within --timeout)",
+    )
     g.add_argument("--out", metavar="PATH", help="where to save the image (parents are created)")
     g.add_argument(
         "--force",
@@ -8073,7 +8078,8 @@ def build_parser() -> Any:
     g.add_argument(
         "--batch",
         metavar="JOBS.jsonl",
-        help="one job per line: a prompt string or an object with prompt, out, size, image, ...",
+        help="one job per line: a prompt string or an object with prompt, out, size, image, "
+        "...; - reads stdin (at most 16 MB, 1 MB + 64 KB a line)",
     )
     g.add_argument(
         "--out-dir", metavar="DIR", help="folder for --batch results (default names NNN-<slug>.png)"
