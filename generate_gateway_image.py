@@ -1535,6 +1535,8 @@ def redact(text: str) -> str:
     # multiple of SECRET_BLOCK in it: find the blocks (str.find is fast even on a 2 MB error
     # body), then grow each hit both ways while it still matches the secret around that block.
     spans: list[tuple[int, int]] = []
+    # a base URL that holds a whole secret (a key in its path) is not public text
+    public = [p for p in PUBLIC_TEXTS if not any(form in p for form, _ in SECRET_FORMS)]
     for block, places in SECRET_BLOCKS.items():
         at = text.find(block)
         while at >= 0:
@@ -1547,7 +1549,7 @@ def redact(text: str) -> str:
                 while right < len(text) and pos < len(form) and text[right] == form[pos]:
                     right, pos = right + 1, pos + 1
                 piece = text[left:right]
-                if right - left >= SECRET_PIECE and not any(piece in p for p in PUBLIC_TEXTS):
+                if right - left >= SECRET_PIECE and not any(piece in p for p in public):
                     spans.append((left, right))
             at = text.find(block, at + 1)
     if not spans:

@@ -139,3 +139,24 @@ def test_a_secret_that_holds_the_host_does_not_hide_the_endpoint(
     assert f"POST {gateway.base_url}/responses" in proc.stdout, proc.stdout
     assert "x-upstream-token: ***" in proc.stdout
     assert secret not in proc.stdout + proc.stderr and "9182736450" not in proc.stdout
+
+
+def test_a_base_url_that_holds_the_key_is_not_public_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some relays take the key in the URL path: then the URL is not public, and a piece of the
+    key echoed elsewhere is still masked."""
+    for name, empty in (
+        ("SECRETS", []),
+        ("SECRET_FORMS", []),
+        ("SECRET_BLOCKS", {}),
+        ("PUBLIC_TEXTS", []),
+    ):
+        monkeypatch.setattr(g, name, empty)
+    key = "rk-live-9f8e7d6c5b4a3928"
+    g.add_secret(key)
+    g.add_public(f"https://relay.example.com/{key}/v1")
+    shown = g.redact("the gateway echoed " + key[:16] + " back")
+    assert key[:12] not in shown and "***" in shown
+    g.add_public("https://other.example.com/v1")  # a public URL still shows as written
+    assert g.redact("POST https://other.example.com/v1/responses") == (
+        "POST https://other.example.com/v1/responses"
+    )
