@@ -129,6 +129,7 @@ SIZE_MAX_PIXELS = 8_294_400
 
 MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
 USAGE_GRACE = 2.0  # seconds a stream is read on after the image, for response.completed's usage
+USAGE_CAPTURE = 8192  # bytes kept after a usage key in that rest (a usage object is ~300)
 MAX_USAGE_KEYS = 32  # fields kept from a usage object (real ones have five)
 MAX_INPUT_IMAGES = 16
 
@@ -3306,6 +3307,68 @@ def token_counts(value: Any, depth: int = 0) -> dict[str, Any] | None:
     return counts or None
 
 
+class UsageSkim:
+    """The token usage in the rest of a stream, found without parsing it: once the image is
+    safe, what follows is mostly a second copy of it (in response.completed), which would cost
+    as much to parse as the image did. Only the bytes after a "usage" or "tool_usage" key are
+    kept (a few KB each) and read as JSON at the end."""
+
+    KEYS = (b'"usage"', b'"tool_usage"')  # a key: quotes inside JSON strings are escaped
+
+    def __init__(self, before: bytes = b"") -> None:
+        self.tail = before  # the end of what the parser already had: a key may straddle it
+        self.captures: dict[bytes, bytearray] = {}
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.tail + chunk
+        for key in self.KEYS:
+            capture = self.captures.get(key)
+            if capture is not None:
+                if len(capture) < USAGE_CAPTURE:
+                    capture += chunk[: USAGE_CAPTURE - len(capture)]
+                continue
+            at = data.find(key)
+            if at >= 0:
+                self.captures[key] = bytearray(data[at : at + USAGE_CAPTURE])
+        self.tail = data[-32:]
+
+    def value(self, key: bytes) -> Any:
+        """The JSON value after `key`, or None when it did not come (whole)."""
+        capture = self.captures.get(key)
+        if capture is None:
+            return None
+        text = bytes(capture[len(key) :]).decode("utf-8", "replace").lstrip()
+        if not text.startswith(":"):
+            return None
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text[1:].lstrip())
+        except ValueError:
+            return None
+        return value
+
+
+def skim_usage(wire: Wire, clock: Clock, collector: Collector, spool: JsonSpool | None) -> None:
+    """Read the rest of a stream for USAGE_GRACE seconds at most and keep its token usage;
+    any failure here only ends the reading (the image is already safe)."""
+    clock.deadline = min(clock.deadline, time.monotonic() + USAGE_GRACE)
+    before = bytes(spool.head[-USAGE_CAPTURE:]) if spool is not None and spool.blob is None else b""
+    skim = UsageSkim(before)
+    try:
+        while True:
+            chunk = wire.read()
+            if not chunk:
+                break
+            skim.feed(chunk)
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError, EOFError, ImagegenError)):
+            if not is_http_exception(exc):
+                raise
+    collector.main_usage = collector.main_usage or token_counts(skim.value(b'"usage"'))
+    tool_usage = skim.value(b'"tool_usage"')
+    if isinstance(tool_usage, dict) and not collector.image_usage:
+        collector.image_usage = token_counts(tool_usage.get("image_gen"))
+
+
 def add_token_counts(total: dict[str, Any], counts: Mapping[str, Any]) -> None:
     """Add one usage object into a running total, key by key (details too)."""
     for key, value in counts.items():
@@ -3990,14 +4053,13 @@ def exchange(
             parser = SSEParser(collector.on_sse)
             if first:
                 parser.feed(first)
-            # Once the image is safe, the rest (message, response.completed with a second copy
-            # of the image) matters only for its token usage: read on for USAGE_GRACE seconds
-            # at most, so a stall there cannot hold the image up (a timeout then just returns).
-            grace_set = False
             while not collector.finished:
-                if collector.sink.has_image and not grace_set:
-                    grace_set = True
-                    clock.deadline = min(clock.deadline, time.monotonic() + USAGE_GRACE)
+                if collector.sink.has_image:
+                    # the rest (message, response.completed with a second copy of the image)
+                    # matters only for its token usage: skimmed, not parsed, and for
+                    # USAGE_GRACE seconds at most, so a stall there cannot hold the image up
+                    skim_usage(wire, clock, collector, parser.spool)
+                    break
                 chunk = wire.read()
                 if not chunk:
                     break
