@@ -41,6 +41,7 @@ import signal
 import stat
 import struct
 import sys
+import threading
 import time
 import zlib
 
@@ -128,10 +129,15 @@ SIZE_MIN_PIXELS = 655_360
 SIZE_MAX_PIXELS = 8_294_400
 
 MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
-USAGE_GRACE = 2.0  # seconds a stream is read on after the image, for response.completed's usage
-USAGE_CAPTURE = 8192  # bytes kept after a usage key in that rest (a usage object is ~300)
 MAX_USAGE_KEYS = 32  # fields kept from a usage object (real ones have five)
 MAX_INPUT_IMAGES = 16
+# Inputs are regular files (a pipe only where one is natural: --prompt -, --prompt-file <(cmd),
+# --batch -), read up to these caps; beyond them the run is exit 2 before anything is read whole
+MAX_PROMPT_BYTES = 1024 * 1024  # a prompt, from any source (the model takes far less)
+MAX_BATCH_BYTES = 16 * 1024 * 1024  # a --batch file
+MAX_BATCH_LINE_BYTES = MAX_PROMPT_BYTES + 64 * 1024  # one batch line: a prompt and its options
+# Linux pseudo file systems: their "regular" files are made up on read (/proc/kcore, /sys/...)
+PSEUDO_FILE_ROOTS = ("/proc/", "/sys/", "/dev/")
 
 DEFAULT_RETRIES = 2
 DEFAULT_TIMEOUT = 900.0  # total budget, retries and waits included
@@ -141,6 +147,24 @@ RETRY_AFTER_CAP = 120.0  # longer Retry-After values are not honoured (same as t
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
 RETRY_STATUSES = (408, 409, 429)
+# A relay's own 5xx (not an OpenAI error) to a streamed request: Portkey fails every streamed
+# request this way after the upstream delivered the image. Retried once without streaming.
+RELAY_FAILURE_STATUSES = (500, 502, 503)
+# Signs that the gateway already retried a failed request itself (LiteLLM with num_retries
+# does, 3 tries each): its x-litellm-* headers, or an error that says its retries ran out.
+# The script then does not repeat a paid request: at most 1 + --retries paid attempts in all.
+RELAY_RETRY_HEADER_PREFIXES = ("x-litellm-",)
+# A relay that lost its upstream mid-stream may say so as the response's own failure (LiteLLM:
+# response.failed, server_error, "Response payload is not completed"): the stored response may
+# still be running upstream, so --resumable fetches it (a GET) instead of paying again
+RELAY_CUT_WORDS = (
+    r"payload is not completed|apiconnectionerror|transferencodingerror|connection (?:error|"
+    r"reset|closed|aborted|lost)|server disconnected|peer closed|incomplete (?:read|chunked)"
+)
+RELAY_RETRIED_WORDS = (
+    r"retr(?:y|ies)\W+(?:\w+\W+){0,3}(?:exhausted|exceeded|used up|failed)"
+    r"|(?:retried|after)\W+\d+\W+(?:times|retries|attempts)|max(?:imum)? retries"
+)
 
 SVG_SCAN_OVERLAP = 4096  # bytes kept between chunks when scanning an SVG for scripts
 MAX_SIDECAR_BYTES = 1024 * 1024  # a bigger OUT.json is not one of our sidecars
@@ -152,7 +176,14 @@ NO_HARD_LINKS = ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV", 
 TERMINAL_STATUSES = ("completed", "failed", "incomplete", "cancelled")
 POLL_FIRST = 1.0  # seconds before the first poll of a queued response, doubling up to...
 POLL_MAX = 10.0
-RESPONSE_ID_MAX = 200  # longer --resume ids are refused (they become part of a URL path)
+# Resuming a broken stream of a stored response is free but not unlimited: successive resumes
+# of one image wait RESUME_FIRST seconds, doubling up to RESUME_MAX, and stop after MAX_RESUMES
+RESUME_FIRST = 0.5
+RESUME_MAX = 8.0
+MAX_RESUMES = 20
+# Response ids as gateways make them: LiteLLM's are about 400 characters (it encodes its routing
+# into them). Longer ones are neither fetched, resumed nor accepted by --resume.
+RESPONSE_ID_MAX = 1024
 # Image-tool options a relay may reject with a 400 naming them; each is dropped once
 DROPPABLE_TOOL_OPTIONS = (
     "quality",
@@ -166,6 +197,14 @@ DROPPABLE_TOOL_OPTIONS = (
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 MAX_REDIRECTS = 5
 
+# A local disk that refuses a write (full, over quota, read-only, failing, file too large): exit 7,
+# never a network error. Long answer values spool beside the image, else in the temp folder, else
+# in memory (at most MAX_STRING_CHARS), so a full disk never loses an image that is arriving.
+DISK_FAULTS = tuple(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EIO", "EFBIG")
+    if hasattr(errno, name)
+)
 TEMP_NAME_EXTRA = len(".") + len(".") + 12 + len(".part")  # .NAME.<12 hex>.part beside --out
 READ_CHUNK = 256 * 1024
 B64_CHUNK = 4 * 128 * 1024  # base64 characters decoded per step (a multiple of 4)
@@ -183,16 +222,25 @@ MAX_LINK_SEARCH = 64 * 1024  # characters of the model's text searched for bare 
 BLOB_MIN = 64 * 1024  # string values this long stream to a temporary file, not memory
 # Header limits are http.client's own: 65,536 bytes a line and 100 headers (exit 4 beyond).
 HEARTBEAT_SECONDS = 15.0
+MAX_INFORMATIONAL = 16  # 102/103 answers skipped before the final one; more are exit 4
+# After the image is safe, the stream is read on until response.completed (or its end) for at
+# most this long, so a relay records a completed request and its usage, not a client abort
+READ_TO_END_GRACE = 5.0
 
 # Secrets and terminal safety (see redact() and sanitize())
 SECRET_MIN_LENGTH = 6  # shorter values are not masked: they would mask ordinary words
 SECRET_PIECE = 12  # any run of this many characters of a secret is masked too
 SECRET_BLOCK = SECRET_PIECE // 2  # redact() finds pieces through blocks of this size
+SECRET_EDGE = 4  # where we cut text short, a tail this long that begins a secret is masked too
 MAX_SHOWN_URL = 500  # a URL from the gateway (a redirect's Location) is cut after this
-MAX_GATEWAY_ID = 256  # response and image call ids kept from the gateway
-# A response id we poll, resume and print in a copy-paste --resume command: one --resume
-# accepts, a plain token (no quotes, spaces, %, &, ! or controls a shell or cmd.exe acts on)
-RESPONSE_ID = rf"(?!\.*$)[A-Za-z0-9_.:=-]{{1,{RESPONSE_ID_MAX}}}"
+MAX_GATEWAY_ID = 256  # image call ids and other gateway words kept (response ids: above)
+# A response id we poll, resume and --resume accepts: printable ASCII without spaces, one URL
+# path segment once percent-encoded; no "." or ".." part (a server that decodes %2F before it
+# routes would walk out of /responses/), see usable_response_id()
+RESPONSE_ID = rf"(?!\.*$)(?!(?:.*/)?\.\.?(?:/|$))[!-~]{{1,{RESPONSE_ID_MAX}}}"
+# ...and one printed in a copy-paste --resume command: a plain token that no shell or cmd.exe
+# acts on (no quotes, %, &, !, ^ or parentheses); others are named, not offered as a command
+PLAIN_RESPONSE_ID = r"[A-Za-z0-9_.:=+/@-]+"
 HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110)
 TOKEN_LIKE_LENGTH = 16  # in auth.command's own messages, longer words with a digit are masked
 UNSAFE_FORMAT_CHARS = frozenset(
@@ -242,6 +290,8 @@ MCP_MAX_WAITING = 32  # calls queued beyond --concurrency; more are refused (a t
 MCP_PREVIEW_MAX = 256 * 1024  # largest image returned inline as a preview
 MCP_EOF_GRACE = 1.0  # on stdin EOF: time for calls about to finish to answer anyway
 MCP_SHUTDOWN_WAIT = 5.0  # then: time for the cancelled calls to remove their files
+MCP_ROOTS_WAIT = 5.0  # a call waits this long for the client's answer to roots/list
+MCP_MAX_ROOTS = 64  # workspace roots taken from a client's roots/list answer
 
 CONFIG_EXAMPLE = """\
 model_provider = "gateway"
@@ -296,6 +346,7 @@ class GatewayError(ImagegenError):
         started: bool = False,
         detail: str | None = None,
         param: str = "",
+        relay_failure: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.status = status
@@ -305,6 +356,9 @@ class GatewayError(ImagegenError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.started = started  # the gateway had begun the work: a retry may be billed twice
+        # a 5xx whose body is not an OpenAI error: a relay's own failure, perhaps after the
+        # upstream rendered (and billed) the image; see relay_stream_failure()
+        self.relay_failure = relay_failure
 
 
 class AuthError(GatewayError):
@@ -354,6 +408,23 @@ class OutputError(ImagegenError):
     exit_code = EXIT_OUTPUT
 
 
+class DiskError(OutputError):
+    """A local disk refused a write while the answer arrived or the image was saved."""
+
+
+def disk_error(exc: OSError, where: str) -> DiskError:
+    return DiskError(
+        f"the local disk refused a write {where}: {exc.strerror or exc}",
+        unwritable_hint_text(exc.errno),
+    )
+
+
+def unwritable_hint_text(code: int | None) -> str:
+    if code == errno.EROFS:
+        return "the folder is on a read-only file system; choose another --out folder"
+    return "free some disk space (or choose another --out folder), then run again"
+
+
 class Cancelled(ImagegenError):
     """The client of an MCP call cancelled it; its request was stopped, its temp files removed."""
 
@@ -389,6 +460,7 @@ class Gateway:
         "warnings",
         "notes",
         "image_tool",
+        "secret_values",
     )
 
     def __init__(self) -> None:
@@ -412,6 +484,7 @@ class Gateway:
         self.warnings: list[str] = []  # shown on stderr by load_gateway
         self.notes: list[str] = []  # informational: doctor lines, else info lines on stderr
         self.image_tool: tuple[bool, str] = (False, "")  # would Codex offer its own image tool
+        self.secret_values: list[str] = []  # from a credential source (env_http_headers)
 
     def url(self, path: str) -> str:
         url = self.base_url.rstrip("/") + path
@@ -462,17 +535,156 @@ def find_codex_home(arg: str | None, env: Mapping[str, str]) -> str:
     return os.path.join(os.path.expanduser("~"), ".codex")
 
 
+# -- reading input files: regular files only, opened without blocking, read up to a cap ------
+
+FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _label(what: str, path: str) -> str:
+    return f"{what} {path}" if what else path
+
+
+def file_kind(mode: int) -> str:
+    for test, name in FILE_KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_input(path: str, what: str, error: type[ImagegenError], *, pipes: bool = False) -> int:
+    """A descriptor of `path` for reading, refused (as `error`) unless it is a regular file, or
+    a pipe when `pipes`. O_NONBLOCK keeps open() itself from waiting for a writer on a FIFO;
+    Windows has neither FIFOs in its file system nor O_NONBLOCK, and opens files at once."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        dangling = os.path.islink(path)
+        why = "a symbolic link to a missing file" if dangling else "no such file"
+        raise error(f"{_label(what, path)}: {why}") from None
+    except IsADirectoryError:
+        raise error(f"{_label(what, path)}: is a directory, not a file") from None
+    except OSError as exc:
+        raise error(f"{_label(what, path)}: cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        real = os.path.realpath(path) + ("/" if stat.S_ISDIR(mode) else "")
+        if stat.S_ISREG(mode) and sys.platform.startswith("linux"):
+            if real.startswith(PSEUDO_FILE_ROOTS):
+                raise error(
+                    f"{_label(what, path)}: a file of the system ({real}), not an input file"
+                )
+        elif not (stat.S_ISREG(mode) or (pipes and stat.S_ISFIFO(mode))):
+            raise error(f"{_label(what, path)}: {file_kind(mode)}, not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def too_big(what: str, path: str, cap: int) -> str:
+    return f"{_label(what, path)}: larger than {cap:,} bytes, the limit for it"
+
+
+def read_pipe(fd: int, cap: int, timeout: float) -> bytes | None:
+    """A pipe's bytes up to EOF, or None past `cap`; raises TimeoutError when the writer is
+    silent for `timeout`. POSIX waits with select(); Windows cannot select() on a pipe, so
+    there a thread reads it and is abandoned (a daemon) if the writer never finishes."""
+    deadline = time.monotonic() + timeout
+    if os.name != "posix":  # pragma: no cover - Windows
+        import threading
+
+        box: list[bytes | None] = []
+        reader = threading.Thread(target=lambda: box.append(_read_to_eof(fd, cap)), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not box:
+            raise TimeoutError
+        return box[0]
+    import select
+
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        try:
+            block = os.read(fd, READ_CHUNK)
+        except BlockingIOError:  # select said readable, another reader took it
+            continue
+        if not block:
+            return b"".join(chunks)
+        total += len(block)
+        if total > cap:
+            return None
+        chunks.append(block)
+
+
+def _read_to_eof(fd: int, cap: int) -> bytes | None:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        block = os.read(fd, READ_CHUNK)
+        if not block:
+            return b"".join(chunks)
+        total += len(block)
+        if total > cap:
+            return None
+        chunks.append(block)
+
+
+def read_input(
+    path: str,
+    what: str,
+    cap: int,
+    error: type[ImagegenError] = UsageError,
+    *,
+    timeout: float | None = None,
+) -> bytes:
+    """A whole small input file (a prompt, a batch, a config file): a regular file no larger
+    than `cap`; a pipe too when `timeout` is given (read until EOF within it). "-" is stdin."""
+    if path == "-":
+        fd = os.dup(sys.stdin.fileno())
+    else:
+        fd = open_input(path, what, error, pipes=timeout is not None)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if st.st_size > cap:
+                raise error(too_big(what, path, cap))
+            data = _read_to_eof(fd, cap)
+        elif timeout is not None and (stat.S_ISFIFO(st.st_mode) or os.isatty(fd)):
+            data = _read_to_eof(fd, cap) if os.isatty(fd) else read_pipe(fd, cap, timeout)
+        else:
+            raise error(f"{_label(what, path)}: {file_kind(st.st_mode)}, not a regular file")
+    except TimeoutError:
+        raise error(
+            f"{_label(what, path)}: nothing more arrived within {timeout:g} s (--timeout)",
+            "a pipe or FIFO must be written and closed by another program",
+        ) from None
+    except OSError as exc:
+        raise error(f"{_label(what, path)}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if data is None:
+        raise error(too_big(what, path, cap))
+    return data
+
+
 def _read_config_bytes(path: str) -> bytes:
-    """A configuration file, refused past MAX_CONFIG_BYTES: memory stays bounded whatever
-    sits at the path (a log, a disk image, /dev/zero)."""
-    with open(path, "rb") as f:
-        raw = f.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB; "
-            "this is not a Codex configuration file"
-        )
-    return raw
+    """A configuration file that exists: a regular file up to MAX_CONFIG_BYTES, else exit 3
+    (whatever sits at the path: a folder, a FIFO, a log, /dev/zero). Never "absent": falling
+    back to the defaults could send the key to a host the user never configured."""
+    return read_input(path, "", MAX_CONFIG_BYTES, ConfigError)
 
 
 def _check_depth(value: Any, path: str) -> None:
@@ -604,7 +816,7 @@ def load_config_layers(
     < managed_config.toml (an administrator's settings win). Missing files are skipped; no
     project .codex/ folder is ever read (a cloned repository must not route the key)."""
     layers = ConfigLayers()
-    if system_config and os.path.isfile(system_config):
+    if system_config and os.path.lexists(system_config):
         table = load_toml(system_config)
         for key in ("profile", "profiles"):  # legacy profiles: only the user's own file
             table.pop(key, None)
@@ -612,7 +824,7 @@ def load_config_layers(
     path = os.path.join(home, "config.toml")
     legacy: Any = None
     legacy_tables: Any = None
-    if os.path.isfile(path):
+    if os.path.lexists(path):
         table = load_toml(path)
         legacy = table.pop("profile", None)
         legacy_tables = table.pop("profiles", None)
@@ -620,7 +832,7 @@ def load_config_layers(
     name = profile or (legacy if isinstance(legacy, str) else None)
     if name:
         profile_path = os.path.join(home, name + ".config.toml")
-        if os.path.isfile(profile_path):
+        if os.path.lexists(profile_path):
             layers.add("profile", profile_path, load_toml(profile_path))
         # Older Codex: [profiles.NAME] tables inside config.toml, selected by --profile or profile=
         elif isinstance(legacy_tables, dict) and isinstance(legacy_tables.get(name), dict):
@@ -631,7 +843,7 @@ def load_config_layers(
                 f"create {profile_path} with the keys to override",
             )
         layers.profile = name
-    if managed_config and os.path.isfile(managed_config):
+    if managed_config and os.path.lexists(managed_config):
         table = load_toml(managed_config)
         for key in ("profile", "profiles"):
             table.pop(key, None)
@@ -822,8 +1034,7 @@ def check_provider_table(provider_id: str, provider: Mapping[str, Any], where: s
 
 def is_credential_header(name: str) -> bool:
     """A configured header that authenticates by itself (Azure's api-key, x-api-key, ...)."""
-    lowered = name.lower()
-    return any(word in lowered for word in ("auth", "key", "token", "secret", "cookie"))
+    return credential_name(name)
 
 
 def codex_image_tool(
@@ -963,6 +1174,7 @@ def resolve_gateway(
         value = env.get(_string(var, f"{where} env_http_headers.{name}"), "").strip()
         if value:
             set_header(headers, str(name), value)
+            gw.secret_values.append(value)  # kept out of files for a reason: masked by any name
 
     # Credentials in Codex's order: auth.command (alone by rule), else env_key (required once
     # named: no fall-through), else experimental_bearer_token, else the OpenAI login, and that
@@ -1097,7 +1309,7 @@ def load_gateway(
     config, files = layers.config, layers.files
     auth_path = os.path.join(home, "auth.json")
     auth: Any = None
-    if os.path.isfile(auth_path):
+    if os.path.lexists(auth_path):
         auth = load_json_file(auth_path)
         if not isinstance(auth, dict):
             raise ConfigError(f"{auth_path}: expected a JSON object")
@@ -1140,6 +1352,7 @@ def load_gateway(
     for name, value in parse_qsl(base.query):
         if looks_secret(name):
             console.add_secret(value)
+    add_public(gw.base_url)
     what = "--base-url" if args.base_url else f"base_url of provider {gw.provider!r}"
     warning = check_base_url(gw.base_url, what)
     if warning:
@@ -1155,6 +1368,8 @@ def load_gateway(
     check_headers(gw)
     if gw.api_key:
         console.add_secret(gw.api_key)
+    for value in gw.secret_values:
+        console.add_secret(value)
     for name, value in gw.headers.items():
         if looks_secret(name, value):
             console.add_secret(value)
@@ -1215,16 +1430,15 @@ def warn_if_world_readable(path: str, console: Console) -> None:
         )
 
 
-SECRET_HEADER_WORDS = (
-    "auth",
-    "key",
-    "token",
-    "secret",
-    "cookie",
-    "password",
-    "session",
-    "credential",
-    "sig",
+# A header or query parameter whose name has one of these as a whole word (split at "-", "_",
+# "." and camelCase) carries a credential: "X-Api-Key", "x-auth-token", "apiKey", "sig". A word
+# that merely contains one does not: "x-portkey-provider: openai" is shown as written.
+CREDENTIAL_WORDS = frozenset(
+    (
+        "authorization auth authentication key apikey token secret password passwd passphrase "
+        "cookie session credential credentials sig signature bearer jwt accesskey secretkey "
+        "accesstoken authtoken apitoken sessiontoken clientsecret"
+    ).split()
 )
 SECRETS: list[str] = []  # every credential this run knows, longest first; see redact()
 # What redact() looks for: each secret and its URL-encoded and JSON-escaped spellings, with the
@@ -1232,13 +1446,37 @@ SECRETS: list[str] = []  # every credential this run knows, longest first; see r
 # of each spelling by where they start in it.
 SECRET_FORMS: list[tuple[str, str]] = []
 SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
+# Text that is public whatever a secret holds (the base URL's scheme, host, port and path, as
+# configured): a piece of a secret that is also a piece of it is not masked, so a secret that
+# happens to hold the host cannot hide the endpoint. A whole secret is always masked.
+PUBLIC_TEXTS: list[str] = []
+
+
+def add_public(url: str) -> None:
+    """Remember the base URL (without user:password@ and query) as public text for redact()."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+    except ValueError:
+        return
+    text = f"{parts.scheme}://{host}{parts.path}" if parts.scheme else host + parts.path
+    if text and text not in PUBLIC_TEXTS:
+        PUBLIC_TEXTS.append(text)
+
+
+def credential_name(name: str) -> bool:
+    """A header or query parameter name that is a credential's name (see CREDENTIAL_WORDS)."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1-\2", name)
+    return any(word in CREDENTIAL_WORDS for word in re.split(r"[^a-z0-9]+", spaced.lower()))
 
 
 def looks_secret(header_name: str, value: str = "") -> bool:
-    lowered = header_name.lower()
-    return any(word in lowered for word in SECRET_HEADER_WORDS) or value.lower().startswith(
-        ("bearer ", "basic ")
-    )
+    """A header value that is a secret by where it sits: a credential's name, or an
+    Authorization-style value. (Values from a credential source are secret whatever their
+    name: the key, auth.command's output, env_http_headers; see load_gateway.)"""
+    return credential_name(header_name) or value.lower().startswith(("bearer ", "basic "))
 
 
 def add_secret(value: str) -> None:
@@ -1300,7 +1538,8 @@ def redact(text: str) -> str:
                 pos = start + SECRET_BLOCK
                 while right < len(text) and pos < len(form) and text[right] == form[pos]:
                     right, pos = right + 1, pos + 1
-                if right - left >= SECRET_PIECE:
+                piece = text[left:right]
+                if right - left >= SECRET_PIECE and not any(piece in p for p in PUBLIC_TEXTS):
                     spans.append((left, right))
             at = text.find(block, at + 1)
     if not spans:
@@ -1318,6 +1557,23 @@ def redact(text: str) -> str:
         last = right
     out.append(text[last:])
     return "".join(out)
+
+
+def mask_cut(text: str) -> str:
+    """Text that a cap cut short: a tail of SECRET_EDGE or more characters that begins a secret
+    is masked, since redact() only knows runs of SECRET_PIECE (an echoed key cut after its
+    tenth character would show those ten)."""
+    for form, mask in SECRET_FORMS:
+        for n in range(min(len(form) - 1, len(text)), SECRET_EDGE - 1, -1):
+            if text.endswith(form[:n]):
+                return text[:-n] + mask
+    return text
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters of text that may hold a secret: redacted whole, then cut."""
+    text = redact(text)
+    return text if len(text) <= limit else mask_cut(text[:limit])
 
 
 def redact_obj(obj: Any) -> Any:
@@ -1341,7 +1597,7 @@ def redact_url(url: str) -> str:
     if "@" in authority:
         authority = "***@" + authority.rsplit("@", 1)[1]
     text = sanitize(redact((scheme + sep if sep else "") + authority + slash + path))
-    return text if len(text) <= MAX_SHOWN_URL else text[: MAX_SHOWN_URL - 3] + "..."
+    return text if len(text) <= MAX_SHOWN_URL else mask_cut(text[: MAX_SHOWN_URL - 3]) + "..."
 
 
 def mask_secret(value: str) -> str:
@@ -1381,6 +1637,19 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name: only localhost is sure to stay on this machine
         return host == "localhost" or host.endswith(".localhost")
+
+
+def usable_response_id(value: object) -> bool:
+    """The one rule for a response id we fetch, resume, accept in --resume and that --doctor
+    vouches for: RESPONSE_ID (printable ASCII, no spaces, up to RESPONSE_ID_MAX characters; it
+    is percent-encoded into one URL path segment). Gateways choose their own ids (LiteLLM's
+    are long base64 text), so anything narrower would refuse a real one."""
+    return isinstance(value, str) and re.fullmatch(RESPONSE_ID, value) is not None
+
+
+def plain_response_id(value: str) -> bool:
+    """A usable id that can be printed inside a copy-paste --resume command as it is."""
+    return usable_response_id(value) and re.fullmatch(PLAIN_RESPONSE_ID, value) is not None
 
 
 # =============================================================================================
@@ -1531,7 +1800,7 @@ class InputImage:
 
         yield self.prefix()
         sent = 0
-        with open(self.path, "rb") as f:
+        with os.fdopen(open_input(self.path, "--image", UsageError), "rb") as f:
             while True:
                 block = f.read(3 * 256 * 1024)
                 if not block:
@@ -1546,9 +1815,10 @@ class InputImage:
 
 
 def load_input_image(path: str, what: str = "--image") -> InputImage:
+    fd = open_input(path, what, UsageError)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(4096)
             kind = sniff_image(head)
             if kind is None or kind not in INPUT_IMAGE_KINDS:
@@ -1563,10 +1833,6 @@ def load_input_image(path: str, what: str = "--image") -> InputImage:
             if kind == "png":
                 image.has_alpha = png_has_alpha(f)
             return image
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path}: is a directory") from None
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path}: no such file") from None
     except OSError as exc:
         raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
 
@@ -1755,6 +2021,8 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     prompt = check_text((opts.get("prompt") or "").strip(), "the prompt")
     if not prompt:
         raise UsageError("the prompt is empty", "pass --prompt TEXT, --prompt - or --prompt-file")
+    if len(prompt.encode()) > MAX_PROMPT_BYTES:
+        raise UsageError(f"the prompt is longer than {MAX_PROMPT_BYTES:,} bytes, the limit")
     job = Job(prompt, str(opts.get("out") or ""))
     job.model = opts.get("model") or DEFAULT_MODEL
     job.size = (opts.get("size") or DEFAULT_SIZE).strip().lower()
@@ -1767,7 +2035,7 @@ def build_job(opts: Mapping[str, Any]) -> Job:
 
     for url in opts.get("image_urls") or ():
         if not url.startswith(("http://", "https://", "data:")):
-            raise UsageError(f"--image-url {url[:80]!r}: only http(s):// or data: URLs")
+            raise UsageError(f"--image-url {clip(url, 80)!r}: only http(s):// or data: URLs")
         job.image_urls.append(url)
     edit_from = opts.get("edit_from_image")
     if edit_from:
@@ -1913,7 +2181,7 @@ class RawFile:
 
     def chunks(self) -> Iterator[bytes]:
         sent = 0
-        with open(self.path, "rb") as f:
+        with os.fdopen(open_input(self.path, "--image", UsageError), "rb") as f:
             while True:
                 block = f.read(1024 * 1024)
                 if not block:
@@ -2312,6 +2580,7 @@ class Wire:
                 if self.proxy.authorization:
                     self.extra["Proxy-Authorization"] = self.proxy.authorization
         conn._create_connection = self._dial  # DNS and TCP within the connect timeout
+        conn.response_class = final_response_class()
         self.conn = conn
 
     def _dial(self, address: tuple[str, int], timeout: Any = None, source: Any = None) -> Any:
@@ -2452,6 +2721,14 @@ class Wire:
                     raw = self.resp.read1(size)
                 if not raw and self.watchdog_fired():
                     self.budget_spent()
+                if not raw and (self.resp.length or 0) > 0:  # Content-Length not reached
+                    raise GatewayError(
+                        f"the answer was cut short: {self.resp.length} bytes of its "
+                        "Content-Length never came",
+                        "the gateway or a proxy cut it; retrying may help",
+                        retryable=True,
+                        started=True,
+                    )
                 if inflater is None:
                     return bytes(raw)
                 if not raw:
@@ -2498,7 +2775,10 @@ class Wire:
         except Exception as exc:  # http.client.IncompleteRead and friends
             if not is_http_exception(exc):
                 raise
-        return bytes(data[:limit])
+        if len(data) < limit:
+            return bytes(data)
+        cut = bytes(data[:limit]).decode("utf-8", "surrogateescape")  # any bytes, losslessly
+        return mask_cut(cut).encode("utf-8", "surrogateescape")
 
     def from_proxy(self) -> bool:
         """Whether an HTTP answer came from the proxy rather than the gateway behind it."""
@@ -2525,6 +2805,31 @@ class Wire:
             self.conn.close()
         except OSError:
             pass
+
+
+def final_response_class() -> Any:
+    """http.client's response class that skips informational answers (102 Processing, 103
+    Early Hints) before the final one, as it already skips 100 Continue: a client ignores
+    the 1xx answers it does not expect (RFC 9110, 15.2). At most MAX_INFORMATIONAL."""
+    import http.client
+
+    class FinalResponse(http.client.HTTPResponse):
+        def _read_status(self) -> Any:
+            for _ in range(MAX_INFORMATIONAL + 1):
+                version, status, reason = super()._read_status()  # type: ignore[misc]
+                if not 101 < status < 200:
+                    return version, status, reason
+                for _ in range(101):  # its header lines, up to the blank line
+                    line = self.fp.readline(65537)
+                    if len(line) > 65536:
+                        raise http.client.LineTooLong("header line")
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                else:
+                    raise http.client.HTTPException("an informational answer with too many headers")
+            raise http.client.HTTPException(f"more than {MAX_INFORMATIONAL} informational answers")
+
+    return FinalResponse
 
 
 def is_http_exception(exc: BaseException) -> bool:
@@ -2621,21 +2926,32 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
 _BLOB_TOKEN = f"@@gwblob-{os.getpid()}-{os.urandom(4).hex()}-"
 
 
+SPOOL = threading.local()  # .folders: where this thread's job spools long values (run_job)
+
+
 class Blob:
     """A long JSON string value (base64, as a rule), kept in an unnamed temporary file instead of
     memory while the answer streams in, with its JSON escapes already resolved."""
 
-    __slots__ = ("file", "length")
+    __slots__ = ("file", "length", "folders")
 
     def __init__(self) -> None:
+        # where the job's image will live first (run_job sets it), then the temp folder (None)
+        self.folders: list[str | None] = [*getattr(SPOOL, "folders", ()), None]
+        self.file: IO[bytes] = self._new_file()
+        self.length = 0
+
+    def _new_file(self) -> IO[bytes]:
         import tempfile
 
-        self.file: IO[bytes]
-        try:
-            self.file = tempfile.TemporaryFile(prefix="codex-imagegen-")  # owner-only, unnamed
-        except OSError:  # no writable temp folder (a sandbox): hold it in memory instead
-            self.file = io.BytesIO()
-        self.length = 0
+        while self.folders:
+            folder = self.folders.pop(0)
+            try:  # owner-only and unnamed (removed at once where the system allows it);
+                # unbuffered, so that a refused write loses nothing in a buffer
+                return tempfile.TemporaryFile(prefix=".codex-imagegen-", dir=folder, buffering=0)
+            except OSError:
+                continue
+        return io.BytesIO()  # no folder takes it (a sandbox, full disks): memory, capped
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.length += len(data)
@@ -2645,7 +2961,33 @@ class Blob:
                 f"(images are capped at {MAX_IMAGE_BYTES // 2**20} MB)",
                 "the answer is not a usable image; check the gateway",
             )
-        self.file.write(data)
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.file.write(view) or 0 :]
+            except OSError as exc:
+                if exc.errno not in DISK_FAULTS or isinstance(self.file, io.BytesIO):
+                    raise
+                self._move()
+
+    def _move(self) -> None:
+        """The folder is full: carry what arrived to the next folder that takes it (the last
+        resort, memory, always does)."""
+        old = self.file
+        while True:
+            self.file = self._new_file()
+            try:
+                old.seek(0)
+                for block in iter(lambda: old.read(READ_CHUNK), b""):
+                    view = memoryview(block)
+                    while view:
+                        view = view[self.file.write(view) or 0 :]
+                break
+            except OSError as exc:
+                if exc.errno not in DISK_FAULTS:
+                    raise
+                self.file.close()
+        old.close()
 
     def __len__(self) -> int:
         return self.length
@@ -2666,6 +3008,18 @@ class Blob:
 
 def _escape_cut(seg: bytes | bytearray) -> int:
     """Where an escape sequence cut off at the end of `seg` starts (len(seg) if none is)."""
+    cut = _escape_start(seg)
+    h = cut - 6  # "\uD83D" just before the cut: its low half may come next (alone it is "?")
+    if h >= 0 and seg[h : h + 2] == b"\\u" and seg[h + 2 : h + 4].lower() in HIGH_SURROGATES:
+        if _escape_start(seg[: h + 1]) == h:  # that backslash starts an escape
+            return h
+    return cut
+
+
+HIGH_SURROGATES = (b"d8", b"d9", b"da", b"db")
+
+
+def _escape_start(seg: bytes | bytearray) -> int:
     r = seg.rfind(b"\\")
     if r < 0:
         return len(seg)
@@ -2964,7 +3318,7 @@ def text_of(value: Any, limit: int = 500) -> str:
     """One line of at most `limit` characters, credentials masked before it is cut short."""
     text = redact(value) if isinstance(value, str) else ""
     text = sanitize(" ".join(text.split()))  # no terminal escape sequences from the gateway
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= limit else mask_cut(text[: limit - 3]) + "..."
 
 
 def error_from_payload(err: Mapping[str, Any], *, started: bool = True) -> ImagegenError:
@@ -3112,12 +3466,11 @@ class ImageSink:
             try:
                 image = self._decode(value, rescue=True)
             except OSError as second:  # not a network fault: never retried, never re-billed
-                raise OutputError(
-                    f"could not write {self.out} ({self.rescue_reason}) nor a rescue file in "
-                    f"the temp folder ({second.strerror or second})",
-                    unwritable_hint(
-                        second.errno, "free some disk space or choose another --out, then run again"
-                    ),
+                raise DiskError(
+                    f"the image arrived in full but no folder could hold it: {self.out} "
+                    f"({self.rescue_reason}), nor a rescue file in the temp folder "
+                    f"({second.strerror or second}); it is lost",
+                    unwritable_hint(second.errno, unwritable_hint_text(second.errno)),
                 ) from None
         if image is not None:
             self.image = image
@@ -3246,6 +3599,8 @@ class ImageSink:
                 image.path = self.out
                 return image
             except OSError as exc:
+                if not self.rescue:  # a preview: not worth a rescue file (discard() removes it)
+                    raise
                 self.rescue_reason = exc.strerror or str(exc)
                 try:
                     self._move_to_rescue(image)
@@ -3305,68 +3660,6 @@ def token_counts(value: Any, depth: int = 0) -> dict[str, Any] | None:
             if inner:
                 counts[key] = inner
     return counts or None
-
-
-class UsageSkim:
-    """The token usage in the rest of a stream, found without parsing it: once the image is
-    safe, what follows is mostly a second copy of it (in response.completed), which would cost
-    as much to parse as the image did. Only the bytes after a "usage" or "tool_usage" key are
-    kept (a few KB each) and read as JSON at the end."""
-
-    KEYS = (b'"usage"', b'"tool_usage"')  # a key: quotes inside JSON strings are escaped
-
-    def __init__(self, before: bytes = b"") -> None:
-        self.tail = before  # the end of what the parser already had: a key may straddle it
-        self.captures: dict[bytes, bytearray] = {}
-
-    def feed(self, chunk: bytes) -> None:
-        data = self.tail + chunk
-        for key in self.KEYS:
-            capture = self.captures.get(key)
-            if capture is not None:
-                if len(capture) < USAGE_CAPTURE:
-                    capture += chunk[: USAGE_CAPTURE - len(capture)]
-                continue
-            at = data.find(key)
-            if at >= 0:
-                self.captures[key] = bytearray(data[at : at + USAGE_CAPTURE])
-        self.tail = data[-32:]
-
-    def value(self, key: bytes) -> Any:
-        """The JSON value after `key`, or None when it did not come (whole)."""
-        capture = self.captures.get(key)
-        if capture is None:
-            return None
-        text = bytes(capture[len(key) :]).decode("utf-8", "replace").lstrip()
-        if not text.startswith(":"):
-            return None
-        try:
-            value, _ = json.JSONDecoder().raw_decode(text[1:].lstrip())
-        except ValueError:
-            return None
-        return value
-
-
-def skim_usage(wire: Wire, clock: Clock, collector: Collector, spool: JsonSpool | None) -> None:
-    """Read the rest of a stream for USAGE_GRACE seconds at most and keep its token usage;
-    any failure here only ends the reading (the image is already safe)."""
-    clock.deadline = min(clock.deadline, time.monotonic() + USAGE_GRACE)
-    before = bytes(spool.head[-USAGE_CAPTURE:]) if spool is not None and spool.blob is None else b""
-    skim = UsageSkim(before)
-    try:
-        while True:
-            chunk = wire.read()
-            if not chunk:
-                break
-            skim.feed(chunk)
-    except Exception as exc:
-        if not isinstance(exc, (OSError, ValueError, EOFError, ImagegenError)):
-            if not is_http_exception(exc):
-                raise
-    collector.main_usage = collector.main_usage or token_counts(skim.value(b'"usage"'))
-    tool_usage = skim.value(b'"tool_usage"')
-    if isinstance(tool_usage, dict) and not collector.image_usage:
-        collector.image_usage = token_counts(tool_usage.get("image_gen"))
 
 
 def add_token_counts(total: dict[str, Any], counts: Mapping[str, Any]) -> None:
@@ -3442,11 +3735,11 @@ class Collector:
         self.on_id = before.on_id
 
     def _note_id(self, value: Any) -> None:
-        if not isinstance(value, str) or not re.fullmatch(RESPONSE_ID, value):
+        if not isinstance(value, str) or not usable_response_id(value):
             if value and self.debug is not None:
-                self.debug("ignored a response id that is not a plain token")
+                self.debug("ignored a response id that cannot be fetched (see RESPONSE_ID)")
             return
-        if value and str(value) != self.response_id:
+        if value != self.response_id:
             self.response_id = str(value)
             if self.on_id is not None:
                 self.on_id(self.response_id)
@@ -3584,7 +3877,7 @@ class Collector:
         a stream of text events that never ends must not fill memory."""
         room = MAX_MODEL_TEXT - self.text_chars
         if room > 0:
-            texts.append(text[:room])
+            texts.append(text if len(text) <= room else mask_cut(text[:room]))
             self.text_chars += min(room, len(text))
 
     def handle_json(self, obj: Mapping[str, Any]) -> None:
@@ -3822,6 +4115,7 @@ def http_error(
             parsed = json.loads(text)
         except (ValueError, RecursionError):
             parsed = None
+    openai_error = isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
     if isinstance(parsed, dict):
         err = parsed.get("error", parsed)
         if isinstance(err, dict):
@@ -3859,6 +4153,13 @@ def http_error(
         retryable = False
     if should in ("true", "false"):
         retryable = should == "true"
+    relay_retried = status >= 500 and gateway_retried(headers, message)
+    # a CDN's page (Cloudflare) says the origin failed or is unreachable; a CDN is also what
+    # cuts a non-streamed request at ~100 s (524), so its 5xx never turns streaming off
+    server = str(headers.get("server") or "").lower()
+    cdn = bool(headers.get("cf-ray")) or "cloudflare" in server or "cloudflare" in message.lower()
+    if relay_retried and not path.startswith("/responses/"):  # a paid POST, not a free GET
+        retryable = False
     if status in (401, 403):
         carrier = f"sent in the {gw.header_credential} header" if gw.header_credential else ""
         hint = "check the API key ({})".format(gw.key_source or carrier or "none was sent")
@@ -3894,6 +4195,12 @@ def http_error(
         hint = "the account is out of credit; add billing or use another key"
     elif status == 429:
         hint = "rate limited; wait a moment or lower --concurrency"
+    if relay_retried and not retryable:
+        more = (
+            "the gateway already retried this request itself (a relay such as LiteLLM), so "
+            "the script does not repeat it (each try may be billed)"
+        )
+        hint = f"{hint}; {more}" if hint else more
     err_obj = GatewayError(
         summary,
         hint,
@@ -3904,8 +4211,17 @@ def http_error(
         started=status == 524,  # the CDN gave up waiting; the gateway may still be working
         detail=message,
         param=param,
+        relay_failure=status in RELAY_FAILURE_STATUSES and not openai_error and not cdn,
     )
     return err_obj
+
+
+def gateway_retried(headers: Any, message: str) -> bool:
+    """Whether an error answer shows that the gateway retried the request itself."""
+    names = [str(name).lower() for name in headers.keys()]
+    if any(name.startswith(RELAY_RETRY_HEADER_PREFIXES) for name in names):
+        return True
+    return re.search(RELAY_RETRIED_WORDS, message.lower()) is not None
 
 
 class Request:
@@ -4053,13 +4369,15 @@ def exchange(
             parser = SSEParser(collector.on_sse)
             if first:
                 parser.feed(first)
+            # Once the image is safe, the rest (message, response.completed with a second copy
+            # of the image) is read to its end for READ_TO_END_GRACE seconds at most: a relay
+            # records a completed request and its usage, and a stall there cannot hold the
+            # image up (a timeout then just returns).
+            grace_set = False
             while not collector.finished:
-                if collector.sink.has_image:
-                    # the rest (message, response.completed with a second copy of the image)
-                    # matters only for its token usage: skimmed, not parsed, and for
-                    # USAGE_GRACE seconds at most, so a stall there cannot hold the image up
-                    skim_usage(wire, clock, collector, parser.spool)
-                    break
+                if collector.sink.has_image and not grace_set:
+                    grace_set = True
+                    clock.deadline = min(clock.deadline, time.monotonic() + READ_TO_END_GRACE)
                 chunk = wire.read()
                 if not chunk:
                     break
@@ -4131,6 +4449,8 @@ def exchange(
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError, EOFError)) and not is_http_exception(exc):
             raise
+        if isinstance(exc, OSError) and exc.errno in DISK_FAULTS:  # a socket never says these
+            raise disk_error(exc, "while the answer arrived") from None
         if collector.sink.has_image:
             return  # the image is safe; a connection that breaks afterwards does not matter
         if wire is not None and wire.watchdog_fired():
@@ -4273,9 +4593,14 @@ def detect_quirk(
     used: set[str],
     tool: Mapping[str, Any] | None = None,
     strict: bool = False,
+    paid_retry: bool = True,
 ) -> tuple[str, str] | None:
-    """A known gateway quirk behind this error: (kind, what we do about it), or None."""
+    """A known gateway quirk behind this error: (kind, what we do about it), or None.
+    `paid_retry`: --retries allows one more paid attempt (a kind ending in ":paid" is one)."""
 
+    relay = relay_stream_failure(exc, stream=stream, used=used)
+    if relay is not None:
+        return relay if paid_retry else None
     if (
         not isinstance(exc, GatewayError)
         or isinstance(exc, AuthError)
@@ -4337,6 +4662,35 @@ def detect_quirk(
     return None
 
 
+def relay_stream_failure(
+    exc: ImagegenError, *, stream: bool, used: set[str]
+) -> tuple[str, str] | None:
+    """Portkey's quirk: a relay's own 5xx (not an OpenAI error) to a streamed request, sent
+    after the upstream delivered the image. Repeating the same request would pay again for
+    the same failure; one non-streamed retry (a paid attempt, within --retries) works."""
+    if not (isinstance(exc, GatewayError) and exc.relay_failure and stream):
+        return None
+    if "stream" in used:
+        return None
+    return (
+        "stream:paid",
+        f"the relay failed the streamed request with its own HTTP {exc.status} "
+        f"({text_of(exc.detail, 120)}), not an OpenAI error: the image may already have been "
+        "rendered and billed; retrying once without streaming (use --no-stream with this "
+        "gateway)",
+    )
+
+
+def relay_cut_stream(exc: ImagegenError) -> bool:
+    """A stream failure that is a relay's broken upstream connection, not the response's own
+    end (see RELAY_CUT_WORDS): a stored response is fetched, not taken as failed."""
+    return (
+        isinstance(exc, GatewayError)
+        and exc.code == "server_error"
+        and re.search(RELAY_CUT_WORDS, exc.detail.lower()) is not None
+    )
+
+
 class Outcome:
     """What one job produced, for printing, --json and the sidecar."""
 
@@ -4368,10 +4722,10 @@ class Outcome:
         return EXIT_OK if self.error is None else self.error.exit_code
 
 
-def gateway_id(value: str) -> str:
+def gateway_id(value: str, limit: int = MAX_GATEWAY_ID) -> str:
     """An id the gateway chose, as we keep it: one clean line, bounded, secrets masked."""
     text = redact(sanitize(value))
-    return text if len(text) <= MAX_GATEWAY_ID else text[:MAX_GATEWAY_ID]
+    return clip(text, limit)
 
 
 def backoff(retry_index: int) -> float:
@@ -4434,18 +4788,44 @@ def rejects_previous_response(exc: ImagegenError) -> bool:
     )
 
 
+def keep_cause(first: GatewayError | None, last: ImagegenError) -> None:
+    """The cause stays the cause: after a meaningful first failure (a 429 or a 5xx), a later
+    attempt's different, generic error (no param: a relay's own 400/500, as claude-relay-service
+    answers once it has parked its upstream account) is not the cause. The final error then
+    names the first failure, and the hint says why the later one may look unrelated."""
+    if first is None or last is first or not isinstance(last, GatewayError):
+        return
+    if not (last.status == 400 or last.status >= 500) or last.param:
+        return
+    if last.code not in ("", str(last.status)):
+        return  # a specific error (it names its code): that one is the cause
+    if last.status == first.status and last.detail == first.detail:
+        return  # the same failure again: its own message says it all
+    last.message = f"{first.message}; a later attempt got {last.message}"
+    paused = (
+        f"the relay may have paused its upstream account after that {first.status} and "
+        "answers a generic error meanwhile (claude-relay-service parks it for up to an hour "
+        "after a 429, 5 minutes after a 500): wait, then run again"
+    )
+    last.hint = "; ".join(h for h in (paused, first.hint) if h)
+
+
 PENDING_RESUMES: dict[str, str] = {}  # --out -> id of a stored response in flight (for Ctrl-C)
 RESUME_ARGS: list[str] = []  # how this run reaches its gateway (set by run()), for --resume hints
 
 
 def resume_command(response_id: str, out: str) -> str:
-    """The exact command that fetches a stored response's image later without paying again."""
+    """The exact command that fetches a stored response's image later without paying again.
+    An id with characters a shell or cmd.exe acts on (%, &, quotes: shlex quoting is POSIX
+    only) is not pasted into it: the command names RESPONSE_ID and says where the id is."""
 
     script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
     python = "py -3 " if os.name == "nt" else "python3 "  # python3 is often a store stub there
     head = python + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
-    words = [*RESUME_ARGS, "--resume", response_id, "--out", out]
-    return head + " " + " ".join(shlex.quote(w) for w in words)
+    plain = plain_response_id(response_id)
+    words = [*RESUME_ARGS, "--resume", response_id if plain else "RESPONSE_ID", "--out", out]
+    command = head + " " + " ".join(shlex.quote(w) for w in words)
+    return command if plain else command + " (RESPONSE_ID: the response id above, quoted)"
 
 
 def link_host(url: str) -> str:
@@ -4524,6 +4904,7 @@ def run_job(
     deadline = started + settings.timeout
     outcome = Outcome(job)
     outcome.started_at = time.time()
+    SPOOL.folders = [os.path.dirname(os.path.abspath(job.out))]  # not a RAM-backed /tmp
     stream, force_tool, size = job.stream, True, job.size
     api = "images" if job.api == "images" else "responses"
     use_previous = bool(job.previous_response_id)
@@ -4536,7 +4917,9 @@ def run_job(
     fetch = "poll" if job.resume_id else ""  # "": POST; "stream" / "poll": GET the stored one
     stored_id = job.resume_id
     poll_wait = POLL_FIRST
+    resume_wait = 0.0  # the first resume of a broken stream is at once, then RESUME_FIRST...
     collector: Collector | None = None
+    first_failure: GatewayError | None = None  # a 429 or 5xx: the cause (see keep_cause)
 
     def remember(response_id: str) -> None:
         if keep or job.resume_id:
@@ -4609,10 +4992,16 @@ def run_job(
             except (GatewayError, NetworkError) as exc:
                 if sink.has_image:
                     break
+                if first_failure is None and isinstance(exc, GatewayError):
+                    first_failure = exc if exc.status == 429 or exc.status >= 500 else None
                 if progress is not None:
                     progress.checkpoint()  # a cancelled call is neither retried nor switched
                 response_id = collector.response_id or stored_id
                 terminal = collector.status in TERMINAL_STATUSES
+                if terminal and not fetch and relay_cut_stream(exc):
+                    terminal = False  # the relay's own "failed": the stored one runs on
+                    if collector.sequence > seen:  # its event's number is not the gateway's
+                        collector.sequence -= 1
                 client_error = (
                     isinstance(exc, GatewayError)
                     and 400 <= exc.status < 500
@@ -4641,6 +5030,13 @@ def run_job(
                 if (keep or job.resume_id) and response_id and not terminal and not client_error:
                     # the stored response keeps running on the gateway: fetch it, never re-POST
                     stored_id = response_id
+                    if outcome.resumes >= MAX_RESUMES:
+                        raise GatewayError(
+                            f"{exc.message}; the stored response {response_id} was fetched "
+                            f"{outcome.resumes} times without the image (the limit)",
+                            "the gateway keeps cutting the stream; try --no-stream",
+                            status=exc.status if isinstance(exc, GatewayError) else 0,
+                        ) from None
                     if collector.sequence <= seen:  # nothing new came: that counts as a retry
                         wait = (
                             exc.retry_after
@@ -4653,10 +5049,15 @@ def run_job(
                         ):
                             raise
                         outcome.retries += 1
-                        if progress is not None:
-                            progress.pause(wait)
-                        else:
-                            time.sleep(wait)
+                    else:  # progress, but a stream cut again and again is paced all the same
+                        wait = resume_wait
+                        if time.monotonic() + wait >= deadline:
+                            raise
+                    resume_wait = min(max(resume_wait * 2, RESUME_FIRST), RESUME_MAX)
+                    if progress is not None:
+                        progress.pause(wait)
+                    else:
+                        time.sleep(wait)
                     if not fetch:
                         fetch = "stream" if stream else "poll"
                     outcome.resumes += 1
@@ -4702,18 +5103,20 @@ def run_job(
                         tool.pop(name, None)
                     quirk = detect_quirk(
                         exc,
-                        stream=stream,
+                        stream=request.stream,  # the Images API never streams
                         force_tool=force_tool,
                         size=size,
                         strict_size=settings.strict_size or job.strict,
                         used=used,
                         tool=tool if api == "responses" else dict(job.tool_options),
                         strict=job.strict,
+                        paid_retry=outcome.retries < settings.retries,
                     )
                     if quirk is not None:
                         kind, note = quirk
                         used.add(kind if kind.startswith("drop:") else kind.split(":")[0])
-                        if kind == "stream":
+                        outcome.retries += kind.endswith(":paid")  # counts as a paid attempt
+                        if kind.split(":")[0] == "stream":
                             stream = not stream
                         elif kind == "tool_choice":
                             force_tool = False
@@ -4757,7 +5160,8 @@ def run_job(
                     time.sleep(wait)
         if not sink.has_image and collector.urls:
             fetch_image_urls(collector, settings, deadline, console, label)
-        outcome.response_id = gateway_id(collector.response_id or stored_id)
+        # whole, as --resume and --edit-from need it (a Responses id passed usable_response_id)
+        outcome.response_id = gateway_id(collector.response_id or stored_id, RESPONSE_ID_MAX)
         outcome.item_id = gateway_id(collector.item_id)
         outcome.revised_prompt = collector.revised_prompt
         outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
@@ -4781,6 +5185,7 @@ def run_job(
         return outcome
     except ImagegenError as exc:
         PENDING_RESUMES.pop(job.out, None)
+        keep_cause(first_failure, exc)
         response_id = (collector.response_id if collector is not None else "") or stored_id
         if response_id and not isinstance(exc, (OutputError, UsageError)):
             if response_id not in exc.message:
@@ -5243,26 +5648,26 @@ def display_body(body: Body) -> str:
 # =============================================================================================
 
 
+def read_text(path: str, what: str, cap: int, timeout: float) -> str:
+    """A small text input (a prompt, a batch): a regular file, stdin ("-") or a pipe, UTF-8."""
+    try:
+        raw = read_input(path, what, cap, timeout=timeout)
+    except (AttributeError, ValueError):  # no stdin at all (closed, or an embedding host)
+        raise UsageError(f"{what}: cannot read stdin: it is closed") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what}: not UTF-8 text") from None
+
+
 def read_prompt(args: Any) -> str:
     if args.prompt is not None and args.prompt_file:
         raise UsageError("give either --prompt or --prompt-file, not both")
+    timeout = args.timeout or DEFAULT_TIMEOUT
     if args.prompt_file:
-        try:
-            with open(args.prompt_file, encoding="utf-8-sig") as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(
-                "--prompt-file {}: cannot read: {}".format(
-                    args.prompt_file, getattr(exc, "strerror", None) or exc
-                )
-            ) from None
+        return read_text(args.prompt_file, "--prompt-file", MAX_PROMPT_BYTES, timeout)
     if args.prompt == "-":
-        try:
-            text = sys.stdin.read()
-        except (AttributeError, OSError, ValueError) as exc:  # closed, or not UTF-8
-            why = "stdin is closed" if sys.stdin is None else str(exc)
-            raise UsageError(f"--prompt -: cannot read the prompt from stdin: {why}") from None
-        return check_text(text, "the prompt on stdin")
+        return check_text(read_text("-", "--prompt -", MAX_PROMPT_BYTES, timeout), "the prompt")
     if args.prompt is None:
         raise UsageError(
             "no prompt given", "pass --prompt TEXT, --prompt - (stdin) or --prompt-file PATH"
@@ -5278,7 +5683,7 @@ def check_text(value: str, what: str, *, path: bool = False) -> str:
         os.fsencode(value) if path else value.encode("utf-8")
     except UnicodeEncodeError:
         kind = "cannot be a file name" if path else "is not valid UTF-8 text"
-        raise UsageError(f"{what} {kind}: {ascii(value)[:80]}") from None
+        raise UsageError(f"{what} {kind}: {clip(ascii(value), 80)}") from None
     if path and "\0" in value:
         raise UsageError(f"{what} contains a NUL character")
     return value
@@ -5479,11 +5884,8 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
             )
     if not args.out_dir:
         raise UsageError("--batch needs --out-dir DIR")
-    try:
-        with open(args.batch, encoding="utf-8-sig") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--batch {args.batch}: cannot read: {exc}") from None
+    text = read_text(args.batch, "--batch", MAX_BATCH_BYTES, args.timeout or DEFAULT_TIMEOUT)
+    lines = text.splitlines()
     jobs: list[Job] = []
     errors: list[ImagegenError] = []
     outs: dict[str, int] = {}
@@ -5495,6 +5897,8 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
             continue
         number += 1
         try:
+            if len(text.encode()) > MAX_BATCH_LINE_BYTES:
+                raise UsageError(f"longer than {MAX_BATCH_LINE_BYTES:,} bytes, the line limit")
             line = batch_line_options(text)
             opts = job_options(args, str(line.get("prompt") or ""), env)
             for key in ("size", "mask", "action", "format", "quality", "background", "detail"):
@@ -5591,9 +5995,16 @@ def resolve_edit_from(path: str) -> tuple[str, str | None]:
     if path.lower().endswith(".json"):
         if not isinstance(data, dict) or not data.get("path"):
             raise UsageError(f"--edit-from {path}: not a sidecar written by --sidecar")
-        image = str(data["path"])
-        if not os.path.isabs(image):
-            image = os.path.join(os.path.dirname(path), os.path.basename(image))
+        name = str(data["path"])
+        # the sidecar's image is its neighbour, as write_sidecar() names it: a path anywhere
+        # else (a planted sidecar naming ~/passport.png) would upload that file
+        if name in (".", "..") or re.search(r"[/\\\0]", name) or os.path.basename(name) != name:
+            raise UsageError(
+                f"--edit-from {path}: its image {text_of(name, 120)!r} is not a file name "
+                "beside the sidecar",
+                "a sidecar written by --sidecar names only the image next to it",
+            )
+        image = os.path.join(os.path.dirname(path), name)
     else:
         image = path
     previous = None
@@ -5611,10 +6022,10 @@ def file_sha256(path: str) -> str | None:
 
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_input(path, "", UsageError), "rb") as f:
             for block in iter(lambda: f.read(1024 * 1024), b""):
                 digest.update(block)
-    except OSError:
+    except (OSError, UsageError):
         return None
     return digest.hexdigest()
 
@@ -5682,14 +6093,11 @@ def plan_resume(args: Any) -> Job:
                 "--resume only fetches a response the gateway stored; nothing new is sent",
             )
     rid = check_text(args.resume.strip(), "--resume")
-    if (
-        not re.fullmatch(r"[A-Za-z0-9_.:=-]+", rid)
-        or not rid.strip(".")
-        or len(rid) > RESPONSE_ID_MAX
-    ):
+    if not usable_response_id(rid):
         raise UsageError(
-            f"--resume {ascii(rid)[:80]}: not a response id",
-            "pass the id from the --resumable run's message or --json output, e.g. resp_abc123",
+            f"--resume {clip(ascii(rid), 80)}: not a response id",
+            "pass the id from the --resumable run's message or --json output, e.g. resp_abc123 "
+            f"(printable, no spaces, at most {RESPONSE_ID_MAX} characters)",
         )
     if not args.out and not args.dry_run:
         raise UsageError("--resume needs --out PATH for the image")
@@ -6200,6 +6608,23 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         del payload["background"]
         answer = probe_post(gw, settings, payload)
         refused = answer.get("refused")
+    streamed = True
+    if isinstance(refused, GatewayError) and relay_stream_failure(refused, stream=True, used=set()):
+        # Portkey's quirk, as a run meets it: the same probe once more without streaming
+        check(
+            "stream",
+            False,
+            f"streamed requests fail with the relay's own HTTP {refused.status} "
+            f"({text_of(refused.detail, 120)}), not an OpenAI error",
+            "use --no-stream with this gateway (a run falls back once by itself, but the failed "
+            "streamed request may be billed)",
+            EXIT_GATEWAY,
+        )
+        payload.update(store=False, stream=False)
+        payload.pop("background", None)
+        answer = probe_post(gw, settings, payload)
+        refused = answer.get("refused")
+        streamed = False
     if "connect" in answer:
         check("probe", False, f"cannot connect: {answer['connect']}", "", EXIT_NETWORK)
         return
@@ -6231,18 +6656,20 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
             )
         return
     ctype = str(answer.get("ctype") or "")
-    check(
-        "stream",
-        None,
-        "the gateway streams (SSE)"
-        if "event-stream" in ctype
-        else f"answered {ctype or 'no content type'} to a streaming request",
-    )
+    if streamed:
+        check(
+            "stream",
+            None,
+            "the gateway streams (SSE)"
+            if "event-stream" in ctype
+            else f"answered {ctype or 'no content type'} to a streaming request",
+        )
     seen = answer.get("seen") or {}
     if "broken" in answer:
         check("probe", False, str(answer["broken"]), "", EXIT_NETWORK)
     elif seen.get("item") == "image_generation_call":
-        check("probe", True, "forced tool_choice accepted; the image tool started")
+        how = "" if streamed else " (without streaming: --no-stream works here)"
+        check("probe", True, "forced tool_choice accepted; the image tool started" + how)
     elif seen.get("item") == "message":
         check(
             "probe",
@@ -6265,9 +6692,16 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
     if not response_id:
         check("store", None, "background mode accepted, but the answer gave no response id")
         return
-    from urllib.parse import quote
-
-    path = "/responses/" + quote(response_id, safe="")
+    path = fetch_request(response_id, stream=False).path if usable_response_id(response_id) else ""
+    if not path:  # the very rule a run applies: a run could not fetch it either
+        check(
+            "store",
+            None,
+            f"background mode accepted, but the response id {text_of(response_id, 80)!r} "
+            f"is not one this script can fetch (printable, no spaces, at most {RESPONSE_ID_MAX} "
+            "characters): a cut stream cannot be resumed here",
+        )
+        return
     try:
         status, _, _ = http_request(gw, settings, "GET", path)
     except (OSError, ImagegenError) as exc:
@@ -6336,7 +6770,8 @@ def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> d
     answer: dict[str, Any] = {"seen": seen}
     try:
         headers = gw.request_headers()
-        headers.update({"Content-Type": "application/json", "Accept": "text/event-stream"})
+        accept = "text/event-stream" if payload.get("stream") else "application/json"
+        headers.update({"Content-Type": "application/json", "Accept": accept})
         headers["Content-Length"] = str(len(body))
         wire.send("POST", headers, [body])
         resp = wire.answer()
@@ -6391,7 +6826,8 @@ MCP_GENERATE_ARGUMENTS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
         "string",
         None,
         "File to write (.png, .jpg, .webp; relative paths are inside the server's output "
-        "folder). Default: a name made from the prompt that never replaces a file.",
+        "folder; it must stay inside the folders the server may use). Default: a name made "
+        "from the prompt that never replaces a file.",
     ),
     "size": (
         "string",
@@ -6407,7 +6843,8 @@ MCP_GENERATE_ARGUMENTS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
     "images": (
         "array",
         None,
-        "Paths of local reference images; the first one is the image being edited.",
+        "Paths of local reference images inside the folders the server may use; the first "
+        "one is the image being edited.",
     ),
     "image_urls": ("array", None, "http(s) or data: URLs of reference images."),
     "mask": (
@@ -6521,7 +6958,7 @@ def mcp_output_schema() -> Any:
     return {"type": "object", "properties": properties, "required": ["ok", "images"]}
 
 
-def mcp_tools(version: str, out_dir: str) -> list[dict[str, Any]]:
+def mcp_tools(version: str, out_dir: str, allowed: Sequence[str]) -> list[dict[str, Any]]:
     """The tool list, written for a model that is choosing a tool."""
     generate: dict[str, Any] = {
         "name": "generate_image",
@@ -6532,7 +6969,8 @@ def mcp_tools(version: str, out_dir: str) -> list[dict[str, Any]]:
             "user wants a picture, poster, icon, illustration, photo or mock-up as a file, "
             "in particular when there is no built-in image_gen tool. Returns the saved file's "
             "absolute path, pixel size, format and byte count (and a small preview image when "
-            f"cheap). Relative paths are inside {out_dir}. Each call is a billed request that "
+            f"cheap). Relative paths are inside {out_dir}; every path must be inside "
+            f"{mcp_folder_list(allowed)}. Each call is a billed request that "
             "takes one to two minutes (n variants are n requests); an existing file is never "
             "replaced unless force is true. After an error that names a rescued file, move "
             "that file instead of generating the image again."
@@ -6554,7 +6992,8 @@ def mcp_tools(version: str, out_dir: str) -> list[dict[str, Any]]:
     if mcp_version_at_least(version, "2025-03-26"):
         generate["annotations"] = {
             "readOnlyHint": False,
-            "destructiveHint": False,  # it only adds files; force is an explicit opt-in
+            # force: true replaces a file (only inside the server's allowed folders)
+            "destructiveHint": True,
             "idempotentHint": False,
             "openWorldHint": True,
         }
@@ -6578,7 +7017,7 @@ def mcp_arguments(
     for name in arguments:
         if name not in spec:
             raise UsageError(
-                f"unknown argument {str(name)[:40]!r} (allowed: {', '.join(spec)})",
+                f"unknown argument {clip(str(name), 40)!r} (allowed: {', '.join(spec)})",
             )
     checked: dict[str, Any] = {}
     for name, value in arguments.items():
@@ -6623,6 +7062,35 @@ def mcp_words(text: str) -> str:
     # a --resume command is run as a command: its flags stay flags
     head, mark, command = text.partition("without paying again, with: ")
     return re.sub(pattern + r"(?![\w-])", lambda m: names[m.group(1)], head) + mark + command
+
+
+def mcp_folder_list(folders: Sequence[str]) -> str:
+    return ", ".join(folders) if len(folders) < 2 else "one of: " + ", ".join(folders)
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Whether the resolved `path` is `folder` or below it (Windows: case-insensitive, and a
+    path on another drive is outside)."""
+    try:
+        return os.path.normcase(os.path.commonpath([path, folder])) == os.path.normcase(folder)
+    except ValueError:  # another drive, or a relative and an absolute path
+        return False
+
+
+def file_uri_path(uri: Any) -> str | None:
+    """The local folder of a client's file:// root, or None for anything else."""
+    from urllib.parse import unquote, urlsplit
+    from urllib.request import url2pathname
+
+    if not isinstance(uri, str) or len(uri) > 4096:
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    path = url2pathname(unquote(parts.path)) if os.name == "nt" else unquote(parts.path)
+    if not os.path.isabs(path) or "\0" in path:
+        return None
+    return os.path.realpath(path)
 
 
 def mcp_key_hint(var: str) -> str:
@@ -6876,7 +7344,18 @@ class McpServer:
         self.slots = threading.BoundedSemaphore(args.concurrency)
         self.reserved: set[str] = set()  # output paths picked by calls still running
         self.version = ""  # what initialize agreed on (the handshake era)
+        # The server's flags are the person's (~ expands); a call's paths are a model's (never).
         self.out_dir = os.path.abspath(os.path.expanduser(args.out_dir or os.getcwd()))
+        self.allowed = [os.path.realpath(self.out_dir)]
+        for folder in args.allow_dir:
+            real = os.path.realpath(os.path.expanduser(folder))
+            if real not in self.allowed:
+                self.allowed.append(real)
+        self.roots: list[str] = []  # the client's workspace roots (roots/list), when it has them
+        self.client_roots = False
+        self.roots_asked = 0
+        self.roots_ready = threading.Event()
+        self.roots_ready.set()
 
     # -- wire --------------------------------------------------------------------------------
 
@@ -6968,7 +7447,8 @@ class McpServer:
             self.error(None, -32600, "not a JSON-RPC request")
             return
         if method is None:
-            return  # a response to us: this server sends no requests
+            self.response(rid, message)  # an answer to our roots/list
+            return
         if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
             if has_id:
                 self.error(rid, -32600, 'not a JSON-RPC 2.0 request ("jsonrpc": "2.0", "method")')
@@ -6990,7 +7470,10 @@ class McpServer:
             self.error(rid, -32603, f"internal error: {type(exc).__name__}: {exc}")
 
     def notification(self, method: str, params: Mapping[str, Any]) -> None:
-        if method == "notifications/cancelled":
+        if method in ("notifications/initialized", "notifications/roots/list_changed"):
+            if self.client_roots:
+                self.ask_roots()
+        elif method == "notifications/cancelled":
             rid = params.get("requestId")
             if isinstance(rid, (str, int, float)) and not isinstance(rid, bool):
                 with self.lock:
@@ -7009,8 +7492,8 @@ class McpServer:
                 self.error(
                     rid,
                     -32022,
-                    f"unsupported protocol version {str(version)[:40]!r}",
-                    {"supported": list(MCP_MODERN_VERSIONS), "requested": str(version)[:40]},
+                    f"unsupported protocol version {clip(str(version), 40)!r}",
+                    {"supported": list(MCP_MODERN_VERSIONS), "requested": clip(str(version), 40)},
                 )
                 return
         else:
@@ -7019,6 +7502,8 @@ class McpServer:
         if method == "initialize":
             asked = params.get("protocolVersion")
             self.version = asked if asked in MCP_HANDSHAKE_VERSIONS else MCP_HANDSHAKE_VERSIONS[-1]
+            offered = params.get("capabilities")
+            self.client_roots = isinstance(offered, dict) and isinstance(offered.get("roots"), dict)
             result = {
                 "protocolVersion": self.version,
                 "capabilities": capabilities,
@@ -7037,18 +7522,67 @@ class McpServer:
         elif method == "ping":
             self.reply(rid, {}, modern)
         elif method == "tools/list":
-            self.reply(rid, {"tools": mcp_tools(version, self.out_dir)}, modern, cacheable=True)
+            tools = mcp_tools(version, self.out_dir, self.folders())
+            self.reply(rid, {"tools": tools}, modern, cacheable=True)
         elif method == "tools/call":
             self.start_call(rid, params, version, modern)
         else:
-            self.error(rid, -32601, f"method not found: {method[:80]}")
+            self.error(rid, -32601, f"method not found: {clip(method, 80)}")
 
     def instructions(self) -> str:
         return (
             "generate_image makes an image file through the user's Codex gateway (billed; "
             "returns the saved path); check_gateway diagnoses the gateway (free). Relative "
-            f"paths are inside {self.out_dir}."
+            f"paths are inside {self.out_dir}; files are read and written only inside "
+            f"{mcp_folder_list(self.folders())}."
         )
+
+    # -- workspace: the folders a call may read and write ---------------------------------------
+
+    def ask_roots(self) -> None:
+        """roots/list to the client (the handshake era): its workspace roots widen the allowed
+        folders. Calls wait for the answer (MCP_ROOTS_WAIT) so they are judged by it."""
+        with self.lock:
+            self.roots_asked += 1
+            rid = f"imagegen-roots-{self.roots_asked}"
+            self.roots_ready.clear()
+        self.send({"jsonrpc": "2.0", "id": rid, "method": "roots/list"})
+
+    def response(self, rid: Any, message: Mapping[str, Any]) -> None:
+        with self.lock:
+            if rid != f"imagegen-roots-{self.roots_asked}":
+                return  # not ours, or an answer that a newer roots/list replaced
+            result = message.get("result")
+            listed = result.get("roots") if isinstance(result, dict) else None
+            roots: list[str] = []
+            for root in listed if isinstance(listed, list) else []:
+                path = file_uri_path(root.get("uri") if isinstance(root, dict) else None)
+                if path and path not in roots and len(roots) < MCP_MAX_ROOTS:
+                    roots.append(path)
+            self.roots = roots
+            self.roots_ready.set()
+        if roots:
+            self.console.info("client workspace roots: " + ", ".join(roots))
+
+    def folders(self) -> list[str]:
+        with self.lock:
+            return self.allowed + [r for r in self.roots if r not in self.allowed]
+
+    def resolve(self, path: str, what: str) -> str:
+        """A call's path, resolved (symlinks followed, '..' collapsed, '~' kept as a name),
+        refused unless it lies inside the allowed folders: the call is a model's say-so."""
+        check_text(path, what, path=True)
+        real = os.path.realpath(os.path.join(self.out_dir, path))
+        self.roots_ready.wait(MCP_ROOTS_WAIT)
+        folders = self.folders()
+        if not any(is_inside(real, folder) for folder in folders):
+            raise UsageError(
+                f"{what} {path!r} is outside the folders this server may use "
+                f"({', '.join(folders)}); nothing was sent",
+                "use a path inside them; to allow another folder, the person who runs the "
+                "server adds --allow-dir DIR to its arguments",
+            )
+        return real
 
     # -- tool calls ---------------------------------------------------------------------------
 
@@ -7057,7 +7591,7 @@ class McpServer:
 
         name = params.get("name")
         if name not in ("generate_image", "check_gateway"):
-            self.error(rid, -32602, f"unknown tool: {str(name)[:80]}")
+            self.error(rid, -32602, f"unknown tool: {clip(str(name), 80)}")
             return
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
@@ -7155,10 +7689,6 @@ class McpServer:
             progress.checkpoint()
         progress.phase("sending")
 
-    def resolve(self, path: str) -> str:
-        check_text(path, "a path", path=True)
-        return os.path.join(self.out_dir, os.path.expanduser(path))
-
     def pick_out(self, prompt: str, fmt: str | None, n: int, reserved: list[str]) -> str:
         """A descriptive name in the output folder that no file and no running call has."""
         ext = FORMAT_EXTENSIONS[format_for(None, fmt)]
@@ -7185,11 +7715,11 @@ class McpServer:
         for key in MCP_GENERATE_ARGUMENTS:
             if key in opts and key not in ("prompt", "out", "images", "image_urls", "mask"):
                 setattr(call, key, opts[key])
-        call.image = [self.resolve(p) for p in opts.get("images", ())]
+        call.image = [self.resolve(p, "images:") for p in opts.get("images", ())]
         call.image_url = list(opts.get("image_urls", ()))
-        call.mask = self.resolve(opts["mask"]) if opts.get("mask") else None
+        call.mask = self.resolve(opts["mask"], "mask") if opts.get("mask") else None
         if opts.get("out"):
-            call.out = self.resolve(opts["out"])
+            call.out = self.resolve(opts["out"], "out")
         else:
             call.out = self.pick_out(opts["prompt"], call.format, call.n, reserved)
         return call
@@ -7277,7 +7807,7 @@ class McpServer:
             self.console.warn(mcp_key_hint(var))
         self.console.info(
             f"MCP server ready: provider {gw.provider}, {gw.url('/responses')}, "
-            f"output folder {self.out_dir}"
+            f"output folder {self.out_dir}, files only inside {', '.join(self.allowed)}"
         )
 
 
@@ -7318,6 +7848,9 @@ def serve_mcp(args: Any, env: Mapping[str, str], settings: Settings, console: Co
         folder = os.path.expanduser(args.out_dir)
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise UsageError(f"--out-dir {args.out_dir} is not a folder")
+    for folder in args.allow_dir:
+        if not os.path.isdir(os.path.expanduser(folder)):
+            raise UsageError(f"--allow-dir {folder} is not a folder")
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:
         raise UsageError("--mcp needs stdin: the client writes its requests there")
@@ -7400,7 +7933,12 @@ def build_parser() -> Any:
     )
     g = p.add_argument_group("prompt and output")
     g.add_argument("--prompt", help="the prompt text, or - to read it from stdin")
-    g.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file")
+    g.add_argument(
+        "--prompt-file",
+        metavar="PATH",
+        help="read the prompt from a UTF-8 file (at most 1 MB; a pipe such as <(cmd) is read "
+        "within --timeout)",
+    )
     g.add_argument("--out", metavar="PATH", help="where to save the image (parents are created)")
     g.add_argument(
         "--force",
@@ -7500,14 +8038,16 @@ def build_parser() -> Any:
         "--no-stream",
         dest="stream",
         action="store_false",
-        help="one JSON answer instead of Server-Sent Events",
+        help="one JSON answer instead of Server-Sent Events (for relays that fail streamed "
+        "requests, e.g. Portkey; --doctor --probe tells)",
     )
     g.add_argument(
         "--retries",
         type=int,
         default=DEFAULT_RETRIES,
         metavar="N",
-        help="retries for transient failures (default 2)",
+        help="retries for transient failures (default 2): at most 1+N paid attempts per "
+        "image; a relay that shows it retried itself (LiteLLM) is not retried on a 5xx",
     )
     g.add_argument(
         "--timeout",
@@ -7542,7 +8082,8 @@ def build_parser() -> Any:
     g.add_argument(
         "--batch",
         metavar="JOBS.jsonl",
-        help="one job per line: a prompt string or an object with prompt, out, size, image, ...",
+        help="one job per line: a prompt string or an object with prompt, out, size, image, "
+        "...; - reads stdin (at most 16 MB, 1 MB + 64 KB a line)",
     )
     g.add_argument(
         "--out-dir", metavar="DIR", help="folder for --batch results (default names NNN-<slug>.png)"
@@ -7592,7 +8133,8 @@ def build_parser() -> Any:
         "--resume",
         metavar="RESPONSE_ID",
         help="fetch a stored response (following it if still running) and save its image to "
-        "--out; nothing new is paid",
+        "--out; nothing new is paid. The id as the gateway gave it (LiteLLM's are ~400 "
+        f"characters): printable, no spaces, at most {RESPONSE_ID_MAX} characters",
     )
     g.add_argument(
         "--api",
@@ -7621,7 +8163,17 @@ def build_parser() -> Any:
         action="store_true",
         help="serve the tools generate_image and check_gateway over MCP on stdin/stdout; "
         "the gateway flags apply to every call, --out-dir is where relative paths go "
-        "(default: the current folder), --concurrency bounds parallel calls",
+        "(default: the current folder), --concurrency bounds parallel calls. A call reads "
+        "and writes files only inside --out-dir, the --allow-dir folders and the client's "
+        "workspace roots",
+    )
+    g.add_argument(
+        "--allow-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --mcp: another folder whose files calls may read (images, mask) and write "
+        "(out); repeatable",
     )
 
     g = p.add_argument_group("messages")
@@ -7645,6 +8197,8 @@ def run(args: Any, console: Console) -> int:
     RESUME_ARGS[:] = resume_args(args)  # the MCP server's --resume hints need them too
     if args.mcp:
         return serve_mcp(args, env, settings, console)
+    if args.allow_dir:
+        raise UsageError("--allow-dir applies to --mcp only", "the command line has no limit")
     if args.doctor and args.json:
         check = Check(console, to_stderr=True)
         code = doctor(args, env, settings, console, check)

@@ -1,29 +1,37 @@
-"""Shared fixtures: a loopback gateway, a Codex home pointing at it, and a way to run the script
-as a subprocess exactly as a user would."""
+"""Shared fixtures and helpers: a loopback gateway, a Codex home pointing at it, a way to run the
+script as a subprocess exactly as a user would, and the small helpers many test files use (a
+successful image answer, a closed port, data: URLs, files)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.gateway import Gateway
+from tests import images
+from tests.gateway import Gateway, Recorded, Reply, image_events, sse_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "generate_gateway_image.py"
 TEST_KEY = "sk-test-KEY-4f9c2b7e1d0a"  # recognisable: tests assert it never leaks
+PNG = images.png_bytes(40, 24)  # the image of image_reply() unless a test passes its own
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """A minimal environment: no proxies, no CA or key variables from the developer's shell."""
     keep = ("PATH", "SYSTEMROOT", "TMPDIR", "TEMP", "TMP", "LANG", "LC_ALL", "PYTHONPATH")
+    # coverage's subprocess measurement: its .pth starts coverage in the child when these are set
+    keep += ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["NO_PROXY"] = "*"
     env["PYTHONIOENCODING"] = "utf-8"
@@ -123,3 +131,114 @@ def parse_json_stdout(proc: subprocess.CompletedProcess[str]) -> Any:
     import json
 
     return json.loads(proc.stdout)
+
+
+def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
+    """A successful SSE image stream carrying ``data``."""
+    return sse_reply(image_events(images.b64(data), **kw))
+
+
+def cli(
+    tmp_path: Path,
+    env: Mapping[str, str],
+    *extra: str,
+    out: str | Path = "out.png",
+    prompt: str = "a fox",
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """One generation: ``--prompt`` and ``--out`` (a name inside tmp_path, or a path), then
+    ``extra``."""
+    target = out if isinstance(out, Path) else tmp_path / out
+    return run_cli(["--prompt", prompt, "--out", str(target), *extra], env, timeout=timeout)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def decode_data_url(url: str, mime: str = "image/png") -> bytes:
+    """The bytes of a base64 ``data:`` URL of that MIME type (which it must have)."""
+    prefix = f"data:{mime};base64,"
+    assert url.startswith(prefix), url[:80]
+    return base64.b64decode(url[len(prefix) :], validate=True)
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes, creating the parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\n{proc.stderr}"
+
+
+def assert_no_secret(proc: subprocess.CompletedProcess[str], secret: str = TEST_KEY) -> None:
+    assert secret not in proc.stdout
+    assert secret not in proc.stderr
+
+
+def stdout_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def slow(seconds: float, make: Callable[[Recorded], Reply]) -> Callable[[Recorded], Reply]:
+    """A reply callable that waits ``seconds`` (after the request was recorded) first."""
+
+    def reply(rec: Recorded) -> Reply:
+        time.sleep(seconds)
+        return make(rec)
+
+    return reply
+
+
+def prompt_of(rec: Recorded) -> str:
+    """The prompt text of a recorded /responses request."""
+    assert rec.json is not None, rec.body[:200]
+    return str(rec.json["input"][0]["content"][0]["text"])
+
+
+def content_of(rec: Recorded) -> list[dict[str, Any]]:
+    """The content parts (prompt, images) of a recorded /responses request."""
+    assert rec.json is not None
+    return list(rec.json["input"][0]["content"])
+
+
+def event_index(events: list[dict[str, Any]], etype: str) -> int:
+    """Where the first event of that type is in a list of events."""
+    return next(i for i, ev in enumerate(events) if ev["type"] == etype)
+
+
+def only_post(gw: Gateway) -> Recorded:
+    """The one request the gateway saw, which must be a POST."""
+    posts = gw.posts()
+    assert len(posts) == 1, gw.dump()
+    assert len(gw.requests) == 1, gw.dump()
+    return posts[0]
+
+
+def write_auth(home: Path, obj: Any) -> None:
+    """auth.json with this content, private as Codex writes it."""
+    auth = home / "auth.json"
+    auth.write_text(json.dumps(obj), encoding="utf-8")
+    if os.name == "posix":
+        auth.chmod(0o600)
+
+
+def write_config(home: Path, text: str, name: str = "config.toml") -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / name).write_text(text, encoding="utf-8")
+
+
+def home_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment whose home directory is an empty folder and with no CODEX_HOME."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return clean_env(HOME=str(home), USERPROFILE=str(home), **extra)

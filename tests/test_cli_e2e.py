@@ -1,4 +1,5 @@
-"""End-to-end tests of the core CLI (issue 2).
+"""End-to-end tests of the core CLI: configuration on the wire, the request body, prompt sources,
+the output file, --json, --dry-run, --help and --version.
 
 Every test runs ``generate_gateway_image.py`` as a subprocess (``run_cli``) against the loopback
 test gateway, or with no network at all, and checks the exit code, stdout/stderr, the request(s)
@@ -7,7 +8,6 @@ the gateway recorded and the files on disk.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -20,19 +20,26 @@ import pytest
 import generate_gateway_image as g
 from tests import images
 from tests.conftest import (
+    PNG,
     ROOT,
     TEST_KEY,
+    assert_no_secret,
+    assert_ok,
     clean_env,
+    decode_data_url,
+    home_env,
+    image_reply,
     leftovers,
+    only_post,
     parse_json_stdout,
     run_cli,
+    write_auth,
     write_codex_home,
+    write_config,
 )
 from tests.gateway import (
     Gateway,
     Recorded,
-    Reply,
-    error_reply,
     image_events,
     image_item,
     json_reply,
@@ -40,7 +47,6 @@ from tests.gateway import (
     sse_reply,
 )
 
-PNG = images.png_bytes(40, 24)
 TOOL_OPTION_KEYS = (
     "model",
     "quality",
@@ -56,55 +62,9 @@ TOOL_OPTION_KEYS = (
 # --- helpers -------------------------------------------------------------------------------
 
 
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    """A successful SSE image stream carrying ``data``."""
-    return sse_reply(image_events(images.b64(data), **kw))
-
-
-def only_post(gw: Gateway) -> Recorded:
-    posts = gw.posts()
-    assert len(posts) == 1, gw.dump()
-    assert len(gw.requests) == 1, gw.dump()
-    return posts[0]
-
-
 def body_of(rec: Recorded) -> Any:
     assert (rec.header("content-type") or "").startswith("application/json")
     return json.loads(rec.body.decode("utf-8"))
-
-
-def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\n{proc.stderr}"
-
-
-def assert_no_secret(proc: subprocess.CompletedProcess[str], secret: str = TEST_KEY) -> None:
-    assert secret not in proc.stdout
-    assert secret not in proc.stderr
-
-
-def write_auth(home: Path, obj: Any) -> None:
-    auth = home / "auth.json"
-    auth.write_text(json.dumps(obj), encoding="utf-8")
-    if os.name == "posix":
-        auth.chmod(0o600)
-
-
-def write_config(home: Path, text: str, name: str = "config.toml") -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / name).write_text(text, encoding="utf-8")
-
-
-def decode_data_url(url: str, mime: str) -> bytes:
-    prefix = f"data:{mime};base64,"
-    assert url.startswith(prefix), url[:80]
-    return base64.b64decode(url[len(prefix) :], validate=True)
-
-
-def home_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """An environment whose home directory is an empty folder and with no CODEX_HOME."""
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    return clean_env(HOME=str(home), USERPROFILE=str(home), **extra)
 
 
 # --- configuration as seen on the wire ---------------------------------------------------------
@@ -159,7 +119,7 @@ requires_openai_auth = true
         # the profile switches to another provider
         'model_provider = "prof"\n\n[model_providers.prof]\nname = "prof"\n'
         'base_url = "{url}/prof/v1"\nhttp_headers = {{ "X-Profile" = "work" }}\n'
-        "requires_openai_auth = true\n",  # issue 12: else auth.json's key is not sent
+        "requires_openai_auth = true\n",  # else auth.json's key is not sent (Codex)
         # the profile only overrides keys of the same provider (deep merge)
         '[model_providers.base]\nbase_url = "{url}/prof/v1"\n'
         'http_headers = {{ "X-Profile" = "work" }}\n',
@@ -194,7 +154,7 @@ def test_legacy_profiles_table(tmp_path: Path, gateway: Gateway, how: str) -> No
         selector
         + PROFILE_BASE.format(url=gateway.url)
         + f'\n[model_providers.prof]\nname = "prof"\nbase_url = "{gateway.url}/prof/v1"\n'
-        + "requires_openai_auth = true\n"  # issue 12: else auth.json's key is not sent
+        + "requires_openai_auth = true\n"  # else auth.json's key is not sent (Codex)
         + '\n[profiles.old]\nmodel_provider = "prof"\n',
     )
     write_auth(home, {"OPENAI_API_KEY": TEST_KEY})
@@ -207,70 +167,6 @@ def test_legacy_profiles_table(tmp_path: Path, gateway: Gateway, how: str) -> No
     assert_ok(proc)
     assert only_post(gateway).path == "/prof/v1/responses"
     assert out.read_bytes() == PNG
-
-
-@pytest.mark.parametrize(
-    ("extra_provider", "extra_env", "expected"),
-    [
-        (
-            'env_key = "GW_TEST_KEY"',
-            {"GW_TEST_KEY": "sk-envkey-1111aaaa2222"},
-            "sk-envkey-1111aaaa2222",
-        ),
-        ("", {"CODEX_API_KEY": "sk-codexkey-3333bbbb4444"}, "sk-codexkey-3333bbbb4444"),
-        (
-            'env_key = "GW_TEST_KEY"',
-            {"GW_TEST_KEY": "sk-envkey-1111aaaa2222", "CODEX_API_KEY": "sk-codexkey-3333bbbb4444"},
-            "sk-envkey-1111aaaa2222",
-        ),
-    ],
-    ids=["env_key-beats-auth.json", "CODEX_API_KEY-beats-auth.json", "env_key-beats-CODEX_API_KEY"],
-)
-def test_key_precedence(
-    tmp_path: Path,
-    gateway: Gateway,
-    extra_provider: str,
-    extra_env: dict[str, str],
-    expected: str,
-) -> None:
-    # auth.json holds TEST_KEY as well: the environment must win over it
-    home = write_codex_home(tmp_path / "ch", gateway.base_url, extra_provider=extra_provider)
-    gateway.enqueue(image_reply())
-    out = tmp_path / "o.png"
-    proc = run_cli(
-        ["--prompt", "p", "--out", str(out)], clean_env(CODEX_HOME=str(home), **extra_env)
-    )
-    assert_ok(proc)
-    rec = only_post(gateway)
-    assert rec.header("authorization") == f"Bearer {expected}"
-    assert TEST_KEY not in json.dumps(rec.headers)
-    assert_no_secret(proc, expected)
-
-
-def test_chatgpt_tokens_in_auth_json(tmp_path: Path, gateway: Gateway) -> None:
-    home = write_codex_home(tmp_path / "ch", gateway.base_url, key=None)
-    access = "eyJhbGciOiJSUzI1NiJ9.access-token-payload.sig-5e6f"
-    write_auth(
-        home,
-        {
-            "OPENAI_API_KEY": None,
-            "tokens": {
-                "id_token": "eyJ.id-token.sig",
-                "access_token": access,
-                "refresh_token": "rt-refresh-0000",
-                "account_id": "acct-1234-abcd",
-            },
-            "last_refresh": "2025-01-01T00:00:00Z",
-        },
-    )
-    gateway.enqueue(image_reply())
-    out = tmp_path / "o.png"
-    proc = run_cli(["--prompt", "p", "--out", str(out)], clean_env(CODEX_HOME=str(home)))
-    assert_ok(proc)
-    rec = only_post(gateway)
-    assert rec.header("authorization") == f"Bearer {access}"
-    assert rec.header("chatgpt-account-id") == "acct-1234-abcd"
-    assert_no_secret(proc, access)
 
 
 def test_builtin_openai_provider_with_openai_base_url(tmp_path: Path, gateway: Gateway) -> None:
@@ -324,48 +220,6 @@ def test_base_url_and_header_overrides(tmp_path: Path, gateway: Gateway) -> None
     assert rec.header("authorization") == f"Bearer {TEST_KEY}"
 
 
-def test_base_url_without_any_key_sends_no_authorization(tmp_path: Path, gateway: Gateway) -> None:
-    gateway.enqueue(image_reply())
-    out = tmp_path / "o.png"
-    proc = run_cli(
-        ["--prompt", "p", "--out", str(out), "--base-url", gateway.base_url],
-        home_env(tmp_path),
-    )
-    assert_ok(proc)
-    rec = only_post(gateway)
-    assert rec.header("authorization") is None
-    assert "warning" in proc.stderr.lower()
-    assert "no api key" in proc.stderr.lower()
-    assert out.read_bytes() == PNG
-    assert proc.stdout == f"{out}\n"
-
-
-def test_base_url_with_an_authorization_header_says_it_is_sent(
-    tmp_path: Path, gateway: Gateway
-) -> None:
-    gateway.enqueue(image_reply())
-    out = tmp_path / "o.png"
-    args = ["--base-url", gateway.base_url, "--header", f"Authorization: Bearer {TEST_KEY}"]
-    proc = run_cli(["--prompt", "p", "--out", str(out), *args], home_env(tmp_path))
-    assert_ok(proc)
-    assert only_post(gateway).header("authorization") == f"Bearer {TEST_KEY}"
-    assert "no api key" not in proc.stderr.lower(), proc.stderr
-    dry = run_cli(
-        ["--prompt", "p", "--out", str(out), "--force", "--dry-run", *args], home_env(tmp_path)
-    )
-    assert dry.returncode == 0 and "no Authorization header would be sent" not in dry.stdout
-    doctor = run_cli(["--doctor", *args], home_env(tmp_path))
-    assert "no Authorization header will be sent" not in doctor.stdout, doctor.stdout
-    assert TEST_KEY not in proc.stderr + dry.stdout + doctor.stdout
-    gateway.enqueue(error_reply(401, "bad key", code="invalid_api_key"))
-    refused = run_cli(
-        ["--prompt", "p", "--out", str(tmp_path / "r.png"), *args], home_env(tmp_path)
-    )
-    assert refused.returncode == 3, refused.stderr
-    assert "none was sent" not in refused.stderr
-    assert "sent in the Authorization header" in refused.stderr
-
-
 # --- missing or broken configuration ---------------------------------------------------------
 
 
@@ -385,26 +239,6 @@ def test_no_configuration_at_all(tmp_path: Path, gateway: Gateway) -> None:
     assert gateway.requests == []
     assert not out.exists()
     assert "Traceback" not in proc.stderr
-
-
-@pytest.mark.parametrize("store", ["keyring", "auto", "file"])
-def test_keyring_credentials_are_explained(tmp_path: Path, gateway: Gateway, store: str) -> None:
-    """Codex can keep its login in the OS keyring; the script cannot read it and says so."""
-    home = write_codex_home(
-        tmp_path / "ch",
-        gateway.base_url,
-        key=None,
-        extra_top=f'cli_auth_credentials_store = "{store}"',
-    )
-    out = tmp_path / "o.png"
-    proc = run_cli(["--prompt", "p", "--out", str(out)], clean_env(CODEX_HOME=str(home)))
-    assert proc.returncode == 3, proc.stderr
-    assert proc.stderr.startswith("error: no API key found"), proc.stderr
-    assert ("OS keyring" in proc.stderr) == (store != "file"), proc.stderr
-    assert gateway.requests == []
-    doctor = run_cli(["--doctor"], clean_env(CODEX_HOME=str(home)))
-    assert doctor.returncode == 3, doctor.stdout + doctor.stderr
-    assert ("OS keyring" in doctor.stdout + doctor.stderr) == (store != "file")
 
 
 @pytest.mark.parametrize(
@@ -868,88 +702,7 @@ def test_saved_image_has_normal_permissions(
     assert out.stat().st_mode & 0o777 == 0o644
 
 
-# --- review fixes: auth.command, a missing env_key in --dry-run/--doctor, odd config files -----
-
-
-def command_provider(home: Path, gateway: Gateway, code: str, **extra: str) -> None:
-    """A provider whose key comes from `auth.command` (this Python running ``code``)."""
-    args = json.dumps(["-c", code])
-    lines = "".join(f"{k} = {v}\n" for k, v in extra.items())
-    write_config(
-        home,
-        f'model_provider = "gw"\n[model_providers.gw]\nbase_url = "{gateway.base_url}"\n'
-        f"[model_providers.gw.auth]\ncommand = {json.dumps(sys.executable)}\nargs = {args}\n"
-        + lines,
-    )
-    write_auth(home, {"OPENAI_API_KEY": TEST_KEY})  # must not be used for this provider
-
-
-def test_auth_command_supplies_the_key(tmp_path: Path, gateway: Gateway) -> None:
-    home = tmp_path / "ch"
-    command_provider(home, gateway, "print('  tok-from-command-123456  ')")
-    gateway.enqueue(image_reply())
-    out = tmp_path / "o.png"
-    env = clean_env(CODEX_HOME=str(home), CODEX_API_KEY="sk-openai-not-for-the-gateway")
-    proc = run_cli(["--prompt", "p", "--out", str(out), "--verbose"], env)
-    assert_ok(proc)
-    assert only_post(gateway).header("authorization") == "Bearer tok-from-command-123456"
-    assert_no_secret(proc, "tok-from-command-123456")
-
-
-def test_failing_auth_command_is_exit_3(tmp_path: Path, gateway: Gateway) -> None:
-    home = tmp_path / "ch"
-    command_provider(home, gateway, "import sys; sys.exit('token expired, run corp-login')")
-    proc = run_cli(
-        ["--prompt", "p", "--out", str(tmp_path / "o.png")], clean_env(CODEX_HOME=str(home))
-    )
-    assert proc.returncode == 3, proc.stderr
-    assert proc.stderr.startswith("error: auth.command "), proc.stderr
-    assert "exited with 1: token expired, run corp-login" in proc.stderr
-    assert gateway.requests == []
-
-
-def test_slow_auth_command_times_out(tmp_path: Path, gateway: Gateway) -> None:
-    home = tmp_path / "ch"
-    command_provider(home, gateway, "import time; time.sleep(30)", timeout_ms="300")
-    proc = run_cli(
-        ["--prompt", "p", "--out", str(tmp_path / "o.png")], clean_env(CODEX_HOME=str(home))
-    )
-    assert proc.returncode == 3, proc.stderr
-    assert "did not finish in 0.3s" in proc.stderr
-    assert gateway.requests == []
-
-
-def test_dry_run_does_not_run_the_auth_command(tmp_path: Path, gateway: Gateway) -> None:
-    home = tmp_path / "ch"
-    marker = tmp_path / "ran"
-    command_provider(home, gateway, f"open({str(marker)!r}, 'w'); print('tok')")
-    proc = run_cli(
-        ["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"],
-        clean_env(CODEX_HOME=str(home)),
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "auth.command" in proc.stdout + proc.stderr
-    assert not marker.exists()
-
-
-def test_missing_env_key_still_allows_dry_run_and_doctor(tmp_path: Path, gateway: Gateway) -> None:
-    home = write_codex_home(
-        tmp_path / "ch",
-        gateway.base_url,
-        key=None,
-        extra_provider='env_key = "GW_TEST_KEY"\nenv_key_instructions = "export GW_TEST_KEY=..."',
-    )
-    env = clean_env(CODEX_HOME=str(home))
-    dry = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"], env)
-    assert dry.returncode == 0, dry.stderr
-    assert gateway.base_url + "/responses" in dry.stdout + dry.stderr
-    doctor = run_cli(["--doctor"], env)
-    text = doctor.stdout + doctor.stderr
-    assert doctor.returncode == 3, text
-    key_lines = [line for line in text.splitlines() if " key " in f" {line} "]
-    assert key_lines and "failed" in key_lines[0], text
-    assert "export GW_TEST_KEY=..." in text
-    assert any(line.startswith("ok") and "endpoint" in line for line in text.splitlines()), text
+# --- odd configuration files ----------------------------------------------------------------------
 
 
 def test_utf16_config_is_exit_3_not_a_crash(tmp_path: Path, gateway: Gateway) -> None:

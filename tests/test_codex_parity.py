@@ -1,4 +1,4 @@
-"""Send exactly what Codex sends (issue 12): one table of configurations, each run end to end.
+"""Send exactly what Codex sends: one table of configurations, each run end to end.
 
 Every row writes a Codex home (and, where the row needs them, a system layer, a managed layer, a
 project ``.codex/`` folder or ``auth.command`` scripts), runs the script as a subprocess against

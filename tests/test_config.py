@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 import generate_gateway_image as g
+from tests.conftest import write
 
 GW_URL = "https://gw.example.test/v1"
 
@@ -30,12 +31,6 @@ def custom(**provider: Any) -> dict[str, Any]:
 def header(headers: dict[str, str], name: str) -> list[str]:
     """All values of a header, matched case-insensitively."""
     return [v for k, v in headers.items() if k.lower() == name.lower()]
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 # --- Codex home -------------------------------------------------------------------------------
@@ -283,7 +278,7 @@ def test_auth_json_with_bom_is_read(tmp_path: Path) -> None:
 
 
 def test_missing_json_file(tmp_path: Path) -> None:
-    with pytest.raises(g.ConfigError, match="cannot read"):
+    with pytest.raises(g.ConfigError, match="no such file"):
         g.load_json_file(str(tmp_path / "auth.json"))
 
 
@@ -298,7 +293,7 @@ def test_default_provider_is_openai() -> None:
 
 
 def test_openai_base_url_env_is_ignored_as_by_codex() -> None:
-    # issue 12: Codex 0.119+ ignores OPENAI_BASE_URL (D1); a note says so
+    # Codex 0.119+ ignores OPENAI_BASE_URL (D1); a note says so
     gw = g.resolve_gateway({}, None, {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
     assert gw.url("/responses") == "https://api.openai.com/v1/responses"
     assert any("OPENAI_BASE_URL" in note for note in gw.notes)
@@ -564,7 +559,7 @@ def test_blank_keys_are_skipped_and_keys_are_stripped() -> None:
 
 
 def test_env_key_value_is_sent_untrimmed_as_codex_does() -> None:
-    # issue 12 (section 6 of the reference): "env_key value with surrounding spaces: sent
+    # codex-config.md, section 6: "env_key value with surrounding spaces: sent
     # untrimmed"
     gw = g.resolve_gateway(custom(env_key="GW_KEY"), None, {"GW_KEY": " k-env-key  "})
     assert gw.api_key == " k-env-key  "
@@ -768,7 +763,7 @@ def test_non_loopback_hosts(host: str) -> None:
     assert g.is_loopback_host(host) is False
 
 
-# --- review fixes: resolution as Codex does it ------------------------------------------------
+# --- resolution as Codex does it ------------------------------------------------------------------
 
 
 def test_config_with_a_bom_is_read(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Config layers, --doctor's account of them, and hostile configuration files (issues 12 and 10).
+"""Config layers, --doctor's account of them, and hostile configuration files.
 
 * The layers Codex stacks (system < user < profile < managed) and where each setting came from.
 * ``--doctor``: every file read with its layer, the layer that chose the provider, whether
@@ -21,17 +21,10 @@ from pathlib import Path
 import pytest
 
 import generate_gateway_image as g
-from tests import images
-from tests.conftest import TEST_KEY, clean_env, report, run_cli
-from tests.gateway import Gateway, image_events, sse_reply
+from tests.conftest import TEST_KEY, clean_env, image_reply, report, run_cli, write
+from tests.gateway import Gateway
 
 SECRET = "pw-SECRET-123456"
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def setup(tmp_path: Path, config: str, auth: object = None) -> dict[str, str]:
@@ -67,10 +60,6 @@ def assert_refused(proc: subprocess.CompletedProcess[str], gateway: Gateway, *wo
     for word in words:
         assert word in proc.stderr, (word, text)
     assert gateway.requests == [], text
-
-
-def image_reply() -> object:
-    return sse_reply(image_events(images.b64(images.png_bytes(8, 8))))
 
 
 # --- layers: pure loading ----------------------------------------------------------------------
@@ -110,7 +99,7 @@ def test_system_layer_cannot_select_a_legacy_profile(tmp_path: Path) -> None:
     assert "profiles" not in layers.config and "profile" not in layers.config
 
 
-# --- hostile configuration files (issue 10, item 4) --------------------------------------------
+# --- hostile configuration files ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -158,7 +147,7 @@ def test_huge_files_are_exit_3_with_bounded_memory(
     assert time.monotonic() - started < 20
 
 
-# --- auth.command inside the budget (issue 10, item 7) -----------------------------------------
+# --- auth.command inside the budget ---------------------------------------------------------------
 
 
 def command_config(url: str, code: str, timeout_ms: int = 20_000) -> str:
@@ -208,7 +197,7 @@ def test_auth_command_timeout_ms_still_applies_under_a_long_budget(
     assert "did not finish in 0.3s" in proc.stderr
 
 
-# --- base_url that cannot be sent as written (issue 10, item 7) --------------------------------
+# --- base_url that cannot be sent as written ------------------------------------------------------
 
 
 @pytest.mark.parametrize(

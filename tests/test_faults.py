@@ -1,4 +1,5 @@
-"""Fault injection, end to end (issue 3).
+"""Fault injection, end to end: retries, timeouts, cut streams, bad image data, rescue files,
+SIGTERM.
 
 Every test runs ``generate_gateway_image.py`` as a subprocess against the loopback test gateway
 (or against nothing at all) and checks the exit code, the message on stderr, how many requests
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+import signal
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +24,19 @@ import pytest
 
 from tests import images
 from tests.conftest import (
+    PNG,
+    SCRIPT,
     TEST_KEY,
     clean_env,
+    closed_port,
+    event_index,
+    image_reply,
     leftovers,
     parse_json_stdout,
     report,
-    run_cli,
     write_codex_home,
 )
+from tests.conftest import cli as shared_cli
 from tests.gateway import (
     ForwardProxy,
     Gateway,
@@ -51,7 +58,6 @@ from tests.gateway import (
     text_only_events,
 )
 
-PNG = images.png_bytes(32, 32)
 NO_WAIT = {"Retry-After": "0"}
 HTML_502 = (
     b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway | relay.example | Cloudflare</title>"
@@ -61,11 +67,6 @@ HTML_502 = (
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    """A successful SSE image stream carrying ``data``."""
-    return sse_reply(image_events(images.b64(data), **kw))
 
 
 def out_path(tmp_path: Path, name: str = "image.png") -> Path:
@@ -79,10 +80,9 @@ def cli(
     out: Path | None = None,
     timeout: float = 30,
 ) -> subprocess.CompletedProcess[str]:
+    """One generation into ``out/image.png`` (so that ``near_out`` sees only its folder)."""
     target = out if out is not None else out_path(tmp_path)
-    return run_cli(
-        ["--prompt", "a fox in snow", "--out", str(target), *extra], env, timeout=timeout
-    )
+    return shared_cli(tmp_path, env, *extra, out=target, timeout=timeout)
 
 
 def near_out(out: Path) -> list[str]:
@@ -137,15 +137,6 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
 
 def retry_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in proc.stderr.splitlines() if "attempt " in line]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 # --- 1. retries ----------------------------------------------------------------------------
@@ -1199,3 +1190,169 @@ def test_key_never_appears_in_any_output(
     # the key did reach the gateway, so it was there to leak
     assert any(r.header("authorization") == f"Bearer {TEST_KEY}" for r in gateway.posts())
     assert leftovers(tmp_path) == []
+
+
+# --- SIGTERM --------------------------------------------------------------------------------------
+
+
+def sigterm_run(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], *extra: str
+) -> tuple[int, str, Path]:
+    out = tmp_path / "out" / "image.png"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--prompt", "a fox", "--out", str(out), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        gateway.wait_for_requests(1, timeout=10)
+        preview = out.parent / "image.partial-1.png"
+        if "--partial-images" in extra:  # wait until the preview is on disk
+            deadline = time.monotonic() + 10
+            while not preview.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert preview.exists(), gateway.dump()
+        else:
+            time.sleep(0.3)  # let it reach the read loop (not required for correctness)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, stderr, out
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM is POSIX")
+def test_sigterm_while_waiting_exits_143(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    events = image_events(images.b64(PNG))
+    gateway.set_default(sse_reply(events, stall_after=1))
+    code, stderr, out = sigterm_run(tmp_path, gateway, env)
+    assert code == 143, stderr
+    assert "terminated" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+    assert len(gateway.posts()) == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM is POSIX")
+def test_sigterm_after_a_partial_image_leaves_no_part_file(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    events = image_events(images.b64(PNG), partials=[images.b64(images.png_bytes(8, 8))])
+    partial = event_index(events, "response.image_generation_call.partial_image")
+    gateway.set_default(sse_reply(events, stall_after=partial + 1))
+    code, stderr, out = sigterm_run(tmp_path, gateway, env, "--partial-images", "1")
+    assert code == 143, stderr
+    assert "terminated" in stderr
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in out.parent.iterdir()) == ["image.partial-1.png"]
+
+
+# --- the retry policy's own rules -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "0"}, 0.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "120000"}, 120.0),
+        ({"retry-after-ms": "120001"}, None),
+        ({"retry-after-ms": "-1"}, None),
+        ({"retry-after": "0"}, 0.0),
+        ({"retry-after": "120"}, 120.0),
+        ({"retry-after": "121"}, None),
+        ({"retry-after": "240"}, None),
+        ({"retry-after": "-3"}, None),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after-ms": "x", "retry-after": "7"}, 7.0),
+        ({}, None),
+    ],
+)
+def test_retry_after_is_honoured_from_0_to_120_s(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    import generate_gateway_image as g
+
+    assert g.parse_retry_after(headers) == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    import email.utils
+
+    import generate_gateway_image as g
+
+    def at(delta: float) -> dict[str, str]:
+        return {"retry-after": email.utils.formatdate(time.time() + delta, usegmt=True)}
+
+    soon = g.parse_retry_after(at(60))
+    assert soon is not None and 57 <= soon <= 61
+    assert g.parse_retry_after(at(600)) is None
+    assert g.parse_retry_after(at(-60)) is None
+
+
+def test_backoff_doubles_from_half_a_second_up_to_8_s_with_jitter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import random
+
+    import generate_gateway_image as g
+
+    monkeypatch.setattr(random, "random", lambda: 0.0)
+    assert [g.backoff(i) for i in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    monkeypatch.setattr(random, "random", lambda: 1.0)  # jitter takes off at most a quarter
+    assert [g.backoff(i) for i in range(3)] == [0.375, 0.75, 1.5]
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "param", "rejected"),
+    [
+        (400, "previous_response_id not found", "", True),
+        (404, "Previous response with id 'resp_1' not found.", "", True),
+        (400, "invalid value", "previous_response_id", True),
+        (400, "invalid value", "size", False),
+        (500, "previous_response storage is down", "", False),  # the gateway's fault: retried
+        (502, "bad gateway", "previous_response_id", False),
+    ],
+)
+def test_only_a_4xx_rejects_previous_response(
+    status: int, detail: str, param: str, rejected: bool
+) -> None:
+    import generate_gateway_image as g
+
+    exc = g.GatewayError(f"HTTP {status}", status=status, detail=detail, param=param)
+    assert g.rejects_previous_response(exc) is rejected
+
+
+def test_a_bug_inside_the_exchange_is_not_retried_as_a_network_fault(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # a TypeError while the answer is read is ours: one POST, exit 1 (internal error), never
+    # "the connection broke", retried and billed again
+    gateway.set_default(image_reply())
+    wrapper = (
+        f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); "
+        "import generate_gateway_image as g\n"
+        "def broken(self, *args): raise TypeError('a bug')\n"
+        "g.SSEParser.feed = broken\n"
+        "sys.exit(g.main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, "--prompt", "x", "--out", str(out_path(tmp_path))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, report(proc, gateway)
+    assert "internal error: TypeError: a bug" in proc.stderr
+    assert "retrying" not in proc.stderr
+    assert len(gateway.posts()) == 1

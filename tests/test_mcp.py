@@ -31,6 +31,10 @@ from tests.images import b64, png_bytes  # noqa: E402
 
 MODES = ["legacy", "auto", "2026-07-28"]
 IMAGE = png_bytes(64, 48)
+HEARTBEAT_WRAPPER = (
+    "import sys; sys.path.insert(0, {folder!r}); import generate_gateway_image as g; "
+    "g.MCP_HEARTBEAT = {seconds!r}; sys.exit(g.main(sys.argv[1:]))"
+)
 
 
 @asynccontextmanager
@@ -40,12 +44,16 @@ async def server(
     out_dir: Path,
     stderr: Path,
     *extra: str,
+    heartbeat: float | None = None,
 ) -> AsyncIterator[Client]:
     import sys
 
+    argv = [str(SCRIPT), "--mcp", "--out-dir", str(out_dir), *extra]
+    if heartbeat is not None:  # the same server with a shorter MCP_HEARTBEAT, for a quick test
+        argv[:1] = ["-c", HEARTBEAT_WRAPPER.format(folder=str(SCRIPT.parent), seconds=heartbeat)]
     params = StdioServerParameters(
         command=sys.executable,
-        args=[str(SCRIPT), "--mcp", "--out-dir", str(out_dir), *extra],
+        args=argv,
         env=env,
         cwd=str(out_dir.parent),
     )
@@ -140,16 +148,18 @@ def test_progress_during_a_slow_render(
 ) -> None:
     events = image_events(b64(IMAGE))
     at = next(i for i, e in enumerate(events) if e["type"].endswith(".generating")) + 1
-    # 8 s of "generating" with nothing but no-op events: only a heartbeat reports it
+    # 4 s of "generating" with nothing but no-op events: only a heartbeat reports it (every
+    # 1.5 s here instead of MCP_HEARTBEAT's 5 s, so that the test takes seconds, not 11 s)
+    heartbeat = 1.5
     events[at:at] = [{"type": "keepalive"}] * 16
-    gateway.enqueue(sse_reply(events, delay=0.5))
+    gateway.enqueue(sse_reply(events, delay=0.25))
     seen: list[tuple[float, float, str]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((time.monotonic(), progress, message or ""))
 
     async def main() -> Any:
-        async with server(mode, env, out_dir, tmp_path / "err.txt") as client:
+        async with server(mode, env, out_dir, tmp_path / "err.txt", heartbeat=heartbeat) as client:
             return await client.call_tool(
                 "generate_image",
                 {"prompt": "slow", "out": "slow.png"},
@@ -163,7 +173,7 @@ def test_progress_during_a_slow_render(
     generating = [t for t, _, m in seen if m.startswith("generating")]
     assert len(generating) >= 2, seen  # the phase change, then at least one heartbeat
     gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:])]
-    assert max(gaps) < 10, seen
+    assert max(gaps) < 2 * heartbeat + 1, seen  # the heartbeat, plus the 1 s tick
     assert any(m.startswith("finalising") for _, _, m in seen), seen
 
 

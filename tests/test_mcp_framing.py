@@ -210,3 +210,25 @@ def test_resume_is_refused_at_start(env: dict[str, str], tmp_path: Path) -> None
     assert proc.returncode == 2, report(proc)
     assert "--resume cannot be combined with --mcp" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_key_cut_short_in_an_error_shows_no_piece_of_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Names the client sent are cut (40-80 characters) in error messages: a key cut there
+    after its first characters is masked too, not only runs of 12 or more."""
+    pad = "m" * 30  # the cut falls 10 characters into the key
+    answers, proc = exchange(
+        [
+            INIT,
+            request(1, pad + TEST_KEY),
+            request(2, "tools/call", {"name": "generate_image", "arguments": {pad + TEST_KEY: 1}}),
+            request(3, "tools/call", {"name": "m" * 70 + TEST_KEY}),
+        ],
+        env,
+        tmp_path,
+    )
+    everything = json.dumps(answers) + proc.stderr.decode()
+    assert "method not found" in everything and "unknown argument" in everything
+    for n in range(4, len(TEST_KEY) + 1):
+        assert TEST_KEY[:n] not in everything, n

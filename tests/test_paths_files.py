@@ -7,29 +7,36 @@ TMPDIR of the test's own.
 
 from __future__ import annotations
 
+import base64
+import errno
 import json
 import os
 import re
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+import generate_gateway_image as g
 from tests import images
-from tests.conftest import SCRIPT, clean_env, leftovers, report, run_cli
-from tests.gateway import Gateway, Reply, image_events, sse_reply
+from tests.conftest import (
+    PNG,
+    SCRIPT,
+    clean_env,
+    image_reply,
+    leftovers,
+    permissions_bind,
+    report,
+    run_cli,
+)
+from tests.gateway import Gateway
 from tests.hostile import on_arrival
 
-PNG = images.png_bytes(40, 24)
 OTHER = b"not yours to replace\n"
-
-
-def image_reply(data: bytes = PNG, **kw: Any) -> Reply:
-    return sse_reply(image_events(images.b64(data), **kw))
 
 
 @pytest.fixture
@@ -376,3 +383,223 @@ def test_image_stays_beside_out_when_no_rescue_file_can_be_made(
     kept = Path(info.value.message.rsplit("saved to ", 1)[1])
     assert kept.parent == tmp_path and kept.read_bytes() == PNG
     assert out.read_bytes() == OTHER
+
+
+def test_disk_full_without_rescue_is_an_output_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+        calls.append(folder)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(g, "create_unique", full)
+    out = tmp_path / "out" / "image.png"
+    sink = g.ImageSink(str(out), force=False)
+    try:
+        with pytest.raises(g.OutputError) as info:
+            sink.save(images.b64(PNG))
+    finally:
+        sink.discard()
+    assert info.value.exit_code == 7
+    assert "No space left on device" in info.value.message
+    assert len(calls) == 2  # beside --out, then the rescue folder
+    assert not sink.has_image
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+# --- names the file system refuses, and outputs checked before anything is paid for ---------------
+
+
+@pytest.mark.parametrize("name", ["a\u0000b.png", "\ud800.png"])
+def test_batch_out_name_that_cannot_be_a_file_is_refused_before_sending(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], name: str
+) -> None:
+    jobs = batch(tmp_path, {"prompt": "x", "out": name})
+    proc = run_cli(["--batch", str(jobs), "--out-dir", str(tmp_path / "out"), "--json"], env)
+    assert proc.returncode == 2, report(proc, gateway)
+    assert gateway.requests == []
+
+
+def test_sink_rescues_the_image_when_the_name_is_refused(tmp_path: Path) -> None:
+    """Defence in depth: a ValueError from the file system is a write failure (rescue file,
+    exit 7 later), not a broken connection that would be retried and billed again."""
+    sink = g.ImageSink(str(tmp_path / "a\u0000b.png"), force=False)
+    assert sink.save(base64.b64encode(PNG).decode("ascii"))
+    assert sink.image is not None and sink.image.rescued
+    rescued = Path(sink.image.path)
+    try:
+        assert rescued.parent == Path(tempfile.gettempdir())
+        assert rescued.read_bytes() == PNG
+    finally:
+        rescued.unlink()
+
+
+@pytest.mark.parametrize("case", ["trailing-slash", "too-long"])
+def test_unusable_out_is_refused_before_sending(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], case: str
+) -> None:
+    out = (
+        str(tmp_path / "nd3") + os.sep
+        if case == "trailing-slash"
+        else str(tmp_path / ("x" * 240 + ".png"))
+    )
+    proc = run_cli(["--prompt", "p", "--out", out], env)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert proc.stderr.startswith("error: --out "), proc.stderr
+    assert gateway.requests == []
+
+
+def test_unwritable_folder_is_refused_before_sending(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    prefix = permissions_bind()
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        proc = subprocess.run(
+            [*prefix, sys.executable, str(SCRIPT), "--prompt", "p", "--out", str(folder / "x.png")],
+            env=env,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
+        )
+    finally:
+        folder.chmod(0o755)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert "permission denied" in proc.stderr
+    assert gateway.requests == []
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [{"prompt": "x", "out": "sub/"}],
+        [{"prompt": "x", "out": "same.png"}, {"prompt": "y", "out": "same.png/x.png"}],
+    ],
+    ids=["folder-name", "output-inside-another-output"],
+)
+def test_batch_outputs_that_cannot_all_be_written_are_refused(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], lines: list[dict[str, object]]
+) -> None:
+    jobs = batch(tmp_path, *lines)
+    proc = run_cli(["--batch", str(jobs), "--out-dir", str(tmp_path / "out")], env)
+    assert proc.returncode in (2, 7), report(proc, gateway)
+    assert "nothing was sent" in proc.stderr
+    assert gateway.requests == []
+
+
+def test_batch_input_that_another_job_writes_is_refused(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    out_dir = tmp_path / "bo"
+    out_dir.mkdir()
+    (out_dir / "in.png").write_bytes(PNG)
+    jobs = batch(
+        tmp_path,
+        {"prompt": "x", "out": "in.png"},
+        {"prompt": "y", "out": "b.png", "image": str(out_dir / "in.png")},
+    )
+    proc = run_cli(
+        ["--batch", str(jobs), "--out-dir", str(out_dir), "--force", "--concurrency", "1"], env
+    )
+    assert proc.returncode == 2, report(proc, gateway)
+    assert "which line 1 writes" in proc.stderr
+    assert gateway.requests == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file names are bytes only on POSIX")
+def test_out_name_that_is_not_utf8_is_saved_and_reported(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(image_reply())
+    out = str(tmp_path / "\udce9t\udce9.png")
+    proc = run_cli(["--prompt", "p", "--out", out], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert Path(out).read_bytes() == PNG
+    assert proc.stdout.strip().endswith(".png"), proc.stdout
+    assert leftovers(tmp_path) == []
+
+
+# --- rescue files: only for the paid image, and never a message about one that does not exist ----
+
+
+@pytest.fixture
+def systmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system temp folder (where rescue files go) for one in-process test."""
+    import tempfile
+
+    folder = tmp_path / "systmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_when_the_rescue_copy_fails_too_the_temporary_file_is_kept_and_named(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out" / "image.png"
+    sink = g.ImageSink(str(out), force=False)
+    assert sink.save(images.b64(PNG))
+    temporary = sink.tmp
+    assert temporary is not None
+
+    def refused(src: str, dst: str) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(g, "place_new", refused)
+    monkeypatch.setattr(g, "create_unique", full)
+    with pytest.raises(g.OutputError) as info:
+        sink.commit()
+    sink.discard()  # what every caller does afterwards: the only copy must survive it
+    assert f"the image was saved to {temporary}" in info.value.message
+    assert Path(temporary).read_bytes() == PNG
+    assert temporary not in g.ACTIVE_TEMP_FILES  # what the exit clean-up would delete
+    assert list(systmp.iterdir()) == [] and not out.exists()
+    os.remove(temporary)
+
+
+def test_a_preview_that_cannot_be_written_is_not_rescued(tmp_path: Path, systmp: Path) -> None:
+    # previews are not worth a rescue file: beside --out or nowhere
+    folder = tmp_path / "previews"
+    folder.mkdir()
+    blocked = folder / "image.partial-1.png"
+    blocked.mkdir()  # the preview's name is taken by a folder: the final rename fails
+    sink = g.ImageSink(str(blocked), force=True, rescue=False)
+    try:
+        with pytest.raises((OSError, g.ImagegenError)):
+            if sink.save(images.b64(PNG)):
+                sink.commit()
+    finally:
+        sink.discard()
+    assert list(systmp.iterdir()) == []
+    assert sorted(p.name for p in folder.iterdir()) == ["image.partial-1.png"]
+
+
+def test_a_preview_whose_folder_refuses_files_is_not_rescued(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = g.create_unique
+
+    def refuse_beside_out(
+        folder: str, prefix: str, suffix: str, mode: int = 0o666
+    ) -> tuple[int, str]:
+        if Path(folder) != systmp:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(folder, prefix, suffix, mode)
+
+    monkeypatch.setattr(g, "create_unique", refuse_beside_out)
+    sink = g.ImageSink(str(tmp_path / "image.partial-1.png"), force=True, rescue=False)
+    try:
+        with pytest.raises(OSError):
+            sink.save(images.b64(PNG))
+    finally:
+        sink.discard()
+    assert list(systmp.iterdir()) == []

@@ -2,15 +2,19 @@
 ``encode_body``, ``display_payload``) and the size rules (``size_problems``,
 ``nearest_legal_size``, ``larger_known_size``), with hypothesis properties for the sizes.
 
-Everything here is pure: no gateway, no network. Options come from the real argument parser
-(``build_parser`` + ``job_options``) so the tests see what the CLI would pass to ``build_job``.
+Nearly everything here is pure: no gateway, no network. Options come from the real argument
+parser (``build_parser`` + ``job_options``) so the tests see what the CLI would pass to
+``build_job``. A few end-to-end runs check input the parser cannot see: prompts that are not
+UTF-8 and timeouts that are not finite.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import generate_gateway_image as g
+from tests.conftest import decode_data_url, report, run_cli
+from tests.gateway import Gateway
 from tests.images import gif_bytes, jpeg_bytes, png_bytes, svg_bytes, webp_bytes
 
 PROMPT = "a red fox in fresh snow, watercolour"
@@ -52,13 +58,7 @@ def wire(job: g.Job, *, stream: bool | None = None, force_tool: bool = True) -> 
     return parsed
 
 
-def decode_data_url(url: str, mime: str) -> bytes:
-    prefix = f"data:{mime};base64,"
-    assert url.startswith(prefix), url[:60]
-    return base64.b64decode(url[len(prefix) :], validate=True)
-
-
-def write(path: Path, data: bytes) -> str:
+def image_file(path: Path, data: bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return str(path)
@@ -176,7 +176,7 @@ def test_every_option_is_sent_exactly(tmp_path: Path) -> None:
 
 
 def test_no_unrequested_keys_and_no_nulls(tmp_path: Path) -> None:
-    image = write(tmp_path / "ref.png", png_bytes(32, 32))
+    image = image_file(tmp_path / "ref.png", png_bytes(32, 32))
     body = wire(job_from("--out", str(tmp_path / "o.png"), "--image", image))
     assert None not in walk(body)
     assert set(body) == {"model", "input", "tools", "tool_choice", "store", "stream"}
@@ -259,7 +259,7 @@ def test_input_images_are_data_urls_with_sniffed_mime(tmp_path: Path) -> None:
     }
     argv = ["--out", str(tmp_path / "o.png"), "--detail", "high"]
     for path, data in files.values():
-        argv += ["--image", write(path, data)]
+        argv += ["--image", image_file(path, data)]
     remote = "https://cdn.example.test/ref.png?sig=a&b=c"
     inline = "data:image/png;base64,iVBORw0KGgo="
     argv += ["--image-url", remote, "--image-url", inline]
@@ -278,7 +278,7 @@ def test_input_images_are_data_urls_with_sniffed_mime(tmp_path: Path) -> None:
 
 
 def test_detail_defaults_to_auto(tmp_path: Path) -> None:
-    image = write(tmp_path / "r.png", png_bytes(8, 8))
+    image = image_file(tmp_path / "r.png", png_bytes(8, 8))
     job = job_from("--out", str(tmp_path / "o.png"), "--image", image, "--image-url", "http://x/y")
     content = wire(job)["input"][0]["content"]
     assert [part.get("detail") for part in content[1:]] == ["auto", "auto"]
@@ -287,8 +287,8 @@ def test_detail_defaults_to_auto(tmp_path: Path) -> None:
 def test_mask_is_a_png_data_url_in_the_tool(tmp_path: Path) -> None:
     image_data = jpeg_bytes(64, 48)
     mask_data = png_bytes(64, 48, alpha=True)
-    image = write(tmp_path / "photo.jpg", image_data)
-    mask = write(tmp_path / "mask.png", mask_data)
+    image = image_file(tmp_path / "photo.jpg", image_data)
+    mask = image_file(tmp_path / "mask.png", mask_data)
     job = job_from("--out", str(tmp_path / "o.png"), "--image", image, "--mask", mask)
     body = wire(job)
     tool = body["tools"][0]
@@ -301,7 +301,7 @@ def test_mask_is_a_png_data_url_in_the_tool(tmp_path: Path) -> None:
 
 def test_mask_with_only_an_image_url(tmp_path: Path) -> None:
     mask_data = png_bytes(16, 16, alpha=True)
-    mask = write(tmp_path / "mask.png", mask_data)
+    mask = image_file(tmp_path / "mask.png", mask_data)
     job = job_from(
         "--out", str(tmp_path / "o.png"), "--image-url", "https://x.test/a.png", "--mask", mask
     )
@@ -323,8 +323,11 @@ def test_encode_body_length_and_bytes(tmp_path: Path, extra: int) -> None:
         {
             "prompt": prompt,
             "out": str(tmp_path / "o.png"),
-            "images": [write(tmp_path / "big.png", big), write(tmp_path / "s.jpg", small)],
-            "mask": write(tmp_path / "m.png", png_bytes(700, 400, alpha=True)),
+            "images": [
+                image_file(tmp_path / "big.png", big),
+                image_file(tmp_path / "s.jpg", small),
+            ],
+            "mask": image_file(tmp_path / "m.png", png_bytes(700, 400, alpha=True)),
         }
     )
     payload = g.build_payload(job, stream=True, size=job.size)
@@ -343,7 +346,7 @@ def test_encode_body_length_and_bytes(tmp_path: Path, extra: int) -> None:
 
 def test_encode_body_same_file_twice(tmp_path: Path) -> None:
     data = png_bytes(20, 20)
-    path = write(tmp_path / "r.png", data)
+    path = image_file(tmp_path / "r.png", data)
     job = job_from("--out", str(tmp_path / "o.png"), "--image", path, "--image", path)
     content = wire(job)["input"][0]["content"]
     assert [decode_data_url(p["image_url"], "image/png") for p in content[1:]] == [data, data]
@@ -358,7 +361,7 @@ def test_encode_body_prompt_that_looks_like_the_internal_marker(tmp_path: Path) 
         {
             "prompt": prompt,
             "out": str(tmp_path / "o.png"),
-            "images": [write(tmp_path / "r.png", data)],
+            "images": [image_file(tmp_path / "r.png", data)],
         }
     )
     body = wire(job)
@@ -385,8 +388,8 @@ def test_encode_body_any_prompt_round_trips(prompt: str) -> None:
 
 def test_display_payload_shortens_base64(tmp_path: Path) -> None:
     data = png_bytes(200, 100, noise=True)
-    image = write(tmp_path / "ref.png", data)
-    mask = write(tmp_path / "mask.png", png_bytes(200, 100, alpha=True))
+    image = image_file(tmp_path / "ref.png", data)
+    mask = image_file(tmp_path / "mask.png", png_bytes(200, 100, alpha=True))
     long_data_url = (
         "data:image/png;base64," + base64.b64encode(png_bytes(80, 80, noise=True)).decode()
     )
@@ -470,13 +473,13 @@ def test_unreadable_image(tmp_path: Path) -> None:
     ids=["empty", "text", "pdf", "bmp", "cut-signature"],
 )
 def test_non_image(tmp_path: Path, data: bytes) -> None:
-    path = write(tmp_path / "thing.png", data)
+    path = image_file(tmp_path / "thing.png", data)
     err = usage_error("--out", "o.png", "--image", path)
     assert path in err.message and "not an image" in err.message
 
 
 def test_svg_input_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path / "logo.svg", svg_bytes(64, 64))
+    path = image_file(tmp_path / "logo.svg", svg_bytes(64, 64))
     err = usage_error("--out", "o.png", "--image", path)
     assert "SVG" in err.message
 
@@ -503,19 +506,19 @@ def test_image_of_exactly_50_mib_is_accepted(tmp_path: Path) -> None:
 
 
 def test_more_than_16_images(tmp_path: Path) -> None:
-    path = write(tmp_path / "r.png", png_bytes(8, 8))
+    path = image_file(tmp_path / "r.png", png_bytes(8, 8))
     err = usage_error("--out", "o.png", *["--image", path] * 17)
     assert "17" in err.message and "16" in err.message
 
 
 def test_16_images_are_accepted(tmp_path: Path) -> None:
-    path = write(tmp_path / "r.png", png_bytes(8, 8))
+    path = image_file(tmp_path / "r.png", png_bytes(8, 8))
     job = job_from("--out", "o.png", *["--image", path] * 10, *["--image-url", "https://x/y"] * 6)
     assert len(wire(job)["input"][0]["content"]) == 17
 
 
 def test_images_and_urls_count_together(tmp_path: Path) -> None:
-    path = write(tmp_path / "r.png", png_bytes(8, 8))
+    path = image_file(tmp_path / "r.png", png_bytes(8, 8))
     err = usage_error("--out", "o.png", *["--image", path] * 10, *["--image-url", "https://x"] * 7)
     assert "16" in err.message
 
@@ -525,45 +528,45 @@ def test_images_and_urls_count_together(tmp_path: Path) -> None:
     [(jpeg_bytes(16, 16), "JPEG"), (gif_bytes(16, 16), "GIF"), (webp_bytes(16, 16), "WEBP")],
 )
 def test_mask_must_be_png(tmp_path: Path, data: bytes, kind: str) -> None:
-    image = write(tmp_path / "i.png", png_bytes(16, 16))
-    mask = write(tmp_path / "mask.png", data)
+    image = image_file(tmp_path / "i.png", png_bytes(16, 16))
+    mask = image_file(tmp_path / "mask.png", data)
     err = usage_error("--out", "o.png", "--image", image, "--mask", mask)
     assert "PNG" in err.message and mask in err.message
 
 
 def test_mask_without_alpha(tmp_path: Path) -> None:
-    image = write(tmp_path / "i.png", png_bytes(16, 16))
-    mask = write(tmp_path / "mask.png", png_bytes(16, 16, alpha=False))
+    image = image_file(tmp_path / "i.png", png_bytes(16, 16))
+    mask = image_file(tmp_path / "mask.png", png_bytes(16, 16, alpha=False))
     err = usage_error("--out", "o.png", "--image", image, "--mask", mask)
     assert "alpha" in err.message
 
 
 def test_mask_size_differs_from_first_image(tmp_path: Path) -> None:
-    first = write(tmp_path / "first.jpg", jpeg_bytes(64, 48))
-    second = write(tmp_path / "second.png", png_bytes(32, 32))
-    mask = write(tmp_path / "mask.png", png_bytes(32, 32, alpha=True))
+    first = image_file(tmp_path / "first.jpg", jpeg_bytes(64, 48))
+    second = image_file(tmp_path / "second.png", png_bytes(32, 32))
+    mask = image_file(tmp_path / "mask.png", png_bytes(32, 32, alpha=True))
     err = usage_error("--out", "o.png", "--image", first, "--image", second, "--mask", mask)
     assert "32x32" in err.message and "64x48" in err.message
 
 
 @pytest.mark.parametrize("kind", ["VP8X", "VP8L", "VP8"])
 def test_mask_size_checked_against_webp(tmp_path: Path, kind: str) -> None:
-    first = write(tmp_path / "first.webp", webp_bytes(100, 50, kind=kind))
-    mask = write(tmp_path / "mask.png", png_bytes(50, 100, alpha=True))
+    first = image_file(tmp_path / "first.webp", webp_bytes(100, 50, kind=kind))
+    mask = image_file(tmp_path / "mask.png", png_bytes(50, 100, alpha=True))
     err = usage_error("--out", "o.png", "--image", first, "--mask", mask)
     assert "100x50" in err.message
-    ok = write(tmp_path / "ok.png", png_bytes(100, 50, alpha=True))
+    ok = image_file(tmp_path / "ok.png", png_bytes(100, 50, alpha=True))
     assert job_from("--out", "o.png", "--image", first, "--mask", ok).mask is not None
 
 
 def test_mask_without_an_image(tmp_path: Path) -> None:
-    mask = write(tmp_path / "mask.png", png_bytes(16, 16, alpha=True))
+    mask = image_file(tmp_path / "mask.png", png_bytes(16, 16, alpha=True))
     err = usage_error("--out", "o.png", "--mask", mask)
     assert "--mask" in err.message
 
 
 def test_missing_mask(tmp_path: Path) -> None:
-    image = write(tmp_path / "i.png", png_bytes(16, 16))
+    image = image_file(tmp_path / "i.png", png_bytes(16, 16))
     err = usage_error("--out", "o.png", "--image", image, "--mask", str(tmp_path / "no.png"))
     assert "--mask" in err.message
 
@@ -727,3 +730,41 @@ def test_nearest_legal_size_keeps_orientation(w: int, h: int) -> None:
     nw, nh = g.nearest_legal_size(w, h)
     assert legal(nw, nh)
     assert (nw > nh) == (w > h)
+
+
+# --- text that is not UTF-8, and timeouts ---------------------------------------------------------
+
+
+POSIX = os.name == "posix"
+
+
+@pytest.mark.skipif(not POSIX, reason="arguments are bytes only on POSIX")
+def test_prompt_that_is_not_utf8_is_exit_2(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    proc = run_cli(["--prompt", "caf\udce9", "--out", str(tmp_path / "c.png")], env)
+    assert proc.returncode == 2, report(proc, gateway)
+    assert "not valid UTF-8" in proc.stderr
+    assert gateway.requests == []
+
+
+def test_prompt_on_stdin_that_is_not_utf8_is_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(g.__file__), "--prompt", "-", "--out", str(tmp_path / "q.png")],
+        input=b"\xff\xfe",
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--idle-timeout", "--connect-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_timeouts_must_be_finite(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], flag: str, value: str
+) -> None:
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), flag, value], env)
+    assert proc.returncode == 2, report(proc, gateway)
+    assert gateway.requests == []

@@ -1,4 +1,4 @@
-"""Never pay twice (issue 14, items 1-3 and 7): --resumable, --resume, the response id in
+"""Never pay twice: --resumable, --resume, the response id in
 failures, --json/sidecar fields, Ctrl-C, and --doctor --probe on store/background.
 
 Every test runs the script as a subprocess against ``StoredGateway``, a loopback gateway that
@@ -20,7 +20,16 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.conftest import SCRIPT, TEST_KEY, clean_env, leftovers, report, run_cli, write_codex_home
+from tests.conftest import (
+    SCRIPT,
+    TEST_KEY,
+    clean_env,
+    cli,
+    leftovers,
+    report,
+    run_cli,
+    write_codex_home,
+)
 from tests.gateway import Gateway, error_reply, image_events, sse_reply
 from tests.stored_gateway import StoredGateway
 
@@ -43,10 +52,6 @@ def events(rid: str = RID, data: bytes = PNG) -> list[dict[str, Any]]:
     # seq 0 created, 1 in_progress, 2 item added, 3 call in_progress, 4 generating,
     # 5 call completed, 6 output_item.done (the image), 7 response.completed
     return image_events(images.b64(data), resp_id=rid)
-
-
-def cli(tmp_path: Path, env: dict[str, str], *extra: str, out: str = "out.png") -> Any:
-    return run_cli(["--prompt", "a fox", "--out", str(tmp_path / out), *extra], env)
 
 
 def assert_secret_free(proc: subprocess.CompletedProcess[str]) -> None:
@@ -183,14 +188,13 @@ def test_the_resume_command_of_a_forced_run_can_replace_the_file(
     assert len(sg.posts()) == 1
 
 
-@pytest.mark.parametrize(
-    "rid", ["resp_1' & calc & '", "resp_1\x1b[2J", "resp 1", "r%PATH%", "r" * 201]
-)
+@pytest.mark.parametrize("rid", ["resp_1' & calc & '", "resp_1\x1b[2J", "resp 1", "r" * 1025])
 def test_a_response_id_that_is_not_a_plain_token_is_never_offered(
     tmp_path: Path, sg: StoredGateway, rid: str
 ) -> None:
     # the id went into the printed --resume command: shlex quoting is POSIX-only, so
-    # "resp_1' & calc & '" ran calc when pasted into cmd.exe; an escape became "?"
+    # "resp_1' & calc & '" ran calc when pasted into cmd.exe; an escape became "?". Ids a
+    # run can fetch but a shell would act on (%, &): tests/test_relay_ids.py
     env = env_for(tmp_path, sg.base_url)
     sg.plan(events(rid), cuts=[3, 0])
     proc = cli(tmp_path, env, "--resumable", "--retries", "0")
@@ -462,3 +466,45 @@ def test_resume_command_on_windows_uses_py(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.undo()
     assert command.startswith("py -3 C:/skills/gen/generate_gateway_image.py "), command
     assert posix.startswith("python3 C:/skills/"), posix
+
+
+# --- 4. free resumes are paced -----------------------------------------------------------------
+
+
+def trickle(count: int) -> list[dict[str, Any]]:
+    """A stored response that makes progress (one event per stream) but never the image."""
+    head = events()[:4]  # created, in_progress, item added, call in_progress
+    filler = [dict(head[3], sequence_number=4 + i) for i in range(count)]
+    return head + filler
+
+
+def test_a_stream_cut_after_every_event_is_resumed_at_a_measured_pace(
+    tmp_path: Path, sg: StoredGateway
+) -> None:
+    """Each resume brings one new event and is cut: without pacing this made thousands of GETs
+    in a few seconds. Resumes wait 0, 0.5, 1, 2, 4 s..., so a 4-second budget allows about 4."""
+    env = env_for(tmp_path, sg.base_url)
+    sg.plan(trickle(5000), cuts=[4] + [1] * 5000)
+    proc = cli(tmp_path, env, "--resumable", "--timeout", "4")
+    assert proc.returncode in (4, 6), report(proc)
+    assert len(sg.posts()) == 1
+    assert 2 <= len(sg.gets()) <= 6, len(sg.gets())
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_resumes_of_one_image_stop_at_the_ceiling(tmp_path: Path, sg: StoredGateway) -> None:
+    """MAX_RESUMES (20) resumes, then a clear failure with the --resume command: in process,
+    with the waits skipped, so the ceiling is reached in a moment."""
+    import generate_gateway_image as g
+
+    env = env_for(tmp_path, sg.base_url)
+    sg.plan(trickle(200), cuts=[4] + [1] * 200)
+    argv = ["--prompt", "a fox", "--out", str(tmp_path / "out.png"), "--resumable"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(g.time, "sleep", lambda seconds: None)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        code = g.main(argv)
+    assert code == 4
+    assert len(sg.posts()) == 1
+    assert len(sg.gets()) == 20  # MAX_RESUMES

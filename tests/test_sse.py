@@ -975,3 +975,58 @@ def test_e2e_large_image_with_escaped_slashes_and_splits_inside_base64(
     out = tmp_path / "big.png"
     run_ok(gateway, env, out, "--idle-timeout", "30")
     assert out.read_bytes() == png
+
+
+def test_a_unicode_escape_split_across_two_reads_inside_a_long_string() -> None:
+    # the string is a Blob by the time the escape arrives; a cut anywhere inside "\u00e9" or a
+    # surrogate pair must neither drop nor garble the character
+    for escape, char in (("\\u00e9", "é"), ("\\ud83d\\ude00", "😀"), ("\\\\", "\\")):
+        value_raw = "A" * (g.BLOB_MIN + 10) + escape + "B" * 10
+        raw = ('{"result":"' + value_raw + '"}').encode("ascii")
+        at = raw.index(escape.encode("ascii"))
+        for cut in range(at, at + len(escape) + 1):
+            spool = g.JsonSpool()
+            spool.feed(raw[:cut])
+            spool.feed(raw[cut:])
+            value = spool.parse()["result"]
+            assert isinstance(value, g.Blob), cut
+            expected = "A" * (g.BLOB_MIN + 10) + char + "B" * 10
+            assert blob_bytes(value) == expected.encode("utf-8"), (escape, cut - at)
+            spool.close()
+
+
+def test_a_stream_line_that_is_not_data_is_capped_at_max_event_bytes() -> None:
+    # an event name, or a line without a colon, is kept while it is read: at most the cap
+    # (comments and id lines are skipped, never kept)
+    for field in (b"event: ", b""):
+        at_cap = field + b"x" * g.MAX_EVENT_BYTES
+        g.SSEParser(lambda event, data: None).feed(at_cap + b"\n\n")  # at the cap: read
+        parser = g.SSEParser(lambda event, data: None)
+        with pytest.raises(g.GatewayError, match="stream line of more than"):
+            for start in range(0, len(at_cap) + 1, 1 << 20):  # one past it, in 1 MB reads
+                parser.feed((at_cap + b"x")[start : start + (1 << 20)])
+
+
+def test_one_event_holds_at_most_max_long_strings() -> None:
+    value = '"' + "A" * g.BLOB_MIN + '"'
+    for count, ok in ((g.MAX_LONG_STRINGS, True), (g.MAX_LONG_STRINGS + 1, False)):
+        raw = ("[" + ",".join([value] * count) + "]").encode()
+        spool = g.JsonSpool()
+        try:
+            if ok:
+                spool.feed(raw)
+                assert len(spool.parse()) == count
+            else:
+                with pytest.raises(g.GatewayError, match=f"more than {g.MAX_LONG_STRINGS} long"):
+                    spool.feed(raw)
+        finally:
+            spool.close()
+
+
+def test_bare_image_links_are_searched_in_the_first_max_link_search_characters() -> None:
+    url = "https://img.example/a.png"
+    inside = "x " * ((g.MAX_LINK_SEARCH - 100) // 2) + url  # ends just inside the window
+    assert g.image_links(inside) == [url]
+    outside = "x" * g.MAX_LINK_SEARCH + " " + url
+    assert g.image_links(outside) == []
+    assert g.image_links(outside.replace(url, f"![image]({url})")) == [url]  # markdown: anywhere

@@ -11,21 +11,41 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import generate_gateway_image as g
-from tests.conftest import SCRIPT, TEST_KEY, clean_env, report, write_codex_home
-from tests.gateway import Gateway, format_sse, image_events, sse_reply
+from tests.conftest import (
+    PNG,
+    SCRIPT,
+    TEST_KEY,
+    clean_env,
+    cli,
+    closed_port,
+    leftovers,
+    report,
+    write_codex_home,
+)
+from tests.gateway import (
+    Gateway,
+    format_sse,
+    image_events,
+    image_item,
+    raw_reply,
+    response_obj,
+    sse_reply,
+)
 from tests.images import b64, png_bytes
 from tests.raw_servers import ConnectProxy, RawServer, big_png, endless, gzip_bytes, send
 
-PNG = png_bytes(32, 32)
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 
 
@@ -76,7 +96,7 @@ MALFORMED = {
     "binary": b"\x00\x01\x02\xff\xfe\r\n\r\n",
     "http-0.9": b'{"type":"response.completed"}',
     "switching-protocols": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-    "early-hints-only": b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+    "endless-early-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 17,
     "status-thousands-of-digits": b"HTTP/1.1 " + b"2" * 5000 + b" OK\r\n\r\n",
     "status-out-of-range": b"HTTP/1.1 1000 Big\r\n\r\n",
     "too-many-headers": b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 150 + b"\r\n",
@@ -512,7 +532,10 @@ def test_a_connect_answer_http_client_refuses_is_the_proxy_s(tmp_path: Path, cas
     # past --connect-timeout, "the total time budget ran out (--timeout 900s)"
     with RawServer(CONNECT_ANSWERS[case]) as proxy:  # type: ignore[arg-type]
         env = {"HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": ""}
-        proc = run(tmp_path, "https://127.0.0.1:9/v1", "--connect-timeout", "2", env=env)
+        # --retries 0: one attempt shows the same message (three cost 7 s for the trickle)
+        proc = run(
+            tmp_path, "https://127.0.0.1:9/v1", "--connect-timeout", "2", "--retries", "0", env=env
+        )
     if case == "trickled":
         assert proc.returncode == 6, report(proc)
         assert f"through the proxy 127.0.0.1:{proxy.port} timed out after 2s" in proc.stderr
@@ -565,3 +588,239 @@ def test_an_https_proxy_url_is_refused_before_anything_is_sent(tmp_path: Path) -
 )
 def test_a_proxy_url_without_a_port_uses_the_scheme_default(url: str, port: int) -> None:
     assert g.Proxy(url).port == port
+
+
+# --- informational answers and short bodies ---------------------------------------------------
+
+
+def test_informational_answers_before_the_final_one_are_skipped(
+    tmp_path: Path, ok_events: list[object]
+) -> None:
+    stream = format_sse(ok_events, done=True)  # type: ignore[arg-type]
+    answer = SSE_HEAD + b"Content-Length: %d\r\n\r\n" % len(stream) + stream
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    with RawServer(send(b"HTTP/1.1 102 Processing\r\n\r\n", early, early, answer)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kind", ["sse", "json"])
+def test_a_body_shorter_than_its_content_length_is_a_cut_answer(
+    tmp_path: Path, ok_events: list[object], kind: str
+) -> None:
+    if kind == "sse":
+        body = format_sse(ok_events[:3], done=False)  # type: ignore[arg-type]
+        head = SSE_HEAD
+    else:
+        body = b'{"id": "resp_1", "object": "response", "status": "completed", "output": []}'
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    answer = head + b"Content-Length: %d\r\n\r\n" % (len(body) + 5000) + body
+    with RawServer(send(answer)) as server:
+        proc = run(
+            tmp_path, server.base_url, "--retries", "1", *(["--no-stream"] * (kind == "json"))
+        )
+    assert proc.returncode == 4, report(proc)
+    assert "cut short: 5000 bytes of its Content-Length never came" in proc.stderr
+    assert "no image" not in proc.stderr
+    assert len(server.requests) == 2  # retried like a broken stream
+
+
+# --- trickling answers, a hanging resolver and redirects: bounded by the timeouts -----------------
+
+
+class TrickleServer:
+    """Raw TCP: reads the request head, sends ``head``, then one byte of ``trickle`` every
+    0.3 s, forever (until the test ends)."""
+
+    def __init__(self, head: bytes, trickle: bytes, request_end: bytes = b"\r\n\r\n") -> None:
+        self.head = head
+        self.trickle = trickle
+        self.request_end = request_end  # b"": answer after the first bytes (a TLS ClientHello)
+        self.stop = threading.Event()
+        self.connections = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5)
+            data = b""
+            while not data or self.request_end not in data:
+                piece = conn.recv(65536)
+                if not piece:
+                    return
+                data += piece
+            conn.sendall(self.head)
+            i = 0
+            while not self.stop.wait(0.3):
+                conn.sendall(self.trickle[i % len(self.trickle) : i % len(self.trickle) + 1])
+                i += 1
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def __enter__(self) -> TrickleServer:
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(2)
+        self.sock.close()
+
+
+TRICKLES = {
+    "headers": (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 10_000),
+    "chunk-size-line": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"a;ext=" + b"x" * 10_000,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TRICKLES))
+def test_trickling_answer_ends_at_the_total_timeout(case: str, tmp_path: Path) -> None:
+    head, trickle = TRICKLES[case]
+    out = tmp_path / "out" / "image.png"
+    with TrickleServer(head, trickle) as server:
+        home = write_codex_home(tmp_path / "home", server.base_url)
+        proc = cli(
+            tmp_path,
+            clean_env(CODEX_HOME=str(home)),
+            "--timeout",
+            "2",
+            "--idle-timeout",
+            "1",
+            "--retries",
+            "0",
+            out=out,
+            timeout=15,
+        )
+        connections = server.connections
+    assert proc.returncode == 6, report(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "--timeout" in errors[0], errors[0]
+    assert connections == 1
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+# The proxy tunnel's answer used to be bounded per receive only: a proxy trickling a byte every
+# 0.3 s held the run open past --connect-timeout and --timeout. The TLS handshake is bounded as a
+# whole by ssl itself (the socket timeout is a deadline there); the second case keeps it so.
+SETUP_TRICKLES = {
+    # the proxy answers CONNECT with a header block that never ends
+    "connect-tunnel": (b"HTTP/1.1 200 Connection established\r\n", b"X-Slow: " + b"a" * 10_000),
+    # the gateway answers the ClientHello with a 16 KB TLS record, one byte at a time
+    "tls-handshake": (b"\x16\x03\x03\x40\x00", b"\x02" * 20_000),
+}
+
+
+@pytest.mark.parametrize("case", list(SETUP_TRICKLES))
+def test_trickling_connection_setup_ends_at_the_connect_timeout(case: str, tmp_path: Path) -> None:
+    head, trickle = SETUP_TRICKLES[case]
+    out = tmp_path / "out" / "image.png"
+    request_end = b"\r\n\r\n" if case == "connect-tunnel" else b""
+    with TrickleServer(head, trickle, request_end) as server:
+        if case == "connect-tunnel":
+            base_url = f"https://127.0.0.1:{closed_port()}/v1"  # only the proxy is dialled
+            env = clean_env(HTTPS_PROXY=f"http://127.0.0.1:{server.port}", NO_PROXY="")
+        else:
+            base_url = f"https://127.0.0.1:{server.port}/v1"
+            env = clean_env()
+        env["CODEX_HOME"] = str(write_codex_home(tmp_path / "home", base_url))
+        started = time.monotonic()
+        proc = cli(
+            tmp_path, env, "--connect-timeout", "1", "--timeout", "120", "--retries", "0", out=out
+        )
+        elapsed = time.monotonic() - started
+        connections = server.connections
+    assert proc.returncode == 6, report(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "timed out after 1s" in errors[0], errors[0]
+    assert elapsed < 20, elapsed  # the fault would otherwise hold it for --timeout (120 s)
+    assert connections == 1
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_resolve_gives_up_on_a_hanging_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow_getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(2)
+        raise socket.gaierror("too late")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    started = time.monotonic()
+    with pytest.raises(g.NetworkError) as info:
+        g.resolve("example.invalid", 80, 0.3)
+    elapsed = time.monotonic() - started
+    assert "looking up example.invalid" in info.value.message
+    assert info.value.exit_code == 6
+    assert elapsed < 1.5  # hang guard: the lookup is abandoned, not waited for
+
+
+def test_redirect_is_reported_not_followed_nor_retried(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(
+        raw_reply(
+            b"",
+            status=308,
+            content_type=None,
+            headers={"Location": "https://elsewhere.invalid/v1/responses"},
+        )
+    )
+    out = tmp_path / "out" / "image.png"
+    proc = cli(tmp_path, env, out=out)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "redirect" in proc.stderr.lower()
+    assert "base_url" in proc.stderr
+    assert "elsewhere.invalid" in proc.stderr
+    assert len(gateway.requests) == 1
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("label", [b"text/event-stream", b"application/json"])
+def test_blank_lines_before_a_json_body_in_their_own_read(tmp_path: Path, label: bytes) -> None:
+    # the first read holds only blank lines: what follows decides how the body is read, not
+    # the (here, for event-stream, wrong) label
+    body = json.dumps(response_obj([image_item(b64(PNG))])).encode()
+
+    def answer(conn: object, request: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + label + b"\r\n\r\n\r\n\n")  # type: ignore[attr-defined]
+        time.sleep(0.3)
+        conn.sendall(body)  # type: ignore[attr-defined]
+
+    with RawServer(answer) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == PNG
+    assert_clean(proc)

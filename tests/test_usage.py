@@ -184,11 +184,11 @@ def test_mcp_structured_content_and_schema(
     assert "tokens: main model 1,889 in + 1,434 out, image model 62 in + 4,160 out" in text
 
 
-def test_usage_after_the_image_is_skimmed_from_a_later_read(
+def test_usage_that_comes_after_the_image_in_a_later_read(
     tmp_path: Path, gateway: Gateway, env: dict[str, str]
 ) -> None:
     """The image is safe before response.completed arrives (a pause between events): the rest
-    of the stream is skimmed for the usage, not parsed."""
+    of the stream is still read for the usage."""
     big = images.png_bytes(160, 160, noise=True)  # the second copy is most of what follows
     gateway.set_default(sse_reply(image_events(images.b64(big)), delay=0.3))
     proc, record = json_run(tmp_path, env)
@@ -207,30 +207,5 @@ def test_a_stall_after_the_image_costs_at_most_the_grace(
     gateway.set_default(sse_reply(events, stall_after=done + 1))
     started = time.monotonic()
     proc, record = json_run(tmp_path, env, "--idle-timeout", "60")
-    assert time.monotonic() - started < 20  # the grace (2 s), not the idle timeout
+    assert time.monotonic() - started < 30  # the grace (READ_TO_END_GRACE), not the idle timeout
     assert record["ok"] and "main_model_usage" not in record
-
-
-def test_skim_finds_keys_split_anywhere() -> None:
-    import generate_gateway_image as g
-
-    final = image_events(images.b64(PNG))[-1]
-    data = b"event: response.completed\ndata: " + json.dumps(final).encode() + b"\n\n"
-    for cut in range(0, len(data), 7):
-        for skim in (g.UsageSkim(), g.UsageSkim(data[:cut])):
-            if not skim.tail:
-                skim.feed(data[:cut])
-            skim.feed(data[cut:])
-            assert skim.value(b'"usage"') == DEFAULT_USAGE, cut
-            assert skim.value(b'"tool_usage"') == DEFAULT_TOOL_USAGE, cut
-
-
-def test_skim_is_bounded() -> None:
-    import generate_gateway_image as g
-
-    skim = g.UsageSkim()
-    skim.feed(b'{"usage": {"input_tokens": ' + b"9" * 100_000)
-    for _ in range(100):
-        skim.feed(b"x" * 65_536)
-    assert sum(len(c) for c in skim.captures.values()) <= g.USAGE_CAPTURE
-    assert skim.value(b'"usage"') is None  # cut short: not a usage object

@@ -1,6 +1,7 @@
 """Text from the gateway, a proxy or the file system reaches the terminal without control
 characters: a redirect's Location, the HTTP reason phrase, a preview index, ids and file names
-all pass through the one sanitiser (escape sequences become "?")."""
+all pass through the one sanitiser (escape sequences become "?"); a stdout in a legacy encoding
+(cp1252) can still print any prompt and path."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import generate_gateway_image as g
 from tests import images
-from tests.conftest import report, run_cli
-from tests.gateway import Gateway, image_events, sse_reply, text_only_events
+from tests.conftest import PNG, image_reply, report, run_cli
+from tests.gateway import Gateway, error_reply, image_events, sse_reply, text_only_events
 from tests.hostile import raw_head_reply
 
-PNG = images.png_bytes(40, 24)
 ESCAPES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e"
 
 
@@ -154,3 +156,45 @@ def test_request_id_header_with_escape_sequences_is_cleaned_in_json(
     error = json.loads(proc.stdout)["error"]
     assert "bad size" in error and "[request id req_?]0;owned?]" in error, error
     assert_clean(proc)
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_cp1252_stdout_can_print_any_prompt_and_path(
+    as_json: bool, tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(image_reply())
+    out = tmp_path / "狐狸.png"
+    args = ["--prompt", "一只狐狸", "--out", str(out)] + (["--json"] if as_json else [])
+    proc = run_cli(args, {**env, "PYTHONIOENCODING": "cp1252"})
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG
+    if as_json:
+        record = json.loads(proc.stdout)
+        assert record["path"] == str(out)
+        assert record["prompt"] == "一只狐狸"
+        assert record["ok"] is True
+    else:
+        assert proc.stdout == str(out) + "\n"
+    (req,) = gateway.posts()
+    assert "一只狐狸" in json.dumps(req.json, ensure_ascii=False)
+
+
+def test_escape_sequences_from_the_gateway_do_not_reach_the_terminal(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(error_reply(400, "bad \x1b[31mred\x1b[0m size\x07\x00 value"))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "red" in proc.stderr
+    assert not any(c in proc.stderr for c in "\x1b\x07\x00"), repr(proc.stderr)
+
+
+def test_check_text_rules() -> None:
+    assert g.check_text("a\x00b", "the prompt") == "a\x00b"  # JSON carries a NUL fine
+    assert g.check_text("caf\u00e9", "the prompt") == "caf\u00e9"
+    with pytest.raises(g.UsageError, match="not valid UTF-8"):
+        g.check_text("caf\udce9", "the prompt")
+    with pytest.raises(g.UsageError, match="NUL"):
+        g.check_text("a\x00b.png", "the output path", path=True)
+    with pytest.raises(g.UsageError, match="cannot be a file name"):
+        g.check_text("\ud800.png", "the output path", path=True)

@@ -1,7 +1,8 @@
-"""The answer shapes of today's relays (issue 14, items 4-6): previews under b64_json, data: URL
-results, image items with only a url, image links in the model's text, the same image twice,
-a distinct second image, a rejected image-tool option dropped once (and --strict), and model
-names passed through.
+"""What the script makes of an answer: the shapes of today's relays (previews under b64_json,
+data: URL results, image items with only a url, image links in the model's text, the same image
+twice, a distinct second image), live previews (--partial-images), a rejected image-tool option
+dropped once (and --strict), model names passed through, the gateway's quirks, and odd answers
+(mislabelled, failed or malformed results) that must neither lose an image nor crash.
 
 Image URLs point at the loopback gateway itself, so the tests can assert that a download
 carries neither the gateway's Authorization nor any configured header, even to the same host.
@@ -9,29 +10,49 @@ carries neither the gateway's Authorization nor any configured header, even to t
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import generate_gateway_image as g
 from tests import images
-from tests.conftest import TEST_KEY, clean_env, leftovers, report, run_cli, write_codex_home
+from tests.conftest import (
+    PNG,
+    TEST_KEY,
+    assert_ok,
+    clean_env,
+    cli,
+    event_index,
+    image_reply,
+    leftovers,
+    parse_json_stdout,
+    report,
+    run_cli,
+    write_codex_home,
+)
 from tests.gateway import (
     Gateway,
+    Reply,
+    error_event,
     error_reply,
+    format_sse,
     image_events,
     image_item,
     json_reply,
     message_item,
     raw_reply,
+    renumber,
     response_obj,
     sse_reply,
     text_only_events,
 )
+from tests.raw_servers import RawServer, endless
 
-PNG = images.png_bytes(48, 32)
 OTHER = images.png_bytes(32, 48, seed=3)
 JPEG = images.jpeg_bytes(16, 16)
 IMG_PATH = "/files/img.png"
@@ -45,10 +66,6 @@ def env(tmp_path: Path, gateway: Gateway) -> dict[str, str]:
         extra_provider='http_headers = { "X-Tenant" = "tenant-secret-7" }',
     )
     return clean_env(CODEX_HOME=str(home))
-
-
-def cli(tmp_path: Path, env: dict[str, str], *extra: str, out: str = "out.png") -> Any:
-    return run_cli(["--prompt", "a fox", "--out", str(tmp_path / out), *extra], env)
 
 
 def json_answer(*items: dict[str, Any]) -> Any:
@@ -65,7 +82,7 @@ def assert_plain_download(gateway: Gateway, path: str = IMG_PATH) -> None:
         assert TEST_KEY not in json.dumps(rec.headers)
 
 
-# --- 4. previews ---------------------------------------------------------------------------
+# --- previews -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -88,7 +105,7 @@ def test_previews_in_every_shape(
     assert (tmp_path / "out.png").read_bytes() == PNG
 
 
-# --- 4. final results ----------------------------------------------------------------------
+# --- final results --------------------------------------------------------------------------------
 
 
 def test_result_as_a_data_url(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
@@ -300,7 +317,7 @@ def test_images_api_url_answer_is_downloaded(
     assert_plain_download(gateway)
 
 
-# --- 4. two images -------------------------------------------------------------------------
+# --- two images -----------------------------------------------------------------------------------
 
 
 def test_the_same_image_twice_is_saved_once(
@@ -348,7 +365,7 @@ def test_second_image_is_reported_on_stdout(
     assert "further, different image" in proc.stderr
 
 
-# --- 5. a rejected image option is dropped once ----------------------------------------------
+# --- a rejected image option is dropped once ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -459,7 +476,7 @@ def test_tool_background_refusal_is_not_background_mode(
     assert "background" not in second.json["tools"][0]
 
 
-# --- 6. model names pass through -------------------------------------------------------------
+# --- model names pass through ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -486,3 +503,344 @@ def test_gpt_image_2_size_rules_cover_the_family(
     assert gateway.requests == []
     ok = cli(tmp_path, env, "--image-model", model, "--size", "3840x2160", "--dry-run")
     assert ok.returncode == 0, report(ok)
+
+
+# --- live previews (--partial-images) -------------------------------------------------------------
+
+
+P1 = images.png_bytes(16, 16)
+P2 = images.png_bytes(16, 16, noise=True, seed=2)
+FINAL = images.png_bytes(40, 24, noise=True, seed=3)
+
+
+def preview_reply() -> Reply:
+    return sse_reply(image_events(images.b64(FINAL), partials=[images.b64(P1), images.b64(P2)]))
+
+
+def test_partial_images_beside_out(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(preview_reply())
+    out = tmp_path / "out.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--partial-images", "2"], env)
+    assert_ok(proc)
+    (rec,) = gateway.posts()
+    assert rec.json is not None and rec.json["tools"][0]["partial_images"] == 2
+    assert rec.json["stream"] is True
+    first, second = tmp_path / "out.partial-1.png", tmp_path / "out.partial-2.png"
+    assert first.read_bytes() == P1
+    assert second.read_bytes() == P2
+    assert out.read_bytes() == FINAL
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "codex-home") == [
+        "out.partial-1.png",
+        "out.partial-2.png",
+        "out.png",
+    ]
+    i1 = proc.stderr.find(str(first))
+    i2 = proc.stderr.find(str(second))
+    assert 0 <= i1 < i2, proc.stderr
+    assert proc.stdout.strip() == str(out)
+
+
+def test_partials_dir(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(preview_reply())
+    out = tmp_path / "final" / "img.png"
+    previews = tmp_path / "previews"
+    previews.mkdir()
+    proc = run_cli(
+        [
+            "--prompt",
+            "p",
+            "--out",
+            str(out),
+            "--partial-images",
+            "2",
+            "--partials-dir",
+            str(previews),
+        ],
+        env,
+    )
+    assert_ok(proc)
+    assert (previews / "img.partial-1.png").read_bytes() == P1
+    assert (previews / "img.partial-2.png").read_bytes() == P2
+    assert sorted(p.name for p in (tmp_path / "final").iterdir()) == ["img.png"]
+    assert out.read_bytes() == FINAL
+
+
+def test_partial_images_with_no_stream(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(json_reply(response_obj([image_item(images.b64(FINAL))])))
+    out = tmp_path / "out.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out), "--partial-images", "2", "--no-stream"], env
+    )
+    assert_ok(proc)
+    (rec,) = gateway.posts()
+    assert rec.json is not None
+    assert "partial_images" not in rec.json["tools"][0]
+    assert rec.json["stream"] is False
+    assert out.read_bytes() == FINAL
+    assert list(tmp_path.glob("*.partial-*")) == []
+
+
+def test_partial_images_out_of_range(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png"), "--partial-images", "4"], env
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert gateway.requests == []
+
+
+# --- reading stops once the image is safe; quirks; results per attempt ----------------------------
+
+
+def test_stall_after_the_image_item_does_not_hold_up_the_result(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    events = image_events(images.b64(PNG))
+    done = event_index(events, "response.output_item.done")
+    assert events[done]["item"]["result"]
+    gateway.set_default(sse_reply(events, stall_after=done + 1))
+    out = tmp_path / "out" / "image.png"
+    proc = cli(tmp_path, env, "--idle-timeout", "60", "--json", out=out, timeout=15)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG
+    record = parse_json_stdout(proc)
+    assert record["ok"] is True and record["path"] == str(out)
+    assert len(gateway.posts()) == 1
+    assert leftovers(tmp_path) == []
+
+
+def quirk(detail: str) -> tuple[str, str] | None:
+    exc = g.GatewayError("HTTP 400 from stream.example.com: " + detail, status=400, detail=detail)
+    return g.detect_quirk(
+        exc, stream=True, force_tool=True, size="1024x1024", strict_size=False, used=set()
+    )
+
+
+def test_host_name_does_not_trigger_the_stream_quirk() -> None:
+    assert quirk("this option is unsupported") is None
+
+
+def test_gateway_words_still_trigger_the_stream_quirk() -> None:
+    found = quirk("streaming is not supported")
+    assert found is not None and found[0] == "stream"
+
+
+def test_bad_result_of_an_earlier_attempt_does_not_decide_a_later_one(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    head = image_events(images.b64(PNG))[:2]
+    corrupt = renumber(
+        [
+            *head,
+            {
+                "type": "response.output_item.done",
+                "output_index": 0,
+                "item": image_item("!!!notbase64"),
+            },
+            error_event("server_error", "upstream hiccup"),
+        ]
+    )
+    gateway.enqueue(
+        sse_reply(corrupt),
+        # close-delimited and cut: the stream just ends, so the verdict decides the error
+        sse_reply(image_events(images.b64(PNG)), cut_after=3, chunked=False),
+        image_reply(),
+    )
+    out = tmp_path / "out" / "image.png"
+    proc = cli(tmp_path, env, "--retries", "2", "--json", out=out)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert out.read_bytes() == PNG
+    assert len(gateway.posts()) == 3
+    assert parse_json_stdout(proc)["retries"] == 2
+    assert leftovers(tmp_path) == []
+
+
+# --- odd answers that must neither lose an image nor crash ----------------------------------------
+
+
+B64 = base64.b64encode(PNG).decode("ascii")
+
+
+def run_against(
+    tmp_path: Path, gateway: Gateway, replies: list[Reply], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    for reply in replies:
+        gateway.enqueue(reply)
+    home = write_codex_home(tmp_path / "home", gateway.base_url)
+    return cli(tmp_path, clean_env(CODEX_HOME=str(home)), "--retries", "2", *extra)
+
+
+def test_failed_image_call_shows_the_models_explanation(tmp_path: Path, gateway: Gateway) -> None:
+    failed = image_item(None, status="failed")
+    said = "I can't create that image because it depicts a real person."
+    reply = json_reply(response_obj([failed, message_item(said)]))
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream")
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "the image generation call failed; the model answered in text: " + said in proc.stderr
+    assert len(gateway.posts()) == 1
+
+
+def test_failed_image_call_without_text_still_says_so(tmp_path: Path, gateway: Gateway) -> None:
+    reply = json_reply(response_obj([image_item(None, status="failed")]))
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream")
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "the image generation call failed without a reason" in proc.stderr
+
+
+@pytest.mark.parametrize("bad", [12345, True, ["x"], {"b64": "x"}])
+def test_result_that_is_not_a_string_is_exit_4_not_a_crash(
+    tmp_path: Path, gateway: Gateway, bad: Any
+) -> None:
+    events = image_events(B64)
+    for ev in events:
+        items = [ev.get("item")] + list(ev.get("response", {}).get("output", []))
+        for item in items:
+            if isinstance(item, dict) and item.get("type") == "image_generation_call":
+                item["result"] = bad
+    proc = run_against(tmp_path, gateway, [sse_reply(events)], "--retries", "0")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert "not base64 text" in proc.stderr
+
+
+def test_bad_result_then_a_good_copy_saves_the_image(tmp_path: Path, gateway: Gateway) -> None:
+    events = image_events(B64)
+    for ev in events:
+        if ev["type"] == "response.output_item.done" and "result" in ev["item"]:
+            # the copy in response.completed (a separate object) stays fine
+            ev["item"] = {**ev["item"], "result": 12345}
+    proc = run_against(tmp_path, gateway, [sse_reply(events)])
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_preview_that_is_not_a_string_is_skipped(tmp_path: Path, gateway: Gateway) -> None:
+    events = image_events(B64, partials=[B64])
+    for ev in events:
+        if ev["type"].endswith("partial_image"):
+            ev["partial_image_b64"] = 123
+    proc = run_against(tmp_path, gateway, [sse_reply(events)], "--partial-images", "1")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_key_across_the_cut_of_a_non_json_answer_is_masked(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    body = b"x" * 180 + b" key " + TEST_KEY.encode() + b" rejected"
+    reply = raw_reply(body, content_type="application/json")
+    proc = run_against(tmp_path, gateway, [reply], "--retries", "0")
+    assert proc.returncode == 4, report(proc, gateway)
+    for n in range(9, len(TEST_KEY) + 1):
+        assert TEST_KEY[:n] not in proc.stdout + proc.stderr, n
+
+
+def test_json_answer_labelled_as_a_stream_is_read_as_json(tmp_path: Path, gateway: Gateway) -> None:
+    body = json.dumps(response_obj([image_item(B64)])).encode()
+    proc = run_against(tmp_path, gateway, [raw_reply(body, content_type="text/event-stream")])
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert len(gateway.posts()) == 1  # not re-sent (and re-billed)
+
+
+def test_moderation_error_labelled_as_a_stream_is_exit_5_once(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    err = {
+        "error": {
+            "message": "Your request was rejected by the safety system.",
+            "type": "image_generation_user_error",
+            "code": "moderation_blocked",
+            "param": None,
+        }
+    }
+    reply = raw_reply(json.dumps(err).encode(), content_type="text/event-stream")
+    proc = run_against(tmp_path, gateway, [reply] * 3)
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "rejected by the safety system" in proc.stderr
+    assert len(gateway.posts()) == 1
+
+
+def test_stream_labelled_as_json_is_read_as_a_stream(tmp_path: Path, gateway: Gateway) -> None:
+    body = format_sse(image_events(B64))
+    proc = run_against(tmp_path, gateway, [raw_reply(body, content_type="application/json")])
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_error_given_as_a_string_in_a_200_answer_is_shown(tmp_path: Path, gateway: Gateway) -> None:
+    reply = json_reply({"error": "upstream quota exhausted"})
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream", "--retries", "0")
+    assert proc.returncode in (4, 5), report(proc, gateway)
+    assert "upstream quota exhausted" in proc.stderr
+    assert "contained no image" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("label", "first", "kind"),
+    [
+        ("text/event-stream", b'{"id": 1}', "json"),
+        ("text/event-stream", b"  \n[1]", "json"),
+        ("application/json", b"event: response.created\n", "event-stream"),
+        ("application/json", b"data: {}\n\n", "event-stream"),
+        ("application/json", b": keep-alive\n", "event-stream"),
+        ("application/json", b"", "json"),
+        ("application/json", b"<html>", "json"),
+        ("", b"", "event-stream"),
+        ("text/plain", b"da", "event-stream"),
+        ("text/event-stream", b"\n\n", "event-stream"),
+    ],
+)
+def test_answer_kind(label: str, first: bytes, kind: str) -> None:
+    assert g.answer_kind(label, first) == kind
+
+
+@pytest.mark.parametrize("width", [8, 9])  # base64 one and two "=" short
+def test_image_base64_without_padding_is_saved(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], width: int
+) -> None:
+    # some encoders drop the "=" padding: the paid image must still be saved, whole
+    data = images.png_bytes(width, 8)
+    unpadded = images.b64(data).rstrip("=")
+    assert len(unpadded) % 4 != 0
+    gateway.enqueue(sse_reply(image_events(unpadded)))
+    proc = cli(tmp_path, env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == data
+
+
+def test_download_without_content_length_is_size_capped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # no Content-Length to refuse up front: the bytes count as they come
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n"
+    with RawServer(endless(head, b"\x89PNG" * 65536)) as files:
+        gateway.enqueue(
+            json_answer({**image_item(None), "url": f"http://127.0.0.1:{files.port}{IMG_PATH}"})
+        )
+        proc = cli(tmp_path, env, "--no-stream", "--retries", "0", timeout=120)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert f"larger than {g.MAX_DOWNLOAD_BYTES // 2**20} MB" in proc.stderr
+    assert len(gateway.posts()) == 1 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("hops", [g.MAX_REDIRECTS, g.MAX_REDIRECTS + 1])
+def test_download_follows_at_most_max_redirects(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], hops: int
+) -> None:
+    gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + "/files/hop0"}))
+    for k in range(hops):
+        location = f"/files/hop{k + 1}" if k + 1 < hops else IMG_PATH
+        gateway.enqueue(
+            raw_reply(b"", status=302, headers={"Location": location}), path=f"/files/hop{k}"
+        )
+    gateway.enqueue(raw_reply(PNG, content_type="image/png"), path=IMG_PATH)
+    proc = cli(tmp_path, env, "--no-stream")
+    if hops <= g.MAX_REDIRECTS:
+        assert proc.returncode == 0, report(proc, gateway)
+        assert (tmp_path / "out.png").read_bytes() == PNG
+    else:
+        assert proc.returncode == 4, report(proc, gateway)
+        assert f"redirected more than {g.MAX_REDIRECTS} times" in proc.stderr
+        assert not (tmp_path / "out.png").exists()

@@ -1,0 +1,135 @@
+"""A local disk fault is a local error: a full output folder or temporary folder while the image
+arrives or is saved is exit 7, never a network error, never retried (one POST), and an image
+that arrived in full is kept wherever a folder still takes it. The full disks are real: small
+tmpfs mounts in a private mount namespace (unshare -m, as root in CI), else RLIMIT_FSIZE."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SCRIPT, report
+from tests.gateway import Gateway, image_events, sse_reply
+from tests.images import b64, png_bytes
+
+BIG = png_bytes(512, 512, noise=True)  # about 790 KB, 1 MB of base64: more than a small disk
+
+
+def can_mount() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+        capture_output=True,
+        timeout=10,
+    )
+    return probe.returncode == 0
+
+
+MOUNTS = can_mount()
+
+
+def run_on_small_disks(
+    args: list[str], env: dict[str, str], small: list[Path]
+) -> subprocess.CompletedProcess[str]:
+    """Each folder in `small` becomes a 256 KB tmpfs for the script alone."""
+    mounts = " && ".join(f'mount -t tmpfs -o size=256k tmpfs "{p}"' for p in small)
+    command = f'{mounts} && exec "$0" "$@"'
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", command, sys.executable, str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_local_fault(proc: subprocess.CompletedProcess[str], gateway: Gateway) -> None:
+    assert proc.returncode == 7, report(proc, gateway)
+    assert "connection" not in proc.stderr and "retrying may help" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(gateway.posts()) == 1, "a local disk fault is never paid for twice"
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir()
+    tmp.mkdir()
+    return out, tmp
+
+
+needs_mounts = pytest.mark.skipif(not MOUNTS, reason="no private mounts here: see the RLIMIT test")
+
+
+@needs_mounts
+def test_full_temp_folder_is_not_needed(
+    gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path]
+) -> None:
+    out, tmp = folders
+    gateway.enqueue(sse_reply(image_events(b64(BIG))))
+    proc = run_on_small_disks(
+        ["--prompt", "x", "--out", str(out / "a.png")], dict(env, TMPDIR=str(tmp)), [tmp]
+    )
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (out / "a.png").read_bytes() == BIG
+    assert [p.name for p in out.iterdir()] == ["a.png"]
+
+
+@needs_mounts
+def test_full_output_folder_keeps_the_image_in_the_temp_folder(
+    gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path]
+) -> None:
+    out, tmp = folders
+    gateway.enqueue(sse_reply(image_events(b64(BIG))))
+    proc = run_on_small_disks(
+        ["--prompt", "x", "--out", str(out / "a.png")], dict(env, TMPDIR=str(tmp)), [out]
+    )
+    assert_local_fault(proc, gateway)
+    (rescued,) = tmp.glob("codex-imagegen-rescue-*.png")
+    assert rescued.read_bytes() == BIG
+    assert str(rescued) in proc.stderr
+    assert rescued.stat().st_mode & 0o077 == 0, "private to the user"
+
+
+@needs_mounts
+def test_both_folders_full_is_exit_7_and_says_the_image_is_lost(
+    gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path]
+) -> None:
+    out, tmp = folders
+    gateway.enqueue(sse_reply(image_events(b64(BIG))))
+    proc = run_on_small_disks(
+        ["--prompt", "x", "--out", str(out / "a.png")], dict(env, TMPDIR=str(tmp)), [out, tmp]
+    )
+    assert_local_fault(proc, gateway)
+    assert "no folder could hold it" in proc.stderr and "it is lost" in proc.stderr
+    assert "No space left on device" in proc.stderr
+
+
+def test_file_size_limit_is_a_local_fault(
+    gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path]
+) -> None:
+    """RLIMIT_FSIZE (EFBIG on every write past it) works without privileges: every folder
+    refuses the image, the run says so, and it is not a network error."""
+    out, tmp = folders
+    gateway.enqueue(sse_reply(image_events(b64(BIG))))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--prompt", "x", "--out", str(out / "a.png")],
+        env=dict(env, TMPDIR=str(tmp)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+    )
+    assert_local_fault(proc, gateway)
+    assert "File too large" in proc.stderr and "it is lost" in proc.stderr
+    assert list(out.iterdir()) == []

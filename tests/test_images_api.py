@@ -1,0 +1,245 @@
+"""The Images API fallback (--api images, --api auto): /images/generations and the multipart
+/images/edits request, their errors, and when auto falls back from /responses (and when not)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests import images
+from tests.conftest import (
+    PNG,
+    TEST_KEY,
+    assert_no_secret,
+    assert_ok,
+    image_reply,
+    leftovers,
+    run_cli,
+)
+from tests.gateway import Gateway, Reply, error_reply, json_reply, raw_reply
+
+
+def images_api_reply(data: bytes = PNG) -> Reply:
+    return json_reply({"created": 1759354093, "data": [{"b64_json": images.b64(data)}]})
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
+    """Split a multipart/form-data body (stdlib only): [(lower-cased headers, payload)]."""
+    assert content_type.startswith("multipart/form-data"), content_type
+    boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode("ascii")
+    delim = b"--" + boundary
+    assert body.startswith(delim + b"\r\n"), body[:80]
+    assert body.endswith(delim + b"--\r\n"), body[-80:]
+    chunks = body[: -len(delim + b"--\r\n")].split(delim)
+    assert chunks[0] == b""
+    parts: list[tuple[dict[str, str], bytes]] = []
+    for chunk in chunks[1:]:
+        assert chunk.startswith(b"\r\n") and chunk.endswith(b"\r\n"), chunk[:60]
+        head, sep, payload = chunk[2:-2].partition(b"\r\n\r\n")
+        assert sep, chunk[:120]
+        headers: dict[str, str] = {}
+        for line in head.decode("utf-8").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        parts.append((headers, payload))
+    return parts
+
+
+def disposition(headers: dict[str, str]) -> dict[str, str]:
+    """name/filename parameters of a Content-Disposition header."""
+    value = headers["content-disposition"]
+    kind, *params = [p.strip() for p in value.split(";")]
+    assert kind == "form-data", value
+    out: dict[str, str] = {}
+    for param in params:
+        key, _, val = param.partition("=")
+        out[key.strip()] = val.strip().strip('"')
+    return out
+
+
+FINAL = images.png_bytes(40, 24, noise=True, seed=3)
+GENERATIONS = "/v1/images/generations"
+
+
+EDITS = "/v1/images/edits"
+
+
+def test_images_api_generation(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(images_api_reply(FINAL), path=GENERATIONS)
+    out = tmp_path / "g.png"
+    proc = run_cli(
+        ["--api", "images", "--prompt", "a boat", "--out", str(out), "--quality", "low"], env
+    )
+    assert_ok(proc)
+    assert len(gateway.requests) == 1, gateway.dump()
+    rec = gateway.requests[0]
+    assert (rec.method, rec.path) == ("POST", GENERATIONS)
+    assert (rec.header("content-type") or "").startswith("application/json")
+    assert rec.header("authorization") == "Bearer " + TEST_KEY
+    body = rec.json
+    assert body is not None
+    assert body["prompt"] == "a boat"
+    assert body["size"] == "1024x1024"
+    assert body["quality"] == "low"
+    assert isinstance(body["model"], str) and body["model"]
+    # only the options that were set (output_format follows --out's extension)
+    assert set(body) - {"output_format"} == {"model", "prompt", "size", "quality"}
+    assert body.get("output_format", "png") == "png"
+    assert out.read_bytes() == FINAL
+    assert proc.stdout.strip() == str(out)
+
+
+def test_images_api_edit_multipart(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    a = images.png_bytes(32, 32, noise=True, seed=21)
+    b = images.png_bytes(32, 32, noise=True, seed=22)
+    m = images.png_bytes(32, 32, alpha=True)
+    for name, data in (("a.png", a), ("b.png", b), ("m.png", m)):
+        (tmp_path / name).write_bytes(data)
+    gateway.enqueue(images_api_reply(FINAL), path=EDITS)
+    out = tmp_path / "e.png"
+    proc = run_cli(
+        [
+            "--api",
+            "images",
+            "--prompt",
+            "merge them",
+            "--image",
+            str(tmp_path / "a.png"),
+            "--image",
+            str(tmp_path / "b.png"),
+            "--mask",
+            str(tmp_path / "m.png"),
+            "--out",
+            str(out),
+        ],
+        env,
+    )
+    assert_ok(proc)
+    assert len(gateway.requests) == 1, gateway.dump()
+    rec = gateway.requests[0]
+    assert (rec.method, rec.path) == ("POST", EDITS)
+    assert int(rec.header("content-length") or -1) == len(rec.body)
+    parts = parse_multipart(rec.body, rec.header("content-type") or "")
+    fields: dict[str, str] = {}
+    files: list[tuple[str, str, str, bytes]] = []
+    for headers, payload in parts:
+        disp = disposition(headers)
+        if "filename" in disp:
+            files.append((disp["name"], disp["filename"], headers["content-type"], payload))
+        else:
+            fields[disp["name"]] = payload.decode("utf-8")
+    assert fields["prompt"] == "merge them"
+    assert fields["size"] == "1024x1024"
+    assert fields["model"]
+    assert set(fields) - {"output_format"} == {"model", "prompt", "size"}
+    assert files == [
+        ("image[]", "a.png", "image/png", a),
+        ("image[]", "b.png", "image/png", b),
+        ("mask", "m.png", "image/png", m),
+    ]
+    assert out.read_bytes() == FINAL
+
+
+def test_images_api_error_exit_code(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.enqueue(error_reply(400, "Invalid size for this model", param="size"), path=GENERATIONS)
+    out = tmp_path / "x.png"
+    proc = run_cli(["--api", "images", "--prompt", "p", "--out", str(out)], env)
+    assert proc.returncode == 4, proc.stderr
+    assert "Invalid size for this model" in proc.stderr
+    assert [r.path for r in gateway.requests] == [GENERATIONS]
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_images_api_auth_error_exit_3(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(error_reply(401, "bad key", code="invalid_api_key"), path=GENERATIONS)
+    proc = run_cli(["--api", "images", "--prompt", "p", "--out", str(tmp_path / "x.png")], env)
+    assert proc.returncode == 3, proc.stderr
+    assert_no_secret(proc)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        pytest.param(lambda: raw_reply(b"404 page not found", 404, "text/plain"), id="404"),
+        pytest.param(
+            lambda: error_reply(400, "Tool 'image_generation' is not supported with gpt-x"),
+            id="tool-unsupported",
+        ),
+    ],
+)
+def test_api_auto_falls_back_to_images(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], refusal: Callable[[], Reply]
+) -> None:
+    gateway.enqueue(refusal())
+    gateway.enqueue(images_api_reply(FINAL), path=GENERATIONS)
+    out = tmp_path / "auto.png"
+    proc = run_cli(["--api", "auto", "--prompt", "a boat", "--out", str(out)], env)
+    assert_ok(proc)
+    assert [(r.method, r.path) for r in gateway.requests] == [
+        ("POST", "/v1/responses"),
+        ("POST", GENERATIONS),
+    ], gateway.dump()
+    assert gateway.requests[1].json["prompt"] == "a boat"  # type: ignore[index]
+    assert "Images API" in proc.stderr
+    assert out.read_bytes() == FINAL
+
+
+def test_api_auto_edit_falls_back_to_multipart(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    a = images.png_bytes(32, 32, noise=True, seed=31)
+    (tmp_path / "a.png").write_bytes(a)
+    gateway.enqueue(raw_reply(b"not found", 404, "text/plain"))
+    gateway.enqueue(images_api_reply(FINAL), path=EDITS)
+    out = tmp_path / "auto-edit.png"
+    proc = run_cli(
+        ["--api", "auto", "--prompt", "p", "--image", str(tmp_path / "a.png"), "--out", str(out)],
+        env,
+    )
+    assert_ok(proc)
+    assert [r.path for r in gateway.requests] == ["/v1/responses", EDITS]
+    parts = parse_multipart(
+        gateway.requests[1].body, gateway.requests[1].header("content-type") or ""
+    )
+    image_parts = [p for h, p in parts if disposition(h)["name"] == "image[]"]
+    assert image_parts == [a]
+    assert out.read_bytes() == FINAL
+
+
+def test_api_auto_success_makes_no_images_request(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(image_reply(FINAL))
+    gateway.set_default(images_api_reply(), path=GENERATIONS)
+    out = tmp_path / "r.png"
+    proc = run_cli(["--api", "auto", "--prompt", "p", "--out", str(out)], env)
+    assert_ok(proc)
+    assert [r.path for r in gateway.requests] == ["/v1/responses"]
+    assert out.read_bytes() == FINAL
+
+
+def test_api_responses_does_not_fall_back(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(raw_reply(b"404 page not found", 404, "text/plain"))
+    gateway.set_default(images_api_reply(), path=GENERATIONS)
+    out = tmp_path / "r.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], env)
+    assert proc.returncode == 4, proc.stderr
+    assert [r.path for r in gateway.requests] == ["/v1/responses"]
+    assert not out.exists()
+
+
+def test_api_auto_unrelated_400_does_not_fall_back(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(error_reply(400, "Your prompt is too long"))
+    gateway.set_default(images_api_reply(), path=GENERATIONS)
+    proc = run_cli(["--api", "auto", "--prompt", "p", "--out", str(tmp_path / "r.png")], env)
+    assert proc.returncode == 4, proc.stderr
+    assert [r.path for r in gateway.requests] == ["/v1/responses"]
