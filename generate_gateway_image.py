@@ -8214,7 +8214,11 @@ def build_parser() -> Any:
         action="store_true",
         help="overwrite --out (and with --sidecar its OUT.json) if it exists",
     )
-    g.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of the path, for every outcome (errors too)",
+    )
     g.add_argument(
         "--dry-run", action="store_true", help="print the request and exit; sends nothing"
     )

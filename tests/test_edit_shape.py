@@ -122,3 +122,37 @@ def test_a_kept_shape_is_not_warned_about(
     proc = edit(tmp_path, gateway, env, ref, result=images.png_bytes(61, 50))
     assert proc.returncode == 0, proc.stderr
     assert "changed the picture's shape" not in proc.stderr
+
+
+def test_mcp_edit_without_size_follows_the_reference(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    pytest.importorskip("mcp")
+    import sys
+
+    import anyio
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    from tests.conftest import SCRIPT
+
+    gateway.set_default(sse_reply(image_events(images.b64(images.png_bytes(48, 32)))))
+    work = tmp_path / "work"
+    work.mkdir()
+    reference(work, 1024, 1536)
+    params = StdioServerParameters(
+        command=sys.executable, args=[str(SCRIPT), "--mcp", "--out-dir", str(work)], env=env
+    )
+
+    async def main() -> Any:
+        with open(tmp_path / "err.txt", "w", encoding="utf-8") as errlog:
+            async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:  # type: ignore[arg-type]
+                return await client.call_tool(
+                    "generate_image",
+                    {"prompt": "make it night", "images": ["ref-1024x1536.jpg"], "out": "n.png"},
+                )
+
+    result = anyio.run(main)
+    assert not result.is_error, result.content
+    assert sent_tool(gateway)["size"] == "1024x1536"
+    assert result.structured_content["requested_size"] == "1024x1536"

@@ -215,3 +215,34 @@ def test_doctor_json_failure_names_the_check(tmp_path: Path, gateway: Gateway) -
     assert "export GW_TEST_KEY=..." in record["hint"]
     failed = [c for c in record["checks"] if c["status"] == "failed"]
     assert [c["check"] for c in failed] == ["key"]
+
+
+def test_text_only_answer_is_one_object(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    from tests.gateway import text_only_events
+
+    gateway.set_default(sse_reply(text_only_events("I cannot draw that.")))
+    proc = run_cli(["--json", "--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    record = one_object(proc)
+    assert proc.returncode == 5 and "I cannot draw that." in record["error"], record
+
+
+def test_unwritable_output_after_the_image_is_one_object(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """The output appears while the image renders: the paid image goes to a rescue file, and
+    the one object names it."""
+    out = tmp_path / "o.png"
+
+    def reply(rec: Any) -> Any:
+        out.write_bytes(b"someone else's")
+        return sse_reply(image_events(images.b64(PNG)))
+
+    gateway.set_default(reply)
+    proc = run_cli(["--json", "--prompt", "p", "--out", str(out)], env)
+    record = one_object(proc)
+    assert proc.returncode == 7, proc.stderr
+    assert record["path"] and record["path"] != str(out)
+    assert Path(record["path"]).read_bytes() == PNG
+    Path(record["path"]).unlink()

@@ -182,3 +182,30 @@ def test_mcp_structured_content_and_schema(
     assert data["main_model_usage_total"]["input_tokens_details"] == {"cached_tokens": 0}
     text = "\n".join(c.text for c in result.content if c.type == "text")
     assert "tokens: main model 1,889 in + 1,434 out, image model 62 in + 4,160 out" in text
+
+
+def test_usage_that_comes_after_the_image_in_a_later_read(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """The image is safe before response.completed arrives (a pause between events): the rest
+    of the stream is still read for the usage."""
+    big = images.png_bytes(160, 160, noise=True)  # the second copy is most of what follows
+    gateway.set_default(sse_reply(image_events(images.b64(big)), delay=0.3))
+    proc, record = json_run(tmp_path, env)
+    assert (tmp_path / "o.png").read_bytes() == big
+    assert record["main_model_usage"] == DEFAULT_USAGE
+    assert record["image_model_usage"] == IMAGE_GEN
+
+
+def test_a_stall_after_the_image_costs_at_most_the_grace(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    import time
+
+    events = image_events(images.b64(PNG))
+    done = max(i for i, ev in enumerate(events) if ev["type"] == "response.output_item.done")
+    gateway.set_default(sse_reply(events, stall_after=done + 1))
+    started = time.monotonic()
+    proc, record = json_run(tmp_path, env, "--idle-timeout", "60")
+    assert time.monotonic() - started < 30  # the grace (READ_TO_END_GRACE), not the idle timeout
+    assert record["ok"] and "main_model_usage" not in record
