@@ -713,3 +713,42 @@ def test_plain_http_key_warning_reaches_the_tool_result(
     assert warning in made.structured_content["warnings"]
     assert f"warning: {warning}" in texts(checked)
     assert TEST_KEY not in texts(made) + texts(checked)
+
+
+def test_a_call_waiting_for_a_concurrency_slot_can_be_cancelled(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    """--concurrency 1 and the first call stalls: the second, waiting for the slot, ends as
+    soon as it is cancelled, not when the first call lets the slot go."""
+    from tests.gateway import stall_reply
+
+    gateway.enqueue(stall_reply())
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> float:
+        async with server("legacy", env, out_dir, errlog, "--concurrency", "1") as client:
+            with anyio.move_on_after(20):
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(client.call_tool, "generate_image", {"prompt": "first"})
+                    await anyio.to_thread.run_sync(gateway.wait_for_requests, 1)
+                    waiting = anyio.CancelScope()
+
+                    async def second() -> None:
+                        with waiting:
+                            await client.call_tool("generate_image", {"prompt": "second"})
+
+                    outer.start_soon(second)
+                    for _ in range(50):  # until the second call is in the server's queue
+                        if errlog.read_text().count("generate_image started") == 2:
+                            break
+                        await anyio.sleep(0.1)
+                    await anyio.sleep(0.3)
+                    waiting.cancel()
+                    waited = await seconds_until_cancelled(errlog)
+                    outer.cancel_scope.cancel()
+            return waited
+
+    waited = run(main)
+    log = errlog.read_text()
+    assert "cancelled: no answer" in log and waited < 4, log
+    assert len(gateway.posts()) == 1, gateway.dump()  # the second never sent anything

@@ -210,3 +210,54 @@ def test_resume_is_refused_at_start(env: dict[str, str], tmp_path: Path) -> None
     assert proc.returncode == 2, report(proc)
     assert "--resume cannot be combined with --mcp" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_progress_notifications_stop_when_the_call_ends(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """With a 0.3 s heartbeat (MCP_HEARTBEAT patched in the server process), a finished call's
+    token gets no notification after its answer, while stdin stays open."""
+    import threading
+    import time
+
+    code = (
+        "import sys, generate_gateway_image as g\n"
+        "g.MCP_HEARTBEAT = 0.3\n"
+        "sys.exit(g.main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--mcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        cwd=str(tmp_path),
+    )
+    seen: list[tuple[float, dict[str, Any]]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append((time.monotonic(), json.loads(line)))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert proc.stdin is not None
+    call = request(1, "tools/call", {"name": "check_gateway", "arguments": {}})
+    call["params"]["_meta"] = {"progressToken": "tok-1"}
+    proc.stdin.write(json.dumps(INIT).encode() + b"\n" + json.dumps(call).encode() + b"\n")
+    proc.stdin.flush()
+    try:
+        deadline = time.monotonic() + 20
+        while not any(m.get("id") == 1 for _, m in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (answered_at,) = [t for t, m in seen if m.get("id") == 1]
+        time.sleep(2.5)  # more than the tick (1 s) and several heartbeats
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        reader.join(timeout=5)
+    progress = [(t, m) for t, m in seen if m.get("method") == "notifications/progress"]
+    assert progress, seen  # it did report while it ran
+    assert all(m["params"]["progressToken"] == "tok-1" for _, m in progress)
+    assert [m for t, m in progress if t > answered_at] == [], seen
