@@ -959,24 +959,6 @@ def test_malformed_config_file_exits_3_naming_file_and_line(
 # --- 8. TLS --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls_material(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    pem = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(pem))
-    return ctx, pem
-
-
-@pytest.fixture
-def tls_gateway(tls_material: tuple[ssl.SSLContext, Path]) -> Iterator[Gateway]:
-    with Gateway(tls=tls_material[0]) as gw:
-        yield gw
-
-
 def _tls_env(tmp_path: Path, gw: Gateway, **extra: str) -> dict[str, str]:
     home = write_codex_home(tmp_path / "tls-home", gw.base_url)
     return clean_env(CODEX_HOME=str(home), **extra)
