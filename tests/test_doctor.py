@@ -7,7 +7,11 @@ import ssl
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from tests import images
 from tests.conftest import (
+    PNG,
     TEST_KEY,
     assert_no_secret,
     assert_ok,
@@ -17,7 +21,19 @@ from tests.conftest import (
     run_cli,
     write_codex_home,
 )
-from tests.gateway import Gateway, Reply, close_reply, error_reply, json_reply
+from tests.gateway import (
+    Gateway,
+    Reply,
+    close_reply,
+    error_reply,
+    failed_events,
+    image_events,
+    image_item,
+    json_reply,
+    response_obj,
+    sse_reply,
+    text_only_events,
+)
 from tests.raw_servers import RawServer, send
 
 
@@ -223,3 +239,42 @@ def test_doctor_names_where_the_credential_goes(tmp_path: Path, gateway: Gateway
     empty.mkdir()
     base = run_cli(["--doctor", "--base-url", gateway.base_url], clean_env(CODEX_HOME=str(empty)))
     assert "none: no Authorization header will be sent (--base-url)" in base.stdout, base.stdout
+
+
+def probe_answers() -> dict[str, tuple[Reply, str, str]]:
+    """{case: (the answer to the probe's POST, the probe line's status, words in it)}"""
+    text = text_only_events("I cannot draw.")
+    failed = failed_events("server_error", "the renderer fell over")
+    image_json = json_reply(response_obj([image_item(images.b64(PNG))]))
+    no_id = [e for e in image_events(images.b64(PNG)) if "response" not in e]
+    return {
+        "text": (sse_reply(text), "failed", "the model answered in text"),
+        "error-event": (sse_reply(failed), "failed", "response.failed"),
+        "stream-refused": (
+            error_reply(400, "stream=true is not supported by this deployment"),
+            "failed",
+            "streaming is refused",
+        ),
+        "other-refusal": (error_reply(400, "unknown model gpt-5.5"), "failed", "unknown model"),
+        "json-image": (image_json, "ok", "forced tool_choice accepted"),
+        "no-response-id": (sse_reply(no_id), "ok", "forced tool_choice accepted"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(probe_answers()))
+def test_doctor_probe_reads_each_kind_of_answer(
+    gateway: Gateway, env: dict[str, str], case: str
+) -> None:
+    reply, status, words = probe_answers()[case]
+    gateway.set_default(models_reply(), path="/v1/models")
+    gateway.set_default(reply)
+    proc = run_cli(["--doctor", "--probe"], env)
+    probe_line = next(line for line in proc.stdout.splitlines() if line.split()[1:2] == ["probe"])
+    assert probe_line.split()[0] == status, proc.stdout
+    assert words in proc.stdout, proc.stdout
+    assert (proc.returncode == 0) == (status == "ok"), proc.stdout + proc.stderr
+    if case == "json-image":
+        assert "answered application/json to a streaming request" in proc.stdout
+    if case == "no-response-id":
+        assert "background mode accepted, but the answer gave no response id" in proc.stdout
+    assert_no_secret(proc)
