@@ -261,3 +261,18 @@ def test_progress_notifications_stop_when_the_call_ends(
     assert progress, seen  # it did report while it ran
     assert all(m["params"]["progressToken"] == "tok-1" for _, m in progress)
     assert [m for t, m in progress if t > answered_at] == [], seen
+
+
+def test_start_flags_that_cannot_serve_are_refused(env: dict[str, str], tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x", encoding="utf-8")
+    for args, words in (
+        (["--n", "2"], "--n cannot be combined with --mcp"),
+        (["--concurrency", "17"], "--concurrency must be between 1 and 16"),
+        (["--concurrency", "0"], "--concurrency must be between 1 and 16"),
+        (["--out-dir", str(not_a_folder)], "is not a folder"),
+    ):
+        proc = run_cli(["--mcp", *args], env, input="", timeout=30)
+        assert proc.returncode == 2, report(proc)
+        assert words in proc.stderr, proc.stderr
+        assert proc.stdout == ""
