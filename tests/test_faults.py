@@ -1338,3 +1338,24 @@ def test_a_bug_inside_the_exchange_is_not_retried_as_a_network_fault(
     assert "internal error: TypeError: a bug" in proc.stderr
     assert "retrying" not in proc.stderr
     assert len(gateway.posts()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        (b'{"error": "model overloaded today"}', "model overloaded today"),  # a bare string
+        (b'{"detail": "Not allowed for this key tier"}', "Not allowed for this key tier"),
+        (b'{"error": {"msg": "bad size 7x7"}}', "bad size 7x7"),
+        (b'{"error": {"detail": "nested detail words"}}', "nested detail words"),
+        (b"{not json at all", "{not json at all"),
+        (b"plain words from a relay", "plain words from a relay"),
+    ],
+)
+def test_the_gateway_s_own_words_in_any_error_shape(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], body: bytes, shown: str
+) -> None:
+    gateway.set_default(raw_reply(body, status=400, content_type="application/json"))
+    proc = cli(tmp_path, env, "--retries", "0")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert f"HTTP 400 from 127.0.0.1:{gateway.port}: {shown}" in proc.stderr, proc.stderr
+    assert len(gateway.posts()) == 1
