@@ -1347,6 +1347,7 @@ def test_a_bug_inside_the_exchange_is_not_retried_as_a_network_fault(
         (b'{"detail": "Not allowed for this key tier"}', "Not allowed for this key tier"),
         (b'{"error": {"msg": "bad size 7x7"}}', "bad size 7x7"),
         (b'{"error": {"detail": "nested detail words"}}', "nested detail words"),
+        (b'{"error": {"type": "x"}, "detail": "the top detail"}', "the top detail"),
         (b"{not json at all", "{not json at all"),
         (b"plain words from a relay", "plain words from a relay"),
     ],
