@@ -276,3 +276,40 @@ def test_start_flags_that_cannot_serve_are_refused(env: dict[str, str], tmp_path
         assert proc.returncode == 2, report(proc)
         assert words in proc.stderr, proc.stderr
         assert proc.stdout == ""
+
+
+def test_tool_arguments_are_checked_before_anything_is_sent(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    def call(rid: int, arguments: Any) -> dict[str, Any]:
+        return request(rid, "tools/call", {"name": "generate_image", "arguments": arguments})
+
+    cases = {
+        1: (call(1, ["not", "an", "object"]), "the arguments must be a JSON object"),
+        2: (call(2, {"prompt": "x", "colour": "red"}), "unknown argument 'colour'"),
+        3: (call(3, {"prompt": "x", "n": "2"}), "argument 'n' must be a integer"),
+        4: (call(4, {"prompt": "x", "images": [1, 2]}), "must be a list of strings"),
+        5: (call(5, {"prompt": "x", "force": "yes"}), "argument 'force' must be a boolean"),
+        6: (call(6, None), "the prompt is missing or empty"),
+    }
+    answers, proc = exchange([INIT, *(m for m, _ in cases.values())], env, tmp_path)
+    by_id = {a["id"]: a for a in answers}
+    for rid, (_, words) in cases.items():
+        result = by_id[rid]["result"]
+        assert result["isError"] is True, result
+        assert words in result["content"][0]["text"], (rid, result)
+        assert "exit code 2" in result["content"][0]["text"]
+    assert gateway.requests == [], proc.stderr
+
+
+def test_a_message_that_is_not_a_request_and_a_reused_id(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    slow = request(7, "tools/call", {"name": "check_gateway", "arguments": {}})
+    lines = [INIT, [1, 2], b'"just a string"', {"jsonrpc": "2.0", "params": {}}, slow, slow]
+    answers, _ = exchange(lines, env, tmp_path)
+    errors = [a["error"]["message"] for a in answers if "error" in a]
+    assert "JSON-RPC batches are not supported" in errors
+    assert "a message must be a JSON object" in errors
+    assert "not a JSON-RPC request" in errors
+    assert "request id 7 is already in use" in errors, answers
