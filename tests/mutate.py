@@ -249,6 +249,8 @@ def main() -> int:
     parser.add_argument("--mutant", action="append", help="only these (function#index:kind)")
     parser.add_argument("--sample", type=int, help="this many mutants, chosen at random")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip", type=int, default=0, help="start at this mutant of the sample")
+    parser.add_argument("--count", type=int, help="run only this many (for parallel runs)")
     parser.add_argument("--timeout", type=float, default=600, help="per mutant, seconds")
     parser.add_argument("--workers", default="0", help="pytest-xdist workers per mutant run")
     parser.add_argument("--list", action="store_true")
@@ -265,6 +267,7 @@ def main() -> int:
         mutants = [m for m in mutants if m.name.rsplit("@", 1)[0] in args.mutant]
     if args.sample and args.sample < len(mutants):
         mutants = random.Random(args.seed).sample(mutants, args.sample)
+    mutants = mutants[args.skip : None if args.count is None else args.skip + args.count]
     print(f"{len(mutants)} mutants", flush=True)
     tally: dict[str, int] = {}
     survivors = []
