@@ -341,3 +341,14 @@ def test_upstream_500_always_is_bounded(
     assert "The server had an error" in proc.stderr
     if relay.name == "litellm":
         assert "already retried this request itself" in proc.stderr
+
+
+def test_doctor_probe_vouches_for_resume_only_where_it_works(
+    tmp_path: Path, relay: RelayProcess, upstream: StoredGateway
+) -> None:
+    upstream.plan(events("resp_probe"), delay=0.05)
+    proc = run_cli(["--doctor", "--probe"], env_for(tmp_path, relay))
+    lines = {x.split()[1]: x for x in proc.stdout.splitlines() if len(x.split()) > 1}
+    assert lines["probe"].startswith("ok"), proc.stdout + relay.log_text()
+    assert lines["store"].startswith("ok"), proc.stdout  # and a run resumes there (above)
+    assert "/v1/responses/resp_probe" in [r.path for r in upstream.gets()]
