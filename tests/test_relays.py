@@ -36,7 +36,8 @@ from tests.stored_gateway import StoredGateway
 MISSING = [m for m in ("litellm", "openai_forward") if importlib.util.find_spec(m) is None]
 if MISSING:  # the test extras are not installed here (CI's Python 3.9 leg): nothing to run
     pytest.skip(
-        f"not installed: {', '.join(MISSING)} (pip install -e '.[test]')", allow_module_level=True
+        f"not installed: {', '.join(MISSING)} (in the test extras on Python 3.10+)",
+        allow_module_level=True,
     )
 
 PNG = images.png_bytes(48, 32)
