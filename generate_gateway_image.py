@@ -3836,6 +3836,9 @@ def http_error(
 
 def gateway_retried(headers: Any, message: str) -> bool:
     """Whether an error answer shows that the gateway retried the request itself."""
+    attempted = str(headers.get("x-litellm-attempted-retries") or "").strip()
+    if attempted.isdigit():  # where LiteLLM counts them, the count decides
+        return int(attempted) > 0
     names = [str(name).lower() for name in headers.keys()]
     if any(name.startswith(RELAY_RETRY_HEADER_PREFIXES) for name in names):
         return True
