@@ -294,6 +294,19 @@ def test_resumable_cut_stream_is_resumed_with_one_post(
     assert (tmp_path / "out.png").read_bytes() == PNG
 
 
+def test_resumable_no_stream_polls_the_queued_response(
+    tmp_path: Path, relay: RelayProcess, upstream: StoredGateway
+) -> None:
+    # before: LiteLLM's long id was ignored, the queued answer taken for the final one (exit 5)
+    upstream.plan(events("resp_bg3"), polls=1, retry_after_ms=10)
+    proc = cli(tmp_path, relay, "--resumable", "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc) + relay.log_text()
+    assert len(upstream_posts(upstream)) == 1
+    assert [r.path for r in upstream.gets()] == ["/v1/responses/resp_bg3"] * 2
+    assert json.loads(proc.stdout)["stored"] is True
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
 def test_resume_with_the_relays_own_id(
     tmp_path: Path, relay: RelayProcess, upstream: StoredGateway
 ) -> None:
