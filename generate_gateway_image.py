@@ -1267,7 +1267,8 @@ SECRET_FORMS: list[tuple[str, str]] = []
 SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
 # Text that is public whatever a secret holds (the base URL's scheme, host, port and path, as
 # configured): a piece of a secret that is also a piece of it is not masked, so a secret that
-# happens to hold the host cannot hide the endpoint. A whole secret is always masked.
+# happens to hold the host cannot hide the endpoint. A whole secret is always masked, and so is
+# every piece of one that the URL itself holds whole (a key in the path is no public text).
 PUBLIC_TEXTS: list[str] = []
 
 
@@ -1358,7 +1359,9 @@ def redact(text: str) -> str:
                 while right < len(text) and pos < len(form) and text[right] == form[pos]:
                     right, pos = right + 1, pos + 1
                 piece = text[left:right]
-                if right - left >= SECRET_PIECE and not any(piece in p for p in PUBLIC_TEXTS):
+                if right - left >= SECRET_PIECE and not any(
+                    piece in public and form not in public for public in PUBLIC_TEXTS
+                ):  # a secret the URL holds whole (a key in its path) is not public
                     spans.append((left, right))
             at = text.find(block, at + 1)
     if not spans:
