@@ -1347,6 +1347,8 @@ def redact(text: str) -> str:
     # multiple of SECRET_BLOCK in it: find the blocks (str.find is fast even on a 2 MB error
     # body), then grow each hit both ways while it still matches the secret around that block.
     spans: list[tuple[int, int]] = []
+    # a URL that holds a secret in any spelling (a key in its path) is no public text
+    public = [p for p in PUBLIC_TEXTS if not any(form in p for form, _ in SECRET_FORMS)]
     for block, places in SECRET_BLOCKS.items():
         at = text.find(block)
         while at >= 0:
@@ -1359,9 +1361,7 @@ def redact(text: str) -> str:
                 while right < len(text) and pos < len(form) and text[right] == form[pos]:
                     right, pos = right + 1, pos + 1
                 piece = text[left:right]
-                if right - left >= SECRET_PIECE and not any(
-                    piece in public and form not in public for public in PUBLIC_TEXTS
-                ):  # a secret the URL holds whole (a key in its path) is not public
+                if right - left >= SECRET_PIECE and not any(piece in p for p in public):
                     spans.append((left, right))
             at = text.find(block, at + 1)
     if not spans:
