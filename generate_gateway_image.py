@@ -1456,7 +1456,8 @@ SECRET_FORMS: list[tuple[str, str]] = []
 SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
 # Text that is public whatever a secret holds (the base URL's scheme, host, port and path, as
 # configured): a piece of a secret that is also a piece of it is not masked, so a secret that
-# happens to hold the host cannot hide the endpoint. A whole secret is always masked.
+# happens to hold the host cannot hide the endpoint. A whole secret is always masked, and so is
+# every piece of one that the URL itself holds whole (a key in the path is no public text).
 PUBLIC_TEXTS: list[str] = []
 
 
@@ -1535,7 +1536,7 @@ def redact(text: str) -> str:
     # multiple of SECRET_BLOCK in it: find the blocks (str.find is fast even on a 2 MB error
     # body), then grow each hit both ways while it still matches the secret around that block.
     spans: list[tuple[int, int]] = []
-    # a base URL that holds a whole secret (a key in its path) is not public text
+    # a URL that holds a secret in any spelling (a key in its path) is no public text
     public = [p for p in PUBLIC_TEXTS if not any(form in p for form, _ in SECRET_FORMS)]
     for block, places in SECRET_BLOCKS.items():
         at = text.find(block)
@@ -4247,6 +4248,9 @@ def http_error(
 
 def gateway_retried(headers: Any, message: str) -> bool:
     """Whether an error answer shows that the gateway retried the request itself."""
+    attempted = str(headers.get("x-litellm-attempted-retries") or "").strip()
+    if attempted.isdigit():  # where LiteLLM counts them, the count decides
+        return int(attempted) > 0
     names = [str(name).lower() for name in headers.keys()]
     if any(name.startswith(RELAY_RETRY_HEADER_PREFIXES) for name in names):
         return True
