@@ -1087,12 +1087,61 @@ def resolve_gateway(
     base_url: str | None = None,
     extra_headers: Sequence[tuple[str, str]] = (),
 ) -> Gateway:
-    """Resolve endpoint, headers and key the way Codex does (pure: no files, no network)."""
+    """Resolve endpoint, headers and key the way Codex does (pure: no files, no network).
+
+    The steps run in Codex's order, so a configuration with several faults is refused for the
+    one Codex would name first."""
     gw = Gateway()
     provider_id = config.get("model_provider", DEFAULT_PROVIDER)
     if not isinstance(provider_id, str) or not provider_id:
         raise ConfigError("config.toml: model_provider must be a provider name (a string)")
     gw.provider = provider_id
+    provider = _provider_table(config, provider_id)
+    where = f"[model_providers.{provider_id}]"
+    wire_api = provider.get("wire_api", "responses")
+    if wire_api != "responses":
+        raise ConfigError(
+            f'config.toml: {where} wire_api = {wire_api!r}: only "responses" is supported '
+            "(Codex rejects other values too)"
+        )
+    gw.warnings.extend(check_provider_table(provider_id, provider, where))
+    # Codex sends the user's OpenAI login (CODEX_API_KEY, auth.json) only to the built-in
+    # provider and to providers that ask for it; a relay without the flag never sees it
+    gw.openai_auth = provider.get("requires_openai_auth") is True
+
+    tokens = _login_tokens(auth)
+    chatgpt_login = bool(
+        tokens
+        and tokens.get("access_token")
+        and not ((auth or {}).get("OPENAI_API_KEY") or env.get("CODEX_API_KEY", "").strip())
+    )
+    url = _provider_base_url(gw, config, provider, env, chatgpt_login, base_url)
+    gw.base_url = base_url or url
+    for key, value in _table(provider.get("query_params"), "query_params").items():
+        gw.query.append((str(key), _string(value, f"{where} query_params.{key}")))
+
+    headers = _provider_headers(gw, provider, env, where)
+    _resolve_credential(gw, provider, auth, tokens, env, headers, where)
+    has_credential = bool(gw.api_key or gw.key_command)
+    for name in [k for k in headers if k.lower() == "authorization"]:
+        if has_credential:
+            del headers[name]
+            gw.warnings.append(
+                f"config.toml: {where} sets an Authorization header; as in Codex, the "
+                f"credential from {gw.key_source} is sent instead"
+            )
+    gw.image_tool = codex_image_tool(provider_id, provider, gw.openai_auth, chatgpt_login)
+    for header in extra_headers:
+        set_header(headers, header[0], header[1])
+    if not has_credential and not gw.key_problem:  # a --header 'Authorization: ...' counts too
+        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
+    gw.headers = headers
+    return gw
+
+
+def _provider_table(config: Mapping[str, Any], provider_id: str) -> dict[str, Any]:
+    """The table of the selected provider: its own [model_providers.ID], or what a built-in id
+    implies; refuses what Codex refuses (a redefined built-in) and what it cannot serve."""
     providers = _table(config.get("model_providers"), "[model_providers]")
     # Codex refuses to start when a built-in id is redefined; mirror it rather than guess
     reserved = [p for p in providers if p in BUILTIN_PROVIDER_IDS]
@@ -1109,44 +1158,45 @@ def resolve_gateway(
         )
     provider = providers.get(provider_id)
     if provider is not None:
-        provider = _table(provider, f"[model_providers.{provider_id}]")
-    elif provider_id == "openai":
-        provider = {"requires_openai_auth": True}
-    elif provider_id in BUILTIN_PROVIDER_URLS:
-        provider = {}
-    elif provider_id in VERTEX_PROVIDER_IDS:
+        return _table(provider, f"[model_providers.{provider_id}]")
+    if provider_id == "openai":
+        return {"requires_openai_auth": True}
+    if provider_id in BUILTIN_PROVIDER_URLS:
+        return {}
+    if provider_id in VERTEX_PROVIDER_IDS:
         raise ConfigError(
             f"provider {provider_id!r} is Google Vertex AI, whose Google credentials a "
             "standard-library script cannot turn into a token",
             "use a gateway that takes a bearer key (env_key) for image generation",
         )
-    else:
-        known = ", ".join(sorted(providers)) or "none defined"
-        raise ConfigError(
-            f"model provider {provider_id!r} not found in config.toml [model_providers] ({known})",
-            f"add a [model_providers.{provider_id}] table with base_url, or fix model_provider",
-        )
-    where = f"[model_providers.{provider_id}]"
-    wire_api = provider.get("wire_api", "responses")
-    if wire_api != "responses":
-        raise ConfigError(
-            f'config.toml: {where} wire_api = {wire_api!r}: only "responses" is supported '
-            "(Codex rejects other values too)"
-        )
-    gw.warnings.extend(check_provider_table(provider_id, provider, where))
-    # Codex sends the user's OpenAI login (CODEX_API_KEY, auth.json) only to the built-in
-    # provider and to providers that ask for it; a relay without the flag never sees it
-    gw.openai_auth = provider.get("requires_openai_auth") is True
-
-    tokens = (auth or {}).get("tokens") if isinstance((auth or {}).get("tokens"), dict) else None
-    chatgpt_login = bool(
-        tokens
-        and tokens.get("access_token")
-        and not ((auth or {}).get("OPENAI_API_KEY") or env.get("CODEX_API_KEY", "").strip())
+    known = ", ".join(sorted(providers)) or "none defined"
+    raise ConfigError(
+        f"model provider {provider_id!r} not found in config.toml [model_providers] ({known})",
+        f"add a [model_providers.{provider_id}] table with base_url, or fix model_provider",
     )
+
+
+def _login_tokens(auth: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """auth.json's ChatGPT login tokens, when it holds a table of them (else None)."""
+    tokens = (auth or {}).get("tokens")
+    return tokens if isinstance(tokens, dict) else None
+
+
+def _provider_base_url(
+    gw: Gateway,
+    config: Mapping[str, Any],
+    provider: Mapping[str, Any],
+    env: Mapping[str, str],
+    chatgpt_login: bool,
+    base_url: str | None,
+) -> str:
+    """The endpoint as Codex computes it: the provider's base_url, else the built-in default
+    (which depends on the login and on Codex's own variables). It is read even when --base-url
+    replaces it, so a broken table is still refused."""
+    provider_id, where = gw.provider, f"[model_providers.{gw.provider}]"
     if provider.get("base_url"):
-        url = _string(provider["base_url"], f"{where} base_url")
-    elif provider_id == "openai":
+        return _string(provider["base_url"], f"{where} base_url")
+    if provider_id == "openai":
         default = CHATGPT_BASE_URL if chatgpt_login else DEFAULT_OPENAI_BASE_URL
         configured = config.get("openai_base_url")
         url = _string(configured, "openai_base_url") if configured else default
@@ -1155,21 +1205,32 @@ def resolve_gateway(
                 "OPENAI_BASE_URL is ignored, as by Codex 0.119 and later: "
                 "set openai_base_url in config.toml to move the built-in provider"
             )
-    elif provider_id in BUILTIN_PROVIDER_URLS:
-        url = env.get("CODEX_OSS_BASE_URL", "").strip() or BUILTIN_PROVIDER_URLS[provider_id]
-        port = env.get("CODEX_OSS_PORT", "").strip()
-        if port and not env.get("CODEX_OSS_BASE_URL", "").strip():
-            if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-                raise ConfigError(f"CODEX_OSS_PORT={port!r} is not a port number")
-            url = url.rsplit(":", 1)[0] + ":" + port + "/v1"
-    else:
-        raise ConfigError(f"config.toml: {where} has no base_url")
-    gw.base_url = base_url or url
-    for key, value in _table(provider.get("query_params"), "query_params").items():
-        gw.query.append((str(key), _string(value, f"{where} query_params.{key}")))
+        return url
+    if provider_id in BUILTIN_PROVIDER_URLS:
+        return _oss_base_url(provider_id, env)
+    raise ConfigError(f"config.toml: {where} has no base_url")
 
+
+def _oss_base_url(provider_id: str, env: Mapping[str, str]) -> str:
+    """A local built-in provider (ollama, lmstudio) moves with Codex's CODEX_OSS_* variables;
+    a bad port is refused here rather than sent as a broken URL."""
+    url = env.get("CODEX_OSS_BASE_URL", "").strip() or BUILTIN_PROVIDER_URLS[provider_id]
+    port = env.get("CODEX_OSS_PORT", "").strip()
+    if port and not env.get("CODEX_OSS_BASE_URL", "").strip():
+        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"CODEX_OSS_PORT={port!r} is not a port number")
+        url = url.rsplit(":", 1)[0] + ":" + port + "/v1"
+    return url
+
+
+def _provider_headers(
+    gw: Gateway, provider: Mapping[str, Any], env: Mapping[str, str], where: str
+) -> dict[str, str]:
+    """Headers in Codex's order (OpenAI's organisation and project, then http_headers, then
+    env_http_headers, later ones replacing earlier); values from the environment are noted as
+    secrets, since nothing tells us they are not."""
     headers: dict[str, str] = {}
-    if provider_id == "openai" and "base_url" not in provider:
+    if gw.provider == "openai" and "base_url" not in provider:
         for name, var in (
             ("OpenAI-Organization", "OPENAI_ORGANIZATION"),
             ("OpenAI-Project", "OPENAI_PROJECT"),
@@ -1183,74 +1244,92 @@ def resolve_gateway(
         if value:
             set_header(headers, str(name), value)
             gw.secret_values.append(value)  # kept out of files for a reason: masked by any name
+    return headers
 
-    # Credentials in Codex's order: auth.command (alone by rule), else env_key (required once
-    # named: no fall-through), else experimental_bearer_token, else the OpenAI login, and that
-    # only where the provider takes it.
-    env_key = provider.get("env_key")
+
+def _resolve_credential(
+    gw: Gateway,
+    provider: Mapping[str, Any],
+    auth: Mapping[str, Any] | None,
+    tokens: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    headers: dict[str, str],
+    where: str,
+) -> None:
+    """Credentials in Codex's order: auth.command (alone by rule), else env_key (required once
+    named: no fall-through), else experimental_bearer_token, else the OpenAI login, and that
+    only where the provider takes it. Sets the key (or the command) and its source, or the
+    problem and hint to show when none is found."""
     if provider.get("auth") is not None:
         gw.key_command = key_command_spec(provider["auth"], where)
         gw.key_source = "auth.command in config.toml"
-    elif env_key is not None:
-        var = _string(env_key, f"{where} env_key")
-        value = env.get(var, "")
-        if value.strip():
-            gw.api_key = value  # untrimmed: Codex sends the variable as it is
-            gw.key_source = f"{var} environment variable (env_key)"
-        else:
-            gw.key_source = "missing:" + var
-            state = "is empty" if var in env else "is not set"
-            gw.key_problem = (
-                f"missing environment variable {var} (env_key of provider {provider_id!r}): "
-                f"it {state}"
-            )
-            instructions = provider.get("env_key_instructions")
-            gw.key_hint = str(instructions) if instructions else f"export {var}=<your key>"
+    elif provider.get("env_key") is not None:
+        _env_key_credential(gw, provider, env, where)
     else:
-        login: list[tuple[str, Any]] = [
-            ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
-            ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
-            ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
-        ]  # not $OPENAI_API_KEY: Codex 0.171.0 ignores it and sends no key (never looser)
-        candidates: list[tuple[str, Any]] = [
-            ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token"))
-        ]
-        if gw.openai_auth:
-            candidates += login
-        for source, value in candidates:
-            if isinstance(value, str) and value.strip():
-                gw.api_key = value.strip()
-                gw.key_source = source
-                if source.startswith("ChatGPT") and tokens and tokens.get("account_id"):
-                    set_header(headers, "chatgpt-account-id", str(tokens["account_id"]))
-                break
-        withheld = [s for s, v in login if isinstance(v, str) and v.strip()]
-        if gw.api_key is None and withheld:
-            gw.key_problem = (
-                f"no API key found for provider {provider_id!r}: it does not set "
-                f"requires_openai_auth, so (as in Codex) the {' and the '.join(withheld)} "
-                "is not sent to it"
-            )
-            gw.key_hint = (
-                f"if this gateway takes your OpenAI key or ChatGPT login, add "
-                f"requires_openai_auth = true to {where}; if it has a key of its own, "
-                f'set env_key = "VAR_NAME" there and export VAR_NAME'
-            )
-    has_credential = bool(gw.api_key or gw.key_command)
-    for name in [k for k in headers if k.lower() == "authorization"]:
-        if has_credential:
-            del headers[name]
-            gw.warnings.append(
-                f"config.toml: {where} sets an Authorization header; as in Codex, the "
-                f"credential from {gw.key_source} is sent instead"
-            )
-    gw.image_tool = codex_image_tool(provider_id, provider, gw.openai_auth, chatgpt_login)
-    for header in extra_headers:
-        set_header(headers, header[0], header[1])
-    if not has_credential and not gw.key_problem:  # a --header 'Authorization: ...' counts too
-        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
-    gw.headers = headers
-    return gw
+        _login_credential(gw, provider, auth, tokens, env, headers, where)
+
+
+def _env_key_credential(
+    gw: Gateway, provider: Mapping[str, Any], env: Mapping[str, str], where: str
+) -> None:
+    """A provider's env_key names the one variable that holds its key: when it is empty, that
+    is the problem to report (Codex does not fall back to another source either)."""
+    var = _string(provider.get("env_key"), f"{where} env_key")
+    value = env.get(var, "")
+    if value.strip():
+        gw.api_key = value  # untrimmed: Codex sends the variable as it is
+        gw.key_source = f"{var} environment variable (env_key)"
+        return
+    gw.key_source = "missing:" + var
+    state = "is empty" if var in env else "is not set"
+    gw.key_problem = (
+        f"missing environment variable {var} (env_key of provider {gw.provider!r}): it {state}"
+    )
+    instructions = provider.get("env_key_instructions")
+    gw.key_hint = str(instructions) if instructions else f"export {var}=<your key>"
+
+
+def _login_credential(
+    gw: Gateway,
+    provider: Mapping[str, Any],
+    auth: Mapping[str, Any] | None,
+    tokens: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    headers: dict[str, str],
+    where: str,
+) -> None:
+    """The experimental_bearer_token, else the user's OpenAI login when the provider takes it.
+    A login the provider does not take is named in the problem, so the user learns why the
+    key they have is not sent rather than just that none was found."""
+    login: list[tuple[str, Any]] = [
+        ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
+        ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
+        ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
+    ]  # not $OPENAI_API_KEY: Codex 0.171.0 ignores it and sends no key (never looser)
+    candidates: list[tuple[str, Any]] = [
+        ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token"))
+    ]
+    if gw.openai_auth:
+        candidates += login
+    for source, value in candidates:
+        if isinstance(value, str) and value.strip():
+            gw.api_key = value.strip()
+            gw.key_source = source
+            if source.startswith("ChatGPT") and tokens and tokens.get("account_id"):
+                set_header(headers, "chatgpt-account-id", str(tokens["account_id"]))
+            break
+    withheld = [s for s, v in login if isinstance(v, str) and v.strip()]
+    if gw.api_key is None and withheld:
+        gw.key_problem = (
+            f"no API key found for provider {gw.provider!r}: it does not set "
+            f"requires_openai_auth, so (as in Codex) the {' and the '.join(withheld)} "
+            "is not sent to it"
+        )
+        gw.key_hint = (
+            f"if this gateway takes your OpenAI key or ChatGPT login, add "
+            f"requires_openai_auth = true to {where}; if it has a key of its own, "
+            f'set env_key = "VAR_NAME" there and export VAR_NAME'
+        )
 
 
 def check_base_url(url: str, what: str) -> str:
