@@ -1395,12 +1395,7 @@ def load_gateway(
     )
     config, files = layers.config, layers.files
     auth_path = os.path.join(home, "auth.json")
-    auth: Any = None
-    if os.path.lexists(auth_path):
-        auth = load_json_file(auth_path)
-        if not isinstance(auth, dict):
-            raise ConfigError(f"{auth_path}: expected a JSON object")
-        warn_if_world_readable(auth_path, console)
+    auth = _read_auth_json(auth_path, console)
     extra = [parse_header_arg(h) for h in args.header]
     gw = resolve_gateway(config, auth, env, base_url=args.base_url, extra_headers=extra)
     gw.codex_home = home
@@ -1410,35 +1405,9 @@ def load_gateway(
         [("auth", auth_path)] if auth is not None else []
     )
     gw.provider_layer = layers.provider_layer
-    if gw.openai_auth and env.get("OPENAI_API_KEY", "").strip():
-        default_hint = (
-            "OPENAI_API_KEY is set, but Codex does not read that variable (it would send no key), "
-            "so neither does this script: set CODEX_API_KEY instead, or run "
-            "`codex login --with-api-key` to put the key in auth.json"
-        )
-    elif gw.openai_auth:
-        default_hint = (
-            f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
-        )
-    else:
-        default_hint = (
-            f'give [model_providers.{gw.provider}] env_key = "VAR_NAME" (and export VAR_NAME), '
-            "or requires_openai_auth = true to use CODEX_API_KEY or auth.json"
-        )
+    default_hint = _default_key_hint(gw, env, auth_path)
     gw.key_hint = gw.key_hint or keyring_hint(config, auth) or default_hint
-    from urllib.parse import parse_qsl, urlsplit
-
-    try:
-        base = urlsplit(gw.base_url)
-        password = base.password
-    except ValueError:
-        base, password = urlsplit(""), None
-    if password:  # http://user:password@host/v1: never printed
-        console.add_secret(base.netloc.rsplit("@", 1)[0])
-        console.add_secret(password)
-    for name, value in parse_qsl(base.query):
-        if looks_secret(name):
-            console.add_secret(value)
+    _mask_base_url_secrets(gw.base_url, console)
     add_public(gw.base_url)
     what = "--base-url" if args.base_url else f"base_url of provider {gw.provider!r}"
     warning = check_base_url(gw.base_url, what)
@@ -1453,6 +1422,66 @@ def load_gateway(
         gw.api_key = run_key_command(gw.key_command, home, budget)
         gw.key_seconds = time.monotonic() - started
     check_headers(gw)
+    _mask_gateway_secrets(gw, console)
+    if not gw.api_key and not gw.header_credential and not args.dry_run:
+        _no_key(gw, args, console, files, home, auth_path)
+    return gw
+
+
+def _read_auth_json(auth_path: str, console: Console) -> Any:
+    """Codex's auth.json, or None when there is none; one that is there but not a JSON object
+    is refused rather than read as no login, and a file others can read is warned about."""
+    if not os.path.lexists(auth_path):
+        return None
+    auth = load_json_file(auth_path)
+    if not isinstance(auth, dict):
+        raise ConfigError(f"{auth_path}: expected a JSON object")
+    warn_if_world_readable(auth_path, console)
+    return auth
+
+
+def _default_key_hint(gw: Gateway, env: Mapping[str, str], auth_path: str) -> str:
+    """How to supply a key when no credential source said more: the user's OpenAI login for a
+    provider that takes it (with the common trap of $OPENAI_API_KEY, which Codex ignores), else
+    the provider's own env_key."""
+    if gw.openai_auth and env.get("OPENAI_API_KEY", "").strip():
+        return (
+            "OPENAI_API_KEY is set, but Codex does not read that variable (it would send no key), "
+            "so neither does this script: set CODEX_API_KEY instead, or run "
+            "`codex login --with-api-key` to put the key in auth.json"
+        )
+    if gw.openai_auth:
+        return (
+            f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
+        )
+    return (
+        f'give [model_providers.{gw.provider}] env_key = "VAR_NAME" (and export VAR_NAME), '
+        "or requires_openai_auth = true to use CODEX_API_KEY or auth.json"
+    )
+
+
+def _mask_base_url_secrets(base_url: str, console: Console) -> None:
+    """A base URL may carry credentials (http://user:password@host/v1, ?api-key=...): they are
+    masked before anything, even the URL check's own message, can print them. A URL that does
+    not parse has no parts to mask."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        base = urlsplit(base_url)
+        password = base.password
+    except ValueError:
+        base, password = urlsplit(""), None
+    if password:  # http://user:password@host/v1: never printed
+        console.add_secret(base.netloc.rsplit("@", 1)[0])
+        console.add_secret(password)
+    for name, value in parse_qsl(base.query):
+        if looks_secret(name):
+            console.add_secret(value)
+
+
+def _mask_gateway_secrets(gw: Gateway, console: Console) -> None:
+    """Every credential the gateway will be sent is masked in all output from here on: the key,
+    values from credential sources, and headers or query parameters named as credentials."""
     if gw.api_key:
         console.add_secret(gw.api_key)
     for value in gw.secret_values:
@@ -1463,21 +1492,27 @@ def load_gateway(
     for name, value in gw.query:
         if looks_secret(name):
             console.add_secret(value)
-    if not gw.api_key and not gw.header_credential and not args.dry_run:
-        if args.base_url:
-            console.warn("no API key found; sending no Authorization header to " + gw.base_url)
-        elif gw.key_problem:
-            raise ConfigError(gw.key_problem, gw.key_hint)
-        elif not files:
-            raise ConfigError(
-                "no Codex configuration found: create {} naming your gateway, with its key in "
-                "the variable its env_key names (or in {} with requires_openai_auth = true). "
-                "Example:\n{}".format(os.path.join(home, "config.toml"), auth_path, CONFIG_EXAMPLE),
-                "or pass --base-url URL for a gateway that needs no key",
-            )
-        else:
-            raise ConfigError(f"no API key found for provider {gw.provider!r}", gw.key_hint)
-    return gw
+
+
+def _no_key(
+    gw: Gateway, args: Any, console: Console, files: list[str], home: str, auth_path: str
+) -> None:
+    """No credential at all: with --base-url the user may mean a gateway without keys (warned,
+    sent as is); otherwise refuse (exit 3) with the most specific reason known, and a starter
+    configuration when there is no configuration at all."""
+    if args.base_url:
+        console.warn("no API key found; sending no Authorization header to " + gw.base_url)
+    elif gw.key_problem:
+        raise ConfigError(gw.key_problem, gw.key_hint)
+    elif not files:
+        raise ConfigError(
+            "no Codex configuration found: create {} naming your gateway, with its key in "
+            "the variable its env_key names (or in {} with requires_openai_auth = true). "
+            "Example:\n{}".format(os.path.join(home, "config.toml"), auth_path, CONFIG_EXAMPLE),
+            "or pass --base-url URL for a gateway that needs no key",
+        )
+    else:
+        raise ConfigError(f"no API key found for provider {gw.provider!r}", gw.key_hint)
 
 
 def check_headers(gw: Gateway) -> None:
