@@ -2139,13 +2139,11 @@ def aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 def build_job(opts: Mapping[str, Any]) -> Job:
-    """Validate options and load input files; raises UsageError before anything is sent."""
-    prompt = check_text((opts.get("prompt") or "").strip(), "the prompt")
-    if not prompt:
-        raise UsageError("the prompt is empty", "pass --prompt TEXT, --prompt - or --prompt-file")
-    if len(prompt.encode()) > MAX_PROMPT_BYTES:
-        raise UsageError(f"the prompt is longer than {MAX_PROMPT_BYTES:,} bytes, the limit")
-    job = Job(prompt, str(opts.get("out") or ""))
+    """Validate options and load input files; raises UsageError before anything is sent.
+
+    The checks run in the order the options are read (prompt, size, references, mask, output,
+    request mode), so the first problem reported is the same whatever else is wrong."""
+    job = Job(_job_prompt(opts), str(opts.get("out") or ""))
     job.model = opts.get("model") or DEFAULT_MODEL
     job.size = (opts.get("size") or DEFAULT_SIZE).strip().lower()
     job.action = opts.get("action") or "auto"
@@ -2155,6 +2153,49 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     image_model = opts.get("image_model")
     validate_size(job.size, image_model)
 
+    _add_references(job, opts)
+    mask_path = opts.get("mask")
+    if mask_path:
+        job.mask = _load_mask(job, mask_path)
+    first_dims = job.images[0].dims if job.images else None
+    if not opts.get("size") and first_dims and min(first_dims) > 0:
+        # an edit keeps its picture's shape: a square default would crop or squeeze it
+        job.size = reference_size(first_dims, image_model)
+        job.size_reason = "size {} follows the shape of {} ({}x{}); pass --size to choose".format(
+            job.size, job.images[0].path, *first_dims
+        )
+
+    job.output_format = format_for(job.out, opts.get("format"))
+    job.tool_options = _tool_options(job, opts, image_model)
+    job.previous_response_id = opts.get("previous_response_id") or None
+    job.api = opts.get("api") or "responses"
+    job.store = bool(opts.get("store"))
+    job.resumable = bool(opts.get("resumable"))
+    job.strict = bool(opts.get("strict"))
+    if job.resumable and job.api == "images":
+        raise UsageError("--resumable needs --api responses: the Images API has no background mode")
+    if job.api == "images" and job.image_urls:
+        raise UsageError("--api images cannot send --image-url references; download them first")
+    job.options = {k: v for k, v in opts.items() if v not in (None, [], False) and k != "prompt"}
+    job.options["size"] = job.size  # the size chosen (default or the reference's shape)
+    return job
+
+
+def _job_prompt(opts: Mapping[str, Any]) -> str:
+    """The prompt, trimmed and checked: an empty or oversized one is refused before any input
+    file is read."""
+    prompt = check_text((opts.get("prompt") or "").strip(), "the prompt")
+    if not prompt:
+        raise UsageError("the prompt is empty", "pass --prompt TEXT, --prompt - or --prompt-file")
+    if len(prompt.encode()) > MAX_PROMPT_BYTES:
+        raise UsageError(f"the prompt is longer than {MAX_PROMPT_BYTES:,} bytes, the limit")
+    return prompt
+
+
+def _add_references(job: Job, opts: Mapping[str, Any]) -> None:
+    """The reference images: URLs first (checked, not fetched), then --edit-from (which comes
+    first among the files, so a mask and the output size follow it), then --image files; their
+    number is capped and an edit must have one."""
     for url in opts.get("image_urls") or ():
         if not url.startswith(("http://", "https://", "data:")):
             raise UsageError(f"--image-url {clip(url, 80)!r}: only http(s):// or data: URLs")
@@ -2172,37 +2213,36 @@ def build_job(opts: Mapping[str, Any]) -> Job:
             f"{len(job.images) + len(job.image_urls)} reference images: "
             f"at most {MAX_INPUT_IMAGES} are accepted"
         )
-    has_image = bool(job.images or job.image_urls)
-    if job.action == "edit" and not has_image:
+    if job.action == "edit" and not (job.images or job.image_urls):
         raise UsageError("--action edit needs at least one --image or --image-url")
-    mask_path = opts.get("mask")
-    if mask_path:
-        if not has_image:
-            raise UsageError("--mask needs an image to apply to (--image)")
-        mask = load_input_image(mask_path, "--mask")
-        if mask.kind != "png":
-            raise UsageError(f"--mask {mask_path}: must be a PNG (it is {mask.kind.upper()})")
-        if not mask.has_alpha:
-            raise UsageError(
-                f"--mask {mask_path}: has no alpha channel",
-                "transparent pixels mark the area to change; save the mask as RGBA PNG",
-            )
-        first = job.images[0] if job.images else None  # the --edit-from image when given
-        if first is not None and first.dims and mask.dims and first.dims != mask.dims:
-            raise UsageError(
-                f"--mask {mask_path} is {mask.dims[0]}x{mask.dims[1]} but {first.path} is "
-                f"{first.dims[0]}x{first.dims[1]}: they must be the same size"
-            )
-        job.mask = mask
-    first_dims = job.images[0].dims if job.images else None
-    if not opts.get("size") and first_dims and min(first_dims) > 0:
-        # an edit keeps its picture's shape: a square default would crop or squeeze it
-        job.size = reference_size(first_dims, image_model)
-        job.size_reason = "size {} follows the shape of {} ({}x{}); pass --size to choose".format(
-            job.size, job.images[0].path, *first_dims
-        )
 
-    job.output_format = format_for(job.out, opts.get("format"))
+
+def _load_mask(job: Job, mask_path: str) -> InputImage:
+    """An edit mask is a PNG with alpha (its transparent pixels mark the area to change) the
+    size of the image it applies to; anything else is refused here, before any upload."""
+    if not (job.images or job.image_urls):
+        raise UsageError("--mask needs an image to apply to (--image)")
+    mask = load_input_image(mask_path, "--mask")
+    if mask.kind != "png":
+        raise UsageError(f"--mask {mask_path}: must be a PNG (it is {mask.kind.upper()})")
+    if not mask.has_alpha:
+        raise UsageError(
+            f"--mask {mask_path}: has no alpha channel",
+            "transparent pixels mark the area to change; save the mask as RGBA PNG",
+        )
+    first = job.images[0] if job.images else None  # the --edit-from image when given
+    if first is not None and first.dims and mask.dims and first.dims != mask.dims:
+        raise UsageError(
+            f"--mask {mask_path} is {mask.dims[0]}x{mask.dims[1]} but {first.path} is "
+            f"{first.dims[0]}x{first.dims[1]}: they must be the same size"
+        )
+    return mask
+
+
+def _tool_options(job: Job, opts: Mapping[str, Any], image_model: Any) -> dict[str, Any]:
+    """The image tool's options as the request sends them (only those given), after the
+    checks that the output format, background, compression and partial images fit together;
+    sets the job's number of partial images."""
     background = opts.get("background")
     if background == "transparent" and job.output_format == "jpeg":
         raise UsageError("a transparent background needs png or webp, not jpeg")
@@ -2226,19 +2266,7 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     ):
         if value is not None:
             tool[key] = int(value) if key == "output_compression" else value
-    job.tool_options = tool
-    job.previous_response_id = opts.get("previous_response_id") or None
-    job.api = opts.get("api") or "responses"
-    job.store = bool(opts.get("store"))
-    job.resumable = bool(opts.get("resumable"))
-    job.strict = bool(opts.get("strict"))
-    if job.resumable and job.api == "images":
-        raise UsageError("--resumable needs --api responses: the Images API has no background mode")
-    if job.api == "images" and job.image_urls:
-        raise UsageError("--api images cannot send --image-url references; download them first")
-    job.options = {k: v for k, v in opts.items() if v not in (None, [], False) and k != "prompt"}
-    job.options["size"] = job.size  # the size chosen (default or the reference's shape)
-    return job
+    return tool
 
 
 def build_payload(
