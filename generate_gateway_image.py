@@ -6279,20 +6279,7 @@ def check_batch_out(name: str, out_dir: str) -> None:
 
 def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     """Every job of the JSONL file, validated before anything is sent (errors name the line)."""
-    for flag, value in (
-        ("--prompt", args.prompt is not None),
-        ("--prompt-file", args.prompt_file),
-        ("--out", args.out),
-        ("--n", args.n != 1),
-        ("--edit-from", args.edit_from),
-    ):
-        if value:
-            raise UsageError(
-                f"{flag} cannot be combined with --batch",
-                "prompts and names come from the file; results go to --out-dir",
-            )
-    if not args.out_dir:
-        raise UsageError("--batch needs --out-dir DIR")
+    _check_batch_flags(args)
     text = read_text(args.batch, "--batch", MAX_BATCH_BYTES, args.timeout or DEFAULT_TIMEOUT)
     lines = text.splitlines()
     jobs: list[Job] = []
@@ -6306,46 +6293,7 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
             continue
         number += 1
         try:
-            if len(text.encode()) > MAX_BATCH_LINE_BYTES:
-                raise UsageError(f"longer than {MAX_BATCH_LINE_BYTES:,} bytes, the line limit")
-            line = batch_line_options(text)
-            opts = job_options(args, str(line.get("prompt") or ""), env)
-            for key in ("size", "mask", "action", "format", "quality", "background", "detail"):
-                if key in line:
-                    opts[key] = line[key]
-            for key in ("compression", "moderation", "input_fidelity", "image_model", "model"):
-                if key in line:
-                    opts[key] = line[key]
-            if "image" in line:
-                opts["images"] = (
-                    [line["image"]] if isinstance(line["image"], str) else line["image"]
-                )
-            if "image_url" in line:
-                value = line["image_url"]
-                opts["image_urls"] = [value] if isinstance(value, str) else value
-            name = line.get("out")
-            if name:
-                check_batch_out(name, args.out_dir)
-            else:
-                ext = FORMAT_EXTENSIONS[format_for(None, opts.get("format"))]
-                name = f"{number:03d}-{slugify(opts['prompt'])}{ext}"
-            opts["out"] = os.path.join(args.out_dir, name)
-            job = build_job(opts)
-            job.name = f"line {lineno} ({name})"
-            key = os.path.normcase(os.path.abspath(job.out))
-            if key in outs:
-                raise UsageError(f"writes {name}, like line {outs[key]}")
-            outs[key] = lineno
-            if not args.dry_run:
-                try:
-                    check_output_path(job.out, job.force)
-                except OutputError as exc:
-                    if "already exists" in exc.message:  # the line's hint is lost below
-                        exc.message += " (--force overwrites it, or give the line another out)"
-                    raise
-                if args.sidecar:
-                    check_sidecar_path(job.out, job.force)
-            jobs.append(job)
+            jobs.append(_batch_line_job(args, env, text, lineno, number, outs))
             linenos.append(lineno)
         except ImagegenError as exc:
             errors.append(type(exc)(f"{args.batch}:{lineno}: {exc.message}", exc.hint))
@@ -6360,6 +6308,71 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     if not jobs:
         raise UsageError(f"--batch {args.batch}: no jobs (only blank or # lines)")
     return jobs
+
+
+def _check_batch_flags(args: Any) -> None:
+    """The flags that name one image's prompt or output cannot apply to a file of them: refused
+    before the file is read, as is a batch with nowhere to put its results."""
+    for flag, value in (
+        ("--prompt", args.prompt is not None),
+        ("--prompt-file", args.prompt_file),
+        ("--out", args.out),
+        ("--n", args.n != 1),
+        ("--edit-from", args.edit_from),
+    ):
+        if value:
+            raise UsageError(
+                f"{flag} cannot be combined with --batch",
+                "prompts and names come from the file; results go to --out-dir",
+            )
+    if not args.out_dir:
+        raise UsageError("--batch needs --out-dir DIR")
+
+
+def _batch_line_job(
+    args: Any, env: Mapping[str, str], text: str, lineno: int, number: int, outs: dict[str, int]
+) -> Job:
+    """One line's job: the command line's options with the line's own on top, its output name
+    (given, or numbered from the prompt), refused when another line already writes there or,
+    for a real run, when the output cannot be written. Records its output in `outs`."""
+    if len(text.encode()) > MAX_BATCH_LINE_BYTES:
+        raise UsageError(f"longer than {MAX_BATCH_LINE_BYTES:,} bytes, the line limit")
+    line = batch_line_options(text)
+    opts = job_options(args, str(line.get("prompt") or ""), env)
+    for key in ("size", "mask", "action", "format", "quality", "background", "detail"):
+        if key in line:
+            opts[key] = line[key]
+    for key in ("compression", "moderation", "input_fidelity", "image_model", "model"):
+        if key in line:
+            opts[key] = line[key]
+    if "image" in line:
+        opts["images"] = [line["image"]] if isinstance(line["image"], str) else line["image"]
+    if "image_url" in line:
+        value = line["image_url"]
+        opts["image_urls"] = [value] if isinstance(value, str) else value
+    name = line.get("out")
+    if name:
+        check_batch_out(name, args.out_dir)
+    else:
+        ext = FORMAT_EXTENSIONS[format_for(None, opts.get("format"))]
+        name = f"{number:03d}-{slugify(opts['prompt'])}{ext}"
+    opts["out"] = os.path.join(args.out_dir, name)
+    job = build_job(opts)
+    job.name = f"line {lineno} ({name})"
+    key = os.path.normcase(os.path.abspath(job.out))
+    if key in outs:
+        raise UsageError(f"writes {name}, like line {outs[key]}")
+    outs[key] = lineno
+    if not args.dry_run:
+        try:
+            check_output_path(job.out, job.force)
+        except OutputError as exc:
+            if "already exists" in exc.message:  # the line's hint is lost in the batch's error
+                exc.message += " (--force overwrites it, or give the line another out)"
+            raise
+        if args.sidecar:
+            check_sidecar_path(job.out, job.force)
+    return job
 
 
 def batch_overlaps(
