@@ -8610,6 +8610,8 @@ def build_parser() -> Any:
 
 
 def run(args: Any, console: Console) -> int:
+    """The command line's run after parsing: the MCP server, the doctor, or image jobs (planned
+    and checked in full, then the gateway loaded, then sent or shown as a dry run)."""
     env = os.environ
     settings = make_settings(args, env)
     RESUME_ARGS[:] = resume_args(args)  # the MCP server's --resume hints need them too
@@ -8636,39 +8638,58 @@ def run(args: Any, console: Console) -> int:
         raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
     warn_plain_http(gw, console, args.dry_run)
     if args.dry_run:
-        job = jobs[0]
-        payload: dict[str, Any] | None = None
-        if job.resume_id:
-            request = fetch_request(job.resume_id, stream=False)
-        elif job.api == "images":
-            request = images_request(job, job.size)
-        else:
-            payload = build_payload(
-                job, stream=job.stream, size=job.size, use_previous=bool(job.previous_response_id)
-            )
-            request = responses_request(payload)
-        warnings = dry_run_warnings(args, jobs, gw)
-        for line in warnings:
-            console.warn(line)
-        print_dry_run(
-            gw,
-            request,
-            console,
-            payload,
-            notes=[job.size_reason] if job.size_reason else [],
-            warnings=warnings,
-            more=jobs[1:],
-            as_json=bool(args.json),
+        return _dry_run(args, jobs, gw, console)
+    _announce_jobs(jobs, parts.netloc, console)
+    outcomes = run_all(jobs, gw, settings, console, args)
+    for outcome in outcomes:
+        if outcome.error is None:
+            report_saved(outcome, console, quiet_success=len(outcomes) > 1)
+    if len(outcomes) == 1 and not args.batch:
+        return _finish_one(outcomes[0], gw, args, console)
+    return _finish_many(outcomes, gw, args, console)
+
+
+def _dry_run(args: Any, jobs: list[Job], gw: Gateway, console: Console) -> int:
+    """Show the first job's request as it would be sent (the others are listed), with the
+    warnings a real run would give; nothing is sent."""
+    job = jobs[0]
+    payload: dict[str, Any] | None = None
+    if job.resume_id:
+        request = fetch_request(job.resume_id, stream=False)
+    elif job.api == "images":
+        request = images_request(job, job.size)
+    else:
+        payload = build_payload(
+            job, stream=job.stream, size=job.size, use_previous=bool(job.previous_response_id)
         )
-        return EXIT_OK
+        request = responses_request(payload)
+    warnings = dry_run_warnings(args, jobs, gw)
+    for line in warnings:
+        console.warn(line)
+    print_dry_run(
+        gw,
+        request,
+        console,
+        payload,
+        notes=[job.size_reason] if job.size_reason else [],
+        warnings=warnings,
+        more=jobs[1:],
+        as_json=bool(args.json),
+    )
+    return EXIT_OK
+
+
+def _announce_jobs(jobs: list[Job], netloc: str, console: Console) -> None:
+    """Say what is about to be requested and from where before the wait starts, so a minute of
+    silence is not taken for a hang."""
     what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
     if jobs[0].resume_id:
-        console.info(f"fetching the stored response {jobs[0].resume_id} from {parts.netloc}")
+        console.info(f"fetching the stored response {jobs[0].resume_id} from {netloc}")
     else:
         console.info(
             "requesting {} from {} ({}, {}{}); this can take a minute or two".format(
                 what,
-                parts.netloc,
+                netloc,
                 jobs[0].model,
                 "streaming" if jobs[0].stream else "no streaming",
                 ", resumable" if jobs[0].resumable else "",
@@ -8676,24 +8697,28 @@ def run(args: Any, console: Console) -> int:
         )
     if jobs[0].size_reason and len(jobs) == 1:
         console.info(jobs[0].size_reason)
-    outcomes = run_all(jobs, gw, settings, console, args)
-    for outcome in outcomes:
-        if outcome.error is None:
-            report_saved(outcome, console, quiet_success=len(outcomes) > 1)
-    if len(outcomes) == 1 and not args.batch:
-        outcome = outcomes[0]
-        if args.json:
-            console.result(json_dumps(outcome_record(outcome, gw)))
-            if outcome.error is not None:  # the record on stdout says it: main() must not again
-                console.error(outcome.error)
-                return outcome.error.exit_code
-        if outcome.error is not None:
-            raise outcome.error
-        if not args.json:
-            console.result(outcome.image.path if outcome.image else "")
-            for extra in outcome.extra_images:
-                console.result(extra.path)
-        return EXIT_OK
+
+
+def _finish_one(outcome: Outcome, gw: Gateway, args: Any, console: Console) -> int:
+    """A single image: its path(s) on stdout, or its JSON record; a failure is raised for main()
+    to report, except after a JSON record, which already says it (reported once, here)."""
+    if args.json:
+        console.result(json_dumps(outcome_record(outcome, gw)))
+        if outcome.error is not None:  # the record on stdout says it: main() must not again
+            console.error(outcome.error)
+            return outcome.error.exit_code
+    if outcome.error is not None:
+        raise outcome.error
+    if not args.json:
+        console.result(outcome.image.path if outcome.image else "")
+        for extra in outcome.extra_images:
+            console.result(extra.path)
+    return EXIT_OK
+
+
+def _finish_many(outcomes: list[Outcome], gw: Gateway, args: Any, console: Console) -> int:
+    """Several images (or a batch): one result line each, the count saved when some failed and
+    the tokens in total; the exit code is the worst outcome's."""
     for outcome in outcomes:
         line = json_dumps(outcome_record(outcome, gw)) if args.json else summary_line(outcome)
         console.result(line)
