@@ -6864,7 +6864,10 @@ def doctor(
     console: Console,
     check: Check | None = None,
 ) -> int:
-    """Resolve and print the configuration, then probe the gateway step by step."""
+    """Resolve and print the configuration, then probe the gateway step by step.
+
+    Each network step needs the one before it (a name, then a connection, then TLS, then
+    HTTP), so the first that fails ends the check with its own exit code."""
     from urllib.parse import urlsplit
 
     check = check if check is not None else Check(console)
@@ -6874,6 +6877,35 @@ def doctor(
     except ConfigError as exc:
         check("config", False, exc.message, exc.hint, EXIT_CONFIG)
         return EXIT_CONFIG
+    _doctor_config(gw, env, check)
+    warn_plain_http(gw, console)
+    _doctor_key(gw, args, check)
+    _doctor_image_tool(gw, check)
+    parts = urlsplit(gw.base_url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = proxy_for(parts.scheme, host, port) if host else None
+    check("proxy", None, redact_url(proxy) if proxy else "none (direct connection)")
+    ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
+    if parts.scheme == "https":
+        check("ca", None, f"system roots + {ca}" if ca else "system roots")
+    if not host or parts.scheme not in ("http", "https"):
+        check("url", False, f"{gw.base_url!r} is not an http(s) URL", "fix base_url", EXIT_CONFIG)
+        return EXIT_CONFIG
+    failed = _doctor_connect(gw, settings, check, parts, port, proxy)
+    if failed is not None:
+        return failed
+    _doctor_models(gw, settings, check)
+    if args.probe and gw.key_problem:  # Codex would send nothing here: neither does the probe
+        check("probe", None, "skipped: the key check failed, so no image request is sent")
+    elif args.probe:
+        probe(gw, settings, check, args.model or env.get("CODEX_IMAGEGEN_MODEL") or DEFAULT_MODEL)
+    return max(check.failures) if check.failures else EXIT_OK
+
+
+def _doctor_config(gw: Gateway, env: Mapping[str, str], check: Check) -> None:
+    """Which files were read (and which system layers are absent), the provider chosen and by
+    which layer, and the endpoint: what a user needs to see why this gateway was picked."""
     if gw.config_files:
         read = ", ".join(f"{label} {path}" for label, path in gw.layers)
         check("config", True, f"Codex home {gw.codex_home}; read: {read}")
@@ -6889,7 +6921,11 @@ def doctor(
         f"{gw.provider}, chosen by the {gw.provider_layer} (profile: {gw.profile or 'none'})",
     )
     check("endpoint", True, gw.url("/responses"))
-    warn_plain_http(gw, console)
+
+
+def _doctor_key(gw: Gateway, args: Any, check: Check) -> None:
+    """The credential and where it came from (masked); a header that carries it counts, and
+    with --base-url none is a note (a gateway may need no key), otherwise a failure."""
     if gw.api_key:
         check("key", True, f"{mask_secret(gw.api_key)} from {gw.key_source}")
     elif gw.header_credential:
@@ -6901,6 +6937,11 @@ def doctor(
         check("key", None, "none: no Authorization header will be sent (--base-url)")
     else:
         check("key", False, gw.key_problem or "no API key found", gw.key_hint, EXIT_CONFIG)
+
+
+def _doctor_image_tool(gw: Gateway, check: Check) -> None:
+    """Whether Codex would offer its own image tool here (and what it lacks), then the
+    resolution's informational notes."""
     offered, why = gw.image_tool
     if offered:
         check(
@@ -6913,18 +6954,20 @@ def doctor(
         check("imagetool", None, f"Codex offers no image tool here: {why}; use this script")
     for line in gw.notes:
         check("env", None, line)
-    parts = urlsplit(gw.base_url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    proxy = proxy_for(parts.scheme, host, port) if host else None
-    check("proxy", None, redact_url(proxy) if proxy else "none (direct connection)")
-    ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
-    if parts.scheme == "https":
-        check("ca", None, f"system roots + {ca}" if ca else "system roots")
-    if not host or parts.scheme not in ("http", "https"):
-        check("url", False, f"{gw.base_url!r} is not an http(s) URL", "fix base_url", EXIT_CONFIG)
-        return EXIT_CONFIG
-    dial_host, dial_port = host, port
+
+
+def _doctor_connect(
+    gw: Gateway,
+    settings: Settings,
+    check: Check,
+    parts: Any,
+    port: int,
+    proxy: str | None,
+) -> int | None:
+    """DNS, TCP and TLS to the gateway (`parts` is its split base URL), or to the proxy in
+    front of it: the exit code of the first step that fails, else None."""
+    dial_host, dial_port = parts.hostname or "", port
+    via: Proxy | None = None
     if proxy:
         try:
             via = Proxy(proxy)
@@ -6951,17 +6994,24 @@ def doctor(
         )
     except OSError as exc:
         err = describe_network_error(exc, gw.base_url)
-        if proxy and isinstance(exc, ConnectionRefusedError):
+        if via is not None and isinstance(exc, ConnectionRefusedError):
             err = proxy_unreachable(via.name)
         check("tcp", False, f"{dial_host}:{dial_port}: {err.message}", err.hint)
         return max(check.failures)
+    return _doctor_tls(gw, settings, check, parts)
+
+
+def _doctor_tls(gw: Gateway, settings: Settings, check: Check, parts: Any) -> int | None:
+    """Open the connection a run would open (through the proxy, with TLS for https) and say
+    which TLS version verified the certificate: the exit code when it fails, else None."""
+    https = parts.scheme == "https"
     try:
         wire = Wire(gw.base_url, settings, Clock(settings.idle_timeout, time.monotonic() + 60.0))
         try:
             wire.open()
-            if parts.scheme == "https":
+            if https:
                 version = wire.conn.sock.version()
-                check("tls", True, f"{version} with {host}, certificate verified")
+                check("tls", True, f"{version} with {parts.hostname}, certificate verified")
         finally:
             wire.close()
     except ImagegenError as exc:
@@ -6969,8 +7019,14 @@ def doctor(
         return max(check.failures)
     except OSError as exc:
         err = describe_network_error(exc, gw.base_url)
-        check("tls" if parts.scheme == "https" else "connect", False, err.message, err.hint)
+        check("tls" if https else "connect", False, err.message, err.hint)
         return max(check.failures)
+    return None
+
+
+def _doctor_models(gw: Gateway, settings: Settings, check: Check) -> None:
+    """GET /models: the first authenticated request. A refusal there is a key problem (exit 3);
+    a gateway without a model list is fine; a listing alone proves little about the key."""
     try:
         status, headers, body = http_request(gw, settings, "GET", "/models")
         if status < 300:
@@ -6990,11 +7046,6 @@ def doctor(
             check("models", None, http_error(status, "", headers, body, gw).message)
     except (OSError, ImagegenError) as exc:
         check("models", False, f"GET /models: {exc}", "", EXIT_NETWORK)
-    if args.probe and gw.key_problem:  # Codex would send nothing here: neither does the probe
-        check("probe", None, "skipped: the key check failed, so no image request is sent")
-    elif args.probe:
-        probe(gw, settings, check, args.model or env.get("CODEX_IMAGEGEN_MODEL") or DEFAULT_MODEL)
-    return max(check.failures) if check.failures else EXIT_OK
 
 
 def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
