@@ -7068,6 +7068,41 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         "background": True,
         "stream": True,
     }
+    answer, streamed = _probe_answer(gw, settings, check, payload)
+    refused = answer.get("refused")
+    if "connect" in answer:
+        check("probe", False, f"cannot connect: {answer['connect']}", "", EXIT_NETWORK)
+        return
+    if isinstance(refused, ImagegenError):
+        _probe_refused(check, refused)
+        return
+    ctype = str(answer.get("ctype") or "")
+    if streamed:
+        check(
+            "stream",
+            None,
+            "the gateway streams (SSE)"
+            if "event-stream" in ctype
+            else f"answered {ctype or 'no content type'} to a streaming request",
+        )
+    seen = answer.get("seen") or {}
+    _probe_image_tool(check, answer, seen, streamed)
+    response_id = str(seen.get("id") or "")
+    if not payload.get("background"):
+        return
+    if not response_id:
+        check("store", None, "background mode accepted, but the answer gave no response id")
+        return
+    _probe_store(gw, settings, check, response_id)
+
+
+def _probe_answer(
+    gw: Gateway, settings: Settings, check: Check, payload: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Send the probe, adapting it as a run would: without store/background when the gateway
+    refuses them, then once without streaming when a relay fails streamed requests with its own
+    error (Portkey's quirk). Returns the last answer and whether it was streamed; `payload` is
+    left as last sent."""
     answer = probe_post(gw, settings, payload)
     refused = answer.get("refused")
     if isinstance(refused, GatewayError) and rejects_background(refused):
@@ -7081,7 +7116,6 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         del payload["background"]
         answer = probe_post(gw, settings, payload)
         refused = answer.get("refused")
-    streamed = True
     if isinstance(refused, GatewayError) and refused.relay_failure:
         # Portkey's quirk, as a run meets it: the same probe once more without streaming
         check(
@@ -7095,49 +7129,45 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         )
         payload.update(store=False, stream=False)
         payload.pop("background", None)
-        answer = probe_post(gw, settings, payload)
-        refused = answer.get("refused")
-        streamed = False
-    if "connect" in answer:
-        check("probe", False, f"cannot connect: {answer['connect']}", "", EXIT_NETWORK)
-        return
-    if isinstance(refused, ImagegenError):
-        lowered = refused.message.lower()
-        if "tool_choice" in lowered or "tool choice" in lowered:
-            check(
-                "probe",
-                False,
-                "a forced tool_choice is rejected: " + refused.message,
-                "the script retries with tool_choice auto; or try --api auto",
-                EXIT_GATEWAY,
-            )
-        elif "stream" in lowered:
-            check(
-                "probe",
-                False,
-                "streaming is refused: " + refused.message,
-                "use --no-stream",
-                EXIT_GATEWAY,
-            )
-        else:
-            check(
-                "probe",
-                False,
-                refused.message,
-                refused.hint or "try --api auto",
-                refused.exit_code,
-            )
-        return
-    ctype = str(answer.get("ctype") or "")
-    if streamed:
+        return probe_post(gw, settings, payload), False
+    return answer, True
+
+
+def _probe_refused(check: Check, refused: ImagegenError) -> None:
+    """The probe was refused: name the option the gateway objects to (a forced tool_choice,
+    streaming) with the flag that avoids it, else pass its own error on."""
+    lowered = refused.message.lower()
+    if "tool_choice" in lowered or "tool choice" in lowered:
         check(
-            "stream",
-            None,
-            "the gateway streams (SSE)"
-            if "event-stream" in ctype
-            else f"answered {ctype or 'no content type'} to a streaming request",
+            "probe",
+            False,
+            "a forced tool_choice is rejected: " + refused.message,
+            "the script retries with tool_choice auto; or try --api auto",
+            EXIT_GATEWAY,
         )
-    seen = answer.get("seen") or {}
+    elif "stream" in lowered:
+        check(
+            "probe",
+            False,
+            "streaming is refused: " + refused.message,
+            "use --no-stream",
+            EXIT_GATEWAY,
+        )
+    else:
+        check(
+            "probe",
+            False,
+            refused.message,
+            refused.hint or "try --api auto",
+            refused.exit_code,
+        )
+
+
+def _probe_image_tool(
+    check: Check, answer: Mapping[str, Any], seen: Mapping[str, Any], streamed: bool
+) -> None:
+    """What the accepted probe showed: the image tool started (the one good outcome), a text
+    answer instead, an error event, or a connection lost while reading."""
     if "broken" in answer:
         check("probe", False, str(answer["broken"]), "", EXIT_NETWORK)
     elif seen.get("item") == "image_generation_call":
@@ -7159,12 +7189,12 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
             "try --api auto",
             EXIT_GATEWAY,
         )
-    response_id = str(seen.get("id") or "")
-    if not payload.get("background"):
-        return
-    if not response_id:
-        check("store", None, "background mode accepted, but the answer gave no response id")
-        return
+
+
+def _probe_store(gw: Gateway, settings: Settings, check: Check, response_id: str) -> None:
+    """Does the gateway keep the background response, so that a run could resume it? Checked
+    with exactly the rule and request a run uses (never a promise a run cannot keep); the
+    probe's image is then cancelled, since background mode renders on after we hang up."""
     path = fetch_request(response_id, stream=False).path if usable_response_id(response_id) else ""
     if not path:  # the very rule a run applies: a run could not fetch it either
         check(
