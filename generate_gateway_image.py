@@ -1087,12 +1087,61 @@ def resolve_gateway(
     base_url: str | None = None,
     extra_headers: Sequence[tuple[str, str]] = (),
 ) -> Gateway:
-    """Resolve endpoint, headers and key the way Codex does (pure: no files, no network)."""
+    """Resolve endpoint, headers and key the way Codex does (pure: no files, no network).
+
+    The steps run in Codex's order, so a configuration with several faults is refused for the
+    one Codex would name first."""
     gw = Gateway()
     provider_id = config.get("model_provider", DEFAULT_PROVIDER)
     if not isinstance(provider_id, str) or not provider_id:
         raise ConfigError("config.toml: model_provider must be a provider name (a string)")
     gw.provider = provider_id
+    provider = _provider_table(config, provider_id)
+    where = f"[model_providers.{provider_id}]"
+    wire_api = provider.get("wire_api", "responses")
+    if wire_api != "responses":
+        raise ConfigError(
+            f'config.toml: {where} wire_api = {wire_api!r}: only "responses" is supported '
+            "(Codex rejects other values too)"
+        )
+    gw.warnings.extend(check_provider_table(provider_id, provider, where))
+    # Codex sends the user's OpenAI login (CODEX_API_KEY, auth.json) only to the built-in
+    # provider and to providers that ask for it; a relay without the flag never sees it
+    gw.openai_auth = provider.get("requires_openai_auth") is True
+
+    tokens = _login_tokens(auth)
+    chatgpt_login = bool(
+        tokens
+        and tokens.get("access_token")
+        and not ((auth or {}).get("OPENAI_API_KEY") or env.get("CODEX_API_KEY", "").strip())
+    )
+    url = _provider_base_url(gw, config, provider, env, chatgpt_login, base_url)
+    gw.base_url = base_url or url
+    for key, value in _table(provider.get("query_params"), "query_params").items():
+        gw.query.append((str(key), _string(value, f"{where} query_params.{key}")))
+
+    headers = _provider_headers(gw, provider, env, where)
+    _resolve_credential(gw, provider, auth, tokens, env, headers, where)
+    has_credential = bool(gw.api_key or gw.key_command)
+    for name in [k for k in headers if k.lower() == "authorization"]:
+        if has_credential:
+            del headers[name]
+            gw.warnings.append(
+                f"config.toml: {where} sets an Authorization header; as in Codex, the "
+                f"credential from {gw.key_source} is sent instead"
+            )
+    gw.image_tool = codex_image_tool(provider_id, provider, gw.openai_auth, chatgpt_login)
+    for header in extra_headers:
+        set_header(headers, header[0], header[1])
+    if not has_credential and not gw.key_problem:  # a --header 'Authorization: ...' counts too
+        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
+    gw.headers = headers
+    return gw
+
+
+def _provider_table(config: Mapping[str, Any], provider_id: str) -> dict[str, Any]:
+    """The table of the selected provider: its own [model_providers.ID], or what a built-in id
+    implies; refuses what Codex refuses (a redefined built-in) and what it cannot serve."""
     providers = _table(config.get("model_providers"), "[model_providers]")
     # Codex refuses to start when a built-in id is redefined; mirror it rather than guess
     reserved = [p for p in providers if p in BUILTIN_PROVIDER_IDS]
@@ -1109,44 +1158,45 @@ def resolve_gateway(
         )
     provider = providers.get(provider_id)
     if provider is not None:
-        provider = _table(provider, f"[model_providers.{provider_id}]")
-    elif provider_id == "openai":
-        provider = {"requires_openai_auth": True}
-    elif provider_id in BUILTIN_PROVIDER_URLS:
-        provider = {}
-    elif provider_id in VERTEX_PROVIDER_IDS:
+        return _table(provider, f"[model_providers.{provider_id}]")
+    if provider_id == "openai":
+        return {"requires_openai_auth": True}
+    if provider_id in BUILTIN_PROVIDER_URLS:
+        return {}
+    if provider_id in VERTEX_PROVIDER_IDS:
         raise ConfigError(
             f"provider {provider_id!r} is Google Vertex AI, whose Google credentials a "
             "standard-library script cannot turn into a token",
             "use a gateway that takes a bearer key (env_key) for image generation",
         )
-    else:
-        known = ", ".join(sorted(providers)) or "none defined"
-        raise ConfigError(
-            f"model provider {provider_id!r} not found in config.toml [model_providers] ({known})",
-            f"add a [model_providers.{provider_id}] table with base_url, or fix model_provider",
-        )
-    where = f"[model_providers.{provider_id}]"
-    wire_api = provider.get("wire_api", "responses")
-    if wire_api != "responses":
-        raise ConfigError(
-            f'config.toml: {where} wire_api = {wire_api!r}: only "responses" is supported '
-            "(Codex rejects other values too)"
-        )
-    gw.warnings.extend(check_provider_table(provider_id, provider, where))
-    # Codex sends the user's OpenAI login (CODEX_API_KEY, auth.json) only to the built-in
-    # provider and to providers that ask for it; a relay without the flag never sees it
-    gw.openai_auth = provider.get("requires_openai_auth") is True
-
-    tokens = (auth or {}).get("tokens") if isinstance((auth or {}).get("tokens"), dict) else None
-    chatgpt_login = bool(
-        tokens
-        and tokens.get("access_token")
-        and not ((auth or {}).get("OPENAI_API_KEY") or env.get("CODEX_API_KEY", "").strip())
+    known = ", ".join(sorted(providers)) or "none defined"
+    raise ConfigError(
+        f"model provider {provider_id!r} not found in config.toml [model_providers] ({known})",
+        f"add a [model_providers.{provider_id}] table with base_url, or fix model_provider",
     )
+
+
+def _login_tokens(auth: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """auth.json's ChatGPT login tokens, when it holds a table of them (else None)."""
+    tokens = (auth or {}).get("tokens")
+    return tokens if isinstance(tokens, dict) else None
+
+
+def _provider_base_url(
+    gw: Gateway,
+    config: Mapping[str, Any],
+    provider: Mapping[str, Any],
+    env: Mapping[str, str],
+    chatgpt_login: bool,
+    base_url: str | None,
+) -> str:
+    """The endpoint as Codex computes it: the provider's base_url, else the built-in default
+    (which depends on the login and on Codex's own variables). It is read even when --base-url
+    replaces it, so a broken table is still refused."""
+    provider_id, where = gw.provider, f"[model_providers.{gw.provider}]"
     if provider.get("base_url"):
-        url = _string(provider["base_url"], f"{where} base_url")
-    elif provider_id == "openai":
+        return _string(provider["base_url"], f"{where} base_url")
+    if provider_id == "openai":
         default = CHATGPT_BASE_URL if chatgpt_login else DEFAULT_OPENAI_BASE_URL
         configured = config.get("openai_base_url")
         url = _string(configured, "openai_base_url") if configured else default
@@ -1155,21 +1205,32 @@ def resolve_gateway(
                 "OPENAI_BASE_URL is ignored, as by Codex 0.119 and later: "
                 "set openai_base_url in config.toml to move the built-in provider"
             )
-    elif provider_id in BUILTIN_PROVIDER_URLS:
-        url = env.get("CODEX_OSS_BASE_URL", "").strip() or BUILTIN_PROVIDER_URLS[provider_id]
-        port = env.get("CODEX_OSS_PORT", "").strip()
-        if port and not env.get("CODEX_OSS_BASE_URL", "").strip():
-            if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-                raise ConfigError(f"CODEX_OSS_PORT={port!r} is not a port number")
-            url = url.rsplit(":", 1)[0] + ":" + port + "/v1"
-    else:
-        raise ConfigError(f"config.toml: {where} has no base_url")
-    gw.base_url = base_url or url
-    for key, value in _table(provider.get("query_params"), "query_params").items():
-        gw.query.append((str(key), _string(value, f"{where} query_params.{key}")))
+        return url
+    if provider_id in BUILTIN_PROVIDER_URLS:
+        return _oss_base_url(provider_id, env)
+    raise ConfigError(f"config.toml: {where} has no base_url")
 
+
+def _oss_base_url(provider_id: str, env: Mapping[str, str]) -> str:
+    """A local built-in provider (ollama, lmstudio) moves with Codex's CODEX_OSS_* variables;
+    a bad port is refused here rather than sent as a broken URL."""
+    url = env.get("CODEX_OSS_BASE_URL", "").strip() or BUILTIN_PROVIDER_URLS[provider_id]
+    port = env.get("CODEX_OSS_PORT", "").strip()
+    if port and not env.get("CODEX_OSS_BASE_URL", "").strip():
+        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"CODEX_OSS_PORT={port!r} is not a port number")
+        url = url.rsplit(":", 1)[0] + ":" + port + "/v1"
+    return url
+
+
+def _provider_headers(
+    gw: Gateway, provider: Mapping[str, Any], env: Mapping[str, str], where: str
+) -> dict[str, str]:
+    """Headers in Codex's order (OpenAI's organisation and project, then http_headers, then
+    env_http_headers, later ones replacing earlier); values from the environment are noted as
+    secrets, since nothing tells us they are not."""
     headers: dict[str, str] = {}
-    if provider_id == "openai" and "base_url" not in provider:
+    if gw.provider == "openai" and "base_url" not in provider:
         for name, var in (
             ("OpenAI-Organization", "OPENAI_ORGANIZATION"),
             ("OpenAI-Project", "OPENAI_PROJECT"),
@@ -1183,74 +1244,92 @@ def resolve_gateway(
         if value:
             set_header(headers, str(name), value)
             gw.secret_values.append(value)  # kept out of files for a reason: masked by any name
+    return headers
 
-    # Credentials in Codex's order: auth.command (alone by rule), else env_key (required once
-    # named: no fall-through), else experimental_bearer_token, else the OpenAI login, and that
-    # only where the provider takes it.
-    env_key = provider.get("env_key")
+
+def _resolve_credential(
+    gw: Gateway,
+    provider: Mapping[str, Any],
+    auth: Mapping[str, Any] | None,
+    tokens: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    headers: dict[str, str],
+    where: str,
+) -> None:
+    """Credentials in Codex's order: auth.command (alone by rule), else env_key (required once
+    named: no fall-through), else experimental_bearer_token, else the OpenAI login, and that
+    only where the provider takes it. Sets the key (or the command) and its source, or the
+    problem and hint to show when none is found."""
     if provider.get("auth") is not None:
         gw.key_command = key_command_spec(provider["auth"], where)
         gw.key_source = "auth.command in config.toml"
-    elif env_key is not None:
-        var = _string(env_key, f"{where} env_key")
-        value = env.get(var, "")
-        if value.strip():
-            gw.api_key = value  # untrimmed: Codex sends the variable as it is
-            gw.key_source = f"{var} environment variable (env_key)"
-        else:
-            gw.key_source = "missing:" + var
-            state = "is empty" if var in env else "is not set"
-            gw.key_problem = (
-                f"missing environment variable {var} (env_key of provider {provider_id!r}): "
-                f"it {state}"
-            )
-            instructions = provider.get("env_key_instructions")
-            gw.key_hint = str(instructions) if instructions else f"export {var}=<your key>"
+    elif provider.get("env_key") is not None:
+        _env_key_credential(gw, provider, env, where)
     else:
-        login: list[tuple[str, Any]] = [
-            ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
-            ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
-            ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
-        ]  # not $OPENAI_API_KEY: Codex 0.171.0 ignores it and sends no key (never looser)
-        candidates: list[tuple[str, Any]] = [
-            ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token"))
-        ]
-        if gw.openai_auth:
-            candidates += login
-        for source, value in candidates:
-            if isinstance(value, str) and value.strip():
-                gw.api_key = value.strip()
-                gw.key_source = source
-                if source.startswith("ChatGPT") and tokens and tokens.get("account_id"):
-                    set_header(headers, "chatgpt-account-id", str(tokens["account_id"]))
-                break
-        withheld = [s for s, v in login if isinstance(v, str) and v.strip()]
-        if gw.api_key is None and withheld:
-            gw.key_problem = (
-                f"no API key found for provider {provider_id!r}: it does not set "
-                f"requires_openai_auth, so (as in Codex) the {' and the '.join(withheld)} "
-                "is not sent to it"
-            )
-            gw.key_hint = (
-                f"if this gateway takes your OpenAI key or ChatGPT login, add "
-                f"requires_openai_auth = true to {where}; if it has a key of its own, "
-                f'set env_key = "VAR_NAME" there and export VAR_NAME'
-            )
-    has_credential = bool(gw.api_key or gw.key_command)
-    for name in [k for k in headers if k.lower() == "authorization"]:
-        if has_credential:
-            del headers[name]
-            gw.warnings.append(
-                f"config.toml: {where} sets an Authorization header; as in Codex, the "
-                f"credential from {gw.key_source} is sent instead"
-            )
-    gw.image_tool = codex_image_tool(provider_id, provider, gw.openai_auth, chatgpt_login)
-    for header in extra_headers:
-        set_header(headers, header[0], header[1])
-    if not has_credential and not gw.key_problem:  # a --header 'Authorization: ...' counts too
-        gw.header_credential = next((k for k in headers if is_credential_header(k)), "")
-    gw.headers = headers
-    return gw
+        _login_credential(gw, provider, auth, tokens, env, headers, where)
+
+
+def _env_key_credential(
+    gw: Gateway, provider: Mapping[str, Any], env: Mapping[str, str], where: str
+) -> None:
+    """A provider's env_key names the one variable that holds its key: when it is empty, that
+    is the problem to report (Codex does not fall back to another source either)."""
+    var = _string(provider.get("env_key"), f"{where} env_key")
+    value = env.get(var, "")
+    if value.strip():
+        gw.api_key = value  # untrimmed: Codex sends the variable as it is
+        gw.key_source = f"{var} environment variable (env_key)"
+        return
+    gw.key_source = "missing:" + var
+    state = "is empty" if var in env else "is not set"
+    gw.key_problem = (
+        f"missing environment variable {var} (env_key of provider {gw.provider!r}): it {state}"
+    )
+    instructions = provider.get("env_key_instructions")
+    gw.key_hint = str(instructions) if instructions else f"export {var}=<your key>"
+
+
+def _login_credential(
+    gw: Gateway,
+    provider: Mapping[str, Any],
+    auth: Mapping[str, Any] | None,
+    tokens: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    headers: dict[str, str],
+    where: str,
+) -> None:
+    """The experimental_bearer_token, else the user's OpenAI login when the provider takes it.
+    A login the provider does not take is named in the problem, so the user learns why the
+    key they have is not sent rather than just that none was found."""
+    login: list[tuple[str, Any]] = [
+        ("CODEX_API_KEY environment variable", env.get("CODEX_API_KEY")),
+        ("OPENAI_API_KEY in auth.json", (auth or {}).get("OPENAI_API_KEY")),
+        ("ChatGPT login tokens in auth.json", tokens.get("access_token") if tokens else None),
+    ]  # not $OPENAI_API_KEY: Codex 0.171.0 ignores it and sends no key (never looser)
+    candidates: list[tuple[str, Any]] = [
+        ("experimental_bearer_token in config.toml", provider.get("experimental_bearer_token"))
+    ]
+    if gw.openai_auth:
+        candidates += login
+    for source, value in candidates:
+        if isinstance(value, str) and value.strip():
+            gw.api_key = value.strip()
+            gw.key_source = source
+            if source.startswith("ChatGPT") and tokens and tokens.get("account_id"):
+                set_header(headers, "chatgpt-account-id", str(tokens["account_id"]))
+            break
+    withheld = [s for s, v in login if isinstance(v, str) and v.strip()]
+    if gw.api_key is None and withheld:
+        gw.key_problem = (
+            f"no API key found for provider {gw.provider!r}: it does not set "
+            f"requires_openai_auth, so (as in Codex) the {' and the '.join(withheld)} "
+            "is not sent to it"
+        )
+        gw.key_hint = (
+            f"if this gateway takes your OpenAI key or ChatGPT login, add "
+            f"requires_openai_auth = true to {where}; if it has a key of its own, "
+            f'set env_key = "VAR_NAME" there and export VAR_NAME'
+        )
 
 
 def check_base_url(url: str, what: str) -> str:
@@ -1316,12 +1395,7 @@ def load_gateway(
     )
     config, files = layers.config, layers.files
     auth_path = os.path.join(home, "auth.json")
-    auth: Any = None
-    if os.path.lexists(auth_path):
-        auth = load_json_file(auth_path)
-        if not isinstance(auth, dict):
-            raise ConfigError(f"{auth_path}: expected a JSON object")
-        warn_if_world_readable(auth_path, console)
+    auth = _read_auth_json(auth_path, console)
     extra = [parse_header_arg(h) for h in args.header]
     gw = resolve_gateway(config, auth, env, base_url=args.base_url, extra_headers=extra)
     gw.codex_home = home
@@ -1331,35 +1405,9 @@ def load_gateway(
         [("auth", auth_path)] if auth is not None else []
     )
     gw.provider_layer = layers.provider_layer
-    if gw.openai_auth and env.get("OPENAI_API_KEY", "").strip():
-        default_hint = (
-            "OPENAI_API_KEY is set, but Codex does not read that variable (it would send no key), "
-            "so neither does this script: set CODEX_API_KEY instead, or run "
-            "`codex login --with-api-key` to put the key in auth.json"
-        )
-    elif gw.openai_auth:
-        default_hint = (
-            f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
-        )
-    else:
-        default_hint = (
-            f'give [model_providers.{gw.provider}] env_key = "VAR_NAME" (and export VAR_NAME), '
-            "or requires_openai_auth = true to use CODEX_API_KEY or auth.json"
-        )
+    default_hint = _default_key_hint(gw, env, auth_path)
     gw.key_hint = gw.key_hint or keyring_hint(config, auth) or default_hint
-    from urllib.parse import parse_qsl, urlsplit
-
-    try:
-        base = urlsplit(gw.base_url)
-        password = base.password
-    except ValueError:
-        base, password = urlsplit(""), None
-    if password:  # http://user:password@host/v1: never printed
-        console.add_secret(base.netloc.rsplit("@", 1)[0])
-        console.add_secret(password)
-    for name, value in parse_qsl(base.query):
-        if looks_secret(name):
-            console.add_secret(value)
+    _mask_base_url_secrets(gw.base_url, console)
     add_public(gw.base_url)
     what = "--base-url" if args.base_url else f"base_url of provider {gw.provider!r}"
     warning = check_base_url(gw.base_url, what)
@@ -1374,6 +1422,66 @@ def load_gateway(
         gw.api_key = run_key_command(gw.key_command, home, budget)
         gw.key_seconds = time.monotonic() - started
     check_headers(gw)
+    _mask_gateway_secrets(gw, console)
+    if not gw.api_key and not gw.header_credential and not args.dry_run:
+        _no_key(gw, args, console, files, home, auth_path)
+    return gw
+
+
+def _read_auth_json(auth_path: str, console: Console) -> Any:
+    """Codex's auth.json, or None when there is none; one that is there but not a JSON object
+    is refused rather than read as no login, and a file others can read is warned about."""
+    if not os.path.lexists(auth_path):
+        return None
+    auth = load_json_file(auth_path)
+    if not isinstance(auth, dict):
+        raise ConfigError(f"{auth_path}: expected a JSON object")
+    warn_if_world_readable(auth_path, console)
+    return auth
+
+
+def _default_key_hint(gw: Gateway, env: Mapping[str, str], auth_path: str) -> str:
+    """How to supply a key when no credential source said more: the user's OpenAI login for a
+    provider that takes it (with the common trap of $OPENAI_API_KEY, which Codex ignores), else
+    the provider's own env_key."""
+    if gw.openai_auth and env.get("OPENAI_API_KEY", "").strip():
+        return (
+            "OPENAI_API_KEY is set, but Codex does not read that variable (it would send no key), "
+            "so neither does this script: set CODEX_API_KEY instead, or run "
+            "`codex login --with-api-key` to put the key in auth.json"
+        )
+    if gw.openai_auth:
+        return (
+            f"set CODEX_API_KEY, add OPENAI_API_KEY to {auth_path}, or give the provider an env_key"
+        )
+    return (
+        f'give [model_providers.{gw.provider}] env_key = "VAR_NAME" (and export VAR_NAME), '
+        "or requires_openai_auth = true to use CODEX_API_KEY or auth.json"
+    )
+
+
+def _mask_base_url_secrets(base_url: str, console: Console) -> None:
+    """A base URL may carry credentials (http://user:password@host/v1, ?api-key=...): they are
+    masked before anything, even the URL check's own message, can print them. A URL that does
+    not parse has no parts to mask."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        base = urlsplit(base_url)
+        password = base.password
+    except ValueError:
+        base, password = urlsplit(""), None
+    if password:  # http://user:password@host/v1: never printed
+        console.add_secret(base.netloc.rsplit("@", 1)[0])
+        console.add_secret(password)
+    for name, value in parse_qsl(base.query):
+        if looks_secret(name):
+            console.add_secret(value)
+
+
+def _mask_gateway_secrets(gw: Gateway, console: Console) -> None:
+    """Every credential the gateway will be sent is masked in all output from here on: the key,
+    values from credential sources, and headers or query parameters named as credentials."""
     if gw.api_key:
         console.add_secret(gw.api_key)
     for value in gw.secret_values:
@@ -1384,21 +1492,27 @@ def load_gateway(
     for name, value in gw.query:
         if looks_secret(name):
             console.add_secret(value)
-    if not gw.api_key and not gw.header_credential and not args.dry_run:
-        if args.base_url:
-            console.warn("no API key found; sending no Authorization header to " + gw.base_url)
-        elif gw.key_problem:
-            raise ConfigError(gw.key_problem, gw.key_hint)
-        elif not files:
-            raise ConfigError(
-                "no Codex configuration found: create {} naming your gateway, with its key in "
-                "the variable its env_key names (or in {} with requires_openai_auth = true). "
-                "Example:\n{}".format(os.path.join(home, "config.toml"), auth_path, CONFIG_EXAMPLE),
-                "or pass --base-url URL for a gateway that needs no key",
-            )
-        else:
-            raise ConfigError(f"no API key found for provider {gw.provider!r}", gw.key_hint)
-    return gw
+
+
+def _no_key(
+    gw: Gateway, args: Any, console: Console, files: list[str], home: str, auth_path: str
+) -> None:
+    """No credential at all: with --base-url the user may mean a gateway without keys (warned,
+    sent as is); otherwise refuse (exit 3) with the most specific reason known, and a starter
+    configuration when there is no configuration at all."""
+    if args.base_url:
+        console.warn("no API key found; sending no Authorization header to " + gw.base_url)
+    elif gw.key_problem:
+        raise ConfigError(gw.key_problem, gw.key_hint)
+    elif not files:
+        raise ConfigError(
+            "no Codex configuration found: create {} naming your gateway, with its key in "
+            "the variable its env_key names (or in {} with requires_openai_auth = true). "
+            "Example:\n{}".format(os.path.join(home, "config.toml"), auth_path, CONFIG_EXAMPLE),
+            "or pass --base-url URL for a gateway that needs no key",
+        )
+    else:
+        raise ConfigError(f"no API key found for provider {gw.provider!r}", gw.key_hint)
 
 
 def check_headers(gw: Gateway) -> None:
@@ -2028,13 +2142,11 @@ def aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 def build_job(opts: Mapping[str, Any]) -> Job:
-    """Validate options and load input files; raises UsageError before anything is sent."""
-    prompt = check_text((opts.get("prompt") or "").strip(), "the prompt")
-    if not prompt:
-        raise UsageError("the prompt is empty", "pass --prompt TEXT, --prompt - or --prompt-file")
-    if len(prompt.encode()) > MAX_PROMPT_BYTES:
-        raise UsageError(f"the prompt is longer than {MAX_PROMPT_BYTES:,} bytes, the limit")
-    job = Job(prompt, str(opts.get("out") or ""))
+    """Validate options and load input files; raises UsageError before anything is sent.
+
+    The checks run in the order the options are read (prompt, size, references, mask, output,
+    request mode), so the first problem reported is the same whatever else is wrong."""
+    job = Job(_job_prompt(opts), str(opts.get("out") or ""))
     job.model = opts.get("model") or DEFAULT_MODEL
     job.size = (opts.get("size") or DEFAULT_SIZE).strip().lower()
     job.action = opts.get("action") or "auto"
@@ -2044,6 +2156,49 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     image_model = opts.get("image_model")
     validate_size(job.size, image_model)
 
+    _add_references(job, opts)
+    mask_path = opts.get("mask")
+    if mask_path:
+        job.mask = _load_mask(job, mask_path)
+    first_dims = job.images[0].dims if job.images else None
+    if not opts.get("size") and first_dims and min(first_dims) > 0:
+        # an edit keeps its picture's shape: a square default would crop or squeeze it
+        job.size = reference_size(first_dims, image_model)
+        job.size_reason = "size {} follows the shape of {} ({}x{}); pass --size to choose".format(
+            job.size, job.images[0].path, *first_dims
+        )
+
+    job.output_format = format_for(job.out, opts.get("format"))
+    job.tool_options = _tool_options(job, opts, image_model)
+    job.previous_response_id = opts.get("previous_response_id") or None
+    job.api = opts.get("api") or "responses"
+    job.store = bool(opts.get("store"))
+    job.resumable = bool(opts.get("resumable"))
+    job.strict = bool(opts.get("strict"))
+    if job.resumable and job.api == "images":
+        raise UsageError("--resumable needs --api responses: the Images API has no background mode")
+    if job.api == "images" and job.image_urls:
+        raise UsageError("--api images cannot send --image-url references; download them first")
+    job.options = {k: v for k, v in opts.items() if v not in (None, [], False) and k != "prompt"}
+    job.options["size"] = job.size  # the size chosen (default or the reference's shape)
+    return job
+
+
+def _job_prompt(opts: Mapping[str, Any]) -> str:
+    """The prompt, trimmed and checked: an empty or oversized one is refused before any input
+    file is read."""
+    prompt = check_text((opts.get("prompt") or "").strip(), "the prompt")
+    if not prompt:
+        raise UsageError("the prompt is empty", "pass --prompt TEXT, --prompt - or --prompt-file")
+    if len(prompt.encode()) > MAX_PROMPT_BYTES:
+        raise UsageError(f"the prompt is longer than {MAX_PROMPT_BYTES:,} bytes, the limit")
+    return prompt
+
+
+def _add_references(job: Job, opts: Mapping[str, Any]) -> None:
+    """The reference images: URLs first (checked, not fetched), then --edit-from (which comes
+    first among the files, so a mask and the output size follow it), then --image files; their
+    number is capped and an edit must have one."""
     for url in opts.get("image_urls") or ():
         if not url.startswith(("http://", "https://", "data:")):
             raise UsageError(f"--image-url {clip(url, 80)!r}: only http(s):// or data: URLs")
@@ -2061,37 +2216,36 @@ def build_job(opts: Mapping[str, Any]) -> Job:
             f"{len(job.images) + len(job.image_urls)} reference images: "
             f"at most {MAX_INPUT_IMAGES} are accepted"
         )
-    has_image = bool(job.images or job.image_urls)
-    if job.action == "edit" and not has_image:
+    if job.action == "edit" and not (job.images or job.image_urls):
         raise UsageError("--action edit needs at least one --image or --image-url")
-    mask_path = opts.get("mask")
-    if mask_path:
-        if not has_image:
-            raise UsageError("--mask needs an image to apply to (--image)")
-        mask = load_input_image(mask_path, "--mask")
-        if mask.kind != "png":
-            raise UsageError(f"--mask {mask_path}: must be a PNG (it is {mask.kind.upper()})")
-        if not mask.has_alpha:
-            raise UsageError(
-                f"--mask {mask_path}: has no alpha channel",
-                "transparent pixels mark the area to change; save the mask as RGBA PNG",
-            )
-        first = job.images[0] if job.images else None  # the --edit-from image when given
-        if first is not None and first.dims and mask.dims and first.dims != mask.dims:
-            raise UsageError(
-                f"--mask {mask_path} is {mask.dims[0]}x{mask.dims[1]} but {first.path} is "
-                f"{first.dims[0]}x{first.dims[1]}: they must be the same size"
-            )
-        job.mask = mask
-    first_dims = job.images[0].dims if job.images else None
-    if not opts.get("size") and first_dims and min(first_dims) > 0:
-        # an edit keeps its picture's shape: a square default would crop or squeeze it
-        job.size = reference_size(first_dims, image_model)
-        job.size_reason = "size {} follows the shape of {} ({}x{}); pass --size to choose".format(
-            job.size, job.images[0].path, *first_dims
-        )
 
-    job.output_format = format_for(job.out, opts.get("format"))
+
+def _load_mask(job: Job, mask_path: str) -> InputImage:
+    """An edit mask is a PNG with alpha (its transparent pixels mark the area to change) the
+    size of the image it applies to; anything else is refused here, before any upload."""
+    if not (job.images or job.image_urls):
+        raise UsageError("--mask needs an image to apply to (--image)")
+    mask = load_input_image(mask_path, "--mask")
+    if mask.kind != "png":
+        raise UsageError(f"--mask {mask_path}: must be a PNG (it is {mask.kind.upper()})")
+    if not mask.has_alpha:
+        raise UsageError(
+            f"--mask {mask_path}: has no alpha channel",
+            "transparent pixels mark the area to change; save the mask as RGBA PNG",
+        )
+    first = job.images[0] if job.images else None  # the --edit-from image when given
+    if first is not None and first.dims and mask.dims and first.dims != mask.dims:
+        raise UsageError(
+            f"--mask {mask_path} is {mask.dims[0]}x{mask.dims[1]} but {first.path} is "
+            f"{first.dims[0]}x{first.dims[1]}: they must be the same size"
+        )
+    return mask
+
+
+def _tool_options(job: Job, opts: Mapping[str, Any], image_model: Any) -> dict[str, Any]:
+    """The image tool's options as the request sends them (only those given), after the
+    checks that the output format, background, compression and partial images fit together;
+    sets the job's number of partial images."""
     background = opts.get("background")
     if background == "transparent" and job.output_format == "jpeg":
         raise UsageError("a transparent background needs png or webp, not jpeg")
@@ -2115,19 +2269,7 @@ def build_job(opts: Mapping[str, Any]) -> Job:
     ):
         if value is not None:
             tool[key] = int(value) if key == "output_compression" else value
-    job.tool_options = tool
-    job.previous_response_id = opts.get("previous_response_id") or None
-    job.api = opts.get("api") or "responses"
-    job.store = bool(opts.get("store"))
-    job.resumable = bool(opts.get("resumable"))
-    job.strict = bool(opts.get("strict"))
-    if job.resumable and job.api == "images":
-        raise UsageError("--resumable needs --api responses: the Images API has no background mode")
-    if job.api == "images" and job.image_urls:
-        raise UsageError("--api images cannot send --image-url references; download them first")
-    job.options = {k: v for k, v in opts.items() if v not in (None, [], False) and k != "prompt"}
-    job.options["size"] = job.size  # the size chosen (default or the reference's shape)
-    return job
+    return tool
 
 
 def build_payload(
@@ -6143,20 +6285,7 @@ def check_batch_out(name: str, out_dir: str) -> None:
 
 def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     """Every job of the JSONL file, validated before anything is sent (errors name the line)."""
-    for flag, value in (
-        ("--prompt", args.prompt is not None),
-        ("--prompt-file", args.prompt_file),
-        ("--out", args.out),
-        ("--n", args.n != 1),
-        ("--edit-from", args.edit_from),
-    ):
-        if value:
-            raise UsageError(
-                f"{flag} cannot be combined with --batch",
-                "prompts and names come from the file; results go to --out-dir",
-            )
-    if not args.out_dir:
-        raise UsageError("--batch needs --out-dir DIR")
+    _check_batch_flags(args)
     text = read_text(args.batch, "--batch", MAX_BATCH_BYTES, args.timeout or DEFAULT_TIMEOUT)
     lines = text.splitlines()
     jobs: list[Job] = []
@@ -6170,46 +6299,7 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
             continue
         number += 1
         try:
-            if len(text.encode()) > MAX_BATCH_LINE_BYTES:
-                raise UsageError(f"longer than {MAX_BATCH_LINE_BYTES:,} bytes, the line limit")
-            line = batch_line_options(text)
-            opts = job_options(args, str(line.get("prompt") or ""), env)
-            for key in ("size", "mask", "action", "format", "quality", "background", "detail"):
-                if key in line:
-                    opts[key] = line[key]
-            for key in ("compression", "moderation", "input_fidelity", "image_model", "model"):
-                if key in line:
-                    opts[key] = line[key]
-            if "image" in line:
-                opts["images"] = (
-                    [line["image"]] if isinstance(line["image"], str) else line["image"]
-                )
-            if "image_url" in line:
-                value = line["image_url"]
-                opts["image_urls"] = [value] if isinstance(value, str) else value
-            name = line.get("out")
-            if name:
-                check_batch_out(name, args.out_dir)
-            else:
-                ext = FORMAT_EXTENSIONS[format_for(None, opts.get("format"))]
-                name = f"{number:03d}-{slugify(opts['prompt'])}{ext}"
-            opts["out"] = os.path.join(args.out_dir, name)
-            job = build_job(opts)
-            job.name = f"line {lineno} ({name})"
-            key = os.path.normcase(os.path.abspath(job.out))
-            if key in outs:
-                raise UsageError(f"writes {name}, like line {outs[key]}")
-            outs[key] = lineno
-            if not args.dry_run:
-                try:
-                    check_output_path(job.out, job.force)
-                except OutputError as exc:
-                    if "already exists" in exc.message:  # the line's hint is lost below
-                        exc.message += " (--force overwrites it, or give the line another out)"
-                    raise
-                if args.sidecar:
-                    check_sidecar_path(job.out, job.force)
-            jobs.append(job)
+            jobs.append(_batch_line_job(args, env, text, lineno, number, outs))
             linenos.append(lineno)
         except ImagegenError as exc:
             errors.append(type(exc)(f"{args.batch}:{lineno}: {exc.message}", exc.hint))
@@ -6224,6 +6314,71 @@ def plan_batch(args: Any, env: Mapping[str, str]) -> list[Job]:
     if not jobs:
         raise UsageError(f"--batch {args.batch}: no jobs (only blank or # lines)")
     return jobs
+
+
+def _check_batch_flags(args: Any) -> None:
+    """The flags that name one image's prompt or output cannot apply to a file of them: refused
+    before the file is read, as is a batch with nowhere to put its results."""
+    for flag, value in (
+        ("--prompt", args.prompt is not None),
+        ("--prompt-file", args.prompt_file),
+        ("--out", args.out),
+        ("--n", args.n != 1),
+        ("--edit-from", args.edit_from),
+    ):
+        if value:
+            raise UsageError(
+                f"{flag} cannot be combined with --batch",
+                "prompts and names come from the file; results go to --out-dir",
+            )
+    if not args.out_dir:
+        raise UsageError("--batch needs --out-dir DIR")
+
+
+def _batch_line_job(
+    args: Any, env: Mapping[str, str], text: str, lineno: int, number: int, outs: dict[str, int]
+) -> Job:
+    """One line's job: the command line's options with the line's own on top, its output name
+    (given, or numbered from the prompt), refused when another line already writes there or,
+    for a real run, when the output cannot be written. Records its output in `outs`."""
+    if len(text.encode()) > MAX_BATCH_LINE_BYTES:
+        raise UsageError(f"longer than {MAX_BATCH_LINE_BYTES:,} bytes, the line limit")
+    line = batch_line_options(text)
+    opts = job_options(args, str(line.get("prompt") or ""), env)
+    for key in ("size", "mask", "action", "format", "quality", "background", "detail"):
+        if key in line:
+            opts[key] = line[key]
+    for key in ("compression", "moderation", "input_fidelity", "image_model", "model"):
+        if key in line:
+            opts[key] = line[key]
+    if "image" in line:
+        opts["images"] = [line["image"]] if isinstance(line["image"], str) else line["image"]
+    if "image_url" in line:
+        value = line["image_url"]
+        opts["image_urls"] = [value] if isinstance(value, str) else value
+    name = line.get("out")
+    if name:
+        check_batch_out(name, args.out_dir)
+    else:
+        ext = FORMAT_EXTENSIONS[format_for(None, opts.get("format"))]
+        name = f"{number:03d}-{slugify(opts['prompt'])}{ext}"
+    opts["out"] = os.path.join(args.out_dir, name)
+    job = build_job(opts)
+    job.name = f"line {lineno} ({name})"
+    key = os.path.normcase(os.path.abspath(job.out))
+    if key in outs:
+        raise UsageError(f"writes {name}, like line {outs[key]}")
+    outs[key] = lineno
+    if not args.dry_run:
+        try:
+            check_output_path(job.out, job.force)
+        except OutputError as exc:
+            if "already exists" in exc.message:  # the line's hint is lost in the batch's error
+                exc.message += " (--force overwrites it, or give the line another out)"
+            raise
+        if args.sidecar:
+            check_sidecar_path(job.out, job.force)
+    return job
 
 
 def batch_overlaps(
@@ -6715,7 +6870,10 @@ def doctor(
     console: Console,
     check: Check | None = None,
 ) -> int:
-    """Resolve and print the configuration, then probe the gateway step by step."""
+    """Resolve and print the configuration, then probe the gateway step by step.
+
+    Each network step needs the one before it (a name, then a connection, then TLS, then
+    HTTP), so the first that fails ends the check with its own exit code."""
     from urllib.parse import urlsplit
 
     check = check if check is not None else Check(console)
@@ -6725,6 +6883,35 @@ def doctor(
     except ConfigError as exc:
         check("config", False, exc.message, exc.hint, EXIT_CONFIG)
         return EXIT_CONFIG
+    _doctor_config(gw, env, check)
+    warn_plain_http(gw, console)
+    _doctor_key(gw, args, check)
+    _doctor_image_tool(gw, check)
+    parts = urlsplit(gw.base_url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = proxy_for(parts.scheme, host, port) if host else None
+    check("proxy", None, redact_url(proxy) if proxy else "none (direct connection)")
+    ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
+    if parts.scheme == "https":
+        check("ca", None, f"system roots + {ca}" if ca else "system roots")
+    if not host or parts.scheme not in ("http", "https"):
+        check("url", False, f"{gw.base_url!r} is not an http(s) URL", "fix base_url", EXIT_CONFIG)
+        return EXIT_CONFIG
+    failed = _doctor_connect(gw, settings, check, parts, port, proxy)
+    if failed is not None:
+        return failed
+    _doctor_models(gw, settings, check)
+    if args.probe and gw.key_problem:  # Codex would send nothing here: neither does the probe
+        check("probe", None, "skipped: the key check failed, so no image request is sent")
+    elif args.probe:
+        probe(gw, settings, check, args.model or env.get("CODEX_IMAGEGEN_MODEL") or DEFAULT_MODEL)
+    return max(check.failures) if check.failures else EXIT_OK
+
+
+def _doctor_config(gw: Gateway, env: Mapping[str, str], check: Check) -> None:
+    """Which files were read (and which system layers are absent), the provider chosen and by
+    which layer, and the endpoint: what a user needs to see why this gateway was picked."""
     if gw.config_files:
         read = ", ".join(f"{label} {path}" for label, path in gw.layers)
         check("config", True, f"Codex home {gw.codex_home}; read: {read}")
@@ -6740,7 +6927,11 @@ def doctor(
         f"{gw.provider}, chosen by the {gw.provider_layer} (profile: {gw.profile or 'none'})",
     )
     check("endpoint", True, gw.url("/responses"))
-    warn_plain_http(gw, console)
+
+
+def _doctor_key(gw: Gateway, args: Any, check: Check) -> None:
+    """The credential and where it came from (masked); a header that carries it counts, and
+    with --base-url none is a note (a gateway may need no key), otherwise a failure."""
     if gw.api_key:
         check("key", True, f"{mask_secret(gw.api_key)} from {gw.key_source}")
     elif gw.header_credential:
@@ -6752,6 +6943,11 @@ def doctor(
         check("key", None, "none: no Authorization header will be sent (--base-url)")
     else:
         check("key", False, gw.key_problem or "no API key found", gw.key_hint, EXIT_CONFIG)
+
+
+def _doctor_image_tool(gw: Gateway, check: Check) -> None:
+    """Whether Codex would offer its own image tool here (and what it lacks), then the
+    resolution's informational notes."""
     offered, why = gw.image_tool
     if offered:
         check(
@@ -6764,18 +6960,20 @@ def doctor(
         check("imagetool", None, f"Codex offers no image tool here: {why}; use this script")
     for line in gw.notes:
         check("env", None, line)
-    parts = urlsplit(gw.base_url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    proxy = proxy_for(parts.scheme, host, port) if host else None
-    check("proxy", None, redact_url(proxy) if proxy else "none (direct connection)")
-    ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
-    if parts.scheme == "https":
-        check("ca", None, f"system roots + {ca}" if ca else "system roots")
-    if not host or parts.scheme not in ("http", "https"):
-        check("url", False, f"{gw.base_url!r} is not an http(s) URL", "fix base_url", EXIT_CONFIG)
-        return EXIT_CONFIG
-    dial_host, dial_port = host, port
+
+
+def _doctor_connect(
+    gw: Gateway,
+    settings: Settings,
+    check: Check,
+    parts: Any,
+    port: int,
+    proxy: str | None,
+) -> int | None:
+    """DNS, TCP and TLS to the gateway (`parts` is its split base URL), or to the proxy in
+    front of it: the exit code of the first step that fails, else None."""
+    dial_host, dial_port = parts.hostname or "", port
+    via: Proxy | None = None
     if proxy:
         try:
             via = Proxy(proxy)
@@ -6802,17 +7000,24 @@ def doctor(
         )
     except OSError as exc:
         err = describe_network_error(exc, gw.base_url)
-        if proxy and isinstance(exc, ConnectionRefusedError):
+        if via is not None and isinstance(exc, ConnectionRefusedError):
             err = proxy_unreachable(via.name)
         check("tcp", False, f"{dial_host}:{dial_port}: {err.message}", err.hint)
         return max(check.failures)
+    return _doctor_tls(gw, settings, check, parts)
+
+
+def _doctor_tls(gw: Gateway, settings: Settings, check: Check, parts: Any) -> int | None:
+    """Open the connection a run would open (through the proxy, with TLS for https) and say
+    which TLS version verified the certificate: the exit code when it fails, else None."""
+    https = parts.scheme == "https"
     try:
         wire = Wire(gw.base_url, settings, Clock(settings.idle_timeout, time.monotonic() + 60.0))
         try:
             wire.open()
-            if parts.scheme == "https":
+            if https:
                 version = wire.conn.sock.version()
-                check("tls", True, f"{version} with {host}, certificate verified")
+                check("tls", True, f"{version} with {parts.hostname}, certificate verified")
         finally:
             wire.close()
     except ImagegenError as exc:
@@ -6820,8 +7025,14 @@ def doctor(
         return max(check.failures)
     except OSError as exc:
         err = describe_network_error(exc, gw.base_url)
-        check("tls" if parts.scheme == "https" else "connect", False, err.message, err.hint)
+        check("tls" if https else "connect", False, err.message, err.hint)
         return max(check.failures)
+    return None
+
+
+def _doctor_models(gw: Gateway, settings: Settings, check: Check) -> None:
+    """GET /models: the first authenticated request. A refusal there is a key problem (exit 3);
+    a gateway without a model list is fine; a listing alone proves little about the key."""
     try:
         status, headers, body = http_request(gw, settings, "GET", "/models")
         if status < 300:
@@ -6841,11 +7052,6 @@ def doctor(
             check("models", None, http_error(status, "", headers, body, gw).message)
     except (OSError, ImagegenError) as exc:
         check("models", False, f"GET /models: {exc}", "", EXIT_NETWORK)
-    if args.probe and gw.key_problem:  # Codex would send nothing here: neither does the probe
-        check("probe", None, "skipped: the key check failed, so no image request is sent")
-    elif args.probe:
-        probe(gw, settings, check, args.model or env.get("CODEX_IMAGEGEN_MODEL") or DEFAULT_MODEL)
-    return max(check.failures) if check.failures else EXIT_OK
 
 
 def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
@@ -6868,6 +7074,41 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         "background": True,
         "stream": True,
     }
+    answer, streamed = _probe_answer(gw, settings, check, payload)
+    refused = answer.get("refused")
+    if "connect" in answer:
+        check("probe", False, f"cannot connect: {answer['connect']}", "", EXIT_NETWORK)
+        return
+    if isinstance(refused, ImagegenError):
+        _probe_refused(check, refused)
+        return
+    ctype = str(answer.get("ctype") or "")
+    if streamed:
+        check(
+            "stream",
+            None,
+            "the gateway streams (SSE)"
+            if "event-stream" in ctype
+            else f"answered {ctype or 'no content type'} to a streaming request",
+        )
+    seen = answer.get("seen") or {}
+    _probe_image_tool(check, answer, seen, streamed)
+    response_id = str(seen.get("id") or "")
+    if not payload.get("background"):
+        return
+    if not response_id:
+        check("store", None, "background mode accepted, but the answer gave no response id")
+        return
+    _probe_store(gw, settings, check, response_id)
+
+
+def _probe_answer(
+    gw: Gateway, settings: Settings, check: Check, payload: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Send the probe, adapting it as a run would: without store/background when the gateway
+    refuses them, then once without streaming when a relay fails streamed requests with its own
+    error (Portkey's quirk). Returns the last answer and whether it was streamed; `payload` is
+    left as last sent."""
     answer = probe_post(gw, settings, payload)
     refused = answer.get("refused")
     if isinstance(refused, GatewayError) and rejects_background(refused):
@@ -6881,7 +7122,6 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         del payload["background"]
         answer = probe_post(gw, settings, payload)
         refused = answer.get("refused")
-    streamed = True
     if isinstance(refused, GatewayError) and refused.relay_failure:
         # Portkey's quirk, as a run meets it: the same probe once more without streaming
         check(
@@ -6895,49 +7135,45 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         )
         payload.update(store=False, stream=False)
         payload.pop("background", None)
-        answer = probe_post(gw, settings, payload)
-        refused = answer.get("refused")
-        streamed = False
-    if "connect" in answer:
-        check("probe", False, f"cannot connect: {answer['connect']}", "", EXIT_NETWORK)
-        return
-    if isinstance(refused, ImagegenError):
-        lowered = refused.message.lower()
-        if "tool_choice" in lowered or "tool choice" in lowered:
-            check(
-                "probe",
-                False,
-                "a forced tool_choice is rejected: " + refused.message,
-                "the script retries with tool_choice auto; or try --api auto",
-                EXIT_GATEWAY,
-            )
-        elif "stream" in lowered:
-            check(
-                "probe",
-                False,
-                "streaming is refused: " + refused.message,
-                "use --no-stream",
-                EXIT_GATEWAY,
-            )
-        else:
-            check(
-                "probe",
-                False,
-                refused.message,
-                refused.hint or "try --api auto",
-                refused.exit_code,
-            )
-        return
-    ctype = str(answer.get("ctype") or "")
-    if streamed:
+        return probe_post(gw, settings, payload), False
+    return answer, True
+
+
+def _probe_refused(check: Check, refused: ImagegenError) -> None:
+    """The probe was refused: name the option the gateway objects to (a forced tool_choice,
+    streaming) with the flag that avoids it, else pass its own error on."""
+    lowered = refused.message.lower()
+    if "tool_choice" in lowered or "tool choice" in lowered:
         check(
-            "stream",
-            None,
-            "the gateway streams (SSE)"
-            if "event-stream" in ctype
-            else f"answered {ctype or 'no content type'} to a streaming request",
+            "probe",
+            False,
+            "a forced tool_choice is rejected: " + refused.message,
+            "the script retries with tool_choice auto; or try --api auto",
+            EXIT_GATEWAY,
         )
-    seen = answer.get("seen") or {}
+    elif "stream" in lowered:
+        check(
+            "probe",
+            False,
+            "streaming is refused: " + refused.message,
+            "use --no-stream",
+            EXIT_GATEWAY,
+        )
+    else:
+        check(
+            "probe",
+            False,
+            refused.message,
+            refused.hint or "try --api auto",
+            refused.exit_code,
+        )
+
+
+def _probe_image_tool(
+    check: Check, answer: Mapping[str, Any], seen: Mapping[str, Any], streamed: bool
+) -> None:
+    """What the accepted probe showed: the image tool started (the one good outcome), a text
+    answer instead, an error event, or a connection lost while reading."""
     if "broken" in answer:
         check("probe", False, str(answer["broken"]), "", EXIT_NETWORK)
     elif seen.get("item") == "image_generation_call":
@@ -6959,12 +7195,12 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
             "try --api auto",
             EXIT_GATEWAY,
         )
-    response_id = str(seen.get("id") or "")
-    if not payload.get("background"):
-        return
-    if not response_id:
-        check("store", None, "background mode accepted, but the answer gave no response id")
-        return
+
+
+def _probe_store(gw: Gateway, settings: Settings, check: Check, response_id: str) -> None:
+    """Does the gateway keep the background response, so that a run could resume it? Checked
+    with exactly the rule and request a run uses (never a promise a run cannot keep); the
+    probe's image is then cancelled, since background mode renders on after we hang up."""
     path = fetch_request(response_id, stream=False).path if usable_response_id(response_id) else ""
     if not path:  # the very rule a run applies: a run could not fetch it either
         check(
@@ -8465,6 +8701,8 @@ def build_parser() -> Any:
 
 
 def run(args: Any, console: Console) -> int:
+    """The command line's run after parsing: the MCP server, the doctor, or image jobs (planned
+    and checked in full, then the gateway loaded, then sent or shown as a dry run)."""
     env = os.environ
     settings = make_settings(args, env)
     RESUME_ARGS[:] = resume_args(args)  # the MCP server's --resume hints need them too
@@ -8491,39 +8729,58 @@ def run(args: Any, console: Console) -> int:
         raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
     warn_plain_http(gw, console, args.dry_run)
     if args.dry_run:
-        job = jobs[0]
-        payload: dict[str, Any] | None = None
-        if job.resume_id:
-            request = fetch_request(job.resume_id, stream=False)
-        elif job.api == "images":
-            request = images_request(job, job.size)
-        else:
-            payload = build_payload(
-                job, stream=job.stream, size=job.size, use_previous=bool(job.previous_response_id)
-            )
-            request = responses_request(payload)
-        warnings = dry_run_warnings(args, jobs, gw)
-        for line in warnings:
-            console.warn(line)
-        print_dry_run(
-            gw,
-            request,
-            console,
-            payload,
-            notes=[job.size_reason] if job.size_reason else [],
-            warnings=warnings,
-            more=jobs[1:],
-            as_json=bool(args.json),
+        return _dry_run(args, jobs, gw, console)
+    _announce_jobs(jobs, parts.netloc, console)
+    outcomes = run_all(jobs, gw, settings, console, args)
+    for outcome in outcomes:
+        if outcome.error is None:
+            report_saved(outcome, console, quiet_success=len(outcomes) > 1)
+    if len(outcomes) == 1 and not args.batch:
+        return _finish_one(outcomes[0], gw, args, console)
+    return _finish_many(outcomes, gw, args, console)
+
+
+def _dry_run(args: Any, jobs: list[Job], gw: Gateway, console: Console) -> int:
+    """Show the first job's request as it would be sent (the others are listed), with the
+    warnings a real run would give; nothing is sent."""
+    job = jobs[0]
+    payload: dict[str, Any] | None = None
+    if job.resume_id:
+        request = fetch_request(job.resume_id, stream=False)
+    elif job.api == "images":
+        request = images_request(job, job.size)
+    else:
+        payload = build_payload(
+            job, stream=job.stream, size=job.size, use_previous=bool(job.previous_response_id)
         )
-        return EXIT_OK
+        request = responses_request(payload)
+    warnings = dry_run_warnings(args, jobs, gw)
+    for line in warnings:
+        console.warn(line)
+    print_dry_run(
+        gw,
+        request,
+        console,
+        payload,
+        notes=[job.size_reason] if job.size_reason else [],
+        warnings=warnings,
+        more=jobs[1:],
+        as_json=bool(args.json),
+    )
+    return EXIT_OK
+
+
+def _announce_jobs(jobs: list[Job], netloc: str, console: Console) -> None:
+    """Say what is about to be requested and from where before the wait starts, so a minute of
+    silence is not taken for a hang."""
     what = f"{len(jobs)} images" if len(jobs) > 1 else "image"
     if jobs[0].resume_id:
-        console.info(f"fetching the stored response {jobs[0].resume_id} from {parts.netloc}")
+        console.info(f"fetching the stored response {jobs[0].resume_id} from {netloc}")
     else:
         console.info(
             "requesting {} from {} ({}, {}{}); this can take a minute or two".format(
                 what,
-                parts.netloc,
+                netloc,
                 jobs[0].model,
                 "streaming" if jobs[0].stream else "no streaming",
                 ", resumable" if jobs[0].resumable else "",
@@ -8531,24 +8788,28 @@ def run(args: Any, console: Console) -> int:
         )
     if jobs[0].size_reason and len(jobs) == 1:
         console.info(jobs[0].size_reason)
-    outcomes = run_all(jobs, gw, settings, console, args)
-    for outcome in outcomes:
-        if outcome.error is None:
-            report_saved(outcome, console, quiet_success=len(outcomes) > 1)
-    if len(outcomes) == 1 and not args.batch:
-        outcome = outcomes[0]
-        if args.json:
-            console.result(json_dumps(outcome_record(outcome, gw)))
-            if outcome.error is not None:  # the record on stdout says it: main() must not again
-                console.error(outcome.error)
-                return outcome.error.exit_code
-        if outcome.error is not None:
-            raise outcome.error
-        if not args.json:
-            console.result(outcome.image.path if outcome.image else "")
-            for extra in outcome.extra_images:
-                console.result(extra.path)
-        return EXIT_OK
+
+
+def _finish_one(outcome: Outcome, gw: Gateway, args: Any, console: Console) -> int:
+    """A single image: its path(s) on stdout, or its JSON record; a failure is raised for main()
+    to report, except after a JSON record, which already says it (reported once, here)."""
+    if args.json:
+        console.result(json_dumps(outcome_record(outcome, gw)))
+        if outcome.error is not None:  # the record on stdout says it: main() must not again
+            console.error(outcome.error)
+            return outcome.error.exit_code
+    if outcome.error is not None:
+        raise outcome.error
+    if not args.json:
+        console.result(outcome.image.path if outcome.image else "")
+        for extra in outcome.extra_images:
+            console.result(extra.path)
+    return EXIT_OK
+
+
+def _finish_many(outcomes: list[Outcome], gw: Gateway, args: Any, console: Console) -> int:
+    """Several images (or a batch): one result line each, the count saved when some failed and
+    the tokens in total; the exit code is the worst outcome's."""
     for outcome in outcomes:
         line = json_dumps(outcome_record(outcome, gw)) if args.json else summary_line(outcome)
         console.result(line)
