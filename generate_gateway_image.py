@@ -1343,8 +1343,12 @@ def check_base_url(url: str, what: str) -> str:
             f"{what} {shown!r} contains whitespace or control characters",
             "write the URL on one line without spaces (percent-encode them as %20)",
         )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # an unclosed [IPv6 address, a bad bracket
+        raise ConfigError(f"{what} {shown!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise ConfigError(f"{what} {shown!r} must be an http:// or https:// URL")
     if "#" in url:
         raise ConfigError(

@@ -914,3 +914,16 @@ def test_header_injection_from_the_configuration_is_refused(
     gw = g.resolve_gateway(config, {"OPENAI_API_KEY": key}, {})
     with pytest.raises(g.ConfigError):
         g.check_headers(gw)
+
+
+@pytest.mark.parametrize("url", ["http://[::1/v1", "http://[zz]/v1", "https://a]b/v1"])
+def test_a_base_url_with_a_broken_bracket_is_a_config_error(url: str, tmp_path: Path) -> None:
+    """urlsplit raises ValueError on these: that was 'internal error' (exit 1)."""
+    from tests.conftest import clean_env, run_cli
+
+    env = clean_env(CODEX_API_KEY="sk-test-x", HOME=str(tmp_path))
+    proc = run_cli(
+        ["--base-url", url, "--dry-run", "--prompt", "x", "--out", str(tmp_path / "o.png")], env
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "is not a URL" in proc.stderr and "internal error" not in proc.stderr
