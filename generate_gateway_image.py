@@ -425,6 +425,14 @@ def unwritable_hint_text(code: int | None) -> str:
     return "free some disk space (or choose another --out folder), then run again"
 
 
+def out_of_time(timeout: float, what: str = "") -> NetworkError:
+    """The one error for a spent --timeout budget (`what`: what was still going on)."""
+    return NetworkError(
+        f"the total time budget ran out (--timeout {timeout:g}s){what}",
+        "raise --timeout for slow renders",
+    )
+
+
 class Cancelled(ImagegenError):
     """The client of an MCP call cancelled it; its request was stopped, its temp files removed."""
 
@@ -1448,7 +1456,8 @@ SECRET_FORMS: list[tuple[str, str]] = []
 SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
 # Text that is public whatever a secret holds (the base URL's scheme, host, port and path, as
 # configured): a piece of a secret that is also a piece of it is not masked, so a secret that
-# happens to hold the host cannot hide the endpoint. A whole secret is always masked.
+# happens to hold the host cannot hide the endpoint. A whole secret is always masked, and so is
+# every piece of one that the URL itself holds whole (a key in the path is no public text).
 PUBLIC_TEXTS: list[str] = []
 
 
@@ -1527,6 +1536,8 @@ def redact(text: str) -> str:
     # multiple of SECRET_BLOCK in it: find the blocks (str.find is fast even on a 2 MB error
     # body), then grow each hit both ways while it still matches the secret around that block.
     spans: list[tuple[int, int]] = []
+    # a URL that holds a secret in any spelling (a key in its path) is no public text
+    public = [p for p in PUBLIC_TEXTS if not any(form in p for form, _ in SECRET_FORMS)]
     for block, places in SECRET_BLOCKS.items():
         at = text.find(block)
         while at >= 0:
@@ -1539,7 +1550,7 @@ def redact(text: str) -> str:
                 while right < len(text) and pos < len(form) and text[right] == form[pos]:
                     right, pos = right + 1, pos + 1
                 piece = text[left:right]
-                if right - left >= SECRET_PIECE and not any(piece in p for p in PUBLIC_TEXTS):
+                if right - left >= SECRET_PIECE and not any(piece in p for p in public):
                     spans.append((left, right))
             at = text.find(block, at + 1)
     if not spans:
@@ -2274,6 +2285,26 @@ class Settings:
         self.env = env
         self.strict_size = False
         self.gate = RateGate()
+
+
+class Quiet:
+    """The progress sink when nobody watches (a null object): every step is a no-op and a
+    pause is a plain sleep. Progress (the line on stderr, MCP notifications) extends it."""
+
+    def phase(self, name: str) -> None:
+        """The stream reached a new phase (queued, generating, ...)."""
+
+    def connected(self, wire: Wire) -> None:
+        """The current job is about to open this connection (shut down on cancellation)."""
+
+    def checkpoint(self) -> None:
+        """Raise Cancelled if the job should stop here."""
+
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+QUIET = Quiet()
 
 
 class RateGate:
@@ -3695,7 +3726,7 @@ class Collector:
 
     def __init__(self, sink: ImageSink, progress: Progress | None = None) -> None:
         self.sink = sink
-        self.progress = progress
+        self.progress: Quiet = progress or QUIET  # never None: a null object when unwatched
         self.response_id = ""
         self.item_id = ""
         self.revised_prompt = ""
@@ -3984,8 +4015,7 @@ class Collector:
         extra.discard()
 
     def _phase(self, phase: str) -> None:
-        if self.progress is not None:
-            self.progress.phase(phase)
+        self.progress.phase(phase)
 
     # -- verdict -----------------------------------------------------------------------------
 
@@ -4218,6 +4248,9 @@ def http_error(
 
 def gateway_retried(headers: Any, message: str) -> bool:
     """Whether an error answer shows that the gateway retried the request itself."""
+    attempted = str(headers.get("x-litellm-attempted-retries") or "").strip()
+    if attempted.isdigit():  # where LiteLLM counts them, the count decides
+        return int(attempted) > 0
     names = [str(name).lower() for name in headers.keys()]
     if any(name.startswith(RELAY_RETRY_HEADER_PREFIXES) for name in names):
         return True
@@ -4318,11 +4351,9 @@ def exchange(
     status = 0
     try:
         wire = Wire(url, settings, clock)
-        if collector.progress is not None:  # lets an MCP cancellation close this connection,
-            collector.progress.connected(wire)  # a stalled proxy or TLS handshake too
-        wire.open()
-        if collector.progress is not None:
-            collector.progress.checkpoint()
+        collector.progress.connected(wire)  # an MCP cancellation closes this connection, a
+        wire.open()  # stalled proxy or TLS handshake too
+        collector.progress.checkpoint()
         if request.method == "POST":
             headers["Content-Length"] = str(body.length)
         console.debug(f"{request.method} {url} ({body.length} bytes)")
@@ -4353,8 +4384,7 @@ def exchange(
                 "redirects: they would resend the key and the body)",
                 status=status,
             )
-        if collector.progress is not None:
-            collector.progress.phase("waiting")
+        collector.progress.phase("waiting")
         label = (resp.getheader("content-type") or "").lower()
         first = wire.read()
         while first and not first.strip() and len(first) < MAX_EVENT_BYTES:
@@ -4429,10 +4459,7 @@ def exchange(
         if collector.sink.has_image:
             return
         if clock.total_limited or (wire is not None and wire.watchdog_fired()):
-            raise NetworkError(
-                f"the total time budget ran out (--timeout {settings.timeout:g}s)",
-                "raise --timeout for slow renders",
-            ) from None
+            raise out_of_time(settings.timeout) from None
         raise NetworkError(
             f"no data from the gateway for {settings.idle_timeout:g}s (--idle-timeout)",
             "the gateway stalled; raise --idle-timeout for slow renders, or retry",
@@ -4440,10 +4467,7 @@ def exchange(
     except TimeoutError:
         if collector.sink.has_image:
             return
-        raise NetworkError(
-            f"the total time budget ran out (--timeout {settings.timeout:g}s)",
-            "raise --timeout for slow renders",
-        ) from None
+        raise out_of_time(settings.timeout) from None
     except ImagegenError:
         raise
     except Exception as exc:
@@ -4454,10 +4478,7 @@ def exchange(
         if collector.sink.has_image:
             return  # the image is safe; a connection that breaks afterwards does not matter
         if wire is not None and wire.watchdog_fired():
-            raise NetworkError(
-                f"the total time budget ran out (--timeout {settings.timeout:g}s)",
-                "raise --timeout for slow renders",
-            ) from None
+            raise out_of_time(settings.timeout) from None
         if status:
             raise GatewayError(
                 "the connection broke while reading the answer ({}: {})".format(
@@ -4474,7 +4495,7 @@ def exchange(
 
 
 def download_image(
-    url: str, settings: Settings, deadline: float, sink: ImageSink, progress: Progress | None = None
+    url: str, settings: Settings, deadline: float, sink: ImageSink, progress: Quiet = QUIET
 ) -> bool:
     """GET an image URL from an answer into the sink; True when it kept a complete image.
 
@@ -4501,11 +4522,9 @@ def download_image(
         blob: Blob | None = None
         try:
             wire = Wire(url, settings, clock)
-            if progress is not None:  # an MCP cancellation closes the download too
-                progress.connected(wire)
+            progress.connected(wire)  # an MCP cancellation closes the download too
             wire.open()
-            if progress is not None:
-                progress.checkpoint()
+            progress.checkpoint()
             wire.send("GET", {"User-Agent": USER_AGENT, "Accept": "image/*"}, ())
             resp = wire.answer()
             location = resp.getheader("location")
@@ -4565,6 +4584,14 @@ def download_image(
     raise GatewayError(f"the image URL redirected more than {MAX_REDIRECTS} times")
 
 
+def client_rejection(exc: ImagegenError) -> GatewayError | None:
+    """The one guard in front of every quirk that reads a refusal: a 4xx answer that is not an
+    authentication failure (401/403 are never a quirk)."""
+    if isinstance(exc, GatewayError) and not isinstance(exc, AuthError) and 400 <= exc.status < 500:
+        return exc
+    return None
+
+
 def rejected_tool_option(exc: GatewayError, tool: Mapping[str, Any]) -> str | None:
     """The image-tool option a 400 names (tools[0].quality, input_fidelity, ...), if it was
     sent and is one the image can do without."""
@@ -4581,104 +4608,6 @@ def rejected_tool_option(exc: GatewayError, tool: Mapping[str, Any]) -> str | No
             named = [n for n in DROPPABLE_TOOL_OPTIONS if re.search(rf"[`'\"]{n}[`'\"]", msg)]
             name = named[0] if len(named) == 1 else ""
     return name if name in DROPPABLE_TOOL_OPTIONS and name in tool else None
-
-
-def detect_quirk(
-    exc: ImagegenError,
-    *,
-    stream: bool,
-    force_tool: bool,
-    size: str,
-    strict_size: bool,
-    used: set[str],
-    tool: Mapping[str, Any] | None = None,
-    strict: bool = False,
-    paid_retry: bool = True,
-) -> tuple[str, str] | None:
-    """A known gateway quirk behind this error: (kind, what we do about it), or None.
-    `paid_retry`: --retries allows one more paid attempt (a kind ending in ":paid" is one)."""
-
-    relay = relay_stream_failure(exc, stream=stream, used=used)
-    if relay is not None:
-        return relay if paid_retry else None
-    if (
-        not isinstance(exc, GatewayError)
-        or isinstance(exc, AuthError)
-        or not 400 <= exc.status < 500
-    ):
-        return None
-    msg = exc.detail.lower()
-    param = exc.param.lower()
-    name = rejected_tool_option(exc, tool) if tool else None
-    if name and tool and not strict and "drop:" + name not in used:
-        return (
-            "drop:" + name,
-            f"the gateway rejected the image option {name}={tool[name]!r}; "
-            "resending once without it",
-        )
-    if "minimum pixel budget" in msg and "size" not in used and not strict_size:
-        bigger = larger_known_size(size)
-        if bigger:
-            return (
-                "size:" + bigger,
-                f"the gateway rejected {size} as below its minimum pixel budget; "
-                f"retrying once with {bigger}",
-            )
-    if (
-        force_tool
-        and "tool_choice" not in used
-        and ("tool_choice" in msg or "tool choice" in msg or param == "tool_choice")
-    ):
-        return (
-            "tool_choice",
-            "the gateway rejected the forced tool_choice; retrying once with tool_choice auto",
-        )
-    if "stream" in used:
-        return None
-    mentions_stream = "stream" in msg or param == "stream"
-    if (
-        mentions_stream
-        and not stream
-        and re.search(
-            r"must be (set to )?true|only .*stream|stream\w* (is )?required"
-            r"|requires? stream|must stream",
-            msg,
-        )
-    ):
-        return (
-            "stream",
-            "the gateway only accepts streaming requests; retrying once with stream: true",
-        )
-    if (
-        mentions_stream
-        and stream
-        and re.search(
-            r"not (be )?supported|unsupported|not allowed|must be (set to )?false"
-            r"|disabled|does not support|cannot stream",
-            msg,
-        )
-    ):
-        return "stream", "the gateway refuses streaming requests; retrying once with stream: false"
-    return None
-
-
-def relay_stream_failure(
-    exc: ImagegenError, *, stream: bool, used: set[str]
-) -> tuple[str, str] | None:
-    """Portkey's quirk: a relay's own 5xx (not an OpenAI error) to a streamed request, sent
-    after the upstream delivered the image. Repeating the same request would pay again for
-    the same failure; one non-streamed retry (a paid attempt, within --retries) works."""
-    if not (isinstance(exc, GatewayError) and exc.relay_failure and stream):
-        return None
-    if "stream" in used:
-        return None
-    return (
-        "stream:paid",
-        f"the relay failed the streamed request with its own HTTP {exc.status} "
-        f"({text_of(exc.detail, 120)}), not an OpenAI error: the image may already have been "
-        "rendered and billed; retrying once without streaming (use --no-stream with this "
-        "gateway)",
-    )
 
 
 def relay_cut_stream(exc: ImagegenError) -> bool:
@@ -4734,6 +4663,13 @@ def backoff(retry_index: int) -> float:
     return float(min(BACKOFF_BASE * 2**retry_index, BACKOFF_MAX) * (1 - 0.25 * random.random()))
 
 
+def retry_wait(exc: ImagegenError, retry_index: int) -> float:
+    """The one rule for how long to wait before trying again: what the gateway said
+    (Retry-After, retry-after-ms, already capped), else backoff with jitter."""
+    after = getattr(exc, "retry_after", None)
+    return float(after) if after is not None else backoff(retry_index)
+
+
 IMAGE_TOOL_UNSUPPORTED = (
     r"image_generation\W.*(not supported|unsupported|not found|unknown|not enabled|not available)"
     r"|(not supported|unsupported|unknown|invalid).*\bimage_generation\b"
@@ -4743,27 +4679,27 @@ IMAGE_TOOL_UNSUPPORTED = (
 def images_fallback_reason(exc: ImagegenError, request_path: str) -> str | None:
     """Why /responses cannot make images here (for --api auto), or None."""
 
-    if not isinstance(exc, GatewayError) or isinstance(exc, AuthError):
+    refusal = client_rejection(exc)
+    if refusal is None or request_path != "/responses":
         return None
-    if request_path != "/responses" or not 400 <= exc.status < 500:
-        return None
-    msg = exc.detail.lower()
-    if exc.status == 404:
+    msg = refusal.detail.lower()
+    if refusal.status == 404:
         return "the gateway has no /responses endpoint"
     if re.search(IMAGE_TOOL_UNSUPPORTED, msg):
         return "the gateway's /responses does not support the image tool"
-    if "tool_choice" in msg or "tool choice" in msg or exc.param == "tool_choice":
+    if "tool_choice" in msg or "tool choice" in msg or refusal.param == "tool_choice":
         return "the gateway rejects a forced tool_choice"
     return None
 
 
 def rejects_background(exc: ImagegenError) -> bool:
     """The gateway will not keep responses: store: true or background: true refused (relays on
-    ChatGPT accounts answer "Store must be set to false"), over HTTP or in the stream."""
+    ChatGPT accounts answer "Store must be set to false"), over HTTP or in the stream (an
+    error event has no status)."""
 
     if not isinstance(exc, GatewayError) or isinstance(exc, AuthError):
         return False
-    if exc.status and not 400 <= exc.status < 500:
+    if exc.status and client_rejection(exc) is None:
         return False
     param = exc.param.lower()
     if param in ("store", "background"):
@@ -4841,7 +4777,7 @@ def fetch_image_urls(
     --retries and the time budget, never by sending the prompt again."""
 
     sink = collector.sink
-    progress = collector.progress
+    progress = collector.progress or QUIET
     failure: ImagegenError | None = None
     for url in collector.urls:
         target = sink if not sink.has_image else collector.extra_sink()
@@ -4853,11 +4789,10 @@ def fetch_image_urls(
                     target.save(url)
                 else:
                     console.debug(f"downloading the image from {host_of(url)} (no gateway headers)")
-                    download_image(url, settings, deadline, target, progress)
+                    download_image(url, settings, deadline, target, collector.progress)
                 break
             except (GatewayError, NetworkError) as exc:
-                if progress is not None:
-                    progress.checkpoint()  # a cancelled call is not retried
+                progress.checkpoint()  # a cancelled call is not retried
                 failure = exc
                 wait = backoff(attempt)
                 if not exc.retryable or attempt >= settings.retries:
@@ -4865,12 +4800,8 @@ def fetch_image_urls(
                 if time.monotonic() + wait >= deadline:
                     break
                 console.warn(f"{label}{exc.message}; retrying the download in {wait:.1f}s")
-                if progress is not None:
-                    progress.pause(wait)
-                else:
-                    time.sleep(wait)
-        if progress is not None:
-            progress.checkpoint()
+                progress.pause(wait)
+        progress.checkpoint()
         if target is not sink:
             collector.keep_extra(target)
         elif not sink.has_image and sink.last_error is not None:
@@ -4885,6 +4816,617 @@ def fetch_image_urls(
         )
 
 
+# =============================================================================================
+# 8. Exchange policy: what may change between attempts (the plan), the gateway quirks (one
+#    table), and one function that turns a failure into exactly one decision
+# =============================================================================================
+
+
+class Plan:
+    """What may change between the attempts of one job; the policy (decide()) changes it,
+    run_job() sends what it says."""
+
+    __slots__ = (
+        "api",
+        "stream",
+        "force_tool",
+        "size",
+        "use_previous",
+        "keep",
+        "dropped",
+        "fetch",
+        "stored_id",
+        "used",
+        "poll_wait",
+        "resume_wait",
+    )
+
+    def __init__(self, job: Job) -> None:
+        self.api = "images" if job.api == "images" else "responses"
+        self.stream = job.stream
+        self.force_tool = True  # tool_choice forces the image tool
+        self.size = job.size
+        self.use_previous = bool(job.previous_response_id)
+        self.keep = job.resumable and self.api == "responses"  # background mode: it is stored
+        self.dropped: list[str] = []  # image-tool options a gateway refused
+        self.fetch = "poll" if job.resume_id else ""  # "": POST; "stream"/"poll": GET stored
+        self.stored_id = job.resume_id
+        self.used: set[str] = set()  # adaptations made (each at most once)
+        # the pace of free GETs of the stored response: polls, and resumes of a cut stream
+        self.poll_wait = POLL_FIRST
+        self.resume_wait = 0.0  # the first resume is at once, then RESUME_FIRST doubling
+
+    @property
+    def stored(self) -> bool:
+        """A stored response is in play: it is fetched, never sent again."""
+        return self.keep or bool(self.fetch)
+
+    def tool(self, job: Job) -> dict[str, Any]:
+        """The image tool's options as this plan sends them."""
+        if self.api != "responses":
+            return dict(job.tool_options)
+        tool: dict[str, Any] = build_payload(job, stream=self.stream, size=self.size)["tools"][0]
+        for name in self.dropped:
+            tool.pop(name, None)
+        return tool
+
+    def request(self, job: Job, after: int) -> Request:
+        if self.fetch:
+            return fetch_request(self.stored_id, stream=self.fetch == "stream", after=after)
+        if self.api == "images":
+            return images_request(job, self.size, self.dropped)
+        payload = build_payload(
+            job,
+            stream=self.stream,
+            size=self.size,
+            force_tool=self.force_tool,
+            use_previous=self.use_previous,
+            background=self.keep,
+            drop=self.dropped,
+        )
+        return responses_request(payload)
+
+
+class Situation:
+    """Everything the policy may look at after a failed attempt."""
+
+    __slots__ = ("exc", "plan", "job", "outcome", "collector", "seen", "settings", "deadline")
+
+    def __init__(
+        self,
+        exc: ImagegenError,
+        plan: Plan,
+        job: Job,
+        outcome: Outcome,
+        collector: Collector,
+        seen: int,
+        settings: Settings,
+        deadline: float,
+    ) -> None:
+        self.exc = exc
+        self.plan = plan
+        self.job = job
+        self.outcome = outcome
+        self.collector = collector
+        self.seen = seen  # the last event number before this attempt
+        self.settings = settings
+        self.deadline = deadline
+
+    @property
+    def response_id(self) -> str:
+        return self.collector.response_id or self.plan.stored_id
+
+    @property
+    def client_error(self) -> bool:
+        """A 4xx that no retry changes (401/403 included)."""
+        exc = self.exc
+        return (
+            isinstance(exc, GatewayError)
+            and 400 <= exc.status < 500
+            and exc.status not in RETRY_STATUSES
+        )
+
+    def fits(self, wait: float) -> bool:
+        return time.monotonic() + wait < self.deadline
+
+
+class Decision:
+    """What to do next: wait and go on (a retry, a resume, a poll or an adapted plan, with
+    the one line the user sees), or give up with `error`."""
+
+    __slots__ = ("wait", "warning", "fallback", "error", "hold", "phase", "debug")
+
+    def __init__(
+        self,
+        wait: float = 0.0,
+        warning: str = "",
+        *,
+        fallback: bool = False,
+        error: ImagegenError | None = None,
+        hold: bool = False,
+        phase: str = "",
+        debug: str = "",
+    ) -> None:
+        self.debug = debug  # a line for --verbose only
+        self.wait = wait
+        self.warning = warning
+        self.fallback = fallback  # the warning is an adaptation, listed in `fallbacks`
+        self.error = error
+        self.hold = hold  # a 429: every concurrent job waits too
+        self.phase = phase
+
+
+def give_up(exc: ImagegenError) -> Decision:
+    return Decision(error=exc)
+
+
+# -- gateway quirks: one entry each (how to recognise it, what it changes, what the user reads)
+
+
+class Quirk:
+    """A gateway quirk: `recognise` reads the failure (None: not this one; else the line the
+    user is told), `change` adapts the plan. Each is applied at most once a job; `paid` ones
+    repeat a request that may have rendered (they count as a retry); under --strict the
+    `strict_hint` is given instead of the change when one is set."""
+
+    __slots__ = ("name", "recognise", "change", "paid", "strict_hint")
+
+    def __init__(
+        self,
+        name: str,
+        recognise: Callable[[Situation], str | None],
+        change: Callable[[Situation], None],
+        *,
+        paid: bool = False,
+        strict_hint: Callable[[Situation], str] | None = None,
+    ) -> None:
+        self.name = name
+        self.recognise = recognise
+        self.change = change
+        self.paid = paid
+        self.strict_hint = strict_hint
+
+
+def _images_api(s: Situation) -> str | None:
+    if s.job.api != "auto" or s.job.image_urls or s.plan.api != "responses":
+        return None
+    reason = images_fallback_reason(s.exc, "/responses")
+    return reason and reason + "; switching to the Images API (/images/...)"
+
+
+def _to_images_api(s: Situation) -> None:
+    s.plan.api, s.plan.keep = "images", False
+
+
+def _previous_refused(s: Situation) -> str | None:
+    if not (s.plan.use_previous and rejects_previous_response(s.exc)):
+        return None
+    return "the gateway rejected previous_response_id; re-uploading the image"
+
+
+def _store_refused(s: Situation) -> str | None:
+    if not (s.plan.keep and rejects_background(s.exc)):
+        return None
+    return (
+        "the gateway does not keep responses (store/background refused); sending a normal "
+        "request, which cannot be resumed if the connection breaks"
+    )
+
+
+def _relay_stream_failure(s: Situation) -> str | None:
+    """Portkey's quirk: a relay's own 5xx (not an OpenAI error) to a streamed request, sent
+    after the upstream delivered the image. Repeating the same request would pay again for
+    the same failure; one non-streamed retry works."""
+    exc = s.exc
+    if not (isinstance(exc, GatewayError) and exc.relay_failure):
+        return None
+    if not (s.plan.stream and s.plan.api == "responses"):
+        return None
+    return (
+        f"the relay failed the streamed request with its own HTTP {exc.status} "
+        f"({text_of(exc.detail, 120)}), not an OpenAI error: the image may already have been "
+        "rendered and billed; retrying once without streaming (use --no-stream with this "
+        "gateway)"
+    )
+
+
+def _refused_option(s: Situation) -> str | None:
+    refusal = client_rejection(s.exc)
+    tool = s.plan.tool(s.job)
+    name = rejected_tool_option(refusal, tool) if refusal is not None else None
+    if name is None or "drop:" + name in s.plan.used:
+        return None
+    return f"the gateway rejected the image option {name}={tool[name]!r}; resending once without it"
+
+
+def _drop_option(s: Situation) -> None:
+    refusal = client_rejection(s.exc)
+    assert refusal is not None
+    name = rejected_tool_option(refusal, s.plan.tool(s.job))
+    assert name is not None
+    s.plan.dropped.append(name)
+    s.plan.used.add("drop:" + name)
+
+
+def _small_size(s: Situation) -> str | None:
+    refusal = client_rejection(s.exc)
+    if refusal is None or "minimum pixel budget" not in refusal.detail.lower():
+        return None
+    if s.settings.strict_size or s.job.strict:
+        return None
+    bigger = larger_known_size(s.plan.size)
+    if not bigger:
+        return None
+    return (
+        f"the gateway rejected {s.plan.size} as below its minimum pixel budget; "
+        f"retrying once with {bigger}"
+    )
+
+
+def _bigger_size(s: Situation) -> None:
+    s.plan.size = larger_known_size(s.plan.size) or s.plan.size
+
+
+def _forced_tool_refused(s: Situation) -> str | None:
+    refusal = client_rejection(s.exc)
+    if refusal is None or not s.plan.force_tool:
+        return None
+    msg = refusal.detail.lower()
+    if "tool_choice" in msg or "tool choice" in msg or refusal.param.lower() == "tool_choice":
+        return "the gateway rejected the forced tool_choice; retrying once with tool_choice auto"
+    return None
+
+
+def _stream_words(s: Situation, pattern: str, streaming: bool) -> bool:
+    refusal = client_rejection(s.exc)
+    if refusal is None or s.plan.stream != streaming or s.plan.api != "responses":
+        return False
+    msg = refusal.detail.lower()
+    mentions = "stream" in msg or refusal.param.lower() == "stream"
+    return mentions and re.search(pattern, msg) is not None
+
+
+def _stream_required(s: Situation) -> str | None:
+    pattern = r"must be (set to )?true|only .*stream|stream\w* (is )?required|requires? stream"
+    if not _stream_words(s, pattern + r"|must stream", streaming=False):
+        return None
+    return "the gateway only accepts streaming requests; retrying once with stream: true"
+
+
+def _stream_refused(s: Situation) -> str | None:
+    pattern = (
+        r"not (be )?supported|unsupported|not allowed|must be (set to )?false"
+        r"|disabled|does not support|cannot stream"
+    )
+    if not _stream_words(s, pattern, streaming=True):
+        return None
+    return "the gateway refuses streaming requests; retrying once with stream: false"
+
+
+def _flip_stream(s: Situation) -> None:
+    s.plan.stream = not s.plan.stream
+
+
+def _keep_option_hint(s: Situation) -> str:
+    refusal = client_rejection(s.exc)
+    name = rejected_tool_option(refusal, s.plan.tool(s.job)) if refusal is not None else None
+    return f"--strict keeps {name}: leave it out, or run without --strict"
+
+
+def _unset(attr: str) -> Callable[[Situation], None]:
+    return lambda s: setattr(s.plan, attr, False)
+
+
+# In the order they are tried. The `name` is what "applied once" means: the three stream
+# entries share one, so a gateway cannot make the script flip back and forth.
+QUIRKS = (
+    Quirk("images", _images_api, _to_images_api),
+    Quirk("previous", _previous_refused, _unset("use_previous")),
+    Quirk(
+        "store",
+        _store_refused,
+        _unset("keep"),
+        strict_hint=lambda s: (
+            "this gateway does not keep responses; without --strict, "
+            "--resumable falls back to a normal request"
+        ),
+    ),
+    Quirk("stream", _relay_stream_failure, _flip_stream, paid=True),
+    Quirk("drop", _refused_option, _drop_option, strict_hint=_keep_option_hint),
+    Quirk("size", _small_size, _bigger_size),
+    Quirk("tool_choice", _forced_tool_refused, _unset("force_tool")),
+    Quirk("stream", _stream_required, _flip_stream),
+    Quirk("stream", _stream_refused, _flip_stream),
+)
+QUIRK_BY_RULE = {quirk.recognise: quirk for quirk in QUIRKS}
+
+
+def adapt(s: Situation) -> Decision | None:
+    """The first quirk that explains this failure, applied to the plan (a request that was
+    already POSTed: a GET of a stored response has none)."""
+    if s.plan.fetch:
+        return None
+    for quirk in QUIRKS:
+        if quirk.name in s.plan.used and quirk.name != "drop":
+            continue
+        note = quirk.recognise(s)
+        if note is None:
+            continue
+        if s.job.strict and quirk.strict_hint is not None:
+            s.exc.hint = quirk.strict_hint(s)
+            continue
+        if quirk.paid:
+            if s.outcome.retries >= s.settings.retries:
+                continue
+            s.outcome.retries += 1
+        quirk.change(s)
+        if quirk.name != "drop":
+            s.plan.used.add(quirk.name)
+        return Decision(warning=note, fallback=True)
+    return None
+
+
+# -- the policy: small rules, tried in order; the first that decides, decides ---------------------
+
+
+def stored_response_gone(s: Situation) -> Decision | None:
+    exc = s.exc
+    if not (s.plan.fetch and isinstance(exc, GatewayError) and exc.status == 404):
+        return None
+    exc.message = (
+        f"the gateway has no stored response {s.response_id} (HTTP 404): it was not stored, "
+        "has expired, or the id is wrong"
+    )
+    exc.hint = (
+        "check the id; only a run with --resumable, on a gateway that keeps responses, can be "
+        "resumed"
+        if s.job.resume_id
+        else "this gateway accepts background mode but does not keep responses; run again "
+        "without --resumable (that request is billed again)"
+    )
+    return give_up(exc)
+
+
+def stream_replay_refused(s: Situation) -> Decision | None:
+    if s.plan.fetch != "stream" or not s.client_error:
+        return None
+    s.plan.used.add("stream-fetch")  # this gateway cannot replay a stream: poll it
+    s.plan.fetch = "poll"
+    return Decision(debug=f"resuming the stream was refused ({s.exc.message}); polling")
+
+
+def response_ended(s: Situation) -> Decision | None:
+    """A fetched response that has ended (failed, incomplete, cancelled) is the answer."""
+    return give_up(s.exc) if s.plan.fetch and ended(s) else None
+
+
+def ended(s: Situation) -> bool:
+    if s.collector.status not in TERMINAL_STATUSES:
+        return False
+    return bool(s.plan.fetch) or not relay_cut_stream(s.exc)  # a relay's "failed": it runs on
+
+
+def resume_stored(s: Situation) -> Decision | None:
+    """The stored response keeps running on the gateway: fetch it, never POST it again. A
+    resume that brought nothing new counts as a retry; all resumes are paced (RESUME_FIRST
+    doubling to RESUME_MAX) and stop at MAX_RESUMES."""
+    plan, outcome, exc = s.plan, s.outcome, s.exc
+    if not (plan.stored and s.response_id) or ended(s) or s.client_error:
+        return None
+    if s.collector.status in TERMINAL_STATUSES and s.collector.sequence > s.seen:
+        s.collector.sequence -= 1  # a relay's own "failed" event is not the gateway's
+    plan.stored_id = s.response_id
+    if outcome.resumes >= MAX_RESUMES:
+        return give_up(
+            GatewayError(
+                f"{exc.message}; the stored response {s.response_id} was fetched "
+                f"{outcome.resumes} times without the image (the limit)",
+                "the gateway keeps cutting the stream; try --no-stream",
+                status=getattr(exc, "status", 0),
+            )
+        )
+    progress = s.collector.sequence > s.seen
+    wait = plan.resume_wait if progress else retry_wait(exc, outcome.retries)
+    if not s.fits(wait) or (not progress and outcome.retries >= s.settings.retries):
+        return give_up(exc)
+    outcome.retries += not progress
+    plan.resume_wait = min(max(plan.resume_wait * 2, RESUME_FIRST), RESUME_MAX)
+    plan.fetch = plan.fetch or ("stream" if plan.stream else "poll")
+    outcome.resumes += 1
+    after = s.collector.sequence
+    return Decision(
+        wait,
+        f"{exc.message}; fetching the stored response {s.response_id}"
+        + (f" after event {after}" if plan.fetch == "stream" and after >= 0 else "")
+        + " (no new request is paid)",
+    )
+
+
+def retry_same(s: Situation) -> Decision | None:
+    """A failure worth trying again as it was (see GatewayError.retryable), within --retries
+    and the time budget."""
+    exc, outcome, settings = s.exc, s.outcome, s.settings
+    if not isinstance(exc, (GatewayError, NetworkError)):
+        return None
+    if not exc.retryable or outcome.retries >= settings.retries:
+        return None
+    wait = retry_wait(exc, outcome.retries)
+    if not s.fits(wait):
+        return None
+    outcome.retries += 1
+    billed = exc.started and not s.plan.fetch
+    return Decision(
+        wait,
+        f"attempt {outcome.retries}/{settings.retries + 1} failed: {exc.message}; retrying in "
+        f"{wait:.1f}s"
+        + (" (the gateway had already started, so this may be billed twice)" if billed else ""),
+        hold=isinstance(exc, GatewayError) and exc.status == 429,
+    )
+
+
+POLICY: tuple[Callable[[Situation], Decision | None], ...] = (
+    stored_response_gone,
+    stream_replay_refused,
+    response_ended,
+    resume_stored,
+    adapt,
+    retry_same,
+)
+
+
+def decide(s: Situation) -> Decision:
+    """Exactly one decision for a failed attempt: the first rule of POLICY that has one, else
+    give up with the failure as the cause."""
+    for rule in POLICY:
+        decision = rule(s)
+        if decision is not None:
+            return decision
+    return give_up(s.exc)
+
+
+def still_running(exc: StillRunning, s: Situation) -> Decision:
+    """A stored response that is queued or in progress: follow its stream once, else poll it
+    (POLL_FIRST doubling to POLL_MAX, or what the gateway's Retry-After says)."""
+    plan = s.plan
+    if not (plan.keep or s.job.resume_id):
+        return give_up(exc)
+    plan.stored_id = s.collector.response_id or plan.stored_id
+    if s.job.stream and plan.fetch != "stream" and "stream-fetch" not in plan.used:
+        plan.fetch, wait = "stream", 0.0  # follow its stream from here on
+    else:
+        plan.fetch = "poll"
+        after = s.collector.retry_after
+        wait = after if after is not None else plan.poll_wait
+        plan.poll_wait = min(plan.poll_wait * 2, POLL_MAX)
+    if not s.fits(wait):
+        status = exc.response_status
+        return give_up(out_of_time(s.settings.timeout, f" while the response was still {status}"))
+    return Decision(
+        wait,
+        phase=exc.response_status.replace("_", " "),
+        debug=f"response {plan.stored_id} is {exc.response_status}; next look in {wait:.1f}s",
+    )
+
+
+# =============================================================================================
+# 9. Job runner: one job through the plan and the policy, and what it leaves behind
+# =============================================================================================
+
+
+def new_collector(
+    job: Job,
+    sink: ImageSink,
+    extras: list[ImageSink],
+    before: Collector | None,
+    plan: Plan,
+    console: Console,
+    progress: Progress | None,
+    on_partial: Callable[[int, str | Blob], None] | None,
+) -> Collector:
+    """A collector for the next attempt; a fetch of the stored response continues the last."""
+    collector = Collector(sink, progress)
+    collector.extras = extras
+
+    def remember(response_id: str) -> None:
+        if plan.keep or job.resume_id:
+            PENDING_RESUMES[job.out] = response_id
+
+    collector.on_id = remember
+    if plan.fetch and before is not None:
+        collector.carry_over(before)
+    sink.last_error = None  # a bad result of an earlier attempt says nothing about this one
+    collector.on_partial = on_partial
+    collector.max_previews = job.partial_images
+    collector.warn = console.warn
+    if console.verbose:
+        collector.debug = console.debug
+    return collector
+
+
+def act(decision: Decision, s: Situation, console: Console, label: str) -> None:
+    """Carry out a decision that goes on: the user's line, then the wait."""
+    if decision.error is not None:
+        raise decision.error
+    progress = s.collector.progress or QUIET
+    if decision.fallback:
+        s.outcome.fallbacks.append(decision.warning)
+    if decision.warning:
+        console.warn(label + decision.warning)
+    if decision.phase:
+        progress.phase(decision.phase)
+    if decision.debug:
+        console.debug(decision.debug)
+    if decision.hold:
+        s.settings.gate.hold(decision.wait)  # slows every concurrent job, not just this one
+    progress.pause(decision.wait)
+
+
+def settle(outcome: Outcome, plan: Plan, collector: Collector, job: Job) -> None:
+    """What the answer said about the image, into the outcome."""
+    # whole, as --resume and --edit-from need it (a Responses id passed usable_response_id)
+    outcome.response_id = gateway_id(collector.response_id or plan.stored_id, RESPONSE_ID_MAX)
+    outcome.item_id = gateway_id(collector.item_id)
+    outcome.revised_prompt = collector.revised_prompt
+    outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
+    outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
+    outcome.item_format = gateway_id(collector.item_format)
+    outcome.final_size = plan.size
+    outcome.stream = plan.stream and plan.api == "responses"
+    outcome.api = plan.api
+    outcome.used_previous = plan.use_previous and plan.api == "responses"
+    outcome.stored = plan.api == "responses" and (plan.keep or job.store or bool(job.resume_id))
+
+
+def commit_images(
+    outcome: Outcome, sink: ImageSink, extras: Sequence[ImageSink], console: Console, label: str
+) -> None:
+    outcome.image = sink.commit()
+    PENDING_RESUMES.pop(outcome.job.out, None)
+    for extra in extras:
+        try:
+            outcome.extra_images.append(extra.commit())
+        except OutputError as exc:
+            console.warn(f"{label}a second image: {exc.message}")
+            if extra.image is not None:
+                outcome.extra_images.append(extra.image)
+
+
+def explain_failure(
+    exc: ImagegenError, outcome: Outcome, plan: Plan, collector: Collector | None, sink: ImageSink
+) -> None:
+    """A failed job's error, completed: the response it concerns and whether (and how) the
+    gateway's stored copy can still be fetched without paying again."""
+    job = outcome.job
+    response_id = (collector.response_id if collector is not None else "") or plan.stored_id
+    if response_id and not isinstance(exc, (OutputError, UsageError)):
+        if response_id not in exc.message:
+            exc.message += f" (response {response_id})"
+        terminal = collector is not None and collector.status in TERMINAL_STATUSES
+        gone = isinstance(exc, GatewayError) and exc.status == 404 and bool(plan.fetch)
+        if not terminal and not gone and not isinstance(exc, NoImageError):
+            if plan.keep or job.resume_id:
+                more = (
+                    "the gateway keeps the response: fetch its image later, without paying "
+                    "again, with: " + resume_command(response_id, job.out)
+                )
+            else:
+                more = (
+                    "the response was not stored (store: false), so it cannot be fetched "
+                    "again; --resumable keeps it on gateways that allow it"
+                )
+            exc.hint = f"{exc.hint}; {more}" if exc.hint else more
+    outcome.response_id = response_id
+    if collector is not None:  # a failed answer may still have been billed
+        outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
+    outcome.stored = (  # no response id: the gateway has nothing kept (e.g. it refused store)
+        plan.api == "responses"
+        and bool(response_id)
+        and (plan.keep or job.store or bool(job.resume_id))
+    )
+    outcome.image = sink.image if isinstance(exc, OutputError) else None
+    exc.outcome = outcome  # type: ignore[attr-defined]
+
+
 def run_job(
     job: Job,
     gw: Gateway,
@@ -4894,325 +5436,56 @@ def run_job(
     on_partial: Callable[[int, str | Blob], None] | None = None,
     want_sha256: bool = False,
 ) -> Outcome:
-    """Send the job (retrying and adapting to gateway quirks), save the image, return the outcome.
-
-    A stored response (--resumable, --resume) is never sent twice: a broken stream is resumed
-    and a queued one polled with GETs. Raises ImagegenError; the image, once received, is never
-    lost (see ImageSink)."""
+    """Send the job, save the image, return the outcome: each failed attempt goes to the
+    policy (decide()), which retries, resumes or polls a stored response, adapts the plan, or
+    gives up. A stored response (--resumable, --resume) is never sent twice. Raises
+    ImagegenError; the image, once received, is never lost (see ImageSink)."""
 
     started = time.monotonic()
     deadline = started + settings.timeout
     outcome = Outcome(job)
     outcome.started_at = time.time()
     SPOOL.folders = [os.path.dirname(os.path.abspath(job.out))]  # not a RAM-backed /tmp
-    stream, force_tool, size = job.stream, True, job.size
-    api = "images" if job.api == "images" else "responses"
-    use_previous = bool(job.previous_response_id)
-    keep = job.resumable and api == "responses"  # background mode: the gateway keeps it
-    used: set[str] = set()
-    dropped: list[str] = []
+    plan = Plan(job)
     sink = ImageSink(job.out, job.force, want_sha256)
     extras: list[ImageSink] = []
     label = "" if job.name == job.out else job.name + ": "
-    fetch = "poll" if job.resume_id else ""  # "": POST; "stream" / "poll": GET the stored one
-    stored_id = job.resume_id
-    poll_wait = POLL_FIRST
-    resume_wait = 0.0  # the first resume of a broken stream is at once, then RESUME_FIRST...
     collector: Collector | None = None
     first_failure: GatewayError | None = None  # a 429 or 5xx: the cause (see keep_cause)
-
-    def remember(response_id: str) -> None:
-        if keep or job.resume_id:
-            PENDING_RESUMES[job.out] = response_id
-
+    pace = progress or QUIET
     try:
         while True:
-            settings.gate.wait(deadline, progress.pause if progress is not None else time.sleep)
-            if progress is not None:
-                progress.checkpoint()
-            before = collector
-            collector = Collector(sink, progress)
-            collector.extras = extras
-            collector.on_id = remember
-            if fetch and before is not None:
-                collector.carry_over(before)
-            sink.last_error = None  # a bad result of an earlier attempt says nothing about this one
-            collector.on_partial = on_partial
-            collector.max_previews = job.partial_images
-            collector.warn = console.warn
-            if console.verbose:
-                collector.debug = console.debug
-            if fetch:
-                request = fetch_request(
-                    stored_id, stream=fetch == "stream", after=collector.sequence
-                )
-            elif api == "images":
-                request = images_request(job, size, dropped)
-            else:
-                payload = build_payload(
-                    job,
-                    stream=stream,
-                    size=size,
-                    force_tool=force_tool,
-                    use_previous=use_previous,
-                    background=keep,
-                    drop=dropped,
-                )
-                request = responses_request(payload)
+            settings.gate.wait(deadline, pace.pause)
+            pace.checkpoint()
+            collector = new_collector(
+                job, sink, extras, collector, plan, console, progress, on_partial
+            )
             seen = collector.sequence
             try:
-                exchange(gw, settings, request, collector, deadline, console)
+                exchange(gw, settings, plan.request(job, after=seen), collector, deadline, console)
                 break
             except StillRunning as exc:
-                if not (keep or job.resume_id):
-                    raise
-                stored_id = collector.response_id or stored_id
-                if job.stream and fetch != "stream" and "stream-fetch" not in used:
-                    fetch, wait = "stream", 0.0  # follow its stream from here on
-                else:
-                    fetch = "poll"
-                    wait = collector.retry_after if collector.retry_after is not None else poll_wait
-                    poll_wait = min(poll_wait * 2, POLL_MAX)
-                if time.monotonic() + wait >= deadline:
-                    raise NetworkError(
-                        f"the total time budget ran out (--timeout {settings.timeout:g}s) while "
-                        f"the response was still {exc.response_status}",
-                        "raise --timeout for slow renders",
-                    ) from None
-                if progress is not None:
-                    progress.phase(exc.response_status.replace("_", " "))
-                console.debug(
-                    f"response {stored_id} is {exc.response_status}; next look in {wait:.1f}s"
-                )
-                if progress is not None:
-                    progress.pause(wait)
-                else:
-                    time.sleep(wait)
-                continue
+                s = Situation(exc, plan, job, outcome, collector, seen, settings, deadline)
+                act(still_running(exc, s), s, console, label)
             except (GatewayError, NetworkError) as exc:
                 if sink.has_image:
                     break
                 if first_failure is None and isinstance(exc, GatewayError):
                     first_failure = exc if exc.status == 429 or exc.status >= 500 else None
-                if progress is not None:
-                    progress.checkpoint()  # a cancelled call is neither retried nor switched
-                response_id = collector.response_id or stored_id
-                terminal = collector.status in TERMINAL_STATUSES
-                if terminal and not fetch and relay_cut_stream(exc):
-                    terminal = False  # the relay's own "failed": the stored one runs on
-                    if collector.sequence > seen:  # its event's number is not the gateway's
-                        collector.sequence -= 1
-                client_error = (
-                    isinstance(exc, GatewayError)
-                    and 400 <= exc.status < 500
-                    and exc.status not in RETRY_STATUSES
-                )
-                if fetch and isinstance(exc, GatewayError) and exc.status == 404:
-                    exc.message = (
-                        f"the gateway has no stored response {response_id} (HTTP 404): it was "
-                        "not stored, has expired, or the id is wrong"
-                    )
-                    exc.hint = (
-                        "check the id; only a run with --resumable, on a gateway that keeps "
-                        "responses, can be resumed"
-                        if job.resume_id
-                        else "this gateway accepts background mode but does not keep responses; "
-                        "run again without --resumable (that request is billed again)"
-                    )
-                    raise
-                if fetch == "stream" and client_error:
-                    used.add("stream-fetch")  # this gateway cannot replay a stream: poll it
-                    fetch = "poll"
-                    console.debug(f"resuming the stream was refused ({exc.message}); polling")
-                    continue
-                if fetch and terminal:
-                    raise
-                if (keep or job.resume_id) and response_id and not terminal and not client_error:
-                    # the stored response keeps running on the gateway: fetch it, never re-POST
-                    stored_id = response_id
-                    if outcome.resumes >= MAX_RESUMES:
-                        raise GatewayError(
-                            f"{exc.message}; the stored response {response_id} was fetched "
-                            f"{outcome.resumes} times without the image (the limit)",
-                            "the gateway keeps cutting the stream; try --no-stream",
-                            status=exc.status if isinstance(exc, GatewayError) else 0,
-                        ) from None
-                    if collector.sequence <= seen:  # nothing new came: that counts as a retry
-                        wait = (
-                            exc.retry_after
-                            if exc.retry_after is not None
-                            else backoff(outcome.retries)
-                        )
-                        if (
-                            outcome.retries >= settings.retries
-                            or time.monotonic() + wait >= deadline
-                        ):
-                            raise
-                        outcome.retries += 1
-                    else:  # progress, but a stream cut again and again is paced all the same
-                        wait = resume_wait
-                        if time.monotonic() + wait >= deadline:
-                            raise
-                    resume_wait = min(max(resume_wait * 2, RESUME_FIRST), RESUME_MAX)
-                    if progress is not None:
-                        progress.pause(wait)
-                    else:
-                        time.sleep(wait)
-                    if not fetch:
-                        fetch = "stream" if stream else "poll"
-                    outcome.resumes += 1
-                    console.warn(
-                        f"{label}{exc.message}; fetching the stored response {response_id}"
-                        + (
-                            f" after event {collector.sequence}"
-                            if fetch == "stream" and collector.sequence >= 0
-                            else ""
-                        )
-                        + " (no new request is paid)"
-                    )
-                    continue
-                note = ""
-                reason = None
-                if job.api == "auto" and not job.image_urls and not fetch:
-                    reason = images_fallback_reason(exc, request.path)
-                if fetch:
-                    pass  # a GET of a stored response: only plain retries below
-                elif reason and "images" not in used:
-                    used.add("images")
-                    api = "images"
-                    keep = False
-                    note = reason + "; switching to the Images API (/images/...)"
-                elif use_previous and rejects_previous_response(exc):
-                    use_previous = False
-                    note = "the gateway rejected previous_response_id; re-uploading the image"
-                elif keep and rejects_background(exc):
-                    if job.strict:
-                        exc.hint = (
-                            "this gateway does not keep responses; without --strict, --resumable "
-                            "falls back to a normal request"
-                        )
-                        raise
-                    keep = False
-                    note = (
-                        "the gateway does not keep responses (store/background refused); sending "
-                        "a normal request, which cannot be resumed if the connection breaks"
-                    )
-                else:
-                    tool = build_payload(job, stream=stream, size=size)["tools"][0]
-                    for name in dropped:
-                        tool.pop(name, None)
-                    quirk = detect_quirk(
-                        exc,
-                        stream=request.stream,  # the Images API never streams
-                        force_tool=force_tool,
-                        size=size,
-                        strict_size=settings.strict_size or job.strict,
-                        used=used,
-                        tool=tool if api == "responses" else dict(job.tool_options),
-                        strict=job.strict,
-                        paid_retry=outcome.retries < settings.retries,
-                    )
-                    if quirk is not None:
-                        kind, note = quirk
-                        used.add(kind if kind.startswith("drop:") else kind.split(":")[0])
-                        outcome.retries += kind.endswith(":paid")  # counts as a paid attempt
-                        if kind.split(":")[0] == "stream":
-                            stream = not stream
-                        elif kind == "tool_choice":
-                            force_tool = False
-                        elif kind.startswith("drop:"):
-                            dropped.append(kind[5:])
-                        else:
-                            size = kind.split(":", 1)[1]
-                    elif job.strict and isinstance(exc, GatewayError):
-                        rejected = rejected_tool_option(exc, tool)
-                        if rejected:
-                            exc.hint = (
-                                f"--strict keeps {rejected}: leave it out, or run without --strict"
-                            )
-                if note:
-                    outcome.fallbacks.append(note)
-                    console.warn(label + note)
-                    continue
-                if not exc.retryable or outcome.retries >= settings.retries:
-                    raise
-                wait = exc.retry_after if exc.retry_after is not None else backoff(outcome.retries)
-                if time.monotonic() + wait >= deadline:
-                    raise
-                outcome.retries += 1
-                if isinstance(exc, GatewayError) and exc.status == 429:
-                    settings.gate.hold(wait)  # slows every concurrent job, not just this one
-                console.warn(
-                    "{}attempt {}/{} failed: {}; retrying in {:.1f}s{}".format(
-                        label,
-                        outcome.retries,
-                        settings.retries + 1,
-                        exc.message,
-                        wait,
-                        " (the gateway had already started, so this may be billed twice)"
-                        if exc.started and not fetch
-                        else "",
-                    )
-                )
-                if progress is not None:
-                    progress.pause(wait)
-                else:
-                    time.sleep(wait)
+                pace.checkpoint()  # a cancelled call is neither retried nor switched
+                s = Situation(exc, plan, job, outcome, collector, seen, settings, deadline)
+                act(decide(s), s, console, label)
         if not sink.has_image and collector.urls:
             fetch_image_urls(collector, settings, deadline, console, label)
-        # whole, as --resume and --edit-from need it (a Responses id passed usable_response_id)
-        outcome.response_id = gateway_id(collector.response_id or stored_id, RESPONSE_ID_MAX)
-        outcome.item_id = gateway_id(collector.item_id)
-        outcome.revised_prompt = collector.revised_prompt
-        outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
-        outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
-        outcome.item_format = gateway_id(collector.item_format)
-        outcome.final_size = size
-        outcome.stream = stream and api == "responses"
-        outcome.api = api
-        outcome.used_previous = use_previous and api == "responses"
-        outcome.stored = api == "responses" and (keep or job.store or bool(job.resume_id))
-        outcome.image = sink.commit()
-        PENDING_RESUMES.pop(job.out, None)
-        for extra in extras:
-            try:
-                outcome.extra_images.append(extra.commit())
-            except OutputError as exc:
-                console.warn(f"{label}a second image: {exc.message}")
-                if extra.image is not None:
-                    outcome.extra_images.append(extra.image)
+        settle(outcome, plan, collector, job)
+        commit_images(outcome, sink, extras, console, label)
         outcome.elapsed = time.monotonic() - started
         return outcome
     except ImagegenError as exc:
         PENDING_RESUMES.pop(job.out, None)
         keep_cause(first_failure, exc)
-        response_id = (collector.response_id if collector is not None else "") or stored_id
-        if response_id and not isinstance(exc, (OutputError, UsageError)):
-            if response_id not in exc.message:
-                exc.message += f" (response {response_id})"
-            terminal = collector is not None and collector.status in TERMINAL_STATUSES
-            gone = isinstance(exc, GatewayError) and exc.status == 404 and bool(fetch)
-            if not terminal and not gone and not isinstance(exc, NoImageError):
-                if keep or job.resume_id:
-                    more = (
-                        "the gateway keeps the response: fetch its image later, without paying "
-                        "again, with: " + resume_command(response_id, job.out)
-                    )
-                else:
-                    more = (
-                        "the response was not stored (store: false), so it cannot be fetched "
-                        "again; --resumable keeps it on gateways that allow it"
-                    )
-                exc.hint = f"{exc.hint}; {more}" if exc.hint else more
-        outcome.response_id = response_id
-        if collector is not None:  # a failed answer may still have been billed
-            outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
-        outcome.stored = (  # no response id: the gateway has nothing kept (e.g. it refused store)
-            api == "responses" and bool(response_id) and (keep or job.store or bool(job.resume_id))
-        )
-        outcome.image = sink.image if isinstance(exc, OutputError) else None
+        explain_failure(exc, outcome, plan, collector, sink)
         outcome.elapsed = time.monotonic() - started
-        exc.outcome = outcome  # type: ignore[attr-defined]
         raise
     finally:
         sink.discard()
@@ -5291,7 +5564,7 @@ class Console:
             sys.stdout.flush()
 
 
-class Progress:
+class Progress(Quiet):
     """Elapsed time and stream phase on stderr: in place on a TTY, else a line per phase change
     and a heartbeat at least every HEARTBEAT_SECONDS so an agent's log shows we are alive."""
 
@@ -6609,7 +6882,7 @@ def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
         answer = probe_post(gw, settings, payload)
         refused = answer.get("refused")
     streamed = True
-    if isinstance(refused, GatewayError) and relay_stream_failure(refused, stream=True, used=set()):
+    if isinstance(refused, GatewayError) and refused.relay_failure:
         # Portkey's quirk, as a run meets it: the same probe once more without streaming
         check(
             "stream",

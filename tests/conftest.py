@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -242,3 +243,23 @@ def home_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     return clean_env(HOME=str(home), USERPROFILE=str(home), **extra)
+
+
+@pytest.fixture(scope="session")
+def tls_material(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A trustme CA and a server context with its certificate for 127.0.0.1 (CA PEM path)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    pem = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    return ctx, pem
+
+
+@pytest.fixture
+def tls_gateway(tls_material: tuple[ssl.SSLContext, Path]) -> Iterator[Gateway]:
+    """The loopback gateway over TLS; trusted only with CODEX_CA_CERTIFICATE=tls_material[1]."""
+    with Gateway(tls=tls_material[0]) as gw:
+        yield gw

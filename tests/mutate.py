@@ -7,6 +7,7 @@ behaviour ("equivalent"); the list of survivors is for a person to judge. Not pa
     python tests/mutate.py --area redaction --sample 20   # 20 random mutants of that area
     python tests/mutate.py --sample 100 --seed 7          # 100 mutants over all areas
     python tests/mutate.py --area retries --only backoff  # every mutant of one function
+    python tests/mutate.py --area mcp --mutant 'McpServer.take_slot#3:drop-call'  # one again
 
 The mutations are the classic small ones, applied to one AST node at a time: a comparison
 flipped at its edge (< and <=, > and >=) or negated (== and !=, in and not in, is and is not),
@@ -245,8 +246,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--area", action="append", choices=sorted(AREAS))
     parser.add_argument("--only", action="append", help="only these functions (Class.method)")
+    parser.add_argument("--mutant", action="append", help="only these (function#index:kind)")
     parser.add_argument("--sample", type=int, help="this many mutants, chosen at random")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip", type=int, default=0, help="start at this mutant of the sample")
+    parser.add_argument("--count", type=int, help="run only this many (for parallel runs)")
     parser.add_argument("--timeout", type=float, default=600, help="per mutant, seconds")
     parser.add_argument("--workers", default="0", help="pytest-xdist workers per mutant run")
     parser.add_argument("--list", action="store_true")
@@ -259,8 +263,11 @@ def main() -> int:
         return 0
     source = (ROOT / SCRIPT).read_text(encoding="utf-8")
     mutants = all_mutants(source, areas, set(args.only) if args.only else None)
+    if args.mutant:
+        mutants = [m for m in mutants if m.name.rsplit("@", 1)[0] in args.mutant]
     if args.sample and args.sample < len(mutants):
         mutants = random.Random(args.seed).sample(mutants, args.sample)
+    mutants = mutants[args.skip : None if args.count is None else args.skip + args.count]
     print(f"{len(mutants)} mutants", flush=True)
     tally: dict[str, int] = {}
     survivors = []

@@ -27,6 +27,7 @@ from tests.conftest import (
     assert_ok,
     clean_env,
     cli,
+    closed_port,
     event_index,
     image_reply,
     leftovers,
@@ -49,6 +50,7 @@ from tests.gateway import (
     renumber,
     response_obj,
     sse_reply,
+    stall_reply,
     text_only_events,
 )
 from tests.raw_servers import RawServer, endless
@@ -611,10 +613,16 @@ def test_stall_after_the_image_item_does_not_hold_up_the_result(
 
 
 def quirk(detail: str) -> tuple[str, str] | None:
+    """The first entry of the quirk table that recognises this 400 (its name and warning)."""
     exc = g.GatewayError("HTTP 400 from stream.example.com: " + detail, status=400, detail=detail)
-    return g.detect_quirk(
-        exc, stream=True, force_tool=True, size="1024x1024", strict_size=False, used=set()
-    )
+    job = g.build_job({"prompt": "x", "out": "x.png", "stream": True})
+    sink = g.ImageSink("x.png", False)
+    s = g.Situation(exc, g.Plan(job), job, g.Outcome(job), g.Collector(sink), -1, g.Settings({}), 0)
+    for entry in g.QUIRKS:
+        note = entry.recognise(s)
+        if note is not None:
+            return entry.name, note
+    return None
 
 
 def test_host_name_does_not_trigger_the_stream_quirk() -> None:
@@ -844,3 +852,25 @@ def test_download_follows_at_most_max_redirects(
         assert proc.returncode == 4, report(proc, gateway)
         assert f"redirected more than {g.MAX_REDIRECTS} times" in proc.stderr
         assert not (tmp_path / "out.png").exists()
+
+
+def test_download_refused_is_a_network_error_after_one_post(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    port = closed_port()
+    gateway.enqueue(json_answer({**image_item(None), "url": f"http://127.0.0.1:{port}/a.png"}))
+    proc = cli(tmp_path, env, "--no-stream", "--retries", "0")
+    assert proc.returncode == 6, report(proc, gateway)
+    assert f"connection to 127.0.0.1:{port} refused" in proc.stderr
+    assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
+
+
+def test_download_that_stalls_times_out(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + IMG_PATH}))
+    gateway.enqueue(stall_reply(), path=IMG_PATH)
+    proc = cli(tmp_path, env, "--no-stream", "--retries", "0", "--idle-timeout", "1")
+    assert proc.returncode == 6, report(proc, gateway)
+    assert "downloading the image from 127.0.0.1" in proc.stderr and "timed out" in proc.stderr
+    assert len(gateway.posts()) == 1 and leftovers(tmp_path) == []

@@ -439,3 +439,19 @@ def test_batch_out_in_a_subfolder_is_accepted(
     assert (out_dir / "sub" / "ok.png").read_bytes() == PNG
     assert len(gateway.posts()) == 1
     assert leftovers(tmp_path) == []
+
+
+def test_batch_files_that_give_no_jobs_are_exit_2(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    jobs = write_batch(tmp_path / "jobs.jsonl", ["# only a comment", ""])
+    out_dir = str(tmp_path / "out")
+    for args, words in (
+        (["--batch", str(jobs)], "--batch needs --out-dir DIR"),
+        (["--batch", str(jobs), "--out-dir", out_dir], "no jobs (only blank or # lines)"),
+        (["--batch", str(tmp_path), "--out-dir", out_dir], "cannot read"),
+    ):
+        proc = run_cli(args, env)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert words in proc.stderr, proc.stderr
+    assert gateway.requests == []

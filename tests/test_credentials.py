@@ -13,6 +13,7 @@ import pytest
 import generate_gateway_image as g
 from tests.conftest import (
     PNG,
+    SCRIPT,
     TEST_KEY,
     assert_no_secret,
     assert_ok,
@@ -256,3 +257,53 @@ def test_auth_command_output_is_capped_at_64_kb(
         assert proc.returncode == 3, report(proc, gateway)
         assert "printed more than 64 KB" in proc.stderr
         assert gateway.requests == []
+
+
+def test_auth_cwd_that_does_not_exist_is_exit_3(tmp_path: Path, gateway: Gateway) -> None:
+    home = tmp_path / "ch"
+    command_provider(home, gateway, "print('tok-never-used-123456')", **{"cwd": '"no-such-dir"'})
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png")], clean_env(CODEX_HOME=str(home))
+    )
+    assert proc.returncode == 3, report(proc, gateway)
+    assert "no-such-dir: no such directory" in proc.stderr
+    assert gateway.requests == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to one process is POSIX")
+def test_ctrl_c_while_auth_command_runs_stops_the_helper(tmp_path: Path, gateway: Gateway) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "helper.pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    home = tmp_path / "ch"
+    command_provider(home, gateway, code)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--prompt", "p", "--out", str(tmp_path / "o.png")],
+        env=clean_env(CODEX_HOME=str(home)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, "the helper never started"
+        time.sleep(0.05)
+    helper = int(pid_file.read_text())
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    for _ in range(100):  # the helper was killed with the run (it would sleep 60 s)
+        try:
+            os.kill(helper, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(helper, signal.SIGKILL)
+        raise AssertionError("auth.command's helper outlived the interrupted run")
+    assert gateway.requests == []

@@ -3,10 +3,15 @@ or unreachable gateway and for a refused probe, and that it sends no paid reques
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from tests import images
 from tests.conftest import (
+    PNG,
     TEST_KEY,
     assert_no_secret,
     assert_ok,
@@ -16,7 +21,20 @@ from tests.conftest import (
     run_cli,
     write_codex_home,
 )
-from tests.gateway import Gateway, Reply, error_reply, json_reply
+from tests.gateway import (
+    Gateway,
+    Reply,
+    close_reply,
+    error_reply,
+    failed_events,
+    image_events,
+    image_item,
+    json_reply,
+    response_obj,
+    sse_reply,
+    text_only_events,
+)
+from tests.raw_servers import RawServer, send
 
 
 def doctor_lines(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
@@ -129,3 +147,134 @@ def test_probe_without_doctor_says_so(gateway: Gateway, env: dict[str, str]) -> 
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: --probe needs --doctor"), proc.stderr
     assert gateway.requests == []
+
+
+# --- what the doctor says when a step fails ---------------------------------------------------
+
+
+def test_doctor_tls_verified_and_untrusted(
+    tmp_path: Path, tls_gateway: Gateway, tls_material: tuple[ssl.SSLContext, Path]
+) -> None:
+    tls_gateway.set_default(models_reply(), path="/v1/models")
+    home = write_codex_home(tmp_path / "ch", tls_gateway.base_url)
+    trusted = run_cli(
+        ["--doctor"], clean_env(CODEX_HOME=str(home), CODEX_CA_CERTIFICATE=str(tls_material[1]))
+    )
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    assert doctor_lines(trusted)["tls"] == "ok"
+    assert "with 127.0.0.1, certificate verified" in trusted.stdout
+    untrusted = run_cli(["--doctor"], clean_env(CODEX_HOME=str(home)))
+    assert untrusted.returncode == 6, untrusted.stdout + untrusted.stderr
+    assert doctor_lines(untrusted)["tls"] == "failed"
+    assert "CODEX_CA_CERTIFICATE" in untrusted.stdout
+    assert tls_gateway.posts() == []
+
+
+def test_doctor_tls_handshake_with_something_that_is_not_tls(tmp_path: Path) -> None:
+    with RawServer(send(b"HTTP/1.1 400 Bad Request\r\n\r\n")) as server:
+        home = write_codex_home(tmp_path / "ch", f"https://127.0.0.1:{server.port}/v1")
+        proc = run_cli(["--doctor"], clean_env(CODEX_HOME=str(home)))
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert doctor_lines(proc)["tls"] == "failed", proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert_no_secret(proc)
+
+
+def test_doctor_connect_step_fails_when_the_server_hangs_up(tmp_path: Path) -> None:
+    # TCP is accepted, then the connection is reset before HTTP: the "connect" step, not tcp
+    with RawServer(send()) as server:
+        home = write_codex_home(tmp_path / "ch", f"http://127.0.0.1:{server.port}/v1")
+        proc = run_cli(["--doctor"], clean_env(CODEX_HOME=str(home)))
+    checks = doctor_lines(proc)
+    assert checks["tcp"] == "ok", proc.stdout
+    assert proc.returncode != 0 and "failed" in checks.values(), proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_doctor_models_404_is_a_note_and_a_broken_answer_a_failure(
+    gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(error_reply(404, "no such route"), path="/v1/models")
+    missing = run_cli(["--doctor"], env)
+    assert missing.returncode == 0, missing.stdout + missing.stderr
+    assert "GET /models: 404 (this gateway has no model list; not required)" in missing.stdout
+    gateway.set_default(close_reply(), path="/v1/models")
+    broken = run_cli(["--doctor"], env)
+    assert doctor_lines(broken)["models"] == "failed", broken.stdout
+
+
+def test_doctor_with_an_unusable_proxy_is_a_configuration_failure(
+    gateway: Gateway, env: dict[str, str]
+) -> None:
+    proxied = dict(env, ALL_PROXY="socks5://user:pw-proxy-secret@127.0.0.1:1080", NO_PROXY="")
+    proc = run_cli(["--doctor"], proxied)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "failed proxy     proxy 'socks5://***@127.0.0.1:1080' is not supported" in proc.stdout
+    assert "pw-proxy-secret" not in proc.stdout + proc.stderr
+    assert gateway.requests == []
+
+
+def test_doctor_with_a_broken_config_fails_the_config_step(tmp_path: Path) -> None:
+    home = tmp_path / "broken-home"
+    home.mkdir()
+    (home / "config.toml").write_text('model_provider = "gw\n', encoding="utf-8")
+    proc = run_cli(["--doctor"], clean_env(CODEX_HOME=str(home)))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert doctor_lines(proc)["config"] == "failed", proc.stdout
+    assert "dns" not in doctor_lines(proc)  # it stops there: nothing is looked up
+
+
+def test_doctor_names_where_the_credential_goes(tmp_path: Path, gateway: Gateway) -> None:
+    gateway.set_default(models_reply(), path="/v1/models")
+    home = write_codex_home(
+        tmp_path / "ch",
+        gateway.base_url,
+        key=None,
+        extra_provider='http_headers = { "api-key" = "hdr-cred-0123456789" }',
+    )
+    header = run_cli(["--doctor"], clean_env(CODEX_HOME=str(home)))
+    assert "none in Authorization; header api-key carries it" in header.stdout, header.stdout
+    assert "hdr-cred-0123456789" not in header.stdout + header.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = run_cli(["--doctor", "--base-url", gateway.base_url], clean_env(CODEX_HOME=str(empty)))
+    assert "none: no Authorization header will be sent (--base-url)" in base.stdout, base.stdout
+
+
+def probe_answers() -> dict[str, tuple[Reply, str, str]]:
+    """{case: (the answer to the probe's POST, the probe line's status, words in it)}"""
+    text = text_only_events("I cannot draw.")
+    failed = failed_events("server_error", "the renderer fell over")
+    image_json = json_reply(response_obj([image_item(images.b64(PNG))]))
+    no_id = [e for e in image_events(images.b64(PNG)) if "response" not in e]
+    return {
+        "text": (sse_reply(text), "failed", "the model answered in text"),
+        "error-event": (sse_reply(failed), "failed", "response.failed"),
+        "stream-refused": (
+            error_reply(400, "stream=true is not supported by this deployment"),
+            "failed",
+            "streaming is refused",
+        ),
+        "other-refusal": (error_reply(400, "unknown model gpt-5.5"), "failed", "unknown model"),
+        "json-image": (image_json, "ok", "forced tool_choice accepted"),
+        "no-response-id": (sse_reply(no_id), "ok", "forced tool_choice accepted"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(probe_answers()))
+def test_doctor_probe_reads_each_kind_of_answer(
+    gateway: Gateway, env: dict[str, str], case: str
+) -> None:
+    reply, status, words = probe_answers()[case]
+    gateway.set_default(models_reply(), path="/v1/models")
+    gateway.set_default(reply)
+    proc = run_cli(["--doctor", "--probe"], env)
+    probe_line = next(line for line in proc.stdout.splitlines() if line.split()[1:2] == ["probe"])
+    assert probe_line.split()[0] == status, proc.stdout
+    assert words in proc.stdout, proc.stdout
+    assert (proc.returncode == 0) == (status == "ok"), proc.stdout + proc.stderr
+    if case == "json-image":
+        assert "answered application/json to a streaming request" in proc.stdout
+    if case == "no-response-id":
+        assert "background mode accepted, but the answer gave no response id" in proc.stdout
+    assert_no_secret(proc)

@@ -959,24 +959,6 @@ def test_malformed_config_file_exits_3_naming_file_and_line(
 # --- 8. TLS --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls_material(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    pem = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(pem))
-    return ctx, pem
-
-
-@pytest.fixture
-def tls_gateway(tls_material: tuple[ssl.SSLContext, Path]) -> Iterator[Gateway]:
-    with Gateway(tls=tls_material[0]) as gw:
-        yield gw
-
-
 def _tls_env(tmp_path: Path, gw: Gateway, **extra: str) -> dict[str, str]:
     home = write_codex_home(tmp_path / "tls-home", gw.base_url)
     return clean_env(CODEX_HOME=str(home), **extra)
@@ -1355,4 +1337,26 @@ def test_a_bug_inside_the_exchange_is_not_retried_as_a_network_fault(
     assert proc.returncode == 1, report(proc, gateway)
     assert "internal error: TypeError: a bug" in proc.stderr
     assert "retrying" not in proc.stderr
+    assert len(gateway.posts()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        (b'{"error": "model overloaded today"}', "model overloaded today"),  # a bare string
+        (b'{"detail": "Not allowed for this key tier"}', "Not allowed for this key tier"),
+        (b'{"error": {"msg": "bad size 7x7"}}', "bad size 7x7"),
+        (b'{"error": {"detail": "nested detail words"}}', "nested detail words"),
+        (b'{"error": {"type": "x"}, "detail": "the top detail"}', "the top detail"),
+        (b"{not json at all", "{not json at all"),
+        (b"plain words from a relay", "plain words from a relay"),
+    ],
+)
+def test_the_gateway_s_own_words_in_any_error_shape(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], body: bytes, shown: str
+) -> None:
+    gateway.set_default(raw_reply(body, status=400, content_type="application/json"))
+    proc = cli(tmp_path, env, "--retries", "0")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert f"HTTP 400 from 127.0.0.1:{gateway.port}: {shown}" in proc.stderr, proc.stderr
     assert len(gateway.posts()) == 1

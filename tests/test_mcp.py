@@ -650,3 +650,105 @@ def test_no_codex_home_says_to_pass_it(gateway: Gateway, out_dir: Path, tmp_path
     assert result.is_error and result.structured_content["exit_code"] == 3, texts(result)
     assert "--codex-home DIR" in texts(result) and 'env_vars = ["CODEX_HOME"]' in texts(result)
     assert gateway.requests == []
+
+
+def test_check_gateway_with_a_missing_key_variable_is_an_error_with_the_hint(
+    gateway: Gateway, out_dir: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import write_codex_home
+
+    home = write_codex_home(
+        tmp_path / "home", gateway.base_url, key=None, extra_provider='env_key = "GATEWAY_API_KEY"'
+    )
+    env = clean_env(CODEX_HOME=str(home))
+
+    async def main() -> Any:
+        async with server("auto", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("check_gateway", {})
+
+    result = run(main)
+    assert result.is_error, texts(result)
+    assert result.structured_content["ok"] is False
+    (key,) = [c for c in result.structured_content["checks"] if c["check"] == "key"]
+    assert key["status"] == "failed"
+    assert 'env_vars = ["GATEWAY_API_KEY"]' in key["hint"] and "claude mcp add" in key["hint"]
+    assert "hint: the MCP server was started without GATEWAY_API_KEY" in texts(result)
+
+
+def test_check_gateway_that_passes_is_not_an_error(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    async def main() -> Any:
+        async with server("legacy", env, out_dir, tmp_path / "err.txt") as client:
+            return await client.call_tool("check_gateway", {})
+
+    result = run(main)
+    assert not result.is_error, texts(result)
+    assert result.structured_content["ok"] is True
+    assert result.structured_content["exit_code"] == 0
+    assert "hint:" not in texts(result)
+
+
+def test_plain_http_key_warning_reaches_the_tool_result(
+    gateway: Gateway, out_dir: Path, tmp_path: Path
+) -> None:
+    """Through a loopback proxy that forwards to the test gateway whatever host is named."""
+    from tests.conftest import write_codex_home
+    from tests.gateway import ForwardProxy
+
+    home = write_codex_home(tmp_path / "home", "http://gateway.example.com/v1")
+    gateway.set_default(sse_reply(image_events(b64(IMAGE))))
+    warning = "the API key will be sent unencrypted over http:// to gateway.example.com"
+    with ForwardProxy(gateway) as proxy:
+        env = clean_env(CODEX_HOME=str(home), HTTP_PROXY=proxy.url, NO_PROXY="")
+
+        async def main() -> tuple[Any, Any]:
+            async with server("auto", env, out_dir, tmp_path / "err.txt") as client:
+                made = await client.call_tool("generate_image", {"prompt": "x", "out": "x.png"})
+                return made, await client.call_tool("check_gateway", {})
+
+        made, checked = run(main)
+    assert not made.is_error, texts(made)
+    assert f"warning: {warning}" in texts(made)
+    assert warning in made.structured_content["warnings"]
+    assert f"warning: {warning}" in texts(checked)
+    assert TEST_KEY not in texts(made) + texts(checked)
+
+
+def test_a_call_waiting_for_a_concurrency_slot_can_be_cancelled(
+    gateway: Gateway, env: dict[str, str], out_dir: Path, tmp_path: Path
+) -> None:
+    """--concurrency 1 and the first call stalls: the second, waiting for the slot, ends as
+    soon as it is cancelled, not when the first call lets the slot go."""
+    from tests.gateway import stall_reply
+
+    gateway.enqueue(stall_reply())
+    errlog = tmp_path / "err.txt"
+
+    async def main() -> float:
+        async with server("legacy", env, out_dir, errlog, "--concurrency", "1") as client:
+            with anyio.move_on_after(20):
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(client.call_tool, "generate_image", {"prompt": "first"})
+                    await anyio.to_thread.run_sync(gateway.wait_for_requests, 1)
+                    waiting = anyio.CancelScope()
+
+                    async def second() -> None:
+                        with waiting:
+                            await client.call_tool("generate_image", {"prompt": "second"})
+
+                    outer.start_soon(second)
+                    for _ in range(50):  # until the second call is in the server's queue
+                        if errlog.read_text().count("generate_image started") == 2:
+                            break
+                        await anyio.sleep(0.1)
+                    await anyio.sleep(0.3)
+                    waiting.cancel()
+                    waited = await seconds_until_cancelled(errlog)
+                    outer.cancel_scope.cancel()
+            return waited
+
+    waited = run(main)
+    log = errlog.read_text()
+    assert "cancelled: no answer" in log and waited < 4, log
+    assert len(gateway.posts()) == 1, gateway.dump()  # the second never sent anything

@@ -232,3 +232,106 @@ def test_a_key_cut_short_in_an_error_shows_no_piece_of_it(
     assert "method not found" in everything and "unknown argument" in everything
     for n in range(4, len(TEST_KEY) + 1):
         assert TEST_KEY[:n] not in everything, n
+
+
+def test_progress_notifications_stop_when_the_call_ends(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """With a 0.3 s heartbeat (MCP_HEARTBEAT patched in the server process), a finished call's
+    token gets no notification after its answer, while stdin stays open."""
+    import threading
+    import time
+
+    code = (
+        "import sys, generate_gateway_image as g\n"
+        "g.MCP_HEARTBEAT = 0.3\n"
+        "sys.exit(g.main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--mcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        cwd=str(tmp_path),
+    )
+    seen: list[tuple[float, dict[str, Any]]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append((time.monotonic(), json.loads(line)))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert proc.stdin is not None
+    call = request(1, "tools/call", {"name": "check_gateway", "arguments": {}})
+    call["params"]["_meta"] = {"progressToken": "tok-1"}
+    proc.stdin.write(json.dumps(INIT).encode() + b"\n" + json.dumps(call).encode() + b"\n")
+    proc.stdin.flush()
+    try:
+        deadline = time.monotonic() + 20
+        while not any(m.get("id") == 1 for _, m in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (answered_at,) = [t for t, m in seen if m.get("id") == 1]
+        time.sleep(2.5)  # more than the tick (1 s) and several heartbeats
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        reader.join(timeout=5)
+    progress = [(t, m) for t, m in seen if m.get("method") == "notifications/progress"]
+    assert progress, seen  # it did report while it ran
+    assert all(m["params"]["progressToken"] == "tok-1" for _, m in progress)
+    assert [m for t, m in progress if t > answered_at] == [], seen
+
+
+def test_start_flags_that_cannot_serve_are_refused(env: dict[str, str], tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x", encoding="utf-8")
+    for args, words in (
+        (["--n", "2"], "--n cannot be combined with --mcp"),
+        (["--concurrency", "17"], "--concurrency must be between 1 and 16"),
+        (["--concurrency", "0"], "--concurrency must be between 1 and 16"),
+        (["--out-dir", str(not_a_folder)], "is not a folder"),
+    ):
+        proc = run_cli(["--mcp", *args], env, input="", timeout=30)
+        assert proc.returncode == 2, report(proc)
+        assert words in proc.stderr, proc.stderr
+        assert proc.stdout == ""
+
+
+def test_tool_arguments_are_checked_before_anything_is_sent(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    def call(rid: int, arguments: Any) -> dict[str, Any]:
+        return request(rid, "tools/call", {"name": "generate_image", "arguments": arguments})
+
+    cases = {
+        1: (call(1, ["not", "an", "object"]), "the arguments must be a JSON object"),
+        2: (call(2, {"prompt": "x", "colour": "red"}), "unknown argument 'colour'"),
+        3: (call(3, {"prompt": "x", "n": "2"}), "argument 'n' must be a integer"),
+        4: (call(4, {"prompt": "x", "images": [1, 2]}), "must be a list of strings"),
+        5: (call(5, {"prompt": "x", "force": "yes"}), "argument 'force' must be a boolean"),
+        6: (call(6, None), "the prompt is missing or empty"),
+    }
+    answers, proc = exchange([INIT, *(m for m, _ in cases.values())], env, tmp_path)
+    by_id = {a["id"]: a for a in answers}
+    for rid, (_, words) in cases.items():
+        result = by_id[rid]["result"]
+        assert result["isError"] is True, result
+        assert words in result["content"][0]["text"], (rid, result)
+        assert "exit code 2" in result["content"][0]["text"]
+    assert gateway.requests == [], proc.stderr
+
+
+def test_a_message_that_is_not_a_request_and_a_reused_id(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    slow = request(7, "tools/call", {"name": "check_gateway", "arguments": {}})
+    lines = [INIT, [1, 2], b'"just a string"', {"jsonrpc": "2.0", "params": {}}, slow, slow]
+    answers, _ = exchange(lines, env, tmp_path)
+    errors = [a["error"]["message"] for a in answers if "error" in a]
+    assert "JSON-RPC batches are not supported" in errors
+    assert "a message must be a JSON object" in errors
+    assert "not a JSON-RPC request" in errors
+    assert "request id 7 is already in use" in errors, answers

@@ -603,3 +603,21 @@ def test_a_preview_whose_folder_refuses_files_is_not_rescued(
     finally:
         sink.discard()
     assert list(systmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_the_longest_out_name_the_folder_takes(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], extra: int
+) -> None:
+    # the temporary file beside --out is TEMP_NAME_EXTRA bytes longer than the name itself
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    name = "a" * (name_max - g.TEMP_NAME_EXTRA - 4 + extra) + ".png"
+    gateway.set_default(image_reply())
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / name)], env)
+    if extra == 0:
+        assert proc.returncode == 0, report(proc, gateway)
+        assert (tmp_path / name).read_bytes() == PNG
+    else:
+        assert proc.returncode == 7, report(proc, gateway)
+        assert "file name is too long" in proc.stderr
+        assert gateway.requests == []

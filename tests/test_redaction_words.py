@@ -139,3 +139,19 @@ def test_a_secret_that_holds_the_host_does_not_hide_the_endpoint(
     assert f"POST {gateway.base_url}/responses" in proc.stdout, proc.stdout
     assert "x-upstream-token: ***" in proc.stdout
     assert secret not in proc.stdout + proc.stderr and "9182736450" not in proc.stdout
+
+
+@pytest.mark.parametrize("key", [TEST_KEY, "sk-path+0123456789abcdefghijKLMN"])
+def test_a_key_inside_the_base_url_is_never_public(
+    tmp_path: Path, gateway: Gateway, key: str
+) -> None:
+    # some gateways take the key in the path: no piece of it, in any spelling, counts as
+    # public endpoint text ("+" is "%2B" in one of the spellings redact() knows)
+    base = f"{gateway.base_url}/{key}"
+    home = write_codex_home(tmp_path / "codex-home", base, key=key)
+    env = clean_env(CODEX_HOME=str(home))
+    refusal = error_reply(401, f"bad key {key[:14]}... {key[-18:]} for {base[:30]}")
+    gateway.set_default(refusal, path=f"/v1/{key}/responses")
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--retries", "0"], env)
+    assert proc.returncode == 3 and "bad key" in proc.stderr, report(proc, gateway)
+    assert leaks(key, proc.stdout + proc.stderr) == [], proc.stderr

@@ -278,3 +278,14 @@ def test_without_resumable_the_relays_cut_is_an_ordinary_retry(
     proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
     assert proc.returncode == 0, report(proc, gateway)
     assert len(gateway.posts()) == 2 and "billed twice" in proc.stderr
+
+
+def test_where_litellm_counts_no_retries_of_its_own_the_script_retries(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    headers = {"x-litellm-call-id": "c0ffee", "x-litellm-attempted-retries": "0"}
+    gateway.enqueue(error_reply(500, "litellm.InternalServerError", headers=headers))
+    gateway.enqueue(sse_reply(image_events(images.b64(PNG))))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
+    assert proc.returncode == 0, report(proc, gateway)
+    assert len(gateway.posts()) == 2

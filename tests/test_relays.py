@@ -36,7 +36,8 @@ from tests.stored_gateway import StoredGateway
 MISSING = [m for m in ("litellm", "openai_forward") if importlib.util.find_spec(m) is None]
 if MISSING:  # the test extras are not installed here (CI's Python 3.9 leg): nothing to run
     pytest.skip(
-        f"not installed: {', '.join(MISSING)} (pip install -e '.[test]')", allow_module_level=True
+        f"not installed: {', '.join(MISSING)} (in the test extras on Python 3.10+)",
+        allow_module_level=True,
     )
 
 PNG = images.png_bytes(48, 32)
@@ -293,6 +294,19 @@ def test_resumable_cut_stream_is_resumed_with_one_post(
     assert (tmp_path / "out.png").read_bytes() == PNG
 
 
+def test_resumable_no_stream_polls_the_queued_response(
+    tmp_path: Path, relay: RelayProcess, upstream: StoredGateway
+) -> None:
+    # before: LiteLLM's long id was ignored, the queued answer taken for the final one (exit 5)
+    upstream.plan(events("resp_bg3"), polls=1, retry_after_ms=10)
+    proc = cli(tmp_path, relay, "--resumable", "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc) + relay.log_text()
+    assert len(upstream_posts(upstream)) == 1
+    assert [r.path for r in upstream.gets()] == ["/v1/responses/resp_bg3"] * 2
+    assert json.loads(proc.stdout)["stored"] is True
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
 def test_resume_with_the_relays_own_id(
     tmp_path: Path, relay: RelayProcess, upstream: StoredGateway
 ) -> None:
@@ -341,3 +355,14 @@ def test_upstream_500_always_is_bounded(
     assert "The server had an error" in proc.stderr
     if relay.name == "litellm":
         assert "already retried this request itself" in proc.stderr
+
+
+def test_doctor_probe_vouches_for_resume_only_where_it_works(
+    tmp_path: Path, relay: RelayProcess, upstream: StoredGateway
+) -> None:
+    upstream.plan(events("resp_probe"), delay=0.05)
+    proc = run_cli(["--doctor", "--probe"], env_for(tmp_path, relay))
+    lines = {x.split()[1]: x for x in proc.stdout.splitlines() if len(x.split()) > 1}
+    assert lines["probe"].startswith("ok"), proc.stdout + relay.log_text()
+    assert lines["store"].startswith("ok"), proc.stdout  # and a run resumes there (above)
+    assert "/v1/responses/resp_probe" in [r.path for r in upstream.gets()]

@@ -419,3 +419,14 @@ def test_short_lines_of_a_failing_auth_command_are_secrets_too(
     assert proc.returncode == 3, report(proc)
     assert "bad password *** for user" in proc.stderr, proc.stderr
     assert line not in proc.stdout + proc.stderr
+
+
+@pytest.mark.usefixtures("no_secrets")
+def test_a_piece_of_exactly_secret_piece_characters_is_masked_one_less_is_not() -> None:
+    secret = "sk-edge-" + "Hq4Jw9Lm2Np7Rt5V"
+    g.add_secret(secret)
+    for start in range(0, len(secret) - g.SECRET_PIECE + 1):
+        piece = secret[start : start + g.SECRET_PIECE]
+        assert g.redact(f"x {piece} y") == "x *** y", start
+        shorter = piece[:-1]
+        assert g.redact(f"x {shorter} y") == f"x {shorter} y", start

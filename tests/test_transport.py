@@ -824,3 +824,27 @@ def test_blank_lines_before_a_json_body_in_their_own_read(tmp_path: Path, label:
     assert proc.returncode == 0, report(proc)
     assert (tmp_path / "o.png").read_bytes() == PNG
     assert_clean(proc)
+
+
+def test_a_compressed_answer_cut_short_is_retried_then_reported(
+    tmp_path: Path, ok_events: list[object]
+) -> None:
+    # the connection closes cleanly in the middle of the gzip stream (before the image)
+    body = gzip_bytes(format_sse(ok_events, done=True))  # type: ignore[arg-type]
+    head = SSE_HEAD + b"Content-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    with RawServer(send(head + body[:40])) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "1")
+        assert len(server.requests) == 2  # retried once: the stream was cut
+    assert proc.returncode == 4, report(proc)
+    assert "compressed answer was cut short" in proc.stderr
+    assert not (tmp_path / "o.png").exists()
+    assert_clean(proc)
+
+
+def test_a_corrupt_compressed_answer_is_exit_4(tmp_path: Path) -> None:
+    head = SSE_HEAD + b"Content-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    with RawServer(send(head + b"\x1f\x8b\x08\x00" + b"\xff" * 64)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "compressed answer cannot be decoded" in proc.stderr
+    assert_clean(proc)
