@@ -449,7 +449,7 @@ def test_batch_files_that_give_no_jobs_are_exit_2(
     for args, words in (
         (["--batch", str(jobs)], "--batch needs --out-dir DIR"),
         (["--batch", str(jobs), "--out-dir", out_dir], "no jobs (only blank or # lines)"),
-        (["--batch", str(tmp_path), "--out-dir", out_dir], "cannot read"),
+        (["--batch", str(tmp_path), "--out-dir", out_dir], "a directory, not a regular file"),
     ):
         proc = run_cli(args, env)
         assert proc.returncode == 2, proc.stdout + proc.stderr
