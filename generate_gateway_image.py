@@ -3718,6 +3718,160 @@ def usage_words(main: Mapping[str, Any] | None, image: Mapping[str, Any] | None)
     return ", ".join(parts)
 
 
+# -- dialects: one place turns every gateway's shapes into the Responses API's own -------------
+#
+# The Collector below knows only the canonical shapes: response.* events, output items of type
+# image_generation_call with a `result`, message text, errors as `{"type": "error", "error":
+# {...}}`, and one shape the Responses API has no word for: {"type": "image_url", "url": ...},
+# an image a relay hosts instead of sending it. Everything else a gateway says is one entry of
+# DIALECTS. One dialect can only be read once the answer has ended: links to the image in the
+# model's text (Collector.verdict asks image_links()).
+
+PARTIAL_IMAGE = "response.image_generation_call.partial_image"
+FINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
+
+
+class Dialect:
+    """A gateway's other way of saying something: `recognise` reads a shape as it came (`where`:
+    an "event", an output "item" or a whole JSON "answer"); `canonical` returns the shape the
+    Collector knows. Entries apply in table order, each at most once per shape."""
+
+    __slots__ = ("name", "where", "recognise", "canonical")
+
+    def __init__(
+        self,
+        name: str,
+        where: str,
+        recognise: Callable[[Mapping[str, Any]], bool],
+        canonical: Callable[[Mapping[str, Any]], dict[str, Any]],
+    ) -> None:
+        self.name = name
+        self.where = where
+        self.recognise = recognise
+        self.canonical = canonical
+
+
+def _is_image_call(item: Mapping[str, Any]) -> bool:
+    return item.get("type") == "image_generation_call"
+
+
+def _url_instead_of_result(item: Mapping[str, Any], schemes: tuple[str, ...]) -> bool:
+    url = item.get("url")
+    return (
+        _is_image_call(item)
+        and not item.get("result")
+        and isinstance(url, str)
+        and (url.startswith(schemes))
+    )
+
+
+def _loose_error(ev: Mapping[str, Any]) -> bool:
+    etype = ev["type"]
+    return (
+        etype != "error"
+        and not etype.startswith("response.")
+        and isinstance(ev.get("error"), (dict, str))
+    )
+
+
+def _error_object(ev: Mapping[str, Any]) -> dict[str, Any]:
+    err = ev.get("error")
+    return {**ev, "error": {"message": err} if isinstance(err, str) else dict(ev)}
+
+
+def _error_answer(obj: Mapping[str, Any]) -> bool:
+    """A whole answer that is an error (no output, no Images API data beside it)."""
+    err = obj.get("error")
+    return bool(
+        isinstance(err, (dict, str)) and err and not obj.get("output") and not obj.get("data")
+    )
+
+
+DIALECTS = (
+    Dialect(
+        "Azure's name for a preview event",
+        "event",
+        lambda ev: ev["type"] == "response.image_gen_call.partial_image",
+        lambda ev: {**ev, "type": PARTIAL_IMAGE},
+    ),
+    Dialect(
+        "LiteLLM's preview under b64_json",
+        "event",
+        lambda ev: ev["type"] == PARTIAL_IMAGE and not ev.get("partial_image_b64"),
+        lambda ev: {**ev, "partial_image_b64": ev.get("b64_json")},
+    ),
+    Dialect(
+        "response.done for response.completed",
+        "event",
+        lambda ev: ev["type"] == "response.done",
+        lambda ev: {**ev, "type": "response.completed"},
+    ),
+    Dialect(
+        "an error in an event of another type (or none)",
+        "event",
+        _loose_error,
+        lambda ev: {**ev, "type": "error"},
+    ),
+    Dialect(
+        "an error event with its fields at the top, or its error a string",
+        "event",
+        lambda ev: ev["type"] == "error" and not isinstance(ev.get("error"), dict),
+        _error_object,
+    ),
+    Dialect(
+        "the image as a data: URL in `url`",
+        "item",
+        lambda item: _url_instead_of_result(item, ("data:",)),
+        lambda item: {**item, "result": item["url"]},
+    ),
+    Dialect(
+        "a hosted image: an http(s) URL in `url` instead of the result",
+        "item",
+        lambda item: _url_instead_of_result(item, ("http://", "https://")),
+        lambda item: {"type": "image_url", "url": item["url"]},
+    ),
+    Dialect(
+        "an error answer whose error is a string",
+        "answer",
+        lambda obj: _error_answer(obj) and isinstance(obj["error"], str),
+        lambda obj: {**obj, "error": {"message": obj["error"]}},
+    ),
+)
+
+
+def canonical(where: str, shape: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`shape` as the Collector knows it: each dialect that recognises it rewrites it."""
+    for dialect in DIALECTS:
+        if dialect.where == where and dialect.recognise(shape):
+            shape = dialect.canonical(shape)
+    return shape
+
+
+def canonical_response(resp: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Response object with each of its output items in the canonical shape."""
+    output = resp.get("output")
+    if not isinstance(output, list):
+        return resp
+    items = [canonical("item", item) if isinstance(item, dict) else item for item in output]
+    return {**resp, "output": items}
+
+
+def canonical_event(ev: Mapping[str, Any], name: str = "") -> Mapping[str, Any]:
+    """A stream event in the canonical shape, its type always set (the SSE event name when the
+    data has none), the item or response it carries canonical too."""
+    ev = canonical("event", {**ev, "type": str(ev.get("type") or name)})
+    if isinstance(ev.get("item"), dict):
+        ev = {**ev, "item": canonical("item", ev["item"])}
+    if isinstance(ev.get("response"), dict):
+        ev = {**ev, "response": canonical_response(ev["response"])}
+    return ev
+
+
+def canonical_answer(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A whole JSON answer (a Response object, an Images API answer, an error) made canonical."""
+    return canonical_response(canonical("answer", obj))
+
+
 class Collector:
     """Follows one response (stream events or a JSON body) and hands image results to the sink."""
 
@@ -3791,7 +3945,10 @@ class Collector:
             self.handle_event(event, name)
 
     def handle_event(self, ev: Mapping[str, Any], name: str = "") -> None:
-        etype = str(ev.get("type") or name)
+        self._event(canonical_event(ev, name))
+
+    def _event(self, ev: Mapping[str, Any]) -> None:
+        etype = ev["type"]
         seq = ev.get("sequence_number")
         if isinstance(seq, int) and not isinstance(seq, bool):
             if self.resumed and seq <= self.sequence:
@@ -3804,101 +3961,89 @@ class Collector:
             self._phase("queued" if etype == "response.queued" else "in progress")
         elif etype == "response.image_generation_call.generating":
             self._phase("generating")
-        elif etype in (
-            "response.image_generation_call.partial_image",
-            "response.image_gen_call.partial_image",  # Azure's name for it
-        ):
-            index = ev.get("partial_image_index", self.previews)
-            if (
-                not isinstance(index, int)
-                or isinstance(index, bool)
-                or not 0 <= index <= MAX_PREVIEW_INDEX
-            ):
-                return  # not a number we would put in a file name or on the terminal
-            self._phase(f"partial {index + 1}")
-            data = ev.get("partial_image_b64") or ev.get("b64_json")  # LiteLLM: b64_json
-            if isinstance(data, (str, Blob)) and data and self.on_partial is not None:
-                if self.previews >= self.max_previews:
-                    if self.previews == self.max_previews and self.warn is not None:
-                        self.warn(
-                            f"the gateway sent more previews than the {self.max_previews} "
-                            "asked for; the extras are ignored"
-                        )
-                    self.previews = self.max_previews + 1
-                    return
-                self.previews += 1
-                self.on_partial(index, data)
+        elif etype == PARTIAL_IMAGE:
+            self._preview(ev)
         elif etype == "response.image_generation_call.completed":
             self._phase("finalising")
         elif etype == "response.output_item.done":
             item = ev.get("item")
             if isinstance(item, dict):
-                self.handle_item(item)
+                self._item(item)
         elif etype == "response.output_text.delta":
             if isinstance(ev.get("delta"), str):
                 self.keep_text(self.deltas, ev["delta"])
-        elif etype in (
-            "response.completed",
-            "response.done",
-            "response.failed",
-            "response.incomplete",
-        ):
+        elif etype in FINAL_EVENTS:
             resp = ev.get("response")
             if isinstance(resp, dict):
-                self.handle_response(resp, from_stream=True)
+                self._response(resp)
             self.finished = True
-        elif etype == "error" or (
-            "error" in ev
-            and isinstance(ev.get("error"), (dict, str))
-            and not etype.startswith("response.")
-        ):
-            err = ev.get("error")
-            if isinstance(err, dict):
-                self.failure = error_from_payload(err)
-            elif isinstance(err, str):
-                self.failure = error_from_payload({"message": err})
-            else:
-                self.failure = error_from_payload(ev)
+        elif etype == "error":
+            self.failure = error_from_payload(ev["error"])
             self.finished = True
 
+    def _preview(self, ev: Mapping[str, Any]) -> None:
+        index = ev.get("partial_image_index", self.previews)
+        if (
+            not isinstance(index, int)
+            or isinstance(index, bool)
+            or not 0 <= index <= MAX_PREVIEW_INDEX
+        ):
+            return  # not a number we would put in a file name or on the terminal
+        self._phase(f"partial {index + 1}")
+        data = ev.get("partial_image_b64")
+        if isinstance(data, (str, Blob)) and data and self.on_partial is not None:
+            if self.previews >= self.max_previews:
+                if self.previews == self.max_previews and self.warn is not None:
+                    self.warn(
+                        f"the gateway sent more previews than the {self.max_previews} "
+                        "asked for; the extras are ignored"
+                    )
+                self.previews = self.max_previews + 1
+                return
+            self.previews += 1
+            self.on_partial(index, data)
+
     def handle_item(self, item: Mapping[str, Any]) -> None:
+        self._item(canonical("item", item))
+
+    def _item(self, item: Mapping[str, Any]) -> None:
         itype = item.get("type")
         if itype == "image_generation_call":
-            result = item.get("result")
-            url = item.get("url")
-            if not result and isinstance(url, str) and url.startswith("data:"):
-                result = url
-            elif not result and isinstance(url, str) and url.startswith(("http://", "https://")):
-                if url not in self.urls and len(self.urls) < MAX_IMAGE_URLS:
-                    self.urls.append(url)  # a relay that hosts the image: run_job downloads it
-                return
-            if result and not isinstance(result, (str, Blob)):
-                self.unreadable += 1  # a gateway bug; a later copy of the item may be fine
-                if self.failure is None:
-                    self.failure = GatewayError(
-                        f"the image result is not base64 text (a JSON {type(result).__name__})",
-                        started=True,
-                    )
-            elif result and not self.sink.has_image:
-                if self.sink.save(result):  # any non-empty result counts, whatever the status
-                    self.item_id = str(item.get("id") or "")
-                    self.revised_prompt = text_of(item.get("revised_prompt"), 10_000)
-                    self.item_size = str(item.get("size") or "")
-                    self.item_format = str(item.get("output_format") or "")
-            elif result and (not self.item_id or str(item.get("id") or "") != self.item_id):
-                self.save_extra(result)  # another item: a second image, or a relay's copy
-            elif not result and item.get("status") == "failed" and self.failure is None:
-                err = item.get("error")
-                if isinstance(err, dict):
-                    self.failure = error_from_payload(err)
-                else:
-                    self.call_failed = True  # the reason may be in the model's text (verdict)
+            self._image_call(item)
+        elif itype == "image_url":
+            url = item["url"]
+            if url not in self.urls and len(self.urls) < MAX_IMAGE_URLS:
+                self.urls.append(url)  # a relay that hosts the image: run_job downloads it
         elif itype == "message":
             for part in listed(item.get("content")):
                 if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
                     text = part.get("text") or part.get("refusal")
                     if isinstance(text, str) and text.strip():
                         self.keep_text(self.texts, text.strip())
+
+    def _image_call(self, item: Mapping[str, Any]) -> None:
+        result = item.get("result")
+        if result and not isinstance(result, (str, Blob)):
+            self.unreadable += 1  # a gateway bug; a later copy of the item may be fine
+            if self.failure is None:
+                self.failure = GatewayError(
+                    f"the image result is not base64 text (a JSON {type(result).__name__})",
+                    started=True,
+                )
+        elif result and not self.sink.has_image:
+            if self.sink.save(result):  # any non-empty result counts, whatever the status
+                self.item_id = str(item.get("id") or "")
+                self.revised_prompt = text_of(item.get("revised_prompt"), 10_000)
+                self.item_size = str(item.get("size") or "")
+                self.item_format = str(item.get("output_format") or "")
+        elif result and (not self.item_id or str(item.get("id") or "") != self.item_id):
+            self.save_extra(result)  # another item: a second image, or a relay's copy
+        elif not result and item.get("status") == "failed" and self.failure is None:
+            err = item.get("error")
+            if isinstance(err, dict):
+                self.failure = error_from_payload(err)
+            else:
+                self.call_failed = True  # the reason may be in the model's text (verdict)
 
     def keep_text(self, texts: list[str], text: str) -> None:
         """Keep the model's text up to MAX_MODEL_TEXT characters in all (texts and deltas):
@@ -3910,36 +4055,43 @@ class Collector:
 
     def handle_json(self, obj: Mapping[str, Any]) -> None:
         """A whole JSON answer: a Response object, an Images API answer, or an error."""
-        err = obj.get("error")
-        if isinstance(err, (dict, str)) and err and not obj.get("output") and not obj.get("data"):
-            self.failure = error_from_payload(err if isinstance(err, dict) else {"message": err})
+        obj = canonical_answer(obj)
+        if _error_answer(obj):
+            self.failure = error_from_payload(obj["error"])
         elif isinstance(obj.get("data"), list):
-            for entry in obj["data"]:
-                if not isinstance(entry, dict):
-                    continue
-                if self.sink.has_image:
-                    if isinstance(entry.get("b64_json"), (str, Blob)) and entry["b64_json"]:
-                        self.save_extra(entry["b64_json"])
-                    continue
-                b64 = entry.get("b64_json")
-                if b64 and not isinstance(b64, (str, Blob)):
-                    self.unreadable += 1
-                    if self.failure is None:
-                        self.failure = GatewayError("b64_json is not base64 text", started=True)
-                elif b64 and self.sink.save(b64):
-                    self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
-                elif (
-                    isinstance(entry.get("url"), str)
-                    and entry["url"] not in self.urls
-                    and len(self.urls) < MAX_IMAGE_URLS
-                ):
-                    self.urls.append(entry["url"])  # a hosted image: run_job downloads it
-            self.response_id = str(obj.get("id") or obj.get("created") or "")
-            self.image_usage = token_counts(obj.get("usage")) or self.image_usage
+            self._images_answer(obj)
         else:
-            self.handle_response(obj)
+            self._response(obj)
+
+    def _images_answer(self, obj: Mapping[str, Any]) -> None:
+        """The Images API's answer: {"data": [{"b64_json": ...} or {"url": ...}], "usage"}."""
+        for entry in obj["data"]:
+            if not isinstance(entry, dict):
+                continue
+            if self.sink.has_image:
+                if isinstance(entry.get("b64_json"), (str, Blob)) and entry["b64_json"]:
+                    self.save_extra(entry["b64_json"])
+                continue
+            b64 = entry.get("b64_json")
+            if b64 and not isinstance(b64, (str, Blob)):
+                self.unreadable += 1
+                if self.failure is None:
+                    self.failure = GatewayError("b64_json is not base64 text", started=True)
+            elif b64 and self.sink.save(b64):
+                self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
+            elif (
+                isinstance(entry.get("url"), str)
+                and entry["url"] not in self.urls
+                and len(self.urls) < MAX_IMAGE_URLS
+            ):
+                self.urls.append(entry["url"])  # a hosted image: run_job downloads it
+        self.response_id = str(obj.get("id") or obj.get("created") or "")
+        self.image_usage = token_counts(obj.get("usage")) or self.image_usage
 
     def handle_response(self, resp: Mapping[str, Any], from_stream: bool = False) -> None:
+        self._response(canonical_response(resp))
+
+    def _response(self, resp: Mapping[str, Any]) -> None:
         if resp.get("id"):
             self._note_id(resp["id"])
         # usage is the main (text) model's; the image model's tokens, billed apart, come in
@@ -3953,25 +4105,30 @@ class Collector:
         had_texts = bool(self.texts)
         for item in listed(resp.get("output")):
             if isinstance(item, dict) and not (had_texts and item.get("type") == "message"):
-                self.handle_item(item)
+                self._item(item)
+        if self.failure is None:
+            self.failure = self._failure_of(resp)
+
+    def _failure_of(self, resp: Mapping[str, Any]) -> ImagegenError | None:
+        """What a Response object's error or final status says went wrong, if anything."""
         status = resp.get("status")
         err = resp.get("error")
-        if isinstance(err, dict) and err and self.failure is None:
-            self.failure = error_from_payload(err)
-        elif status == "failed" and self.failure is None:
-            self.failure = GatewayError("the response failed without a reason", started=True)
-        elif status == "incomplete" and self.failure is None:
+        if isinstance(err, dict) and err:
+            return error_from_payload(err)
+        if status == "failed":
+            return GatewayError("the response failed without a reason", started=True)
+        if status == "incomplete":
             details = resp.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, dict) else None
             if reason == "content_filter":
-                self.failure = NoImageError("the response was stopped by the content filter")
-            else:
-                self.failure = GatewayError(
-                    "the response ended incomplete ({})".format(reason or "no reason given"),
-                    started=True,
-                )
-        elif status == "cancelled" and self.failure is None and not self.sink.has_image:
-            self.failure = GatewayError("the response was cancelled on the gateway", started=True)
+                return NoImageError("the response was stopped by the content filter")
+            return GatewayError(
+                "the response ended incomplete ({})".format(reason or "no reason given"),
+                started=True,
+            )
+        if status == "cancelled" and not self.sink.has_image:
+            return GatewayError("the response was cancelled on the gateway", started=True)
+        return None
 
     def save_extra(self, value: str | Blob) -> None:
         """A further image in the same answer: saved as STEM-2.EXT, ... unless it has the same
