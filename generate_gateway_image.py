@@ -3542,14 +3542,8 @@ class ImageSink:
                     )
                 total = 0
                 carry = b""
-                first = True
                 padded = False
-                for piece in pieces:
-                    if first:
-                        first = False
-                        if piece[:5] == b"data:":  # some gateways return a data: URL
-                            comma = piece.find(b",")
-                            piece = piece[comma + 1 :]
+                for piece in pieces:  # a data: URL came as its Payload (see DIALECTS)
                     chunk = carry + bytes(piece) if carry else piece
                     stripped = chunk.rstrip(b"=")
                     if padded or stripped.translate(None, B64_ALPHABET):
@@ -3751,6 +3745,74 @@ class Dialect:
         self.canonical = canonical
 
 
+class Payload(Blob):
+    """The base64 after a data: URL's comma, read in place from the string or Blob it came in
+    and in the same pieces as the whole value. Always true, like the value it came in: a data:
+    URL with nothing after its comma is an answer that is not an image, not a missing answer."""
+
+    __slots__ = ("source", "start")
+
+    def __init__(self, source: str | Blob, start: int) -> None:
+        # no Blob.__init__: a Payload has no temporary file of its own, it reads `source`
+        self.source = source
+        self.start = start
+        self.length = len(source) - start
+
+    def __bool__(self) -> bool:
+        return True
+
+    def pieces(self, size: int = B64_CHUNK) -> Iterator[bytes]:
+        source = self.source
+        if isinstance(source, Blob):
+            whole = source.pieces(size)
+        else:
+            whole = (
+                source[i : i + size].encode("ascii", "replace") for i in range(0, len(source), size)
+            )
+        skip = self.start
+        for piece in whole:
+            if skip >= len(piece):
+                skip -= len(piece)
+                continue
+            yield piece[skip:]
+            skip = 0
+
+    def close(self) -> None:
+        pass  # the source belongs to the answer it came in
+
+
+def is_data_url(value: Any) -> bool:
+    """A result value (str or Blob) that is a data: URL rather than bare base64."""
+    if isinstance(value, Payload):
+        return False  # already the payload of one
+    if isinstance(value, Blob):
+        return next(value.pieces(5), b"") == b"data:"
+    return isinstance(value, str) and value[:5] == "data:"
+
+
+def data_url_payload(value: str | Blob) -> str | Blob:
+    """A data: URL's base64 as a Payload, anything else as it is. The comma is looked for in
+    the first piece the sink decodes (B64_CHUNK characters): without one there, the value stays
+    whole, and the sink finds it is not base64."""
+    if not is_data_url(value):
+        return value
+    if isinstance(value, Blob):
+        comma = next(value.pieces(), b"").find(b",")
+    else:
+        comma = value.find(",", 0, B64_CHUNK)
+    return value if comma < 0 else Payload(value, comma + 1)
+
+
+def _images_data_urls(obj: Mapping[str, Any]) -> dict[str, Any]:
+    entries = [
+        {**e, "b64_json": data_url_payload(e["b64_json"])}
+        if isinstance(e, dict) and is_data_url(e.get("b64_json"))
+        else e
+        for e in obj["data"]
+    ]
+    return {**obj, "data": entries}
+
+
 def _is_image_call(item: Mapping[str, Any]) -> bool:
     return item.get("type") == "image_generation_call"
 
@@ -3801,6 +3863,12 @@ DIALECTS = (
         lambda ev: {**ev, "partial_image_b64": ev.get("b64_json")},
     ),
     Dialect(
+        "a preview as a data: URL",
+        "event",
+        lambda ev: ev["type"] == PARTIAL_IMAGE and is_data_url(ev.get("partial_image_b64")),
+        lambda ev: {**ev, "partial_image_b64": data_url_payload(ev["partial_image_b64"])},
+    ),
+    Dialect(
         "response.done for response.completed",
         "event",
         lambda ev: ev["type"] == "response.done",
@@ -3829,6 +3897,21 @@ DIALECTS = (
         "item",
         lambda item: _url_instead_of_result(item, ("http://", "https://")),
         lambda item: {"type": "image_url", "url": item["url"]},
+    ),
+    Dialect(
+        "the result as a data: URL",
+        "item",
+        lambda item: _is_image_call(item) and is_data_url(item.get("result")),
+        lambda item: {**item, "result": data_url_payload(item["result"])},
+    ),
+    Dialect(
+        "Images API results as data: URLs",
+        "answer",
+        lambda obj: (
+            isinstance(obj.get("data"), list)
+            and any(isinstance(e, dict) and is_data_url(e.get("b64_json")) for e in obj["data"])
+        ),
+        _images_data_urls,
     ),
     Dialect(
         "an error answer whose error is a string",
@@ -4937,7 +5020,7 @@ def fetch_image_urls(
         for attempt in range(settings.retries + 1):
             try:
                 if url.startswith("data:"):
-                    target.save(url)
+                    target.save(data_url_payload(url))
                 else:
                     console.debug(f"downloading the image from {host_of(url)} (no gateway headers)")
                     download_image(url, settings, deadline, target, collector.progress)
