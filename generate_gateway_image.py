@@ -3956,7 +3956,9 @@ def canonical_answer(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 class Collector:
-    """Follows one response (stream events or a JSON body) and hands image results to the sink."""
+    """Follows one response (stream events or a JSON body) and hands image results to the sink.
+    Its entry points (on_sse, handle_event, handle_json, handle_response) make each answer
+    canonical first (DIALECTS); the handlers behind them know only the canonical shapes."""
 
     def __init__(self, sink: ImageSink, progress: Progress | None = None) -> None:
         self.sink = sink
@@ -4085,9 +4087,6 @@ class Collector:
                 return
             self.previews += 1
             self.on_partial(index, data)
-
-    def handle_item(self, item: Mapping[str, Any]) -> None:
-        self._item(canonical("item", item))
 
     def _item(self, item: Mapping[str, Any]) -> None:
         itype = item.get("type")
