@@ -3715,11 +3715,14 @@ def usage_words(main: Mapping[str, Any] | None, image: Mapping[str, Any] | None)
 # -- dialects: one place turns every gateway's shapes into the Responses API's own -------------
 #
 # The Collector below knows only the canonical shapes: response.* events, output items of type
-# image_generation_call with a `result`, message text, errors as `{"type": "error", "error":
-# {...}}`, and one shape the Responses API has no word for: {"type": "image_url", "url": ...},
-# an image a relay hosts instead of sending it. Everything else a gateway says is one entry of
-# DIALECTS. One dialect can only be read once the answer has ended: links to the image in the
-# model's text (Collector.verdict asks image_links()).
+# image_generation_call with a `result` (base64), message text, errors as {"type": "error",
+# "error": {...}} (one error object, wherever the gateway put it), the Images API's own answer
+# ({"data": [{"b64_json"} or {"url"}]}), and one shape the Responses API has no word for:
+# {"type": "image_url", "url": ...}, an image a relay hosts instead of sending it. Everything
+# else a gateway says is one entry of DIALECTS. One dialect can only be read once the answer
+# has ended, so Collector.verdict asks for it: links to the image in the model's text
+# (image_links()). Relays that send the same image twice under two item ids are told apart by
+# its bytes when it is kept (Collector.keep_extra).
 
 PARTIAL_IMAGE = "response.image_generation_call.partial_image"
 FINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
@@ -3823,7 +3826,7 @@ def _url_instead_of_result(item: Mapping[str, Any], schemes: tuple[str, ...]) ->
         _is_image_call(item)
         and not item.get("result")
         and isinstance(url, str)
-        and (url.startswith(schemes))
+        and url.startswith(schemes)
     )
 
 
@@ -3837,6 +3840,8 @@ def _loose_error(ev: Mapping[str, Any]) -> bool:
 
 
 def _error_object(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's one error object: its string as the message, else the event itself (the
+    Responses stream's `error` event has code and message at the top)."""
     err = ev.get("error")
     return {**ev, "error": {"message": err} if isinstance(err, str) else dict(ev)}
 
@@ -3859,8 +3864,10 @@ DIALECTS = (
     Dialect(
         "LiteLLM's preview under b64_json",
         "event",
-        lambda ev: ev["type"] == PARTIAL_IMAGE and not ev.get("partial_image_b64"),
-        lambda ev: {**ev, "partial_image_b64": ev.get("b64_json")},
+        lambda ev: (
+            ev["type"] == PARTIAL_IMAGE and not ev.get("partial_image_b64") and "b64_json" in ev
+        ),
+        lambda ev: {**ev, "partial_image_b64": ev["b64_json"]},
     ),
     Dialect(
         "a preview as a data: URL",
