@@ -3691,14 +3691,8 @@ class ImageSink:
                     )
                 total = 0
                 carry = b""
-                first = True
                 padded = False
-                for piece in pieces:
-                    if first:
-                        first = False
-                        if piece[:5] == b"data:":  # some gateways return a data: URL
-                            comma = piece.find(b",")
-                            piece = piece[comma + 1 :]
+                for piece in pieces:  # a data: URL came as its Payload (see DIALECTS)
                     chunk = carry + bytes(piece) if carry else piece
                     stripped = chunk.rstrip(b"=")
                     if padded or stripped.translate(None, B64_ALPHABET):
@@ -3867,8 +3861,260 @@ def usage_words(main: Mapping[str, Any] | None, image: Mapping[str, Any] | None)
     return ", ".join(parts)
 
 
+# -- dialects: one place turns every gateway's shapes into the Responses API's own -------------
+#
+# The Collector below knows only the canonical shapes: response.* events, output items of type
+# image_generation_call with a `result` (base64), message text, errors as {"type": "error",
+# "error": {...}} (one error object, wherever the gateway put it), the Images API's own answer
+# ({"data": [{"b64_json"} or {"url"}]}), and one shape the Responses API has no word for:
+# {"type": "image_url", "url": ...}, an image a relay hosts instead of sending it. Everything
+# else a gateway says is one entry of DIALECTS. One dialect can only be read once the answer
+# has ended, so Collector.verdict asks for it: links to the image in the model's text
+# (image_links()). Relays that send the same image twice under two item ids are told apart by
+# its bytes when it is kept (Collector.keep_extra).
+
+PARTIAL_IMAGE = "response.image_generation_call.partial_image"
+FINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
+
+
+class Dialect:
+    """A gateway's other way of saying something: `recognise` reads a shape as it came (`where`:
+    an "event", an output "item" or a whole JSON "answer"); `canonical` returns the shape the
+    Collector knows. Entries apply in table order, each at most once per shape."""
+
+    __slots__ = ("name", "where", "recognise", "canonical")
+
+    def __init__(
+        self,
+        name: str,
+        where: str,
+        recognise: Callable[[Mapping[str, Any]], bool],
+        canonical: Callable[[Mapping[str, Any]], dict[str, Any]],
+    ) -> None:
+        self.name = name
+        self.where = where
+        self.recognise = recognise
+        self.canonical = canonical
+
+
+class Payload(Blob):
+    """The base64 after a data: URL's comma, read in place from the string or Blob it came in
+    and in the same pieces as the whole value. Always true, like the value it came in: a data:
+    URL with nothing after its comma is an answer that is not an image, not a missing answer."""
+
+    __slots__ = ("source", "start")
+
+    def __init__(self, source: str | Blob, start: int) -> None:
+        # no Blob.__init__: a Payload has no temporary file of its own, it reads `source`
+        self.source = source
+        self.start = start
+        self.length = len(source) - start
+
+    def __bool__(self) -> bool:
+        return True
+
+    def pieces(self, size: int = B64_CHUNK) -> Iterator[bytes]:
+        source = self.source
+        if isinstance(source, Blob):
+            whole = source.pieces(size)
+        else:
+            whole = (
+                source[i : i + size].encode("ascii", "replace") for i in range(0, len(source), size)
+            )
+        skip = self.start
+        for piece in whole:
+            if skip >= len(piece):
+                skip -= len(piece)
+                continue
+            yield piece[skip:]
+            skip = 0
+
+    def close(self) -> None:
+        pass  # the source belongs to the answer it came in
+
+
+def is_data_url(value: Any) -> bool:
+    """A result value (str or Blob) that is a data: URL rather than bare base64."""
+    if isinstance(value, Payload):
+        return False  # already the payload of one
+    if isinstance(value, Blob):
+        return next(value.pieces(5), b"") == b"data:"
+    return isinstance(value, str) and value[:5] == "data:"
+
+
+def data_url_payload(value: str | Blob) -> str | Blob:
+    """A data: URL's base64 as a Payload, anything else as it is. The comma is looked for in
+    the first piece the sink decodes (B64_CHUNK characters): without one there, the value stays
+    whole, and the sink finds it is not base64."""
+    if not is_data_url(value):
+        return value
+    if isinstance(value, Blob):
+        comma = next(value.pieces(), b"").find(b",")
+    else:
+        comma = value.find(",", 0, B64_CHUNK)
+    return value if comma < 0 else Payload(value, comma + 1)
+
+
+def _images_data_urls(obj: Mapping[str, Any]) -> dict[str, Any]:
+    entries = [
+        {**e, "b64_json": data_url_payload(e["b64_json"])}
+        if isinstance(e, dict) and is_data_url(e.get("b64_json"))
+        else e
+        for e in obj["data"]
+    ]
+    return {**obj, "data": entries}
+
+
+def _is_image_call(item: Mapping[str, Any]) -> bool:
+    return item.get("type") == "image_generation_call"
+
+
+def _url_instead_of_result(item: Mapping[str, Any], schemes: tuple[str, ...]) -> bool:
+    url = item.get("url")
+    return (
+        _is_image_call(item)
+        and not item.get("result")
+        and isinstance(url, str)
+        and url.startswith(schemes)
+    )
+
+
+def _loose_error(ev: Mapping[str, Any]) -> bool:
+    etype = ev["type"]
+    return (
+        etype != "error"
+        and not etype.startswith("response.")
+        and isinstance(ev.get("error"), (dict, str))
+    )
+
+
+def _error_object(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's one error object: its string as the message, else the event itself (the
+    Responses stream's `error` event has code and message at the top)."""
+    err = ev.get("error")
+    return {**ev, "error": {"message": err} if isinstance(err, str) else dict(ev)}
+
+
+def _error_answer(obj: Mapping[str, Any]) -> bool:
+    """A whole answer that is an error (no output, no Images API data beside it)."""
+    err = obj.get("error")
+    return bool(
+        isinstance(err, (dict, str)) and err and not obj.get("output") and not obj.get("data")
+    )
+
+
+DIALECTS = (
+    Dialect(
+        "Azure's name for a preview event",
+        "event",
+        lambda ev: ev["type"] == "response.image_gen_call.partial_image",
+        lambda ev: {**ev, "type": PARTIAL_IMAGE},
+    ),
+    Dialect(
+        "LiteLLM's preview under b64_json",
+        "event",
+        lambda ev: (
+            ev["type"] == PARTIAL_IMAGE and not ev.get("partial_image_b64") and "b64_json" in ev
+        ),
+        lambda ev: {**ev, "partial_image_b64": ev["b64_json"]},
+    ),
+    Dialect(
+        "a preview as a data: URL",
+        "event",
+        lambda ev: ev["type"] == PARTIAL_IMAGE and is_data_url(ev.get("partial_image_b64")),
+        lambda ev: {**ev, "partial_image_b64": data_url_payload(ev["partial_image_b64"])},
+    ),
+    Dialect(
+        "response.done for response.completed",
+        "event",
+        lambda ev: ev["type"] == "response.done",
+        lambda ev: {**ev, "type": "response.completed"},
+    ),
+    Dialect(
+        "an error in an event of another type (or none)",
+        "event",
+        _loose_error,
+        lambda ev: {**ev, "type": "error"},
+    ),
+    Dialect(
+        "an error event with its fields at the top, or its error a string",
+        "event",
+        lambda ev: ev["type"] == "error" and not isinstance(ev.get("error"), dict),
+        _error_object,
+    ),
+    Dialect(
+        "the image as a data: URL in `url`",
+        "item",
+        lambda item: _url_instead_of_result(item, ("data:",)),
+        lambda item: {**item, "result": item["url"]},
+    ),
+    Dialect(
+        "a hosted image: an http(s) URL in `url` instead of the result",
+        "item",
+        lambda item: _url_instead_of_result(item, ("http://", "https://")),
+        lambda item: {"type": "image_url", "url": item["url"]},
+    ),
+    Dialect(
+        "the result as a data: URL",
+        "item",
+        lambda item: _is_image_call(item) and is_data_url(item.get("result")),
+        lambda item: {**item, "result": data_url_payload(item["result"])},
+    ),
+    Dialect(
+        "Images API results as data: URLs",
+        "answer",
+        lambda obj: (
+            isinstance(obj.get("data"), list)
+            and any(isinstance(e, dict) and is_data_url(e.get("b64_json")) for e in obj["data"])
+        ),
+        _images_data_urls,
+    ),
+    Dialect(
+        "an error answer whose error is a string",
+        "answer",
+        lambda obj: _error_answer(obj) and isinstance(obj["error"], str),
+        lambda obj: {**obj, "error": {"message": obj["error"]}},
+    ),
+)
+
+
+def canonical(where: str, shape: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`shape` as the Collector knows it: each dialect that recognises it rewrites it."""
+    for dialect in DIALECTS:
+        if dialect.where == where and dialect.recognise(shape):
+            shape = dialect.canonical(shape)
+    return shape
+
+
+def canonical_response(resp: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Response object with each of its output items in the canonical shape."""
+    output = resp.get("output")
+    if not isinstance(output, list):
+        return resp
+    items = [canonical("item", item) if isinstance(item, dict) else item for item in output]
+    return {**resp, "output": items}
+
+
+def canonical_event(ev: Mapping[str, Any], name: str = "") -> Mapping[str, Any]:
+    """A stream event in the canonical shape, its type always set (the SSE event name when the
+    data has none), the item or response it carries canonical too."""
+    ev = canonical("event", {**ev, "type": str(ev.get("type") or name)})
+    if isinstance(ev.get("item"), dict):
+        ev = {**ev, "item": canonical("item", ev["item"])}
+    if isinstance(ev.get("response"), dict):
+        ev = {**ev, "response": canonical_response(ev["response"])}
+    return ev
+
+
+def canonical_answer(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A whole JSON answer (a Response object, an Images API answer, an error) made canonical."""
+    return canonical_response(canonical("answer", obj))
+
+
 class Collector:
-    """Follows one response (stream events or a JSON body) and hands image results to the sink."""
+    """Follows one response (stream events or a JSON body) and hands image results to the sink.
+    Its entry points (on_sse, handle_event, handle_json, handle_response) make each answer
+    canonical first (DIALECTS); the handlers behind them know only the canonical shapes."""
 
     def __init__(self, sink: ImageSink, progress: Progress | None = None) -> None:
         self.sink = sink
@@ -3940,7 +4186,10 @@ class Collector:
             self.handle_event(event, name)
 
     def handle_event(self, ev: Mapping[str, Any], name: str = "") -> None:
-        etype = str(ev.get("type") or name)
+        self._event(canonical_event(ev, name))
+
+    def _event(self, ev: Mapping[str, Any]) -> None:
+        etype = ev["type"]
         seq = ev.get("sequence_number")
         if isinstance(seq, int) and not isinstance(seq, bool):
             if self.resumed and seq <= self.sequence:
@@ -3953,101 +4202,86 @@ class Collector:
             self._phase("queued" if etype == "response.queued" else "in progress")
         elif etype == "response.image_generation_call.generating":
             self._phase("generating")
-        elif etype in (
-            "response.image_generation_call.partial_image",
-            "response.image_gen_call.partial_image",  # Azure's name for it
-        ):
-            index = ev.get("partial_image_index", self.previews)
-            if (
-                not isinstance(index, int)
-                or isinstance(index, bool)
-                or not 0 <= index <= MAX_PREVIEW_INDEX
-            ):
-                return  # not a number we would put in a file name or on the terminal
-            self._phase(f"partial {index + 1}")
-            data = ev.get("partial_image_b64") or ev.get("b64_json")  # LiteLLM: b64_json
-            if isinstance(data, (str, Blob)) and data and self.on_partial is not None:
-                if self.previews >= self.max_previews:
-                    if self.previews == self.max_previews and self.warn is not None:
-                        self.warn(
-                            f"the gateway sent more previews than the {self.max_previews} "
-                            "asked for; the extras are ignored"
-                        )
-                    self.previews = self.max_previews + 1
-                    return
-                self.previews += 1
-                self.on_partial(index, data)
+        elif etype == PARTIAL_IMAGE:
+            self._preview(ev)
         elif etype == "response.image_generation_call.completed":
             self._phase("finalising")
         elif etype == "response.output_item.done":
             item = ev.get("item")
             if isinstance(item, dict):
-                self.handle_item(item)
+                self._item(item)
         elif etype == "response.output_text.delta":
             if isinstance(ev.get("delta"), str):
                 self.keep_text(self.deltas, ev["delta"])
-        elif etype in (
-            "response.completed",
-            "response.done",
-            "response.failed",
-            "response.incomplete",
-        ):
+        elif etype in FINAL_EVENTS:
             resp = ev.get("response")
             if isinstance(resp, dict):
-                self.handle_response(resp, from_stream=True)
+                self._response(resp)
             self.finished = True
-        elif etype == "error" or (
-            "error" in ev
-            and isinstance(ev.get("error"), (dict, str))
-            and not etype.startswith("response.")
-        ):
-            err = ev.get("error")
-            if isinstance(err, dict):
-                self.failure = error_from_payload(err)
-            elif isinstance(err, str):
-                self.failure = error_from_payload({"message": err})
-            else:
-                self.failure = error_from_payload(ev)
+        elif etype == "error":
+            self.failure = error_from_payload(ev["error"])
             self.finished = True
 
-    def handle_item(self, item: Mapping[str, Any]) -> None:
+    def _preview(self, ev: Mapping[str, Any]) -> None:
+        index = ev.get("partial_image_index", self.previews)
+        if (
+            not isinstance(index, int)
+            or isinstance(index, bool)
+            or not 0 <= index <= MAX_PREVIEW_INDEX
+        ):
+            return  # not a number we would put in a file name or on the terminal
+        self._phase(f"partial {index + 1}")
+        data = ev.get("partial_image_b64")
+        if isinstance(data, (str, Blob)) and data and self.on_partial is not None:
+            if self.previews >= self.max_previews:
+                if self.previews == self.max_previews and self.warn is not None:
+                    self.warn(
+                        f"the gateway sent more previews than the {self.max_previews} "
+                        "asked for; the extras are ignored"
+                    )
+                self.previews = self.max_previews + 1
+                return
+            self.previews += 1
+            self.on_partial(index, data)
+
+    def _item(self, item: Mapping[str, Any]) -> None:
         itype = item.get("type")
         if itype == "image_generation_call":
-            result = item.get("result")
-            url = item.get("url")
-            if not result and isinstance(url, str) and url.startswith("data:"):
-                result = url
-            elif not result and isinstance(url, str) and url.startswith(("http://", "https://")):
-                if url not in self.urls and len(self.urls) < MAX_IMAGE_URLS:
-                    self.urls.append(url)  # a relay that hosts the image: run_job downloads it
-                return
-            if result and not isinstance(result, (str, Blob)):
-                self.unreadable += 1  # a gateway bug; a later copy of the item may be fine
-                if self.failure is None:
-                    self.failure = GatewayError(
-                        f"the image result is not base64 text (a JSON {type(result).__name__})",
-                        started=True,
-                    )
-            elif result and not self.sink.has_image:
-                if self.sink.save(result):  # any non-empty result counts, whatever the status
-                    self.item_id = str(item.get("id") or "")
-                    self.revised_prompt = text_of(item.get("revised_prompt"), 10_000)
-                    self.item_size = str(item.get("size") or "")
-                    self.item_format = str(item.get("output_format") or "")
-            elif result and (not self.item_id or str(item.get("id") or "") != self.item_id):
-                self.save_extra(result)  # another item: a second image, or a relay's copy
-            elif not result and item.get("status") == "failed" and self.failure is None:
-                err = item.get("error")
-                if isinstance(err, dict):
-                    self.failure = error_from_payload(err)
-                else:
-                    self.call_failed = True  # the reason may be in the model's text (verdict)
+            self._image_call(item)
+        elif itype == "image_url":
+            url = item["url"]
+            if url not in self.urls and len(self.urls) < MAX_IMAGE_URLS:
+                self.urls.append(url)  # a relay that hosts the image: run_job downloads it
         elif itype == "message":
             for part in listed(item.get("content")):
                 if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
                     text = part.get("text") or part.get("refusal")
                     if isinstance(text, str) and text.strip():
                         self.keep_text(self.texts, text.strip())
+
+    def _image_call(self, item: Mapping[str, Any]) -> None:
+        result = item.get("result")
+        if result and not isinstance(result, (str, Blob)):
+            self.unreadable += 1  # a gateway bug; a later copy of the item may be fine
+            if self.failure is None:
+                self.failure = GatewayError(
+                    f"the image result is not base64 text (a JSON {type(result).__name__})",
+                    started=True,
+                )
+        elif result and not self.sink.has_image:
+            if self.sink.save(result):  # any non-empty result counts, whatever the status
+                self.item_id = str(item.get("id") or "")
+                self.revised_prompt = text_of(item.get("revised_prompt"), 10_000)
+                self.item_size = str(item.get("size") or "")
+                self.item_format = str(item.get("output_format") or "")
+        elif result and (not self.item_id or str(item.get("id") or "") != self.item_id):
+            self.save_extra(result)  # another item: a second image, or a relay's copy
+        elif not result and item.get("status") == "failed" and self.failure is None:
+            err = item.get("error")
+            if isinstance(err, dict):
+                self.failure = error_from_payload(err)
+            else:
+                self.call_failed = True  # the reason may be in the model's text (verdict)
 
     def keep_text(self, texts: list[str], text: str) -> None:
         """Keep the model's text up to MAX_MODEL_TEXT characters in all (texts and deltas):
@@ -4059,36 +4293,43 @@ class Collector:
 
     def handle_json(self, obj: Mapping[str, Any]) -> None:
         """A whole JSON answer: a Response object, an Images API answer, or an error."""
-        err = obj.get("error")
-        if isinstance(err, (dict, str)) and err and not obj.get("output") and not obj.get("data"):
-            self.failure = error_from_payload(err if isinstance(err, dict) else {"message": err})
+        obj = canonical_answer(obj)
+        if _error_answer(obj):
+            self.failure = error_from_payload(obj["error"])
         elif isinstance(obj.get("data"), list):
-            for entry in obj["data"]:
-                if not isinstance(entry, dict):
-                    continue
-                if self.sink.has_image:
-                    if isinstance(entry.get("b64_json"), (str, Blob)) and entry["b64_json"]:
-                        self.save_extra(entry["b64_json"])
-                    continue
-                b64 = entry.get("b64_json")
-                if b64 and not isinstance(b64, (str, Blob)):
-                    self.unreadable += 1
-                    if self.failure is None:
-                        self.failure = GatewayError("b64_json is not base64 text", started=True)
-                elif b64 and self.sink.save(b64):
-                    self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
-                elif (
-                    isinstance(entry.get("url"), str)
-                    and entry["url"] not in self.urls
-                    and len(self.urls) < MAX_IMAGE_URLS
-                ):
-                    self.urls.append(entry["url"])  # a hosted image: run_job downloads it
-            self.response_id = str(obj.get("id") or obj.get("created") or "")
-            self.image_usage = token_counts(obj.get("usage")) or self.image_usage
+            self._images_answer(obj)
         else:
-            self.handle_response(obj)
+            self._response(obj)
+
+    def _images_answer(self, obj: Mapping[str, Any]) -> None:
+        """The Images API's answer: {"data": [{"b64_json": ...} or {"url": ...}], "usage"}."""
+        for entry in obj["data"]:
+            if not isinstance(entry, dict):
+                continue
+            if self.sink.has_image:
+                if isinstance(entry.get("b64_json"), (str, Blob)) and entry["b64_json"]:
+                    self.save_extra(entry["b64_json"])
+                continue
+            b64 = entry.get("b64_json")
+            if b64 and not isinstance(b64, (str, Blob)):
+                self.unreadable += 1
+                if self.failure is None:
+                    self.failure = GatewayError("b64_json is not base64 text", started=True)
+            elif b64 and self.sink.save(b64):
+                self.revised_prompt = text_of(entry.get("revised_prompt"), 10_000)
+            elif (
+                isinstance(entry.get("url"), str)
+                and entry["url"] not in self.urls
+                and len(self.urls) < MAX_IMAGE_URLS
+            ):
+                self.urls.append(entry["url"])  # a hosted image: run_job downloads it
+        self.response_id = str(obj.get("id") or obj.get("created") or "")
+        self.image_usage = token_counts(obj.get("usage")) or self.image_usage
 
     def handle_response(self, resp: Mapping[str, Any], from_stream: bool = False) -> None:
+        self._response(canonical_response(resp))
+
+    def _response(self, resp: Mapping[str, Any]) -> None:
         if resp.get("id"):
             self._note_id(resp["id"])
         # usage is the main (text) model's; the image model's tokens, billed apart, come in
@@ -4102,25 +4343,30 @@ class Collector:
         had_texts = bool(self.texts)
         for item in listed(resp.get("output")):
             if isinstance(item, dict) and not (had_texts and item.get("type") == "message"):
-                self.handle_item(item)
+                self._item(item)
+        if self.failure is None:
+            self.failure = self._failure_of(resp)
+
+    def _failure_of(self, resp: Mapping[str, Any]) -> ImagegenError | None:
+        """What a Response object's error or final status says went wrong, if anything."""
         status = resp.get("status")
         err = resp.get("error")
-        if isinstance(err, dict) and err and self.failure is None:
-            self.failure = error_from_payload(err)
-        elif status == "failed" and self.failure is None:
-            self.failure = GatewayError("the response failed without a reason", started=True)
-        elif status == "incomplete" and self.failure is None:
+        if isinstance(err, dict) and err:
+            return error_from_payload(err)
+        if status == "failed":
+            return GatewayError("the response failed without a reason", started=True)
+        if status == "incomplete":
             details = resp.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, dict) else None
             if reason == "content_filter":
-                self.failure = NoImageError("the response was stopped by the content filter")
-            else:
-                self.failure = GatewayError(
-                    "the response ended incomplete ({})".format(reason or "no reason given"),
-                    started=True,
-                )
-        elif status == "cancelled" and self.failure is None and not self.sink.has_image:
-            self.failure = GatewayError("the response was cancelled on the gateway", started=True)
+                return NoImageError("the response was stopped by the content filter")
+            return GatewayError(
+                "the response ended incomplete ({})".format(reason or "no reason given"),
+                started=True,
+            )
+        if status == "cancelled" and not self.sink.has_image:
+            return GatewayError("the response was cancelled on the gateway", started=True)
+        return None
 
     def save_extra(self, value: str | Blob) -> None:
         """A further image in the same answer: saved as STEM-2.EXT, ... unless it has the same
@@ -4932,7 +5178,7 @@ def fetch_image_urls(
         for attempt in range(settings.retries + 1):
             try:
                 if url.startswith("data:"):
-                    target.save(url)
+                    target.save(data_url_payload(url))
                 else:
                     console.debug(f"downloading the image from {host_of(url)} (no gateway headers)")
                     download_image(url, settings, deadline, target, collector.progress)
