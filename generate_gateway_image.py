@@ -859,20 +859,6 @@ def load_config_layers(
     return layers
 
 
-def load_codex_config(
-    home: str,
-    profile: str | None,
-    *,
-    system_config: str | None = None,
-    managed_config: str | None = None,
-) -> tuple[dict[str, Any], list[str], str | None]:
-    """Return (merged config, files read, profile used). A missing config.toml is an empty one."""
-    layers = load_config_layers(
-        home, profile, system_config=system_config, managed_config=managed_config
-    )
-    return layers.config, layers.files, layers.profile
-
-
 def _table(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -3365,13 +3351,6 @@ def _put_blobs(obj: Any, blobs: Mapping[str, Blob]) -> Any:
     return obj
 
 
-def parse_json_span(buf: bytes | bytearray, start: int, end: int) -> Any:
-    """json.loads of buf[start:end], long strings as Blobs (one piece through a JsonSpool)."""
-    spool = JsonSpool()
-    spool.feed(buf[start:end])
-    return spool.parse()
-
-
 class SSEParser:
     """Incremental Server-Sent Events parser. Each event's `data:` lines stream into a
     JsonSpool, so an image held in one long line never sits in memory whole; any other line is
@@ -4325,9 +4304,6 @@ class Collector:
                 self.urls.append(entry["url"])  # a hosted image: run_job downloads it
         self.response_id = str(obj.get("id") or obj.get("created") or "")
         self.image_usage = token_counts(obj.get("usage")) or self.image_usage
-
-    def handle_response(self, resp: Mapping[str, Any], from_stream: bool = False) -> None:
-        self._response(canonical_response(resp))
 
     def _response(self, resp: Mapping[str, Any]) -> None:
         if resp.get("id"):

@@ -20,6 +20,15 @@ import pytest
 import generate_gateway_image as g
 from tests.conftest import write
 
+
+def load_codex_config(
+    home: str, profile: str | None, **files: str | None
+) -> tuple[dict[str, Any], list[str], str | None]:
+    """(merged config, files read, profile used), as load_config_layers stacks them."""
+    layers = g.load_config_layers(home, profile, **files)
+    return layers.config, layers.files, layers.profile
+
+
 GW_URL = "https://gw.example.test/v1"
 
 
@@ -120,12 +129,12 @@ X-Two = "2"
 
 
 def test_no_config_toml_is_an_empty_config(tmp_path: Path) -> None:
-    assert g.load_codex_config(str(tmp_path), None) == ({}, [], None)
+    assert load_codex_config(str(tmp_path), None) == ({}, [], None)
 
 
 def test_config_toml_is_read(tmp_path: Path) -> None:
     path = write(tmp_path / "config.toml", BASE_TOML)
-    config, files, profile = g.load_codex_config(str(tmp_path), None)
+    config, files, profile = load_codex_config(str(tmp_path), None)
     assert files == [str(path)]
     assert profile is None
     assert config["model_provider"] == "gw"
@@ -142,7 +151,7 @@ def test_profile_file_is_deep_merged(tmp_path: Path) -> None:
         "[model_providers.gw.http_headers]\n"
         'X-Two = "two"\nX-Three = "3"\n',
     )
-    config, files, profile = g.load_codex_config(str(tmp_path), "work")
+    config, files, profile = load_codex_config(str(tmp_path), "work")
     assert profile == "work"
     assert files == [str(tmp_path / "config.toml"), str(tmp_path / "work.config.toml")]
     assert config["model"] == "work-model"
@@ -157,7 +166,7 @@ def test_profile_file_is_deep_merged(tmp_path: Path) -> None:
 
 def test_profile_file_without_config_toml(tmp_path: Path) -> None:
     write(tmp_path / "solo.config.toml", 'model_provider = "ollama"\n')
-    config, files, profile = g.load_codex_config(str(tmp_path), "solo")
+    config, files, profile = load_codex_config(str(tmp_path), "solo")
     assert config == {"model_provider": "ollama"}
     assert files == [str(tmp_path / "solo.config.toml")]
     assert profile == "solo"
@@ -173,7 +182,7 @@ def test_legacy_profile_selector_and_table(tmp_path: Path) -> None:
         "[profiles.home]\n"
         'model = "home-model"\n',
     )
-    config, files, profile = g.load_codex_config(str(tmp_path), None)
+    config, files, profile = load_codex_config(str(tmp_path), None)
     assert profile == "work"
     assert config["model"] == "legacy-model"
     assert config["model_providers"]["gw"]["http_headers"] == {"X-One": "uno", "X-Two": "2"}
@@ -189,7 +198,7 @@ def test_profile_flag_selects_a_legacy_table(tmp_path: Path) -> None:
         'profile = "work"\n' + BASE_TOML + '\n[profiles.work]\nmodel = "w"\n'
         '[profiles.home]\nmodel = "h"\n',
     )
-    config, _, profile = g.load_codex_config(str(tmp_path), "home")
+    config, _, profile = load_codex_config(str(tmp_path), "home")
     assert profile == "home"
     assert config["model"] == "h"
 
@@ -197,14 +206,14 @@ def test_profile_flag_selects_a_legacy_table(tmp_path: Path) -> None:
 def test_profile_file_wins_over_legacy_table(tmp_path: Path) -> None:
     write(tmp_path / "config.toml", BASE_TOML + '\n[profiles.work]\nmodel = "legacy"\n')
     write(tmp_path / "work.config.toml", 'model = "file"\n')
-    config, files, _ = g.load_codex_config(str(tmp_path), "work")
+    config, files, _ = load_codex_config(str(tmp_path), "work")
     assert config["model"] == "file"
     assert files[-1] == str(tmp_path / "work.config.toml")
 
 
 def test_legacy_table_without_selector_is_ignored(tmp_path: Path) -> None:
     write(tmp_path / "config.toml", BASE_TOML + '\n[profiles.work]\nmodel = "legacy"\n')
-    config, _, profile = g.load_codex_config(str(tmp_path), None)
+    config, _, profile = load_codex_config(str(tmp_path), None)
     assert profile is None
     assert config["model"] == "base-model"
 
@@ -213,7 +222,7 @@ def test_legacy_table_without_selector_is_ignored(tmp_path: Path) -> None:
 def test_profile_not_found(tmp_path: Path, legacy: bool) -> None:
     write(tmp_path / "config.toml", ('profile = "ghost"\n' if legacy else "") + BASE_TOML)
     with pytest.raises(g.ConfigError) as err:
-        g.load_codex_config(str(tmp_path), None if legacy else "ghost")
+        load_codex_config(str(tmp_path), None if legacy else "ghost")
     assert "ghost" in err.value.message
     assert str(tmp_path / "ghost.config.toml") in err.value.message + err.value.hint
 
@@ -224,7 +233,7 @@ def test_profile_not_found(tmp_path: Path, legacy: bool) -> None:
 def test_malformed_config_toml_names_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path / "config.toml", 'model_provider = "gw"\n\nbase_url = \n')
     with pytest.raises(g.ConfigError) as err:
-        g.load_codex_config(str(tmp_path), None)
+        load_codex_config(str(tmp_path), None)
     assert str(path) in err.value.message
     assert "line 3" in err.value.message
     assert err.value.exit_code == g.EXIT_CONFIG
@@ -234,7 +243,7 @@ def test_malformed_profile_toml_names_file_and_line(tmp_path: Path) -> None:
     write(tmp_path / "config.toml", BASE_TOML)
     path = write(tmp_path / "p.config.toml", 'model = "x"\n[broken\n')
     with pytest.raises(g.ConfigError) as err:
-        g.load_codex_config(str(tmp_path), "p")
+        load_codex_config(str(tmp_path), "p")
     assert str(path) in err.value.message
     assert "line 2" in err.value.message
 

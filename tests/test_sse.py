@@ -39,6 +39,19 @@ from tests.gateway import (
 )
 from tests.images import b64, jpeg_bytes, png_bytes, truncated_jpeg, truncated_png
 
+
+def parse_json_span(buf: bytes | bytearray, start: int, end: int) -> Any:
+    """json.loads of buf[start:end] through one JsonSpool, long strings as Blobs."""
+    spool = g.JsonSpool()
+    spool.feed(buf[start:end])
+    return spool.parse()
+
+
+def handle_response(collector: g.Collector, resp: Any) -> None:
+    """A whole Response object handed to the collector, as an answer's final event does."""
+    collector._response(g.canonical_response(resp))
+
+
 SMALL_PNG = png_bytes(16, 16)
 OTHER_PNG = png_bytes(8, 8, alpha=True)
 
@@ -351,15 +364,15 @@ def test_parse_json_span_small_payloads_equal_json_loads() -> None:
         for raw in (json.dumps(doc), json.dumps(doc, ensure_ascii=False), dumps(doc, slashes=True)):
             data = b"  prefix" + raw.encode("utf-8") + b"suffix "
             start, end = 8, 8 + len(raw.encode("utf-8"))
-            assert g.parse_json_span(data, start, end) == json.loads(raw)
-            assert g.parse_json_span(bytearray(data), start, end) == json.loads(raw)
+            assert parse_json_span(data, start, end) == json.loads(raw)
+            assert parse_json_span(bytearray(data), start, end) == json.loads(raw)
 
 
 def test_parse_json_span_short_strings_stay_strings_in_a_big_payload() -> None:
     texts = [long_b64(g.BLOB_MIN - 10, seed) for seed in range(6)]
     raw = json.dumps({"parts": texts}).encode()
     assert len(raw) > BIG
-    assert g.parse_json_span(raw, 0, len(raw)) == {"parts": texts}
+    assert parse_json_span(raw, 0, len(raw)) == {"parts": texts}
 
 
 def check_big(raw: bytes, long_paths: Sequence[tuple[Any, ...]] = ()) -> Any:
@@ -367,7 +380,7 @@ def check_big(raw: bytes, long_paths: Sequence[tuple[Any, ...]] = ()) -> Any:
     are turned back into strings; the values at ``long_paths`` are Blobs."""
     assert len(raw) >= BIG
     buf = bytearray(b"data: " + raw + b"\n\n")
-    obj = g.parse_json_span(buf, 6, 6 + len(raw))
+    obj = parse_json_span(buf, 6, 6 + len(raw))
     expected = json.loads(raw)
     for path in long_paths:
         value, want = obj, expected
@@ -456,7 +469,7 @@ def test_parse_json_span_long_string_exactly_at_the_blob_threshold() -> None:
 def test_parse_json_span_big_invalid_json_raises_value_error() -> None:
     raw = json.dumps({"result": long_b64(300_000)}).encode()[:-2]
     with pytest.raises(ValueError):
-        g.parse_json_span(raw, 0, len(raw))
+        parse_json_span(raw, 0, len(raw))
 
 
 LONG_FRAGMENTS = st.sampled_from(
@@ -513,7 +526,7 @@ def test_parse_json_span_property(
     text = json.dumps(doc, ensure_ascii=ensure_ascii, indent=indent)
     raw = (escape_slashes(text) if slashes else text).encode("utf-8")
     buf = bytearray(b"data: " + raw + b"\n")
-    obj = g.parse_json_span(buf, 6, 6 + len(raw))
+    obj = parse_json_span(buf, 6, 6 + len(raw))
     expected = json.loads(raw)
     back = unblob(obj)
     if back != expected:  # a short message instead of two 300 kB reprs
@@ -622,8 +635,9 @@ def test_collector_image_with_a_message_and_reasoning(tmp_path: Path) -> None:
 
 def test_collector_json_response_object(tmp_path: Path) -> None:
     sink, collector = sink_for(tmp_path)
-    collector.handle_response(
-        response_obj([message_item("ok"), image_item(b64(SMALL_PNG))], resp_id="resp_json")
+    handle_response(
+        collector,
+        response_obj([message_item("ok"), image_item(b64(SMALL_PNG))], resp_id="resp_json"),
     )
     collector.verdict(False)
     assert collector.response_id == "resp_json"
@@ -807,7 +821,7 @@ def test_collector_big_image_through_sse_blob_path(
 def test_recorded_jpeg_response(tmp_path: Path) -> None:
     resp = recorded_jpeg_response()
     sink, collector = sink_for(tmp_path, "out.jpg")
-    collector.handle_response(resp)
+    handle_response(collector, resp)
     collector.verdict(False)
     assert collector.response_id == resp["id"] and resp["id"].startswith("resp_")
     data = saved_bytes(sink)
@@ -825,7 +839,7 @@ def test_recorded_jpeg_response_as_json_body_and_as_stream(tmp_path: Path, slash
     expected = base64.b64decode(resp["output"][1]["result"])
     raw = dumps(resp, slashes=slashes).encode()
     sink, collector = sink_for(tmp_path / "body", "out.jpg")
-    collector.handle_response(g.parse_json_span(raw, 0, len(raw)))
+    handle_response(collector, parse_json_span(raw, 0, len(raw)))
     collector.verdict(False)
     assert saved_bytes(sink) == expected
     # the same response as the final event of a stream, with a big padding so it takes the
