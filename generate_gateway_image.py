@@ -4092,7 +4092,7 @@ def canonical_answer(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 class Collector:
     """Follows one response (stream events or a JSON body) and hands image results to the sink.
-    Its entry points (on_sse, handle_event, handle_json, handle_response) make each answer
+    Its entry points (on_sse, handle_event, handle_json) make each answer
     canonical first (DIALECTS); the handlers behind them know only the canonical shapes."""
 
     def __init__(self, sink: ImageSink, progress: Progress | None = None) -> None:
