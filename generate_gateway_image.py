@@ -4331,161 +4331,242 @@ def exchange(
     deadline: float,
     console: Console,
 ) -> None:
-    """One POST; the answer (SSE or JSON) is fed to the collector as it arrives."""
+    """One attempt over the wire: the request is sent and the answer (SSE or JSON) is fed to
+    the collector as it arrives. The steps are helpers below; this keeps only their order and
+    the one place where a transport exception becomes our error (attempt_failure)."""
     import socket
 
     url = gw.url(request.path)
-    body = request.body
-    headers = gw.request_headers()
-    if request.method == "POST":
-        headers["Content-Type"] = request.content_type
-    headers["Accept"] = "text/event-stream" if request.stream else "application/json"
+    headers = attempt_headers(gw, request)
     clock = Clock(settings.idle_timeout, deadline)
     wire: Wire | None = None
-    status = 0
+    status = 0  # nonzero once the gateway answered: a break after that is a cut stream
     try:
         wire = Wire(url, settings, clock)
-        collector.progress.connected(wire)  # an MCP cancellation closes this connection, a
-        wire.open()  # stalled proxy or TLS handshake too
-        collector.progress.checkpoint()
-        if request.method == "POST":
-            headers["Content-Length"] = str(body.length)
-        console.debug(f"{request.method} {url} ({body.length} bytes)")
-        for name, value in {**headers, **wire.extra}.items():
-            console.debug(f"  {name}: {mask_secret(value) if looks_secret(name, value) else value}")
-        clock.arm()
-        wire.send(request.method, headers, body.chunks())
-        resp = wire.answer()
+        resp = open_and_send(wire, request, headers, collector.progress, clock, console)
         status = resp.status
         # a poll answer may say when to ask again
         collector.retry_after = parse_retry_after(resp.headers)
-        console.debug(
-            "HTTP {} {} ({})".format(
-                resp.status, text_of(resp.reason, 80), text_of(resp.getheader("content-type"), 80)
-            )
-        )
-        if status >= 400 or "html" in (resp.getheader("content-type") or "").lower():
-            # an error, or a captive portal or proxy login page instead of the gateway
-            raise http_error(
-                status, resp.reason, resp.headers, wire.read_limited(), gw, request.path, wire
-            )
-        if 300 <= status < 400:
-            location = resp.getheader("location") or "no Location given"
-            raise GatewayError(
-                f"HTTP {status} from {host_of(url)}: redirected to "
-                + text_of(redact_url(location), 300),
-                "set base_url to the address it redirects to (the script does not follow "
-                "redirects: they would resend the key and the body)",
-                status=status,
-            )
+        refuse_answer_head(resp, wire, gw, request.path, console)
         collector.progress.phase("waiting")
-        label = (resp.getheader("content-type") or "").lower()
-        first = wire.read()
-        while first and not first.strip() and len(first) < MAX_EVENT_BYTES:
-            more = wire.read()  # leading blank lines say nothing about what follows
-            if not more:
-                break
-            first += more
-        ctype = answer_kind(label, first)
-        if ctype not in label:
-            console.debug(f"the answer is labelled {label or 'nothing'!r} but reads as {ctype}")
+        first, ctype = read_answer_start(wire, resp, console)
         if "event-stream" in ctype:
-            parser = SSEParser(collector.on_sse)
-            if first:
-                parser.feed(first)
-            # Once the image is safe, the rest (message, response.completed with a second copy
-            # of the image) is read to its end for READ_TO_END_GRACE seconds at most: a relay
-            # records a completed request and its usage, and a stall there cannot hold the
-            # image up (a timeout then just returns).
-            grace_set = False
-            while not collector.finished:
-                if collector.sink.has_image and not grace_set:
-                    grace_set = True
-                    clock.deadline = min(clock.deadline, time.monotonic() + READ_TO_END_GRACE)
-                chunk = wire.read()
-                if not chunk:
-                    break
-                parser.feed(chunk)
-            if not collector.finished and not collector.sink.has_image:
-                parser.close()
-            ended_early = not collector.finished
+            ended_early = read_sse_body(wire, first, collector, clock)
         else:
-            if first.lstrip()[:1] not in (b"{", b""):
-                head = first + wire.read_limited(64 * 1024)
-                raise GatewayError(
-                    "the gateway answered HTTP {} with something that is not JSON: {}".format(
-                        status, text_of(head.decode("utf-8", "replace"), 200)
-                    )
-                )
-            spool = JsonSpool()
-            try:
-                chunk = first
-                while chunk:
-                    spool.feed(chunk)
-                    chunk = wire.read()
-                try:
-                    obj = spool.parse()
-                except ValueError as exc:
-                    raise GatewayError(
-                        f"the gateway's JSON answer is unreadable: {exc}",
-                        "the body may have been cut short; retry",
-                        retryable=True,
-                        started=True,
-                    ) from None
-                if isinstance(obj, dict):
-                    if console.verbose:
-                        items = [
-                            f"{i.get('type')}/{i.get('status')}"
-                            for i in listed(obj.get("output"))
-                            if isinstance(i, dict)
-                        ]
-                        console.debug(f"JSON answer: status {obj.get('status')}, output {items}")
-                    collector.handle_json(obj)
-            finally:
-                spool.close()
-            collector.finished = True
+            read_json_body(wire, first, status, collector, console)
             ended_early = False
         if wire.watchdog is not None and wire.watchdog.fired:
             clock.total_limited = True  # the end of the body was the watchdog's doing
             raise socket.timeout("budget spent")
         collector.verdict(transport_ended_early=ended_early)
-    except socket.timeout:
-        if collector.sink.has_image:
-            return
-        if clock.total_limited or (wire is not None and wire.watchdog_fired()):
-            raise out_of_time(settings.timeout) from None
-        raise NetworkError(
-            f"no data from the gateway for {settings.idle_timeout:g}s (--idle-timeout)",
-            "the gateway stalled; raise --idle-timeout for slow renders, or retry",
-        ) from None
-    except TimeoutError:
-        if collector.sink.has_image:
-            return
-        raise out_of_time(settings.timeout) from None
     except ImagegenError:
         raise
     except Exception as exc:
-        if not isinstance(exc, (OSError, ValueError, EOFError)) and not is_http_exception(exc):
-            raise
-        if isinstance(exc, OSError) and exc.errno in DISK_FAULTS:  # a socket never says these
-            raise disk_error(exc, "while the answer arrived") from None
-        if collector.sink.has_image:
-            return  # the image is safe; a connection that breaks afterwards does not matter
-        if wire is not None and wire.watchdog_fired():
-            raise out_of_time(settings.timeout) from None
-        if status:
-            raise GatewayError(
-                "the connection broke while reading the answer ({}: {})".format(
-                    type(exc).__name__, text_of(str(exc), 200)
-                ),
-                "the gateway or a proxy cut the stream; retrying may help",
-                retryable=True,
-                started=True,
-            ) from None
-        raise describe_network_error(exc, url) from None
+        if not is_transport_fault(exc):
+            raise  # a bug, not the network: its traceback is wanted
+        failure = attempt_failure(exc, wire, clock, settings, collector, status, url)
+        if failure is not None:
+            raise failure from None
     finally:
         if wire is not None:
             wire.close()
+
+
+def attempt_headers(gw: Gateway, request: Request) -> dict[str, str]:
+    """The gateway's headers (key, configured ones) plus what this request's body and the
+    answer it wants (an event stream or one JSON document) need."""
+    headers = gw.request_headers()
+    if request.method == "POST":
+        headers["Content-Type"] = request.content_type
+    headers["Accept"] = "text/event-stream" if request.stream else "application/json"
+    return headers
+
+
+def open_and_send(
+    wire: Wire,
+    request: Request,
+    headers: dict[str, str],
+    progress: Quiet,
+    clock: Clock,
+    console: Console,
+) -> Any:
+    """Connect, send the request and wait for the head of the answer (status and headers).
+    The progress sink learns the connection first: an MCP cancellation closes it, a stalled
+    proxy or TLS handshake too."""
+    progress.connected(wire)
+    wire.open()
+    progress.checkpoint()
+    body = request.body
+    if request.method == "POST":
+        headers["Content-Length"] = str(body.length)
+    console.debug(f"{request.method} {wire.url} ({body.length} bytes)")
+    for name, value in {**headers, **wire.extra}.items():
+        console.debug(f"  {name}: {mask_secret(value) if looks_secret(name, value) else value}")
+    clock.arm()
+    wire.send(request.method, headers, body.chunks())
+    return wire.answer()
+
+
+def refuse_answer_head(resp: Any, wire: Wire, gw: Gateway, path: str, console: Console) -> None:
+    """Raise our error when the head alone shows the answer holds no image: an HTTP error, an
+    HTML page (a captive portal or a proxy's login page instead of the gateway), a redirect
+    (never followed: it would resend the key and the body)."""
+    status = resp.status
+    console.debug(
+        "HTTP {} {} ({})".format(
+            status, text_of(resp.reason, 80), text_of(resp.getheader("content-type"), 80)
+        )
+    )
+    if status >= 400 or "html" in (resp.getheader("content-type") or "").lower():
+        raise http_error(status, resp.reason, resp.headers, wire.read_limited(), gw, path, wire)
+    if 300 <= status < 400:
+        location = resp.getheader("location") or "no Location given"
+        raise GatewayError(
+            f"HTTP {status} from {host_of(wire.url)}: redirected to "
+            + text_of(redact_url(location), 300),
+            "set base_url to the address it redirects to (the script does not follow "
+            "redirects: they would resend the key and the body)",
+            status=status,
+        )
+
+
+def read_answer_start(wire: Wire, resp: Any, console: Console) -> tuple[bytes, str]:
+    """The first bytes of the body and what they are ("text/event-stream" or JSON): the bytes
+    decide, not the label, which relays get wrong."""
+    label = (resp.getheader("content-type") or "").lower()
+    first = wire.read()
+    while first and not first.strip() and len(first) < MAX_EVENT_BYTES:
+        more = wire.read()  # leading blank lines say nothing about what follows
+        if not more:
+            break
+        first += more
+    ctype = answer_kind(label, first)
+    if ctype not in label:
+        console.debug(f"the answer is labelled {label or 'nothing'!r} but reads as {ctype}")
+    return first, ctype
+
+
+def read_sse_body(wire: Wire, first: bytes, collector: Collector, clock: Clock) -> bool:
+    """Feed an event stream to the collector to its end; True when the body ended before the
+    response did (the collector judges what that means).
+
+    Once the image is safe, the rest (message, response.completed with a second copy of the
+    image) is read to its end for READ_TO_END_GRACE seconds at most: a relay records a
+    completed request and its usage, and a stall there cannot hold the image up (a timeout
+    then just returns)."""
+    parser = SSEParser(collector.on_sse)
+    if first:
+        parser.feed(first)
+    grace_set = False
+    while not collector.finished:
+        if collector.sink.has_image and not grace_set:
+            grace_set = True
+            clock.deadline = min(clock.deadline, time.monotonic() + READ_TO_END_GRACE)
+        chunk = wire.read()
+        if not chunk:
+            break
+        parser.feed(chunk)
+    if not collector.finished and not collector.sink.has_image:
+        parser.close()
+    return not collector.finished
+
+
+def read_json_body(
+    wire: Wire, first: bytes, status: int, collector: Collector, console: Console
+) -> None:
+    """Read a JSON answer whole (spooled to disk past a size, never held twice in memory) and
+    hand it to the collector; a body that is not JSON, or is cut short, is our error."""
+    if first.lstrip()[:1] not in (b"{", b""):
+        head = first + wire.read_limited(64 * 1024)
+        raise GatewayError(
+            "the gateway answered HTTP {} with something that is not JSON: {}".format(
+                status, text_of(head.decode("utf-8", "replace"), 200)
+            )
+        )
+    spool = JsonSpool()
+    try:
+        chunk = first
+        while chunk:
+            spool.feed(chunk)
+            chunk = wire.read()
+        try:
+            obj = spool.parse()
+        except ValueError as exc:
+            raise GatewayError(
+                f"the gateway's JSON answer is unreadable: {exc}",
+                "the body may have been cut short; retry",
+                retryable=True,
+                started=True,
+            ) from None
+        if isinstance(obj, dict):
+            if console.verbose:
+                console.debug(json_answer_summary(obj))
+            collector.handle_json(obj)
+    finally:
+        spool.close()
+    collector.finished = True
+
+
+def json_answer_summary(obj: Mapping[str, Any]) -> str:
+    """One debug line for a JSON answer: its status and the type/status of each output item."""
+    items = [
+        f"{i.get('type')}/{i.get('status')}"
+        for i in listed(obj.get("output"))
+        if isinstance(i, dict)
+    ]
+    return f"JSON answer: status {obj.get('status')}, output {items}"
+
+
+def is_transport_fault(exc: BaseException) -> bool:
+    """Whether an exception is the network's or the answer's doing (socket, TLS, http.client,
+    a decoder) rather than a bug in the script."""
+    return isinstance(exc, (OSError, ValueError, EOFError)) or is_http_exception(exc)
+
+
+def attempt_failure(
+    exc: BaseException,
+    wire: Wire | None,
+    clock: Clock,
+    settings: Settings,
+    collector: Collector,
+    status: int,
+    url: str,
+) -> ImagegenError | None:
+    """Our error for a transport exception during one attempt, or None when the image is
+    already safe: a connection that breaks or stalls after it does not matter.
+
+    A stall is the idle limit's or the total budget's (the clock or the watchdog knows which);
+    a break after the gateway answered is a cut stream (retryable, but the gateway had
+    started: a retry may be billed); a break before is the network's (describe_network_error)."""
+    import socket
+
+    if isinstance(exc, socket.timeout):
+        if collector.sink.has_image:
+            return None
+        if clock.total_limited or (wire is not None and wire.watchdog_fired()):
+            return out_of_time(settings.timeout)
+        return NetworkError(
+            f"no data from the gateway for {settings.idle_timeout:g}s (--idle-timeout)",
+            "the gateway stalled; raise --idle-timeout for slow renders, or retry",
+        )
+    if isinstance(exc, TimeoutError):  # the clock's own (Python 3.9: not a socket.timeout)
+        return None if collector.sink.has_image else out_of_time(settings.timeout)
+    if isinstance(exc, OSError) and exc.errno in DISK_FAULTS:  # a socket never says these
+        return disk_error(exc, "while the answer arrived")
+    if collector.sink.has_image:
+        return None
+    if wire is not None and wire.watchdog_fired():
+        return out_of_time(settings.timeout)
+    if status:
+        return GatewayError(
+            "the connection broke while reading the answer ({}: {})".format(
+                type(exc).__name__, text_of(str(exc), 200)
+            ),
+            "the gateway or a proxy cut the stream; retrying may help",
+            retryable=True,
+            started=True,
+        )
+    return describe_network_error(exc, url)
 
 
 def download_image(
