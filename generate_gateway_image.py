@@ -4130,105 +4130,37 @@ def http_error(
     wire: Wire | None = None,
 ) -> ImagegenError:
     """Our error for an HTTP error answer: the gateway's own message, never a raw HTML page;
-    a proxy's own answer is named as the proxy's."""
+    a proxy's own answer is named as the proxy's. The steps: what the body says
+    (ErrorAnswer), whether a retry is safe (http_retryable), then the first of: the proxy's
+    refusal, a refused key (AuthError), moderation, any other error with its hint."""
 
-    message, code, etype, param = "", "", "", ""
-    details: dict[str, Any] = {}
-    ctype = (headers.get("content-type") or "").lower()
-    text = body.decode("utf-8", "replace")
-    parsed: Any = None
-    if "json" in ctype or text.lstrip()[:1] in ("{", "["):
-        try:
-            parsed = json.loads(text)
-        except (ValueError, RecursionError):
-            parsed = None
-    openai_error = isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
-    if isinstance(parsed, dict):
-        err = parsed.get("error", parsed)
-        if isinstance(err, dict):
-            details = err
-            message = text_of(err.get("message") or err.get("detail") or err.get("msg"))
-            code = str(err.get("code") or "")
-            etype = str(err.get("type") or "")
-            param = str(err.get("param") or "")
-        elif isinstance(err, str):
-            message = text_of(err)
-        if not message and isinstance(parsed.get("detail"), str):
-            message = text_of(parsed["detail"])
-    elif "<" in text[:200] and ("html" in ctype or "<html" in text[:2000].lower()):
-        # bounded, near the start: unbounded, each "<title>" of a 2 MB page scanned to its end
-        title = re.search(r"<title[^>]{0,200}>(.{0,1000}?)</title>", text[:65536], re.I | re.S)
-        message = "HTML page" + (": " + text_of(title.group(1), 200) if title else "")
-    else:
-        message = text_of(text, 300)
-    message = message or text_of(reason, 200) or "no details"
-    code = text_of(code, 100)
+    said = ErrorAnswer(headers, body, reason)
+    message, code = said.message, said.code
     if wire is not None and wire.proxy is not None and wire.from_proxy():
         return proxy_refusal(wire.proxy, f"{status} {message}", host_of(gw.base_url))
-    request_id = text_of(headers.get("x-request-id"), 200)
-    summary = "HTTP {} from {}: {}{}{}".format(
-        status,
-        host_of(gw.base_url),
-        message,
-        f" ({code})" if code else "",
-        f" [request id {request_id}]" if request_id and request_id not in message else "",
-    )
+    summary = http_summary(status, gw, said, headers)
     retry_after = parse_retry_after(headers)
-    should = (headers.get("x-should-retry") or "").strip().lower()
-    retryable = status in RETRY_STATUSES or status >= 500
-    if code in ("insufficient_quota", "moderation_blocked") or "quota" in code:
-        retryable = False
-    if should in ("true", "false"):
-        retryable = should == "true"
-    relay_retried = status >= 500 and gateway_retried(headers, message)
-    # a CDN's page (Cloudflare) says the origin failed or is unreachable; a CDN is also what
-    # cuts a non-streamed request at ~100 s (524), so its 5xx never turns streaming off
-    server = str(headers.get("server") or "").lower()
-    cdn = bool(headers.get("cf-ray")) or "cloudflare" in server or "cloudflare" in message.lower()
-    if relay_retried and not path.startswith("/responses/"):  # a paid POST, not a free GET
-        retryable = False
+    retryable, relay_retried = http_retryable(status, headers, said, path)
     if status in (401, 403):
-        carrier = f"sent in the {gw.header_credential} header" if gw.header_credential else ""
-        hint = "check the API key ({})".format(gw.key_source or carrier or "none was sent")
-        if "must be verified" in message:
-            hint = (
-                "verify your organization at https://platform.openai.com/settings/organization/"
-                "general; access can take 15-30 minutes to arrive"
-            )
         return AuthError(
-            summary, hint, status=status, code=code, retryable=retryable and should == "true"
+            summary,
+            auth_hint(gw, message),
+            status=status,
+            code=code,
+            retryable=retryable and should_retry_header(headers) is True,
         )
     if code == "moderation_blocked" or (
-        etype == "image_generation_user_error" and "safety" in message.lower()
+        said.etype == "image_generation_user_error" and "safety" in message.lower()
     ):
-        return moderation_error(code, summary, details)
-    hint = ""
-    if status < 400:
-        hint = "something other than the gateway answered (a proxy or login page?): check base_url"
-    elif "must be verified" in message:
-        hint = (
-            "verify your organization at https://platform.openai.com/settings/organization/general"
-        )
-    elif status == 404:
-        hint = "check base_url: {} does not exist there (does it need /v1?)".format(gw.url(path))
-    elif status == 413:
-        hint = "the request is too large for the gateway: shrink the reference images or use JPEG"
-    elif status == 524:
-        hint = (
-            "a CDN cut the connection while the image was generating; "
-            "streaming (the default) avoids this"
-        )
-    elif code == "insufficient_quota":
-        hint = "the account is out of credit; add billing or use another key"
-    elif status == 429:
-        hint = "rate limited; wait a moment or lower --concurrency"
+        return moderation_error(code, summary, said.details)
+    hint = http_hint(status, said, gw.url(path))
     if relay_retried and not retryable:
         more = (
             "the gateway already retried this request itself (a relay such as LiteLLM), so "
             "the script does not repeat it (each try may be billed)"
         )
         hint = f"{hint}; {more}" if hint else more
-    err_obj = GatewayError(
+    return GatewayError(
         summary,
         hint,
         status=status,
@@ -4237,10 +4169,158 @@ def http_error(
         retry_after=retry_after,
         started=status == 524,  # the CDN gave up waiting; the gateway may still be working
         detail=message,
-        param=param,
-        relay_failure=status in RELAY_FAILURE_STATUSES and not openai_error and not cdn,
+        param=said.param,
+        relay_failure=relay_own_failure(status, headers, said),
     )
-    return err_obj
+
+
+def http_summary(status: int, gw: Gateway, said: ErrorAnswer, headers: Any) -> str:
+    """The one line an HTTP error is reported as: status, gateway host, the gateway's words,
+    its error code, and the request id a gateway's support asks for (once)."""
+    message, code = said.message, said.code
+    request_id = text_of(headers.get("x-request-id"), 200)
+    return "HTTP {} from {}: {}{}{}".format(
+        status,
+        host_of(gw.base_url),
+        message,
+        f" ({code})" if code else "",
+        f" [request id {request_id}]" if request_id and request_id not in message else "",
+    )
+
+
+class ErrorAnswer:
+    """What the body of an HTTP error answer says, in one-line, masked text: the message of an
+    OpenAI-style error object ({"error": {...}}, FastAPI's {"detail": ...}, a bare
+    {"message": ...}), else an HTML page's title, else the start of the text; the reason
+    phrase when the body says nothing."""
+
+    __slots__ = ("message", "code", "etype", "param", "details", "openai_error")
+
+    def __init__(self, headers: Any, body: bytes, reason: str) -> None:
+        self.message, self.code, self.etype, self.param = "", "", "", ""
+        self.details: dict[str, Any] = {}
+        ctype = (headers.get("content-type") or "").lower()
+        text = body.decode("utf-8", "replace")
+        parsed: Any = None
+        if "json" in ctype or text.lstrip()[:1] in ("{", "["):
+            try:
+                parsed = json.loads(text)
+            except (ValueError, RecursionError):
+                parsed = None
+        # the OpenAI shape proper: a 5xx without it is a relay's own failure (relay_own_failure)
+        self.openai_error = isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
+        if isinstance(parsed, dict):
+            self._read_json(parsed)
+        elif "<" in text[:200] and ("html" in ctype or "<html" in text[:2000].lower()):
+            self.message = html_error_message(text)
+        else:
+            self.message = text_of(text, 300)
+        self.message = self.message or text_of(reason, 200) or "no details"
+        self.code = text_of(self.code, 100)
+
+    def _read_json(self, parsed: dict[str, Any]) -> None:
+        """The fields of a JSON error body: an error object, an error string, or a detail."""
+        err = parsed.get("error", parsed)
+        if isinstance(err, dict):
+            self.details = err
+            self.message = text_of(err.get("message") or err.get("detail") or err.get("msg"))
+            self.code = str(err.get("code") or "")
+            self.etype = str(err.get("type") or "")
+            self.param = str(err.get("param") or "")
+        elif isinstance(err, str):
+            self.message = text_of(err)
+        if not self.message and isinstance(parsed.get("detail"), str):
+            self.message = text_of(parsed["detail"])
+
+
+def html_error_message(text: str) -> str:
+    """An HTML error page as "HTML page: its title", never the page itself. The search is
+    bounded and near the start: unbounded, each "<title>" of a 2 MB page is scanned to its
+    end."""
+    title = re.search(r"<title[^>]{0,200}>(.{0,1000}?)</title>", text[:65536], re.I | re.S)
+    return "HTML page" + (": " + text_of(title.group(1), 200) if title else "")
+
+
+def should_retry_header(headers: Any) -> bool | None:
+    """What the gateway's x-should-retry header says (OpenAI's SDKs obey it), None if nothing."""
+    should = (headers.get("x-should-retry") or "").strip().lower()
+    return should == "true" if should in ("true", "false") else None
+
+
+def http_retryable(status: int, headers: Any, said: ErrorAnswer, path: str) -> tuple[bool, bool]:
+    """Whether the script may repeat the request, and whether the gateway already retried it
+    itself (then a paid POST is not repeated: each try may be billed; a free GET still is).
+    A rate limit, a conflict, a timeout and a 5xx are retried, an exhausted quota or a
+    moderation block never; the gateway's x-should-retry overrides both."""
+    retryable = status in RETRY_STATUSES or status >= 500
+    code = said.code
+    if code in ("insufficient_quota", "moderation_blocked") or "quota" in code:
+        retryable = False
+    should = should_retry_header(headers)
+    if should is not None:
+        retryable = should
+    relay_retried = status >= 500 and gateway_retried(headers, said.message)
+    if relay_retried and not path.startswith("/responses/"):  # a paid POST, not a free GET
+        retryable = False
+    return retryable, relay_retried
+
+
+def relay_own_failure(status: int, headers: Any, said: ErrorAnswer) -> bool:
+    """Whether a 5xx is a relay's own failure (not an OpenAI error object, not a CDN's page),
+    perhaps after the upstream rendered and billed the image. A CDN's page (Cloudflare) says
+    the origin failed or is unreachable; a CDN is also what cuts a non-streamed request at
+    ~100 s (524), so its 5xx never turns streaming off."""
+    server = str(headers.get("server") or "").lower()
+    cdn = (
+        bool(headers.get("cf-ray"))
+        or "cloudflare" in server
+        or "cloudflare" in said.message.lower()
+    )
+    return status in RELAY_FAILURE_STATUSES and not said.openai_error and not cdn
+
+
+def auth_hint(gw: Gateway, message: str) -> str:
+    """The hint for a 401/403: which key was sent (never the key), or how to get an
+    unverified organisation verified."""
+    if "must be verified" in message:
+        return (
+            "verify your organization at https://platform.openai.com/settings/organization/"
+            "general; access can take 15-30 minutes to arrive"
+        )
+    carrier = f"sent in the {gw.header_credential} header" if gw.header_credential else ""
+    return "check the API key ({})".format(gw.key_source or carrier or "none was sent")
+
+
+def http_hint(status: int, said: ErrorAnswer, url: str) -> str:
+    """The hint for any other error answer: the first rule that applies, in this order (an
+    answer below 400 is not the gateway's; an unverified organisation is named whatever the
+    status); "" when none does."""
+    rules = (
+        (
+            status < 400,
+            "something other than the gateway answered (a proxy or login page?): check base_url",
+        ),
+        (
+            "must be verified" in said.message,
+            "verify your organization at https://platform.openai.com/settings/organization/general",
+        ),
+        (status == 404, f"check base_url: {url} does not exist there (does it need /v1?)"),
+        (
+            status == 413,
+            "the request is too large for the gateway: shrink the reference images or use JPEG",
+        ),
+        (
+            status == 524,
+            "a CDN cut the connection while the image was generating; "
+            "streaming (the default) avoids this",
+        ),
+        (
+            said.code == "insufficient_quota",
+            "the account is out of credit; add billing or use another key",
+        ),
+        (status == 429, "rate limited; wait a moment or lower --concurrency"),
+    )
+    return next((hint for applies, hint in rules if applies), "")
 
 
 def gateway_retried(headers: Any, message: str) -> bool:
