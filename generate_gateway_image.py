@@ -2726,68 +2726,95 @@ class Wire:
         return resp
 
     def read(self, size: int = READ_CHUNK) -> bytes:
-        """The next piece of the body as it arrives, decompressed; b"" at its end."""
+        """The next piece of the body as it arrives, decompressed; b"" at its end.
+
+        self.inflater is None (an uncompressed body), the Content-Encoding name until the
+        first bytes show which decoder it needs, then that zlib decoder; a decoder may give
+        nothing for a piece, so this loops until it has bytes or the body ends."""
 
         while True:
             inflater = self.inflater
             live = inflater is not None and not isinstance(inflater, str)
             if live and inflater.eof:
-                rest = inflater.unused_data  # a next gzip member, or bytes after the body
-                if rest[:2] != b"\x1f\x8b":
-                    return b""  # not more of it: zlib would only pile them up in memory
-                inflater = self.inflater = zlib.decompressobj(47)
-                try:
-                    data = inflater.decompress(rest, size)
-                except zlib.error as exc:
-                    raise undecodable(exc) from None
+                data = self._next_member(inflater, size)
+                if data is None:
+                    return b""
             elif live and inflater.unconsumed_tail:
                 data = inflater.decompress(inflater.unconsumed_tail, size)
             else:
-                raw = b""  # once the body was read to its end, its socket is closed too
-                if not self.resp.isclosed():
-                    self.clock.arm()
-                    raw = self.resp.read1(size)
-                if not raw and self.watchdog_fired():
-                    self.budget_spent()
-                if not raw and (self.resp.length or 0) > 0:  # Content-Length not reached
-                    raise GatewayError(
-                        f"the answer was cut short: {self.resp.length} bytes of its "
-                        "Content-Length never came",
-                        "the gateway or a proxy cut it; retrying may help",
-                        retryable=True,
-                        started=True,
-                    )
+                raw = self._read_raw(size)
                 if inflater is None:
                     return bytes(raw)
                 if not raw:
-                    if isinstance(inflater, str):
-                        return b""
-                    self.inflater = None
-                    try:
-                        tail = inflater.flush()
-                    except zlib.error as exc:
-                        raise undecodable(exc) from None
-                    if not inflater.eof:
-                        raise GatewayError(
-                            "the gateway's compressed answer was cut short",
-                            "retry",
-                            retryable=True,
-                            started=True,
-                        )
-                    return bytes(tail)
-                if isinstance(inflater, str):
-                    wbits = 47  # gzip (or zlib), detected from the header
-                    if inflater == "deflate" and not (
-                        len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
-                    ):
-                        wbits = -15  # raw deflate, as some servers send it
-                    inflater = self.inflater = zlib.decompressobj(wbits)
-                try:
-                    data = inflater.decompress(raw, size)
-                except zlib.error as exc:
-                    raise undecodable(exc) from None
+                    return self._end_of_compressed(inflater)
+                data = self._inflate(inflater, raw, size)
             if data:
                 return bytes(data)
+
+    def _read_raw(self, size: int) -> bytes:
+        """The next bytes off the socket as sent, b"" at the end of the body; a body shorter
+        than its Content-Length is a cut answer, not an end."""
+        raw = b""  # once the body was read to its end, its socket is closed too
+        if not self.resp.isclosed():
+            self.clock.arm()
+            raw = self.resp.read1(size)
+        if not raw and self.watchdog_fired():
+            self.budget_spent()
+        if not raw and (self.resp.length or 0) > 0:  # Content-Length not reached
+            raise GatewayError(
+                f"the answer was cut short: {self.resp.length} bytes of its "
+                "Content-Length never came",
+                "the gateway or a proxy cut it; retrying may help",
+                retryable=True,
+                started=True,
+            )
+        return bytes(raw)
+
+    def _next_member(self, inflater: Any, size: int) -> bytes | None:
+        """What follows a finished gzip stream: the start of a next gzip member, or None (the
+        end) for anything else, which zlib would only pile up in memory."""
+        rest = inflater.unused_data
+        if rest[:2] != b"\x1f\x8b":
+            return None
+        inflater = self.inflater = zlib.decompressobj(47)
+        try:
+            return bytes(inflater.decompress(rest, size))
+        except zlib.error as exc:
+            raise undecodable(exc) from None
+
+    def _inflate(self, inflater: Any, raw: bytes, size: int) -> bytes:
+        """Decompress the next raw bytes, setting the decoder up on the first ones: gzip (or
+        zlib) from its header, or raw deflate, as some servers send "deflate"."""
+        if isinstance(inflater, str):
+            wbits = 47  # gzip (or zlib), detected from the header
+            if inflater == "deflate" and not (
+                len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
+            ):
+                wbits = -15  # raw deflate, as some servers send it
+            inflater = self.inflater = zlib.decompressobj(wbits)
+        try:
+            return bytes(inflater.decompress(raw, size))
+        except zlib.error as exc:
+            raise undecodable(exc) from None
+
+    def _end_of_compressed(self, inflater: Any) -> bytes:
+        """The last decompressed bytes once the raw body ended; a compressed stream that did
+        not reach its own end was cut short."""
+        if isinstance(inflater, str):
+            return b""
+        self.inflater = None
+        try:
+            tail = inflater.flush()
+        except zlib.error as exc:
+            raise undecodable(exc) from None
+        if not inflater.eof:
+            raise GatewayError(
+                "the gateway's compressed answer was cut short",
+                "retry",
+                retryable=True,
+                started=True,
+            )
+        return bytes(tail)
 
     def read_limited(self, limit: int = MAX_ERROR_BODY) -> bytes:
         """Up to `limit` bytes of an error answer; whatever arrived if the connection breaks."""
