@@ -4685,85 +4685,112 @@ def download_image(
     http(s) only, redirects followed (to http(s) only) up to MAX_REDIRECTS, at most
     MAX_DOWNLOAD_BYTES, within the run's connect/idle/total timeouts; proxies and CA rules
     are those of every request (Wire). The bytes stream into a Blob, never memory."""
-    import base64
-    import socket
-    from urllib.parse import urljoin, urlsplit
-
     for _ in range(MAX_REDIRECTS + 1):
-        host = host_of(url)
-        try:
-            parts = urlsplit(url)
-            web = parts.scheme in ("http", "https") and bool(parts.hostname)
-            web = web and parts.port != 0
-        except ValueError:
-            web = False
-        if not web:
+        if not is_web_url(url):
             raise GatewayError(f"the image address is not an http(s) URL: {text_of(url, 80)}")
-        clock = Clock(settings.idle_timeout, deadline)
-        wire: Wire | None = None
-        blob: Blob | None = None
-        try:
-            wire = Wire(url, settings, clock)
-            progress.connected(wire)  # an MCP cancellation closes the download too
-            wire.open()
-            progress.checkpoint()
-            wire.send("GET", {"User-Agent": USER_AGENT, "Accept": "image/*"}, ())
-            resp = wire.answer()
-            location = resp.getheader("location")
-            if 300 <= resp.status < 400 and location:
-                try:
-                    url = urljoin(url, location)
-                except ValueError:  # e.g. a broken IPv6 literal
-                    url = location  # refused, as not an http(s) URL, at the top of the loop
-                continue
-            if resp.status != 200:
-                raise GatewayError(
-                    f"downloading the image from {host} failed: HTTP {resp.status} "
-                    + text_of(resp.reason, 100),
-                    "image URLs from relays are often short-lived; run again soon after",
-                    status=resp.status,
-                    retryable=resp.status >= 500 or resp.status in RETRY_STATUSES,
-                )
-            length = (resp.getheader("content-length") or "").strip()
-            if length.isdigit() and int(length) > MAX_DOWNLOAD_BYTES:
-                raise GatewayError(
-                    f"the image at {host} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB"
-                )
-            blob = Blob()
-            carry, total = b"", 0
-            while True:
-                chunk = wire.read()
-                if not chunk:
-                    blob.write(base64.b64encode(carry))
-                    return sink.save(blob)
-                total += len(chunk)
-                if total > MAX_DOWNLOAD_BYTES:
-                    raise GatewayError(
-                        f"the image at {host} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB"
-                    )
-                data = carry + chunk
-                usable = len(data) - len(data) % 3  # whole base64 groups only
-                blob.write(base64.b64encode(data[:usable]))
-                carry = data[usable:]
-        except (socket.timeout, TimeoutError):
-            raise NetworkError(
-                f"downloading the image from {host} timed out", retryable=True
-            ) from None
-        except ImagegenError:
-            raise
-        except Exception as exc:
-            if not isinstance(exc, (OSError, ValueError)) and not is_http_exception(exc):
-                raise
-            err = describe_network_error(exc, url)
-            err.message = "downloading the image: " + err.message
-            err.retryable = True  # a GET: retrying it costs nothing
-            raise err from None
-        finally:
-            if blob is not None:
-                blob.close()
-            if wire is not None:
-                wire.close()
+        kept = download_hop(url, settings, deadline, sink, progress)
+        if isinstance(kept, bool):
+            return kept
+        url = kept  # a redirect: checked again at the top before anything is sent there
     raise GatewayError(f"the image URL redirected more than {MAX_REDIRECTS} times")
+
+
+def is_web_url(url: str) -> bool:
+    """Whether an address from an answer may be fetched: http(s), a host, a port that is not
+    0; an unparsable one (a bad port or IPv6 literal) is not."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        web = parts.scheme in ("http", "https") and bool(parts.hostname)
+        return web and parts.port != 0
+    except ValueError:
+        return False
+
+
+def download_hop(
+    url: str, settings: Settings, deadline: float, sink: ImageSink, progress: Quiet
+) -> bool | str:
+    """One GET of download_image: whether the sink kept the image, or the address a redirect
+    names. A transport failure is retryable: a GET costs nothing."""
+    import socket
+    from urllib.parse import urljoin
+
+    host = host_of(url)
+    clock = Clock(settings.idle_timeout, deadline)
+    wire: Wire | None = None
+    blob: Blob | None = None
+    try:
+        wire = Wire(url, settings, clock)
+        progress.connected(wire)  # an MCP cancellation closes the download too
+        wire.open()
+        progress.checkpoint()
+        wire.send("GET", {"User-Agent": USER_AGENT, "Accept": "image/*"}, ())
+        resp = wire.answer()
+        location: str | None = resp.getheader("location")
+        if 300 <= resp.status < 400 and location:
+            try:
+                return urljoin(url, location)
+            except ValueError:  # e.g. a broken IPv6 literal
+                return location  # refused, as not an http(s) URL, by download_image
+        refuse_download_head(resp, host)
+        blob = Blob()
+        stream_base64(wire, blob, host)
+        return sink.save(blob)
+    except (socket.timeout, TimeoutError):
+        raise NetworkError(f"downloading the image from {host} timed out", retryable=True) from None
+    except ImagegenError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError)) and not is_http_exception(exc):
+            raise
+        err = describe_network_error(exc, url)
+        err.message = "downloading the image: " + err.message
+        err.retryable = True  # a GET: retrying it costs nothing
+        raise err from None
+    finally:
+        if blob is not None:
+            blob.close()
+        if wire is not None:
+            wire.close()
+
+
+def refuse_download_head(resp: Any, host: str) -> None:
+    """Raise our error when the answer's head shows no image will come: not a 200 (a 5xx or
+    a rate limit may pass on retry), or a Content-Length above MAX_DOWNLOAD_BYTES."""
+    if resp.status != 200:
+        raise GatewayError(
+            f"downloading the image from {host} failed: HTTP {resp.status} "
+            + text_of(resp.reason, 100),
+            "image URLs from relays are often short-lived; run again soon after",
+            status=resp.status,
+            retryable=resp.status >= 500 or resp.status in RETRY_STATUSES,
+        )
+    length = (resp.getheader("content-length") or "").strip()
+    if length.isdigit() and int(length) > MAX_DOWNLOAD_BYTES:
+        raise GatewayError(f"the image at {host} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB")
+
+
+def stream_base64(wire: Wire, blob: Blob, host: str) -> None:
+    """Copy the body into the blob as base64 (what the sink decodes and checks), whole 3-byte
+    groups at a time, refusing it past MAX_DOWNLOAD_BYTES whatever Content-Length said."""
+    import base64
+
+    carry, total = b"", 0
+    while True:
+        chunk = wire.read()
+        if not chunk:
+            blob.write(base64.b64encode(carry))
+            return
+        total += len(chunk)
+        if total > MAX_DOWNLOAD_BYTES:
+            raise GatewayError(
+                f"the image at {host} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB"
+            )
+        data = carry + chunk
+        usable = len(data) - len(data) % 3  # whole base64 groups only
+        blob.write(base64.b64encode(data[:usable]))
+        carry = data[usable:]
 
 
 def client_rejection(exc: ImagegenError) -> GatewayError | None:
