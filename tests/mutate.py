@@ -87,11 +87,30 @@ AREAS: dict[str, tuple[list[str], list[str]]] = {
         ["test_sse.py", "test_transport.py", "test_answers.py"],
     ),
     "download": (
-        ["download_image", "fetch_image_urls", "Wire.read_limited", "Wire.answer"],
+        [
+            "download_image",
+            "is_web_url",
+            "download_hop",
+            "refuse_download_head",
+            "stream_base64",
+            "fetch_image_urls",
+            "Wire.read_limited",
+            "Wire.answer",
+        ],
         ["test_answers.py", "test_transport.py"],
     ),
     "retries": (
-        ["parse_retry_after", "backoff", "http_error", "rejects_previous_response", "exchange"],
+        [
+            "parse_retry_after",
+            "backoff",
+            "http_error",
+            "http_retryable",
+            "should_retry_header",
+            "relay_own_failure",
+            "rejects_previous_response",
+            "exchange",
+            "attempt_failure",
+        ],
         ["test_faults.py", "test_resume.py"],
     ),
     "mcp": (
