@@ -222,7 +222,7 @@ def test_download_is_size_capped(tmp_path: Path, gateway: Gateway, env: dict[str
     )
     proc = cli(tmp_path, env, "--no-stream")
     assert proc.returncode == 4, report(proc, gateway)
-    assert "larger than" in proc.stderr
+    assert f"larger than {g.MAX_DOWNLOAD_BYTES // 2**20} MB" in proc.stderr
     assert len(gateway.posts()) == 1
 
 
@@ -237,12 +237,13 @@ def test_download_that_is_not_an_image_fails_without_a_second_post(
     assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.parametrize("status", [500, 503])
 def test_download_error_is_retried_as_a_get_only(
-    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], status: int
 ) -> None:
     gateway.enqueue(json_answer({**image_item(None), "url": gateway.url + IMG_PATH}))
     gateway.enqueue(
-        error_reply(503, "busy", type_="server_error"),
+        error_reply(status, "busy", type_="server_error"),
         raw_reply(PNG, content_type="image/png"),
         path=IMG_PATH,
     )
@@ -874,3 +875,18 @@ def test_download_that_stalls_times_out(
     assert proc.returncode == 6, report(proc, gateway)
     assert "downloading the image from 127.0.0.1" in proc.stderr and "timed out" in proc.stderr
     assert len(gateway.posts()) == 1 and leftovers(tmp_path) == []
+
+
+def test_two_image_urls_are_both_downloaded_and_saved(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    first = {**image_item(None, item_id="ig_a"), "url": gateway.url + IMG_PATH}
+    second = {**image_item(None, item_id="ig_b"), "url": gateway.url + "/files/two.png"}
+    gateway.enqueue(json_answer(first, second))
+    gateway.enqueue(raw_reply(PNG, content_type="image/png"), path=IMG_PATH)
+    gateway.enqueue(raw_reply(OTHER, content_type="image/png"), path="/files/two.png")
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert (tmp_path / "out-2.png").read_bytes() == OTHER
+    assert len(gateway.posts()) == 1

@@ -621,3 +621,23 @@ def test_the_longest_out_name_the_folder_takes(
         assert proc.returncode == 7, report(proc, gateway)
         assert "file name is too long" in proc.stderr
         assert gateway.requests == []
+
+
+def test_a_rescued_image_is_marked_rescued(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the flag is what the MCP result's rescued_path and "the paid image is safe at" rest on
+    out = tmp_path / "out" / "image.png"
+    sink = g.ImageSink(str(out), force=False)
+    assert sink.save(images.b64(PNG))
+
+    def refused(src: str, dst: str) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(g, "place_new", refused)
+    with pytest.raises(g.OutputError):
+        sink.commit()
+    sink.discard()
+    image = sink.image
+    assert image is not None and image.rescued
+    assert Path(image.path).parent == systmp and Path(image.path).read_bytes() == PNG
