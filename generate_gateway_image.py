@@ -8,6 +8,11 @@ Pipeline: Codex's config layers + credentials -> JSON request -> POST {base_url}
 Front doors over one job runner: the command line (one image, --n variants, --batch),
 --doctor, and --mcp (an MCP server over stdio for Codex and Claude Code).
 
+Sections follow that path, each using only those above it: constants, errors, text safety,
+input files, configuration, request, transport, answers (gateway dialects made canonical),
+results (sink and collector), exchange (one attempt), exchange policy (the plan, the quirk
+table, decide()), output, job runner, doctor, MCP server, CLI, entry point.
+
 Usage:
   python3 generate_gateway_image.py --prompt "a red fox in snow" --out fox.png
   python3 generate_gateway_image.py --prompt "make it night" --image fox.png --action edit \
@@ -51,6 +56,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings at run 
     from typing import IO, Any, Callable, NoReturn
 
 __version__ = "0.1.0"
+
 
 # =============================================================================================
 # 1. Constants: defaults, allowed values and limits
@@ -301,6 +307,7 @@ name = "My gateway"
 base_url = "https://gateway.example.com/v1"
 env_key = "GATEWAY_API_KEY"   # or requires_openai_auth = true to send auth.json's key"""
 
+
 # =============================================================================================
 # 2. Errors: one hierarchy, each class carries its exit code; only main() turns them into exits
 # =============================================================================================
@@ -439,111 +446,268 @@ class Cancelled(ImagegenError):
     exit_code = EXIT_CANCELLED
 
 
+def default_hint(code: int) -> str:
+    """A failure's hint when its error brought none: --json promises a hint on every failure."""
+    if code == EXIT_USAGE:
+        return "see --help"
+    if code == EXIT_CONFIG:
+        return "run --doctor: it shows the config files read, the provider and the key's source"
+    return "search references/troubleshooting.md (beside this script) for the error line"
+
+
 # =============================================================================================
-# 3. Configuration: Codex home, profiles, provider, endpoint, headers and credentials
+# 3. Text safety: secrets and their redaction, sanitising what reaches a terminal
 # =============================================================================================
 
 
-class Gateway:
-    """Where and how to send: the resolved endpoint, headers and credential."""
-
-    __slots__ = (
-        "base_url",
-        "query",
-        "headers",
-        "api_key",
-        "key_source",
-        "provider",
-        "profile",
-        "codex_home",
-        "config_files",
-        "key_hint",
-        "key_command",
-        "key_problem",
-        "key_seconds",
-        "header_credential",
-        "openai_auth",
-        "layers",
-        "provider_layer",
-        "warnings",
-        "notes",
-        "image_tool",
-        "secret_values",
-    )
-
-    def __init__(self) -> None:
-        self.base_url = DEFAULT_OPENAI_BASE_URL
-        self.query: list[tuple[str, str]] = []
-        self.headers: dict[str, str] = {}
-        self.api_key: str | None = None
-        self.key_source = ""
-        self.provider = DEFAULT_PROVIDER
-        self.profile: str | None = None
-        self.codex_home = ""
-        self.config_files: list[str] = []
-        self.key_hint = ""  # how to supply a key when none was found
-        self.key_command: KeyCommand | None = None  # auth.command: run it to get the key
-        self.key_problem = ""  # why no credential may be sent (the exit-3 message)
-        self.key_seconds = 0.0  # time auth.command took (spent from the --timeout budget)
-        self.header_credential = ""  # a configured header that carries the credential instead
-        self.openai_auth = False  # the provider takes the user's OpenAI login (Codex's rule)
-        self.layers: list[tuple[str, str]] = []  # (layer, file) for every file read
-        self.provider_layer = "built-in default"  # the layer whose model_provider won
-        self.warnings: list[str] = []  # shown on stderr by load_gateway
-        self.notes: list[str] = []  # informational: doctor lines, else info lines on stderr
-        self.image_tool: tuple[bool, str] = (False, "")  # would Codex offer its own image tool
-        self.secret_values: list[str] = []  # from a credential source (env_http_headers)
-
-    def url(self, path: str) -> str:
-        url = self.base_url.rstrip("/") + path
-        if self.query:
-            url += ("&" if "?" in path else "?") + "&".join(
-                f"{quote_query(k)}={quote_query(v)}" for k, v in self.query
-            )
-        return url
-
-    def request_headers(self) -> dict[str, str]:
-        headers = {"User-Agent": USER_AGENT}
-        if self.api_key:
-            headers["Authorization"] = "Bearer " + self.api_key
-        for name, value in self.headers.items():
-            set_header(headers, name, value)
-        return headers
+def is_credential_header(name: str) -> bool:
+    """A configured header that authenticates by itself (Azure's api-key, x-api-key, ...)."""
+    return credential_name(name)
 
 
-def quote_query(text: str) -> str:
-    """Percent-encode a query_params key or value, keeping %XX escapes already in it: Codex
-    appends the values raw, so a signature copied from a URL arrives as written."""
-    from urllib.parse import quote
+def mask_tokens(text: str) -> str:
+    """A credential helper's message with every word that could be a token masked: we cannot
+    know its key when it fails, so a long word with a digit in it goes, and any very long one."""
 
-    parts = re.split(r"(%[0-9A-Fa-f]{2})", text)
-    return "".join(part if i % 2 else quote(part, safe="") for i, part in enumerate(parts))
+    def mask(match: Any) -> str:
+        word = match.group(0)
+        risky = len(word) >= 2 * TOKEN_LIKE_LENGTH or any(c.isdigit() for c in word)
+        return "***" if risky else word
 
-
-def set_header(headers: dict[str, str], name: str, value: str) -> None:
-    """Set a header, replacing any existing one of the same name in another case."""
-    for existing in [k for k in headers if k.lower() == name.lower()]:
-        del headers[existing]
-    headers[name] = value
+    return re.sub(r"[^\s\"'`,;()<>\[\]{}]{" + str(TOKEN_LIKE_LENGTH) + ",}", mask, text)
 
 
-def find_codex_home(arg: str | None, env: Mapping[str, str]) -> str:
-    if arg:
-        if not os.path.isdir(arg):
-            raise ConfigError(f"--codex-home {arg}: no such directory")
-        return os.path.abspath(arg)
-    value = env.get("CODEX_HOME", "").strip()
-    if value:
-        if not os.path.isdir(value):
-            raise ConfigError(
-                f"CODEX_HOME={value} is not a directory",
-                "Codex requires CODEX_HOME to exist; unset it to use ~/.codex",
-            )
-        return os.path.abspath(value)
-    return os.path.join(os.path.expanduser("~"), ".codex")
+# A header or query parameter whose name has one of these as a whole word (split at "-", "_",
+# "." and camelCase) carries a credential: "X-Api-Key", "x-auth-token", "apiKey", "sig". A word
+# that merely contains one does not: "x-portkey-provider: openai" is shown as written.
+CREDENTIAL_WORDS = frozenset(
+    (
+        "authorization auth authentication key apikey token secret password passwd passphrase "
+        "cookie session credential credentials sig signature bearer jwt accesskey secretkey "
+        "accesstoken authtoken apitoken sessiontoken clientsecret"
+    ).split()
+)
+SECRETS: list[str] = []  # every credential this run knows, longest first; see redact()
+# What redact() looks for: each secret and its URL-encoded and JSON-escaped spellings, with the
+# mask that replaces them, longest first; and, to find pieces of them, the 6-character blocks
+# of each spelling by where they start in it.
+SECRET_FORMS: list[tuple[str, str]] = []
+SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
+# Text that is public whatever a secret holds (the base URL's scheme, host, port and path, as
+# configured): a piece of a secret that is also a piece of it is not masked, so a secret that
+# happens to hold the host cannot hide the endpoint. A whole secret is always masked, and so is
+# every piece of one that the URL itself holds whole (a key in the path is no public text).
+PUBLIC_TEXTS: list[str] = []
 
 
-# -- reading input files: regular files only, opened without blocking, read up to a cap ------
+def add_public(url: str) -> None:
+    """Remember the base URL (without user:password@ and query) as public text for redact()."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+    except ValueError:
+        return
+    text = f"{parts.scheme}://{host}{parts.path}" if parts.scheme else host + parts.path
+    if text and text not in PUBLIC_TEXTS:
+        PUBLIC_TEXTS.append(text)
+
+
+def credential_name(name: str) -> bool:
+    """A header or query parameter name that is a credential's name (see CREDENTIAL_WORDS)."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1-\2", name)
+    return any(word in CREDENTIAL_WORDS for word in re.split(r"[^a-z0-9]+", spaced.lower()))
+
+
+def looks_secret(header_name: str, value: str = "") -> bool:
+    """A header value that is a secret by where it sits: a credential's name, or an
+    Authorization-style value. (Values from a credential source are secret whatever their
+    name: the key, auth.command's output, env_http_headers; see load_gateway.)"""
+    return credential_name(header_name) or value.lower().startswith(("bearer ", "basic "))
+
+
+def add_secret(value: str) -> None:
+    """Remember a credential so that redact() masks it in everything printed or written."""
+    from urllib.parse import quote, quote_plus
+
+    value = value.strip()
+    if len(value) < SECRET_MIN_LENGTH or value in SECRETS:
+        return
+    SECRETS.append(value)
+    SECRETS.sort(key=len, reverse=True)
+    mask = mask_secret(value)
+    forms = {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    # a gateway may percent-encode with lower-case hex digits (%2f for "/")
+    forms |= {re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in forms}
+    for form in forms:
+        if (form, mask) not in SECRET_FORMS:
+            SECRET_FORMS.append((form, mask))
+        if len(form) >= SECRET_PIECE:
+            for start in range(0, len(form) - SECRET_BLOCK + 1, SECRET_BLOCK):
+                block = form[start : start + SECRET_BLOCK]
+                SECRET_BLOCKS.setdefault(block, []).append((form, start))
+    SECRET_FORMS.sort(key=lambda pair: len(pair[0]), reverse=True)
+    if value.lower().startswith(("bearer ", "basic ")):
+        add_secret(value.split(" ", 1)[1])
+
+
+def redact(text: str) -> str:
+    """The one redaction step for every string that leaves the process (terminal, --json,
+    sidecar, MCP results): each known secret, its URL-encoded and JSON-escaped forms and any
+    run of SECRET_PIECE or more of their characters are masked. Call it on the whole string,
+    before cutting it short."""
+    if not SECRET_FORMS or not text:
+        return text
+    for form, mask in SECRET_FORMS:
+        if form in text:
+            text = text.replace(form, mask)
+    if len(text) < SECRET_PIECE:
+        return text
+    # Every run of SECRET_PIECE characters of a secret holds one whole block that starts at a
+    # multiple of SECRET_BLOCK in it: find the blocks (str.find is fast even on a 2 MB error
+    # body), then grow each hit both ways while it still matches the secret around that block.
+    spans: list[tuple[int, int]] = []
+    # a URL that holds a secret in any spelling (a key in its path) is no public text
+    public = [p for p in PUBLIC_TEXTS if not any(form in p for form, _ in SECRET_FORMS)]
+    for block, places in SECRET_BLOCKS.items():
+        at = text.find(block)
+        while at >= 0:
+            for form, start in places:
+                left, right = at, at + SECRET_BLOCK
+                pos = start
+                while left > 0 and pos > 0 and text[left - 1] == form[pos - 1]:
+                    left, pos = left - 1, pos - 1
+                pos = start + SECRET_BLOCK
+                while right < len(text) and pos < len(form) and text[right] == form[pos]:
+                    right, pos = right + 1, pos + 1
+                piece = text[left:right]
+                if right - left >= SECRET_PIECE and not any(piece in p for p in public):
+                    spans.append((left, right))
+            at = text.find(block, at + 1)
+    if not spans:
+        return text
+    spans.sort()
+    merged = [spans[0]]
+    for left, right in spans[1:]:
+        if left <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], right))
+        else:
+            merged.append((left, right))
+    out, last = [], 0
+    for left, right in merged:
+        out += [text[last:left], "***"]
+        last = right
+    out.append(text[last:])
+    return "".join(out)
+
+
+def mask_cut(text: str) -> str:
+    """Text that a cap cut short: a tail of SECRET_EDGE or more characters that begins a secret
+    is masked, since redact() only knows runs of SECRET_PIECE (an echoed key cut after its
+    tenth character would show those ten)."""
+    for form, mask in SECRET_FORMS:
+        for n in range(min(len(form) - 1, len(text)), SECRET_EDGE - 1, -1):
+            if text.endswith(form[:n]):
+                return text[:-n] + mask
+    return text
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters of text that may hold a secret: redacted whole, then cut."""
+    text = redact(text)
+    return text if len(text) <= limit else mask_cut(text[:limit])
+
+
+def redact_obj(obj: Any) -> Any:
+    """redact() applied to every string in a JSON-able structure (before it is encoded, so
+    that a mask can never break the JSON)."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact(str(k)): redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    return obj
+
+
+def redact_url(url: str) -> str:
+    """A URL for display: no user:password@ part, secrets masked, one clean line, bounded."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    text = sanitize(redact((scheme + sep if sep else "") + authority + slash + path))
+    return text if len(text) <= MAX_SHOWN_URL else mask_cut(text[: MAX_SHOWN_URL - 3]) + "..."
+
+
+def mask_secret(value: str) -> str:
+    """What stands in for a secret: none of its characters, whole or in part."""
+    return "***"
+
+
+def sanitize(text: str, lines: bool = False) -> str:
+    """The one sanitiser for text from the gateway, a proxy or the file system on its way to a
+    terminal: control characters (C0, DEL, C1: escape sequences), bidirectional overrides,
+    lone surrogates and tag characters (U+E0000-E007F, invisible text) become "?". `lines`
+    keeps line breaks and tabs (our own multi-line output; a CRLF, as in a multipart body
+    shown by --dry-run, becomes a line break)."""
+    if text.isprintable():
+        return text
+    if lines:
+        text = text.replace("\r\n", "\n")
+    out = []
+    for c in text:
+        o = ord(c)
+        if lines and c in "\n\t":
+            out.append(c)
+        elif o < 32 or 0x7F <= o < 0xA0 or c in UNSAFE_FORMAT_CHARS or 0xD800 <= o < 0xE000:
+            out.append("?")
+        elif 0xE0000 <= o <= 0xE007F:  # tag characters: invisible text an agent would read
+            out.append("?")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def text_of(value: Any, limit: int = 500) -> str:
+    """One line of at most `limit` characters, credentials masked before it is cut short."""
+    text = redact(value) if isinstance(value, str) else ""
+    text = sanitize(" ".join(text.split()))  # no terminal escape sequences from the gateway
+    return text if len(text) <= limit else mask_cut(text[: limit - 3]) + "..."
+
+
+def check_text(value: str, what: str, *, path: bool = False) -> str:
+    """Refuse text that cannot be sent or saved, before anything is paid for: bytes that were
+    not UTF-8 (Python keeps those as lone surrogates), and a NUL in a file name. A file name
+    only has to be encodable: one that was not UTF-8 on a POSIX command line is fine."""
+    try:
+        os.fsencode(value) if path else value.encode("utf-8")
+    except UnicodeEncodeError:
+        kind = "cannot be a file name" if path else "is not valid UTF-8 text"
+        raise UsageError(f"{what} {kind}: {clip(ascii(value), 80)}") from None
+    if path and "\0" in value:
+        raise UsageError(f"{what} contains a NUL character")
+    return value
+
+
+def json_dumps(obj: Any) -> str:
+
+    return json.dumps(obj)  # ASCII escapes: readable by any consumer, whatever its encoding
+
+
+# =============================================================================================
+# 4. Input files: regular files only, opened without blocking, read up to a cap
+# =============================================================================================
 
 FILE_KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -686,6 +850,115 @@ def read_input(
     if data is None:
         raise error(too_big(what, path, cap))
     return data
+
+
+# =============================================================================================
+# 5. Configuration: Codex home, profiles, provider, endpoint, headers and credentials
+# =============================================================================================
+
+# -- the resolved gateway ---------------------------------------------------------------------
+
+
+class Gateway:
+    """Where and how to send: the resolved endpoint, headers and credential."""
+
+    __slots__ = (
+        "base_url",
+        "query",
+        "headers",
+        "api_key",
+        "key_source",
+        "provider",
+        "profile",
+        "codex_home",
+        "config_files",
+        "key_hint",
+        "key_command",
+        "key_problem",
+        "key_seconds",
+        "header_credential",
+        "openai_auth",
+        "layers",
+        "provider_layer",
+        "warnings",
+        "notes",
+        "image_tool",
+        "secret_values",
+    )
+
+    def __init__(self) -> None:
+        self.base_url = DEFAULT_OPENAI_BASE_URL
+        self.query: list[tuple[str, str]] = []
+        self.headers: dict[str, str] = {}
+        self.api_key: str | None = None
+        self.key_source = ""
+        self.provider = DEFAULT_PROVIDER
+        self.profile: str | None = None
+        self.codex_home = ""
+        self.config_files: list[str] = []
+        self.key_hint = ""  # how to supply a key when none was found
+        self.key_command: KeyCommand | None = None  # auth.command: run it to get the key
+        self.key_problem = ""  # why no credential may be sent (the exit-3 message)
+        self.key_seconds = 0.0  # time auth.command took (spent from the --timeout budget)
+        self.header_credential = ""  # a configured header that carries the credential instead
+        self.openai_auth = False  # the provider takes the user's OpenAI login (Codex's rule)
+        self.layers: list[tuple[str, str]] = []  # (layer, file) for every file read
+        self.provider_layer = "built-in default"  # the layer whose model_provider won
+        self.warnings: list[str] = []  # shown on stderr by load_gateway
+        self.notes: list[str] = []  # informational: doctor lines, else info lines on stderr
+        self.image_tool: tuple[bool, str] = (False, "")  # would Codex offer its own image tool
+        self.secret_values: list[str] = []  # from a credential source (env_http_headers)
+
+    def url(self, path: str) -> str:
+        url = self.base_url.rstrip("/") + path
+        if self.query:
+            url += ("&" if "?" in path else "?") + "&".join(
+                f"{quote_query(k)}={quote_query(v)}" for k, v in self.query
+            )
+        return url
+
+    def request_headers(self) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT}
+        if self.api_key:
+            headers["Authorization"] = "Bearer " + self.api_key
+        for name, value in self.headers.items():
+            set_header(headers, name, value)
+        return headers
+
+
+def quote_query(text: str) -> str:
+    """Percent-encode a query_params key or value, keeping %XX escapes already in it: Codex
+    appends the values raw, so a signature copied from a URL arrives as written."""
+    from urllib.parse import quote
+
+    parts = re.split(r"(%[0-9A-Fa-f]{2})", text)
+    return "".join(part if i % 2 else quote(part, safe="") for i, part in enumerate(parts))
+
+
+def set_header(headers: dict[str, str], name: str, value: str) -> None:
+    """Set a header, replacing any existing one of the same name in another case."""
+    for existing in [k for k in headers if k.lower() == name.lower()]:
+        del headers[existing]
+    headers[name] = value
+
+
+# -- Codex home, config files and layers ------------------------------------------------------
+
+
+def find_codex_home(arg: str | None, env: Mapping[str, str]) -> str:
+    if arg:
+        if not os.path.isdir(arg):
+            raise ConfigError(f"--codex-home {arg}: no such directory")
+        return os.path.abspath(arg)
+    value = env.get("CODEX_HOME", "").strip()
+    if value:
+        if not os.path.isdir(value):
+            raise ConfigError(
+                f"CODEX_HOME={value} is not a directory",
+                "Codex requires CODEX_HOME to exist; unset it to use ~/.codex",
+            )
+        return os.path.abspath(value)
+    return os.path.join(os.path.expanduser("~"), ".codex")
 
 
 def _read_config_bytes(path: str) -> bytes:
@@ -859,6 +1132,9 @@ def load_config_layers(
     return layers
 
 
+# -- providers, endpoint, headers and credentials ---------------------------------------------
+
+
 def _table(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -1026,11 +1302,6 @@ def check_provider_table(provider_id: str, provider: Mapping[str, Any], where: s
     return []
 
 
-def is_credential_header(name: str) -> bool:
-    """A configured header that authenticates by itself (Azure's api-key, x-api-key, ...)."""
-    return credential_name(name)
-
-
 def codex_image_tool(
     provider_id: str, provider: Mapping[str, Any], openai_auth: bool, chatgpt_login: bool
 ) -> tuple[bool, str]:
@@ -1051,18 +1322,6 @@ def codex_image_tool(
         f'requires_openai_auth = true, or a custom provider with http_headers."'
         f'{CODEX_IMAGE_TOOL_HEADER}"'
     )
-
-
-def mask_tokens(text: str) -> str:
-    """A credential helper's message with every word that could be a token masked: we cannot
-    know its key when it fails, so a long word with a digit in it goes, and any very long one."""
-
-    def mask(match: Any) -> str:
-        word = match.group(0)
-        risky = len(word) >= 2 * TOKEN_LIKE_LENGTH or any(c.isdigit() for c in word)
-        return "***" if risky else word
-
-    return re.sub(r"[^\s\"'`,;()<>\[\]{}]{" + str(TOKEN_LIKE_LENGTH) + ",}", mask, text)
 
 
 def resolve_gateway(
@@ -1318,6 +1577,9 @@ def _login_credential(
         )
 
 
+# -- loading and checking the gateway for a run -----------------------------------------------
+
+
 def check_base_url(url: str, what: str) -> str:
     """Refuse a base URL that cannot be sent as written (exit 3, shown redacted); return a
     warning for a query inside it, which Codex keeps, with /responses appended after it."""
@@ -1542,208 +1804,6 @@ def warn_if_world_readable(path: str, console: Console) -> None:
         )
 
 
-# A header or query parameter whose name has one of these as a whole word (split at "-", "_",
-# "." and camelCase) carries a credential: "X-Api-Key", "x-auth-token", "apiKey", "sig". A word
-# that merely contains one does not: "x-portkey-provider: openai" is shown as written.
-CREDENTIAL_WORDS = frozenset(
-    (
-        "authorization auth authentication key apikey token secret password passwd passphrase "
-        "cookie session credential credentials sig signature bearer jwt accesskey secretkey "
-        "accesstoken authtoken apitoken sessiontoken clientsecret"
-    ).split()
-)
-SECRETS: list[str] = []  # every credential this run knows, longest first; see redact()
-# What redact() looks for: each secret and its URL-encoded and JSON-escaped spellings, with the
-# mask that replaces them, longest first; and, to find pieces of them, the 6-character blocks
-# of each spelling by where they start in it.
-SECRET_FORMS: list[tuple[str, str]] = []
-SECRET_BLOCKS: dict[str, list[tuple[str, int]]] = {}
-# Text that is public whatever a secret holds (the base URL's scheme, host, port and path, as
-# configured): a piece of a secret that is also a piece of it is not masked, so a secret that
-# happens to hold the host cannot hide the endpoint. A whole secret is always masked, and so is
-# every piece of one that the URL itself holds whole (a key in the path is no public text).
-PUBLIC_TEXTS: list[str] = []
-
-
-def add_public(url: str) -> None:
-    """Remember the base URL (without user:password@ and query) as public text for redact()."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        host = parts.netloc.rsplit("@", 1)[-1]
-    except ValueError:
-        return
-    text = f"{parts.scheme}://{host}{parts.path}" if parts.scheme else host + parts.path
-    if text and text not in PUBLIC_TEXTS:
-        PUBLIC_TEXTS.append(text)
-
-
-def credential_name(name: str) -> bool:
-    """A header or query parameter name that is a credential's name (see CREDENTIAL_WORDS)."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1-\2", name)
-    return any(word in CREDENTIAL_WORDS for word in re.split(r"[^a-z0-9]+", spaced.lower()))
-
-
-def looks_secret(header_name: str, value: str = "") -> bool:
-    """A header value that is a secret by where it sits: a credential's name, or an
-    Authorization-style value. (Values from a credential source are secret whatever their
-    name: the key, auth.command's output, env_http_headers; see load_gateway.)"""
-    return credential_name(header_name) or value.lower().startswith(("bearer ", "basic "))
-
-
-def add_secret(value: str) -> None:
-    """Remember a credential so that redact() masks it in everything printed or written."""
-    from urllib.parse import quote, quote_plus
-
-    value = value.strip()
-    if len(value) < SECRET_MIN_LENGTH or value in SECRETS:
-        return
-    SECRETS.append(value)
-    SECRETS.sort(key=len, reverse=True)
-    mask = mask_secret(value)
-    forms = {
-        value,
-        quote(value, safe=""),
-        quote(value),
-        quote_plus(value),
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
-    # a gateway may percent-encode with lower-case hex digits (%2f for "/")
-    forms |= {re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in forms}
-    for form in forms:
-        if (form, mask) not in SECRET_FORMS:
-            SECRET_FORMS.append((form, mask))
-        if len(form) >= SECRET_PIECE:
-            for start in range(0, len(form) - SECRET_BLOCK + 1, SECRET_BLOCK):
-                block = form[start : start + SECRET_BLOCK]
-                SECRET_BLOCKS.setdefault(block, []).append((form, start))
-    SECRET_FORMS.sort(key=lambda pair: len(pair[0]), reverse=True)
-    if value.lower().startswith(("bearer ", "basic ")):
-        add_secret(value.split(" ", 1)[1])
-
-
-def redact(text: str) -> str:
-    """The one redaction step for every string that leaves the process (terminal, --json,
-    sidecar, MCP results): each known secret, its URL-encoded and JSON-escaped forms and any
-    run of SECRET_PIECE or more of their characters are masked. Call it on the whole string,
-    before cutting it short."""
-    if not SECRET_FORMS or not text:
-        return text
-    for form, mask in SECRET_FORMS:
-        if form in text:
-            text = text.replace(form, mask)
-    if len(text) < SECRET_PIECE:
-        return text
-    # Every run of SECRET_PIECE characters of a secret holds one whole block that starts at a
-    # multiple of SECRET_BLOCK in it: find the blocks (str.find is fast even on a 2 MB error
-    # body), then grow each hit both ways while it still matches the secret around that block.
-    spans: list[tuple[int, int]] = []
-    # a URL that holds a secret in any spelling (a key in its path) is no public text
-    public = [p for p in PUBLIC_TEXTS if not any(form in p for form, _ in SECRET_FORMS)]
-    for block, places in SECRET_BLOCKS.items():
-        at = text.find(block)
-        while at >= 0:
-            for form, start in places:
-                left, right = at, at + SECRET_BLOCK
-                pos = start
-                while left > 0 and pos > 0 and text[left - 1] == form[pos - 1]:
-                    left, pos = left - 1, pos - 1
-                pos = start + SECRET_BLOCK
-                while right < len(text) and pos < len(form) and text[right] == form[pos]:
-                    right, pos = right + 1, pos + 1
-                piece = text[left:right]
-                if right - left >= SECRET_PIECE and not any(piece in p for p in public):
-                    spans.append((left, right))
-            at = text.find(block, at + 1)
-    if not spans:
-        return text
-    spans.sort()
-    merged = [spans[0]]
-    for left, right in spans[1:]:
-        if left <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], right))
-        else:
-            merged.append((left, right))
-    out, last = [], 0
-    for left, right in merged:
-        out += [text[last:left], "***"]
-        last = right
-    out.append(text[last:])
-    return "".join(out)
-
-
-def mask_cut(text: str) -> str:
-    """Text that a cap cut short: a tail of SECRET_EDGE or more characters that begins a secret
-    is masked, since redact() only knows runs of SECRET_PIECE (an echoed key cut after its
-    tenth character would show those ten)."""
-    for form, mask in SECRET_FORMS:
-        for n in range(min(len(form) - 1, len(text)), SECRET_EDGE - 1, -1):
-            if text.endswith(form[:n]):
-                return text[:-n] + mask
-    return text
-
-
-def clip(text: str, limit: int) -> str:
-    """At most `limit` characters of text that may hold a secret: redacted whole, then cut."""
-    text = redact(text)
-    return text if len(text) <= limit else mask_cut(text[:limit])
-
-
-def redact_obj(obj: Any) -> Any:
-    """redact() applied to every string in a JSON-able structure (before it is encoded, so
-    that a mask can never break the JSON)."""
-    if isinstance(obj, str):
-        return redact(obj)
-    if isinstance(obj, dict):
-        return {redact(str(k)): redact_obj(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [redact_obj(v) for v in obj]
-    return obj
-
-
-def redact_url(url: str) -> str:
-    """A URL for display: no user:password@ part, secrets masked, one clean line, bounded."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    text = sanitize(redact((scheme + sep if sep else "") + authority + slash + path))
-    return text if len(text) <= MAX_SHOWN_URL else mask_cut(text[: MAX_SHOWN_URL - 3]) + "..."
-
-
-def mask_secret(value: str) -> str:
-    """What stands in for a secret: none of its characters, whole or in part."""
-    return "***"
-
-
-def sanitize(text: str, lines: bool = False) -> str:
-    """The one sanitiser for text from the gateway, a proxy or the file system on its way to a
-    terminal: control characters (C0, DEL, C1: escape sequences), bidirectional overrides,
-    lone surrogates and tag characters (U+E0000-E007F, invisible text) become "?". `lines`
-    keeps line breaks and tabs (our own multi-line output; a CRLF, as in a multipart body
-    shown by --dry-run, becomes a line break)."""
-    if text.isprintable():
-        return text
-    if lines:
-        text = text.replace("\r\n", "\n")
-    out = []
-    for c in text:
-        o = ord(c)
-        if lines and c in "\n\t":
-            out.append(c)
-        elif o < 32 or 0x7F <= o < 0xA0 or c in UNSAFE_FORMAT_CHARS or 0xD800 <= o < 0xE000:
-            out.append("?")
-        elif 0xE0000 <= o <= 0xE007F:  # tag characters: invisible text an agent would read
-            out.append("?")
-        else:
-            out.append(c)
-    return "".join(out)
-
-
 def is_loopback_host(host: str) -> bool:
     import ipaddress
 
@@ -1768,8 +1828,10 @@ def plain_response_id(value: str) -> bool:
 
 
 # =============================================================================================
-# 4. Request: prompt, input images, validation and the JSON payload (pure functions)
+# 6. Request: prompt, input images, validation and the JSON payload
 # =============================================================================================
+
+# -- input images -----------------------------------------------------------------------------
 
 
 def sniff_image(head: bytes) -> str | None:
@@ -1952,6 +2014,9 @@ def load_input_image(path: str, what: str = "--image") -> InputImage:
         raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
 
 
+# -- sizes ------------------------------------------------------------------------------------
+
+
 def parse_size(text: str) -> tuple[int, int] | None:
     """'WxH' -> (w, h); 'auto' -> None. Raises UsageError when malformed."""
     value = text.strip().lower()
@@ -2040,6 +2105,9 @@ def format_for(out: str | None, requested: str | None) -> str:
     if out:
         return EXTENSION_FORMATS.get(os.path.splitext(out)[1].lower(), "png")
     return "png"
+
+
+# -- the job and its JSON payload -------------------------------------------------------------
 
 
 class Job:
@@ -2310,6 +2378,9 @@ def build_payload(
     return payload
 
 
+# -- request bodies ---------------------------------------------------------------------------
+
+
 class RawFile:
     """A file sent as-is (multipart upload), read from disk while the body is sent."""
 
@@ -2392,8 +2463,11 @@ def display_payload(payload: Mapping[str, Any]) -> str:
 
 
 # =============================================================================================
-# 5. Transport: one place builds connections (http.client, proxy, TLS, timeouts), the SSE parser
+# 7. Transport: one place builds connections (http.client, proxy, TLS, timeouts), the SSE
+#    parser
 # =============================================================================================
+
+# -- settings, pacing and TLS -----------------------------------------------------------------
 
 
 class Settings:
@@ -2511,6 +2585,9 @@ class Clock:
         self.total_limited = remaining < self.idle
         if self.sock is not None:
             self.sock.settimeout(min(self.idle, remaining))
+
+
+# -- proxies, DNS and connections -------------------------------------------------------------
 
 
 def host_of(url: str) -> str:
@@ -2694,6 +2771,9 @@ class Watchdog:
             if self.sock is not None:
                 self.sock.close()
                 self.sock = None
+
+
+# -- the wire: one HTTP exchange, bounded in time ---------------------------------------------
 
 
 class Wire:
@@ -3022,6 +3102,9 @@ def final_response_class() -> Any:
     return FinalResponse
 
 
+# -- transport errors -------------------------------------------------------------------------
+
+
 def is_http_exception(exc: BaseException) -> bool:
     mod = sys.modules.get("http.client")
     return mod is not None and isinstance(exc, mod.HTTPException)
@@ -3112,6 +3195,8 @@ def describe_network_error(exc: BaseException, url: str) -> NetworkError:
         return NetworkError(f"connection to {host} was reset: {text}", retryable=True)
     return NetworkError(f"network error talking to {host}: {text_of(text, 300)}", retryable=False)
 
+
+# -- long strings on disk, the JSON spool and the SSE parser ----------------------------------
 
 _BLOB_TOKEN = f"@@gwblob-{os.getpid()}-{os.urandom(4).hex()}-"
 
@@ -3491,17 +3576,10 @@ class SSEParser:
 
 
 # =============================================================================================
-# 6. Response: events and JSON answers, errors, collecting the image into a file
+# 8. Answers: errors, events and token usage as the gateway sends them
 # =============================================================================================
 
 B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
-def text_of(value: Any, limit: int = 500) -> str:
-    """One line of at most `limit` characters, credentials masked before it is cut short."""
-    text = redact(value) if isinstance(value, str) else ""
-    text = sanitize(" ".join(text.split()))  # no terminal escape sequences from the gateway
-    return text if len(text) <= limit else mask_cut(text[: limit - 3]) + "..."
 
 
 def error_from_payload(err: Mapping[str, Any], *, started: bool = True) -> ImagegenError:
@@ -3538,286 +3616,6 @@ def moderation_error(code: str, message: str, details: Mapping[str, Any]) -> NoI
         ),
         "rephrase the prompt; if it is harmless, try --moderation low",
     )
-
-
-class SavedImage:
-    __slots__ = ("path", "kind", "nbytes", "dims", "sha256", "rescued")
-
-    def __init__(self, path: str, kind: str, nbytes: int, dims: tuple[int, int] | None) -> None:
-        self.path = path
-        self.kind = kind
-        self.nbytes = nbytes
-        self.dims = dims
-        self.sha256 = ""
-        self.rescued = False
-
-
-def unwritable_hint(code: int | None, default: str) -> str:
-    """What to do about a folder that refuses a file: another folder helps, unless the whole
-    file system is read-only, as in a read-only sandbox where no folder is writable."""
-
-    sandboxed = any(os.environ.get(name) for name in SANDBOX_ENV_VARS)
-    if code == errno.EROFS or (sandboxed and code in (errno.EACCES, errno.EPERM)):
-        return READ_ONLY_HINT
-    return default
-
-
-def create_unique(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
-    """A new file that did not exist (O_EXCL: never through a symlink), under a random name.
-    By default with the normal umask-based permissions that the final image should have
-    (tempfile.mkstemp would make it owner-only); rescue files in the shared temp folder pass
-    mode 0o600."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        path = os.path.join(folder, prefix + os.urandom(6).hex() + suffix)
-        try:
-            return os.open(path, flags, mode), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(17, "no free temporary file name", folder)
-
-
-def place_new(tmp: str, out: str) -> None:
-    """Give the finished file `tmp` the name `out` only if nothing is there, not even a
-    dangling symlink: a hard link fails then, where an exists-check followed by a rename
-    would replace whatever appeared in between. Where the file system has no hard links, a
-    rename that refuses an existing target (Windows) or, last, a check just before the rename."""
-
-    try:
-        os.link(tmp, out)
-    except FileExistsError:
-        raise FileExistsError(errno.EEXIST, "it appeared while the image was generated") from None
-    except OSError as exc:
-        if errno.errorcode.get(exc.errno or 0) not in NO_HARD_LINKS:
-            raise
-        if os.name == "nt":
-            try:
-                os.rename(tmp, out)  # fails when out exists
-            except FileExistsError:
-                raise FileExistsError(
-                    errno.EEXIST, "it appeared while the image was generated"
-                ) from None
-            return
-        if os.path.lexists(out):
-            raise FileExistsError(
-                errno.EEXIST, "it appeared while the image was generated"
-            ) from None
-        os.replace(tmp, out)
-        return
-    try:
-        os.remove(tmp)
-    except OSError:
-        pass  # two names for one complete image: only a stray .part is left behind
-
-
-ACTIVE_TEMP_FILES: set[str] = set()  # .part files in flight, removed on Ctrl-C by main()
-
-
-class ImageSink:
-    """Decodes base64 straight into a temporary file beside --out, checks it, renames it.
-
-    If the output folder cannot take the file, the bytes go to a rescue file in the system temp
-    folder instead, so an image that was paid for is never lost.
-    """
-
-    def __init__(
-        self, out: str, force: bool, want_sha256: bool = False, rescue: bool = True
-    ) -> None:
-        self.out = out
-        self.force = force
-        self.want_sha256 = want_sha256
-        self.rescue = rescue  # previews are not worth a rescue file
-        self.tmp: str | None = None
-        self.image: SavedImage | None = None
-        self.rescue_reason = ""
-        self.last_error: ImagegenError | None = None
-
-    @property
-    def has_image(self) -> bool:
-        return self.image is not None
-
-    def save(self, value: str | Blob) -> bool:
-        """Decode one candidate result; True when it is a complete image (kept), else False."""
-        if self.image is not None:
-            return True
-        try:
-            image = self._decode(value, rescue=False)
-        except (OSError, ValueError) as exc:  # ValueError: a name the file system refuses
-            if not self.rescue:
-                raise
-            self.rescue_reason = getattr(exc, "strerror", None) or str(exc)
-            try:
-                image = self._decode(value, rescue=True)
-            except OSError as second:  # not a network fault: never retried, never re-billed
-                raise DiskError(
-                    f"the image arrived in full but no folder could hold it: {self.out} "
-                    f"({self.rescue_reason}), nor a rescue file in the temp folder "
-                    f"({second.strerror or second}); it is lost",
-                    unwritable_hint(second.errno, unwritable_hint_text(second.errno)),
-                ) from None
-        if image is not None:
-            self.image = image
-        return image is not None
-
-    def _open_temp(self, rescue: bool) -> tuple[IO[bytes], str]:
-        ext = "." + (os.path.splitext(self.out)[1].lstrip(".") or "png")
-        if rescue:
-            import tempfile
-
-            folder, name, suffix = tempfile.gettempdir(), RESCUE_PREFIX, ext
-            mode = 0o600  # the shared temp folder: the image is the user's alone
-        else:
-            folder = os.path.dirname(os.path.abspath(self.out))
-            os.makedirs(folder, exist_ok=True)
-            name, suffix, mode = "." + os.path.basename(self.out) + ".", ".part", 0o666
-        fd, path = create_unique(folder, name, suffix, mode)
-        if not rescue:
-            ACTIVE_TEMP_FILES.add(path)
-        return os.fdopen(fd, "w+b"), path
-
-    def _decode(self, value: str | Blob, rescue: bool) -> SavedImage | None:
-
-        f, path = self._open_temp(rescue)
-        self.tmp = path
-        hasher = None
-        if self.want_sha256:
-            import hashlib
-
-            hasher = hashlib.sha256()
-        ok = False
-        try:
-            with f:
-                pieces: Iterator[bytes | bytearray]
-                if isinstance(value, Blob):
-                    pieces = value.pieces()
-                else:
-                    pieces = (
-                        value[i : i + B64_CHUNK].encode("ascii", "replace")
-                        for i in range(0, len(value), B64_CHUNK)
-                    )
-                total = 0
-                carry = b""
-                padded = False
-                for piece in pieces:  # a data: URL came as its Payload (see DIALECTS)
-                    chunk = carry + bytes(piece) if carry else piece
-                    stripped = chunk.rstrip(b"=")
-                    if padded or stripped.translate(None, B64_ALPHABET):
-                        self.last_error = GatewayError("the image data is not valid base64")
-                        return None
-                    padded = len(stripped) != len(chunk)
-                    usable = len(chunk) - len(chunk) % 4
-                    carry = bytes(chunk[usable:])
-                    data = binascii.a2b_base64(chunk[:usable])
-                    if hasher is not None:
-                        hasher.update(data)
-                    f.write(data)
-                    total += len(data)
-                if carry:
-                    if len(carry) % 4 == 1:
-                        self.last_error = GatewayError(
-                            "the image data is truncated (base64 ends mid-symbol)"
-                        )
-                        return None
-                    data = binascii.a2b_base64(carry + b"=" * (-len(carry) % 4))
-                    if hasher is not None:
-                        hasher.update(data)
-                    f.write(data)
-                    total += len(data)
-                f.flush()
-                f.seek(0)
-                kind = sniff_image(f.read(4096))
-                if kind is None:
-                    self.last_error = GatewayError(
-                        "the gateway's result is not an image (unknown bytes)"
-                    )
-                    return None
-                if not image_is_complete(f, kind, total):
-                    self.last_error = GatewayError(
-                        f"the image is incomplete ({kind.upper()}, {total} bytes, no end marker; "
-                        "the stream was cut)",
-                        "retry; if it keeps happening, try --format jpeg or webp "
-                        "for a smaller payload",
-                    )
-                    return None
-                image = SavedImage(path, kind, total, image_dimensions(f, kind))
-                image.rescued = rescue
-                if hasher is not None:
-                    image.sha256 = hasher.hexdigest()
-                ok = True
-                return image
-        except binascii.Error as exc:
-            self.last_error = GatewayError(f"the image data is not valid base64: {exc}")
-            return None
-        finally:
-            if not ok:
-                self._remove(path)
-
-    def _remove(self, path: str) -> None:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-        ACTIVE_TEMP_FILES.discard(path)
-        if self.tmp == path:
-            self.tmp = None
-
-    def commit(self) -> SavedImage:
-        """Move the checked image to --out; on failure keep it as a rescue file (exit 7)."""
-        image = self.image
-        assert image is not None and self.tmp is not None
-        if not image.rescued:
-            try:
-                if self.force:
-                    os.replace(self.tmp, self.out)
-                else:
-                    place_new(self.tmp, self.out)
-                ACTIVE_TEMP_FILES.discard(self.tmp)
-                self.tmp = None
-                image.path = self.out
-                return image
-            except OSError as exc:
-                if not self.rescue:  # a preview: not worth a rescue file (discard() removes it)
-                    raise
-                self.rescue_reason = exc.strerror or str(exc)
-                try:
-                    self._move_to_rescue(image)
-                except OSError:  # the temp folder is full too: the image stays where it is
-                    tmp = self.tmp
-                    assert tmp is not None
-                    ACTIVE_TEMP_FILES.discard(tmp)
-                    image.path = tmp
-                    image.rescued = True
-        self.tmp = None
-        raise OutputError(
-            f"could not write {self.out}: {self.rescue_reason}; "
-            f"the image was saved to {image.path}",
-            f"move it where you want it (it is a complete {image.kind.upper()} image)",
-        )
-
-    def _move_to_rescue(self, image: SavedImage) -> None:
-        """Copy the image into a new owner-only rescue file (a rename would keep the temporary
-        file's permissions, readable by others in the shared temp folder)."""
-        import shutil
-        import tempfile
-
-        assert self.tmp is not None
-        fd, rescue = create_unique(tempfile.gettempdir(), RESCUE_PREFIX, "." + image.kind, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as dst, open(self.tmp, "rb") as src:
-                shutil.copyfileobj(src, dst, READ_CHUNK)
-        except BaseException:
-            try:
-                os.remove(rescue)
-            except OSError:
-                pass
-            raise
-        self._remove(self.tmp)
-        image.path = rescue
-        image.rescued = True
-
-    def discard(self) -> None:
-        if self.tmp is not None and (self.image is None or not self.image.rescued):
-            self._remove(self.tmp)
 
 
 def token_counts(value: Any, depth: int = 0) -> dict[str, Any] | None:
@@ -4115,6 +3913,299 @@ def canonical_event(ev: Mapping[str, Any], name: str = "") -> Mapping[str, Any]:
 def canonical_answer(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     """A whole JSON answer (a Response object, an Images API answer, an error) made canonical."""
     return canonical_response(canonical("answer", obj))
+
+
+# =============================================================================================
+# 9. Results: the image sink (file placement, rescue files) and the collector
+# =============================================================================================
+
+# -- placing a file: no clobber, rescue files -------------------------------------------------
+
+
+class SavedImage:
+    __slots__ = ("path", "kind", "nbytes", "dims", "sha256", "rescued")
+
+    def __init__(self, path: str, kind: str, nbytes: int, dims: tuple[int, int] | None) -> None:
+        self.path = path
+        self.kind = kind
+        self.nbytes = nbytes
+        self.dims = dims
+        self.sha256 = ""
+        self.rescued = False
+
+
+def unwritable_hint(code: int | None, default: str) -> str:
+    """What to do about a folder that refuses a file: another folder helps, unless the whole
+    file system is read-only, as in a read-only sandbox where no folder is writable."""
+
+    sandboxed = any(os.environ.get(name) for name in SANDBOX_ENV_VARS)
+    if code == errno.EROFS or (sandboxed and code in (errno.EACCES, errno.EPERM)):
+        return READ_ONLY_HINT
+    return default
+
+
+def create_unique(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+    """A new file that did not exist (O_EXCL: never through a symlink), under a random name.
+    By default with the normal umask-based permissions that the final image should have
+    (tempfile.mkstemp would make it owner-only); rescue files in the shared temp folder pass
+    mode 0o600."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(folder, prefix + os.urandom(6).hex() + suffix)
+        try:
+            return os.open(path, flags, mode), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, "no free temporary file name", folder)
+
+
+def place_new(tmp: str, out: str) -> None:
+    """Give the finished file `tmp` the name `out` only if nothing is there, not even a
+    dangling symlink: a hard link fails then, where an exists-check followed by a rename
+    would replace whatever appeared in between. Where the file system has no hard links, a
+    rename that refuses an existing target (Windows) or, last, a check just before the rename."""
+
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "it appeared while the image was generated") from None
+    except OSError as exc:
+        if errno.errorcode.get(exc.errno or 0) not in NO_HARD_LINKS:
+            raise
+        if os.name == "nt":
+            try:
+                os.rename(tmp, out)  # fails when out exists
+            except FileExistsError:
+                raise FileExistsError(
+                    errno.EEXIST, "it appeared while the image was generated"
+                ) from None
+            return
+        if os.path.lexists(out):
+            raise FileExistsError(
+                errno.EEXIST, "it appeared while the image was generated"
+            ) from None
+        os.replace(tmp, out)
+        return
+    try:
+        os.remove(tmp)
+    except OSError:
+        pass  # two names for one complete image: only a stray .part is left behind
+
+
+ACTIVE_TEMP_FILES: set[str] = set()  # .part files in flight, removed on Ctrl-C by main()
+
+
+# -- the image sink ---------------------------------------------------------------------------
+
+
+class ImageSink:
+    """Decodes base64 straight into a temporary file beside --out, checks it, renames it.
+
+    If the output folder cannot take the file, the bytes go to a rescue file in the system temp
+    folder instead, so an image that was paid for is never lost.
+    """
+
+    def __init__(
+        self, out: str, force: bool, want_sha256: bool = False, rescue: bool = True
+    ) -> None:
+        self.out = out
+        self.force = force
+        self.want_sha256 = want_sha256
+        self.rescue = rescue  # previews are not worth a rescue file
+        self.tmp: str | None = None
+        self.image: SavedImage | None = None
+        self.rescue_reason = ""
+        self.last_error: ImagegenError | None = None
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None
+
+    def save(self, value: str | Blob) -> bool:
+        """Decode one candidate result; True when it is a complete image (kept), else False."""
+        if self.image is not None:
+            return True
+        try:
+            image = self._decode(value, rescue=False)
+        except (OSError, ValueError) as exc:  # ValueError: a name the file system refuses
+            if not self.rescue:
+                raise
+            self.rescue_reason = getattr(exc, "strerror", None) or str(exc)
+            try:
+                image = self._decode(value, rescue=True)
+            except OSError as second:  # not a network fault: never retried, never re-billed
+                raise DiskError(
+                    f"the image arrived in full but no folder could hold it: {self.out} "
+                    f"({self.rescue_reason}), nor a rescue file in the temp folder "
+                    f"({second.strerror or second}); it is lost",
+                    unwritable_hint(second.errno, unwritable_hint_text(second.errno)),
+                ) from None
+        if image is not None:
+            self.image = image
+        return image is not None
+
+    def _open_temp(self, rescue: bool) -> tuple[IO[bytes], str]:
+        ext = "." + (os.path.splitext(self.out)[1].lstrip(".") or "png")
+        if rescue:
+            import tempfile
+
+            folder, name, suffix = tempfile.gettempdir(), RESCUE_PREFIX, ext
+            mode = 0o600  # the shared temp folder: the image is the user's alone
+        else:
+            folder = os.path.dirname(os.path.abspath(self.out))
+            os.makedirs(folder, exist_ok=True)
+            name, suffix, mode = "." + os.path.basename(self.out) + ".", ".part", 0o666
+        fd, path = create_unique(folder, name, suffix, mode)
+        if not rescue:
+            ACTIVE_TEMP_FILES.add(path)
+        return os.fdopen(fd, "w+b"), path
+
+    def _decode(self, value: str | Blob, rescue: bool) -> SavedImage | None:
+
+        f, path = self._open_temp(rescue)
+        self.tmp = path
+        hasher = None
+        if self.want_sha256:
+            import hashlib
+
+            hasher = hashlib.sha256()
+        ok = False
+        try:
+            with f:
+                pieces: Iterator[bytes | bytearray]
+                if isinstance(value, Blob):
+                    pieces = value.pieces()
+                else:
+                    pieces = (
+                        value[i : i + B64_CHUNK].encode("ascii", "replace")
+                        for i in range(0, len(value), B64_CHUNK)
+                    )
+                total = 0
+                carry = b""
+                padded = False
+                for piece in pieces:  # a data: URL came as its Payload (see DIALECTS)
+                    chunk = carry + bytes(piece) if carry else piece
+                    stripped = chunk.rstrip(b"=")
+                    if padded or stripped.translate(None, B64_ALPHABET):
+                        self.last_error = GatewayError("the image data is not valid base64")
+                        return None
+                    padded = len(stripped) != len(chunk)
+                    usable = len(chunk) - len(chunk) % 4
+                    carry = bytes(chunk[usable:])
+                    data = binascii.a2b_base64(chunk[:usable])
+                    if hasher is not None:
+                        hasher.update(data)
+                    f.write(data)
+                    total += len(data)
+                if carry:
+                    if len(carry) % 4 == 1:
+                        self.last_error = GatewayError(
+                            "the image data is truncated (base64 ends mid-symbol)"
+                        )
+                        return None
+                    data = binascii.a2b_base64(carry + b"=" * (-len(carry) % 4))
+                    if hasher is not None:
+                        hasher.update(data)
+                    f.write(data)
+                    total += len(data)
+                f.flush()
+                f.seek(0)
+                kind = sniff_image(f.read(4096))
+                if kind is None:
+                    self.last_error = GatewayError(
+                        "the gateway's result is not an image (unknown bytes)"
+                    )
+                    return None
+                if not image_is_complete(f, kind, total):
+                    self.last_error = GatewayError(
+                        f"the image is incomplete ({kind.upper()}, {total} bytes, no end marker; "
+                        "the stream was cut)",
+                        "retry; if it keeps happening, try --format jpeg or webp "
+                        "for a smaller payload",
+                    )
+                    return None
+                image = SavedImage(path, kind, total, image_dimensions(f, kind))
+                image.rescued = rescue
+                if hasher is not None:
+                    image.sha256 = hasher.hexdigest()
+                ok = True
+                return image
+        except binascii.Error as exc:
+            self.last_error = GatewayError(f"the image data is not valid base64: {exc}")
+            return None
+        finally:
+            if not ok:
+                self._remove(path)
+
+    def _remove(self, path: str) -> None:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        ACTIVE_TEMP_FILES.discard(path)
+        if self.tmp == path:
+            self.tmp = None
+
+    def commit(self) -> SavedImage:
+        """Move the checked image to --out; on failure keep it as a rescue file (exit 7)."""
+        image = self.image
+        assert image is not None and self.tmp is not None
+        if not image.rescued:
+            try:
+                if self.force:
+                    os.replace(self.tmp, self.out)
+                else:
+                    place_new(self.tmp, self.out)
+                ACTIVE_TEMP_FILES.discard(self.tmp)
+                self.tmp = None
+                image.path = self.out
+                return image
+            except OSError as exc:
+                if not self.rescue:  # a preview: not worth a rescue file (discard() removes it)
+                    raise
+                self.rescue_reason = exc.strerror or str(exc)
+                try:
+                    self._move_to_rescue(image)
+                except OSError:  # the temp folder is full too: the image stays where it is
+                    tmp = self.tmp
+                    assert tmp is not None
+                    ACTIVE_TEMP_FILES.discard(tmp)
+                    image.path = tmp
+                    image.rescued = True
+        self.tmp = None
+        raise OutputError(
+            f"could not write {self.out}: {self.rescue_reason}; "
+            f"the image was saved to {image.path}",
+            f"move it where you want it (it is a complete {image.kind.upper()} image)",
+        )
+
+    def _move_to_rescue(self, image: SavedImage) -> None:
+        """Copy the image into a new owner-only rescue file (a rename would keep the temporary
+        file's permissions, readable by others in the shared temp folder)."""
+        import shutil
+        import tempfile
+
+        assert self.tmp is not None
+        fd, rescue = create_unique(tempfile.gettempdir(), RESCUE_PREFIX, "." + image.kind, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as dst, open(self.tmp, "rb") as src:
+                shutil.copyfileobj(src, dst, READ_CHUNK)
+        except BaseException:
+            try:
+                os.remove(rescue)
+            except OSError:
+                pass
+            raise
+        self._remove(self.tmp)
+        image.path = rescue
+        image.rescued = True
+
+    def discard(self) -> None:
+        if self.tmp is not None and (self.image is None or not self.image.rescued):
+            self._remove(self.tmp)
+
+
+# -- the collector ----------------------------------------------------------------------------
 
 
 class Collector:
@@ -4478,9 +4569,93 @@ def image_links(text: str) -> list[str]:
     return links
 
 
+# -- output paths, checked before sending -----------------------------------------------------
+
+
+def check_output_path(out: str, force: bool) -> None:
+    """Refuse before sending anything if --out cannot become the image."""
+    check_text(out, "the output path", path=True)
+    if out.endswith(("/", os.sep)) or (os.altsep and out.endswith(os.altsep)):
+        raise OutputError(
+            f"--out {out} names a folder", "give a file name, e.g. {}".format(out + "image.png")
+        )
+    if os.path.isdir(out):
+        raise OutputError(
+            f"--out {out} is a directory",
+            "give a file name, e.g. {}".format(os.path.join(out, "image.png")),
+        )
+    if os.path.lexists(out) and not force:
+        raise OutputError(
+            f"{out} already exists", "pass --force to overwrite it, or choose another --out"
+        )
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputError(f"cannot create the folder for {out}: {parent} is not a directory")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        name_max = 255
+    longest = len(os.fsencode(os.path.basename(out))) + TEMP_NAME_EXTRA
+    if name_max and longest > name_max:
+        raise OutputError(
+            f"--out file name is too long ({longest - TEMP_NAME_EXTRA} bytes; this folder takes "
+            f"{name_max - TEMP_NAME_EXTRA} for an image name)",
+            "choose a shorter name",
+        )
+    # Try it: access() says nothing about a read-only mount or a sandbox's rules, and the
+    # image must not be paid for only to find that no file can hold it.
+    try:
+        fd, probe = create_unique(parent, ".imagegen-probe.", ".part")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputError(
+            "cannot write in {}: {}".format(parent, (exc.strerror or str(exc)).lower()),
+            unwritable_hint(exc.errno, "choose another --out folder"),
+        ) from None
+
+
+def is_own_sidecar(path: str) -> bool:
+    """Whether `path` is a sidecar this script wrote (so a new one may replace it): a small
+    regular file holding the JSON object write_sidecar() makes for the image beside it."""
+
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDECAR_BYTES:
+            return False
+        with open(path, "rb") as f:
+            data = json.loads(f.read(MAX_SIDECAR_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):  # nested too deeply: not one of ours
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("path") == os.path.basename(path[: -len(".json")])
+        and isinstance(data.get("version"), str)
+        and isinstance(data.get("request"), dict)
+        and "sha256" in data
+    )
+
+
+def check_sidecar_path(out: str, force: bool) -> None:
+    """Before sending, like check_output_path: --sidecar must not replace a file at OUT.json
+    that is not an earlier sidecar, unless --force."""
+    path = out + ".json"
+    if os.path.isdir(path):
+        raise OutputError(f"--sidecar: {path} is a directory", "choose another --out")
+    if os.path.lexists(path) and not force and not is_own_sidecar(path):
+        raise OutputError(
+            f"--sidecar: {path} already exists and is not a sidecar written by this script",
+            "pass --force to overwrite it, or choose another --out",
+        )
+
+
 # =============================================================================================
-# 7. Exchange: one attempt over the wire, then retries and gateway quirks around it
+# 10. Exchange: one attempt over the wire, and image downloads
 # =============================================================================================
+
+# -- HTTP error answers -----------------------------------------------------------------------
 
 
 def answer_kind(label: str, first: bytes) -> str:
@@ -4732,6 +4907,9 @@ def gateway_retried(headers: Any, message: str) -> bool:
     return re.search(RELAY_RETRIED_WORDS, message.lower()) is not None
 
 
+# -- requests ---------------------------------------------------------------------------------
+
+
 class Request:
     """One HTTP request to the gateway: path under base_url, body, content type, method
     (a GET, to fetch a stored response, has no body)."""
@@ -4802,6 +4980,9 @@ def images_request(job: Job, size: str, drop: Iterable[str] = ()) -> Request:
         parts.append(b"\r\n")
     parts.append("--{}--\r\n".format(boundary).encode("ascii"))
     return Request("/images/edits", Body(parts), "multipart/form-data; boundary=" + boundary, False)
+
+
+# -- one attempt ------------------------------------------------------------------------------
 
 
 def exchange(
@@ -5050,6 +5231,9 @@ def attempt_failure(
     return describe_network_error(exc, url)
 
 
+# -- image downloads --------------------------------------------------------------------------
+
+
 def download_image(
     url: str, settings: Settings, deadline: float, sink: ImageSink, progress: Quiet = QUIET
 ) -> bool:
@@ -5167,40 +5351,7 @@ def stream_base64(wire: Wire, blob: Blob, host: str) -> None:
         carry = data[usable:]
 
 
-def client_rejection(exc: ImagegenError) -> GatewayError | None:
-    """The one guard in front of every quirk that reads a refusal: a 4xx answer that is not an
-    authentication failure (401/403 are never a quirk)."""
-    if isinstance(exc, GatewayError) and not isinstance(exc, AuthError) and 400 <= exc.status < 500:
-        return exc
-    return None
-
-
-def rejected_tool_option(exc: GatewayError, tool: Mapping[str, Any]) -> str | None:
-    """The image-tool option a 400 names (tools[0].quality, input_fidelity, ...), if it was
-    sent and is one the image can do without."""
-
-    param = exc.param.lower()
-    match = re.fullmatch(r"tools\[\d+\]\.(\w+)", param)
-    name = match.group(1) if match else param
-    if not name:
-        msg = exc.detail.lower()
-        found = re.search(r"tools\[\d+\]\.(\w+)", msg)
-        if found:
-            name = found.group(1)
-        elif re.search(r"unsupported|unknown|invalid|not supported|not allowed|not available", msg):
-            named = [n for n in DROPPABLE_TOOL_OPTIONS if re.search(rf"[`'\"]{n}[`'\"]", msg)]
-            name = named[0] if len(named) == 1 else ""
-    return name if name in DROPPABLE_TOOL_OPTIONS and name in tool else None
-
-
-def relay_cut_stream(exc: ImagegenError) -> bool:
-    """A stream failure that is a relay's broken upstream connection, not the response's own
-    end (see RELAY_CUT_WORDS): a stored response is fetched, not taken as failed."""
-    return (
-        isinstance(exc, GatewayError)
-        and exc.code == "server_error"
-        and re.search(RELAY_CUT_WORDS, exc.detail.lower()) is not None
-    )
+# -- outcomes, resume commands and image URLs -------------------------------------------------
 
 
 class Outcome:
@@ -5251,6 +5402,118 @@ def retry_wait(exc: ImagegenError, retry_index: int) -> float:
     (Retry-After, retry-after-ms, already capped), else backoff with jitter."""
     after = getattr(exc, "retry_after", None)
     return float(after) if after is not None else backoff(retry_index)
+
+
+PENDING_RESUMES: dict[str, str] = {}  # --out -> id of a stored response in flight (for Ctrl-C)
+RESUME_ARGS: list[str] = []  # how this run reaches its gateway (set by run()), for --resume hints
+
+
+def resume_command(response_id: str, out: str) -> str:
+    """The exact command that fetches a stored response's image later without paying again.
+    An id with characters a shell or cmd.exe acts on (%, &, quotes: shlex quoting is POSIX
+    only) is not pasted into it: the command names RESPONSE_ID and says where the id is."""
+
+    script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
+    python = "py -3 " if os.name == "nt" else "python3 "  # python3 is often a store stub there
+    head = python + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
+    plain = plain_response_id(response_id)
+    words = [*RESUME_ARGS, "--resume", response_id if plain else "RESPONSE_ID", "--out", out]
+    command = head + " " + " ".join(shlex.quote(w) for w in words)
+    return command if plain else command + " (RESPONSE_ID: the response id above, quoted)"
+
+
+def link_host(url: str) -> str:
+    """What messages show of an image URL: its host (the rest is often a signature)."""
+    return "a data: URL" if url.startswith("data:") else host_of(url)
+
+
+def fetch_image_urls(
+    collector: Collector, settings: Settings, deadline: float, console: Console, label: str
+) -> None:
+    """Download the image URLs an answer gave instead of base64: the first image into the
+    collector's sink, distinct further ones beside it. GETs only: a failure is retried within
+    --retries and the time budget, never by sending the prompt again."""
+
+    sink = collector.sink
+    progress = collector.progress or QUIET
+    failure: ImagegenError | None = None
+    for url in collector.urls:
+        target = sink if not sink.has_image else collector.extra_sink()
+        if target is None:
+            break
+        for attempt in range(settings.retries + 1):
+            try:
+                if url.startswith("data:"):
+                    target.save(data_url_payload(url))
+                else:
+                    console.debug(f"downloading the image from {host_of(url)} (no gateway headers)")
+                    download_image(url, settings, deadline, target, collector.progress)
+                break
+            except (GatewayError, NetworkError) as exc:
+                progress.checkpoint()  # a cancelled call is not retried
+                failure = exc
+                wait = backoff(attempt)
+                if not exc.retryable or attempt >= settings.retries:
+                    break
+                if time.monotonic() + wait >= deadline:
+                    break
+                console.warn(f"{label}{exc.message}; retrying the download in {wait:.1f}s")
+                progress.pause(wait)
+        progress.checkpoint()
+        if target is not sink:
+            collector.keep_extra(target)
+        elif not sink.has_image and sink.last_error is not None:
+            failure = sink.last_error
+            failure.message = f"the image URL ({link_host(url)}) gave no image: {failure.message}"
+    if not sink.has_image:
+        raise failure or NoImageError("the answer's image URL gave no image")
+    if collector.links_in_text:  # not an image item: say where the picture came from
+        console.warn(
+            f"{label}no image item came back; saved the image the model's text links to "
+            f"({link_host(collector.urls[0])})"
+        )
+
+
+# =============================================================================================
+# 11. Exchange policy: what may change between attempts (the plan), the gateway quirks (one
+#    table), and one function that turns a failure into exactly one decision
+# =============================================================================================
+
+
+def client_rejection(exc: ImagegenError) -> GatewayError | None:
+    """The one guard in front of every quirk that reads a refusal: a 4xx answer that is not an
+    authentication failure (401/403 are never a quirk)."""
+    if isinstance(exc, GatewayError) and not isinstance(exc, AuthError) and 400 <= exc.status < 500:
+        return exc
+    return None
+
+
+def rejected_tool_option(exc: GatewayError, tool: Mapping[str, Any]) -> str | None:
+    """The image-tool option a 400 names (tools[0].quality, input_fidelity, ...), if it was
+    sent and is one the image can do without."""
+
+    param = exc.param.lower()
+    match = re.fullmatch(r"tools\[\d+\]\.(\w+)", param)
+    name = match.group(1) if match else param
+    if not name:
+        msg = exc.detail.lower()
+        found = re.search(r"tools\[\d+\]\.(\w+)", msg)
+        if found:
+            name = found.group(1)
+        elif re.search(r"unsupported|unknown|invalid|not supported|not allowed|not available", msg):
+            named = [n for n in DROPPABLE_TOOL_OPTIONS if re.search(rf"[`'\"]{n}[`'\"]", msg)]
+            name = named[0] if len(named) == 1 else ""
+    return name if name in DROPPABLE_TOOL_OPTIONS and name in tool else None
+
+
+def relay_cut_stream(exc: ImagegenError) -> bool:
+    """A stream failure that is a relay's broken upstream connection, not the response's own
+    end (see RELAY_CUT_WORDS): a stored response is fetched, not taken as failed."""
+    return (
+        isinstance(exc, GatewayError)
+        and exc.code == "server_error"
+        and re.search(RELAY_CUT_WORDS, exc.detail.lower()) is not None
+    )
 
 
 IMAGE_TOOL_UNSUPPORTED = (
@@ -5327,82 +5590,6 @@ def keep_cause(first: GatewayError | None, last: ImagegenError) -> None:
         "after a 429, 5 minutes after a 500): wait, then run again"
     )
     last.hint = "; ".join(h for h in (paused, first.hint) if h)
-
-
-PENDING_RESUMES: dict[str, str] = {}  # --out -> id of a stored response in flight (for Ctrl-C)
-RESUME_ARGS: list[str] = []  # how this run reaches its gateway (set by run()), for --resume hints
-
-
-def resume_command(response_id: str, out: str) -> str:
-    """The exact command that fetches a stored response's image later without paying again.
-    An id with characters a shell or cmd.exe acts on (%, &, quotes: shlex quoting is POSIX
-    only) is not pasted into it: the command names RESPONSE_ID and says where the id is."""
-
-    script = sys.argv[0] if sys.argv and sys.argv[0] else PROG
-    python = "py -3 " if os.name == "nt" else "python3 "  # python3 is often a store stub there
-    head = python + shlex.quote(script) if script.endswith(".py") else shlex.quote(script)
-    plain = plain_response_id(response_id)
-    words = [*RESUME_ARGS, "--resume", response_id if plain else "RESPONSE_ID", "--out", out]
-    command = head + " " + " ".join(shlex.quote(w) for w in words)
-    return command if plain else command + " (RESPONSE_ID: the response id above, quoted)"
-
-
-def link_host(url: str) -> str:
-    """What messages show of an image URL: its host (the rest is often a signature)."""
-    return "a data: URL" if url.startswith("data:") else host_of(url)
-
-
-def fetch_image_urls(
-    collector: Collector, settings: Settings, deadline: float, console: Console, label: str
-) -> None:
-    """Download the image URLs an answer gave instead of base64: the first image into the
-    collector's sink, distinct further ones beside it. GETs only: a failure is retried within
-    --retries and the time budget, never by sending the prompt again."""
-
-    sink = collector.sink
-    progress = collector.progress or QUIET
-    failure: ImagegenError | None = None
-    for url in collector.urls:
-        target = sink if not sink.has_image else collector.extra_sink()
-        if target is None:
-            break
-        for attempt in range(settings.retries + 1):
-            try:
-                if url.startswith("data:"):
-                    target.save(data_url_payload(url))
-                else:
-                    console.debug(f"downloading the image from {host_of(url)} (no gateway headers)")
-                    download_image(url, settings, deadline, target, collector.progress)
-                break
-            except (GatewayError, NetworkError) as exc:
-                progress.checkpoint()  # a cancelled call is not retried
-                failure = exc
-                wait = backoff(attempt)
-                if not exc.retryable or attempt >= settings.retries:
-                    break
-                if time.monotonic() + wait >= deadline:
-                    break
-                console.warn(f"{label}{exc.message}; retrying the download in {wait:.1f}s")
-                progress.pause(wait)
-        progress.checkpoint()
-        if target is not sink:
-            collector.keep_extra(target)
-        elif not sink.has_image and sink.last_error is not None:
-            failure = sink.last_error
-            failure.message = f"the image URL ({link_host(url)}) gave no image: {failure.message}"
-    if not sink.has_image:
-        raise failure or NoImageError("the answer's image URL gave no image")
-    if collector.links_in_text:  # not an image item: say where the picture came from
-        console.warn(
-            f"{label}no image item came back; saved the image the model's text links to "
-            f"({link_host(collector.urls[0])})"
-        )
-
-
-# =============================================================================================
-# 8. Exchange policy: what may change between attempts (the plan), the gateway quirks (one
-#    table), and one function that turns a failure into exactly one decision
-# =============================================================================================
 
 
 class Plan:
@@ -5892,192 +6079,7 @@ def still_running(exc: StillRunning, s: Situation) -> Decision:
 
 
 # =============================================================================================
-# 9. Job runner: one job through the plan and the policy, and what it leaves behind
-# =============================================================================================
-
-
-def new_collector(
-    job: Job,
-    sink: ImageSink,
-    extras: list[ImageSink],
-    before: Collector | None,
-    plan: Plan,
-    console: Console,
-    progress: Progress | None,
-    on_partial: Callable[[int, str | Blob], None] | None,
-) -> Collector:
-    """A collector for the next attempt; a fetch of the stored response continues the last."""
-    collector = Collector(sink, progress)
-    collector.extras = extras
-
-    def remember(response_id: str) -> None:
-        if plan.keep or job.resume_id:
-            PENDING_RESUMES[job.out] = response_id
-
-    collector.on_id = remember
-    if plan.fetch and before is not None:
-        collector.carry_over(before)
-    sink.last_error = None  # a bad result of an earlier attempt says nothing about this one
-    collector.on_partial = on_partial
-    collector.max_previews = job.partial_images
-    collector.warn = console.warn
-    if console.verbose:
-        collector.debug = console.debug
-    return collector
-
-
-def act(decision: Decision, s: Situation, console: Console, label: str) -> None:
-    """Carry out a decision that goes on: the user's line, then the wait."""
-    if decision.error is not None:
-        raise decision.error
-    progress = s.collector.progress or QUIET
-    if decision.fallback:
-        s.outcome.fallbacks.append(decision.warning)
-    if decision.warning:
-        console.warn(label + decision.warning)
-    if decision.phase:
-        progress.phase(decision.phase)
-    if decision.debug:
-        console.debug(decision.debug)
-    if decision.hold:
-        s.settings.gate.hold(decision.wait)  # slows every concurrent job, not just this one
-    progress.pause(decision.wait)
-
-
-def settle(outcome: Outcome, plan: Plan, collector: Collector, job: Job) -> None:
-    """What the answer said about the image, into the outcome."""
-    # whole, as --resume and --edit-from need it (a Responses id passed usable_response_id)
-    outcome.response_id = gateway_id(collector.response_id or plan.stored_id, RESPONSE_ID_MAX)
-    outcome.item_id = gateway_id(collector.item_id)
-    outcome.revised_prompt = collector.revised_prompt
-    outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
-    outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
-    outcome.item_format = gateway_id(collector.item_format)
-    outcome.final_size = plan.size
-    outcome.stream = plan.stream and plan.api == "responses"
-    outcome.api = plan.api
-    outcome.used_previous = plan.use_previous and plan.api == "responses"
-    outcome.stored = plan.api == "responses" and (plan.keep or job.store or bool(job.resume_id))
-
-
-def commit_images(
-    outcome: Outcome, sink: ImageSink, extras: Sequence[ImageSink], console: Console, label: str
-) -> None:
-    outcome.image = sink.commit()
-    PENDING_RESUMES.pop(outcome.job.out, None)
-    for extra in extras:
-        try:
-            outcome.extra_images.append(extra.commit())
-        except OutputError as exc:
-            console.warn(f"{label}a second image: {exc.message}")
-            if extra.image is not None:
-                outcome.extra_images.append(extra.image)
-
-
-def explain_failure(
-    exc: ImagegenError, outcome: Outcome, plan: Plan, collector: Collector | None, sink: ImageSink
-) -> None:
-    """A failed job's error, completed: the response it concerns and whether (and how) the
-    gateway's stored copy can still be fetched without paying again."""
-    job = outcome.job
-    response_id = (collector.response_id if collector is not None else "") or plan.stored_id
-    if response_id and not isinstance(exc, (OutputError, UsageError)):
-        if response_id not in exc.message:
-            exc.message += f" (response {response_id})"
-        terminal = collector is not None and collector.status in TERMINAL_STATUSES
-        gone = isinstance(exc, GatewayError) and exc.status == 404 and bool(plan.fetch)
-        if not terminal and not gone and not isinstance(exc, NoImageError):
-            if plan.keep or job.resume_id:
-                more = (
-                    "the gateway keeps the response: fetch its image later, without paying "
-                    "again, with: " + resume_command(response_id, job.out)
-                )
-            else:
-                more = (
-                    "the response was not stored (store: false), so it cannot be fetched "
-                    "again; --resumable keeps it on gateways that allow it"
-                )
-            exc.hint = f"{exc.hint}; {more}" if exc.hint else more
-    outcome.response_id = response_id
-    if collector is not None:  # a failed answer may still have been billed
-        outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
-    outcome.stored = (  # no response id: the gateway has nothing kept (e.g. it refused store)
-        plan.api == "responses"
-        and bool(response_id)
-        and (plan.keep or job.store or bool(job.resume_id))
-    )
-    outcome.image = sink.image if isinstance(exc, OutputError) else None
-    exc.outcome = outcome  # type: ignore[attr-defined]
-
-
-def run_job(
-    job: Job,
-    gw: Gateway,
-    settings: Settings,
-    console: Console,
-    progress: Progress | None = None,
-    on_partial: Callable[[int, str | Blob], None] | None = None,
-    want_sha256: bool = False,
-) -> Outcome:
-    """Send the job, save the image, return the outcome: each failed attempt goes to the
-    policy (decide()), which retries, resumes or polls a stored response, adapts the plan, or
-    gives up. A stored response (--resumable, --resume) is never sent twice. Raises
-    ImagegenError; the image, once received, is never lost (see ImageSink)."""
-
-    started = time.monotonic()
-    deadline = started + settings.timeout
-    outcome = Outcome(job)
-    outcome.started_at = time.time()
-    SPOOL.folders = [os.path.dirname(os.path.abspath(job.out))]  # not a RAM-backed /tmp
-    plan = Plan(job)
-    sink = ImageSink(job.out, job.force, want_sha256)
-    extras: list[ImageSink] = []
-    label = "" if job.name == job.out else job.name + ": "
-    collector: Collector | None = None
-    first_failure: GatewayError | None = None  # a 429 or 5xx: the cause (see keep_cause)
-    pace = progress or QUIET
-    try:
-        while True:
-            settings.gate.wait(deadline, pace.pause)
-            pace.checkpoint()
-            collector = new_collector(
-                job, sink, extras, collector, plan, console, progress, on_partial
-            )
-            seen = collector.sequence
-            try:
-                exchange(gw, settings, plan.request(job, after=seen), collector, deadline, console)
-                break
-            except StillRunning as exc:
-                s = Situation(exc, plan, job, outcome, collector, seen, settings, deadline)
-                act(still_running(exc, s), s, console, label)
-            except (GatewayError, NetworkError) as exc:
-                if sink.has_image:
-                    break
-                if first_failure is None and isinstance(exc, GatewayError):
-                    first_failure = exc if exc.status == 429 or exc.status >= 500 else None
-                pace.checkpoint()  # a cancelled call is neither retried nor switched
-                s = Situation(exc, plan, job, outcome, collector, seen, settings, deadline)
-                act(decide(s), s, console, label)
-        if not sink.has_image and collector.urls:
-            fetch_image_urls(collector, settings, deadline, console, label)
-        settle(outcome, plan, collector, job)
-        commit_images(outcome, sink, extras, console, label)
-        outcome.elapsed = time.monotonic() - started
-        return outcome
-    except ImagegenError as exc:
-        PENDING_RESUMES.pop(job.out, None)
-        keep_cause(first_failure, exc)
-        explain_failure(exc, outcome, plan, collector, sink)
-        outcome.elapsed = time.monotonic() - started
-        raise
-    finally:
-        sink.discard()
-        for extra in extras:
-            extra.discard()
-
-
-# =============================================================================================
-# 8. Output: console (stderr, redacted), progress line, results on stdout
+# 12. Output: console (stderr, redacted), progress line, results on stdout
 # =============================================================================================
 
 
@@ -6499,9 +6501,194 @@ def display_body(body: Body) -> str:
 
 
 # =============================================================================================
-# 9. Job runner: planning jobs (single, variants, batch, resume) and running them (the
-#    thread pool, previews, the sidecar)
+# 13. Job runner: one job through the plan and the policy; planning jobs (single, variants,
+#    batch, resume) and running them
 # =============================================================================================
+
+# -- one job ----------------------------------------------------------------------------------
+
+
+def new_collector(
+    job: Job,
+    sink: ImageSink,
+    extras: list[ImageSink],
+    before: Collector | None,
+    plan: Plan,
+    console: Console,
+    progress: Progress | None,
+    on_partial: Callable[[int, str | Blob], None] | None,
+) -> Collector:
+    """A collector for the next attempt; a fetch of the stored response continues the last."""
+    collector = Collector(sink, progress)
+    collector.extras = extras
+
+    def remember(response_id: str) -> None:
+        if plan.keep or job.resume_id:
+            PENDING_RESUMES[job.out] = response_id
+
+    collector.on_id = remember
+    if plan.fetch and before is not None:
+        collector.carry_over(before)
+    sink.last_error = None  # a bad result of an earlier attempt says nothing about this one
+    collector.on_partial = on_partial
+    collector.max_previews = job.partial_images
+    collector.warn = console.warn
+    if console.verbose:
+        collector.debug = console.debug
+    return collector
+
+
+def act(decision: Decision, s: Situation, console: Console, label: str) -> None:
+    """Carry out a decision that goes on: the user's line, then the wait."""
+    if decision.error is not None:
+        raise decision.error
+    progress = s.collector.progress or QUIET
+    if decision.fallback:
+        s.outcome.fallbacks.append(decision.warning)
+    if decision.warning:
+        console.warn(label + decision.warning)
+    if decision.phase:
+        progress.phase(decision.phase)
+    if decision.debug:
+        console.debug(decision.debug)
+    if decision.hold:
+        s.settings.gate.hold(decision.wait)  # slows every concurrent job, not just this one
+    progress.pause(decision.wait)
+
+
+def settle(outcome: Outcome, plan: Plan, collector: Collector, job: Job) -> None:
+    """What the answer said about the image, into the outcome."""
+    # whole, as --resume and --edit-from need it (a Responses id passed usable_response_id)
+    outcome.response_id = gateway_id(collector.response_id or plan.stored_id, RESPONSE_ID_MAX)
+    outcome.item_id = gateway_id(collector.item_id)
+    outcome.revised_prompt = collector.revised_prompt
+    outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
+    outcome.item_size = gateway_id(collector.item_size)  # the gateway's words, like ids
+    outcome.item_format = gateway_id(collector.item_format)
+    outcome.final_size = plan.size
+    outcome.stream = plan.stream and plan.api == "responses"
+    outcome.api = plan.api
+    outcome.used_previous = plan.use_previous and plan.api == "responses"
+    outcome.stored = plan.api == "responses" and (plan.keep or job.store or bool(job.resume_id))
+
+
+def commit_images(
+    outcome: Outcome, sink: ImageSink, extras: Sequence[ImageSink], console: Console, label: str
+) -> None:
+    outcome.image = sink.commit()
+    PENDING_RESUMES.pop(outcome.job.out, None)
+    for extra in extras:
+        try:
+            outcome.extra_images.append(extra.commit())
+        except OutputError as exc:
+            console.warn(f"{label}a second image: {exc.message}")
+            if extra.image is not None:
+                outcome.extra_images.append(extra.image)
+
+
+def explain_failure(
+    exc: ImagegenError, outcome: Outcome, plan: Plan, collector: Collector | None, sink: ImageSink
+) -> None:
+    """A failed job's error, completed: the response it concerns and whether (and how) the
+    gateway's stored copy can still be fetched without paying again."""
+    job = outcome.job
+    response_id = (collector.response_id if collector is not None else "") or plan.stored_id
+    if response_id and not isinstance(exc, (OutputError, UsageError)):
+        if response_id not in exc.message:
+            exc.message += f" (response {response_id})"
+        terminal = collector is not None and collector.status in TERMINAL_STATUSES
+        gone = isinstance(exc, GatewayError) and exc.status == 404 and bool(plan.fetch)
+        if not terminal and not gone and not isinstance(exc, NoImageError):
+            if plan.keep or job.resume_id:
+                more = (
+                    "the gateway keeps the response: fetch its image later, without paying "
+                    "again, with: " + resume_command(response_id, job.out)
+                )
+            else:
+                more = (
+                    "the response was not stored (store: false), so it cannot be fetched "
+                    "again; --resumable keeps it on gateways that allow it"
+                )
+            exc.hint = f"{exc.hint}; {more}" if exc.hint else more
+    outcome.response_id = response_id
+    if collector is not None:  # a failed answer may still have been billed
+        outcome.main_usage, outcome.image_usage = collector.main_usage, collector.image_usage
+    outcome.stored = (  # no response id: the gateway has nothing kept (e.g. it refused store)
+        plan.api == "responses"
+        and bool(response_id)
+        and (plan.keep or job.store or bool(job.resume_id))
+    )
+    outcome.image = sink.image if isinstance(exc, OutputError) else None
+    exc.outcome = outcome  # type: ignore[attr-defined]
+
+
+def run_job(
+    job: Job,
+    gw: Gateway,
+    settings: Settings,
+    console: Console,
+    progress: Progress | None = None,
+    on_partial: Callable[[int, str | Blob], None] | None = None,
+    want_sha256: bool = False,
+) -> Outcome:
+    """Send the job, save the image, return the outcome: each failed attempt goes to the
+    policy (decide()), which retries, resumes or polls a stored response, adapts the plan, or
+    gives up. A stored response (--resumable, --resume) is never sent twice. Raises
+    ImagegenError; the image, once received, is never lost (see ImageSink)."""
+
+    started = time.monotonic()
+    deadline = started + settings.timeout
+    outcome = Outcome(job)
+    outcome.started_at = time.time()
+    SPOOL.folders = [os.path.dirname(os.path.abspath(job.out))]  # not a RAM-backed /tmp
+    plan = Plan(job)
+    sink = ImageSink(job.out, job.force, want_sha256)
+    extras: list[ImageSink] = []
+    label = "" if job.name == job.out else job.name + ": "
+    collector: Collector | None = None
+    first_failure: GatewayError | None = None  # a 429 or 5xx: the cause (see keep_cause)
+    pace = progress or QUIET
+    try:
+        while True:
+            settings.gate.wait(deadline, pace.pause)
+            pace.checkpoint()
+            collector = new_collector(
+                job, sink, extras, collector, plan, console, progress, on_partial
+            )
+            seen = collector.sequence
+            try:
+                exchange(gw, settings, plan.request(job, after=seen), collector, deadline, console)
+                break
+            except StillRunning as exc:
+                s = Situation(exc, plan, job, outcome, collector, seen, settings, deadline)
+                act(still_running(exc, s), s, console, label)
+            except (GatewayError, NetworkError) as exc:
+                if sink.has_image:
+                    break
+                if first_failure is None and isinstance(exc, GatewayError):
+                    first_failure = exc if exc.status == 429 or exc.status >= 500 else None
+                pace.checkpoint()  # a cancelled call is neither retried nor switched
+                s = Situation(exc, plan, job, outcome, collector, seen, settings, deadline)
+                act(decide(s), s, console, label)
+        if not sink.has_image and collector.urls:
+            fetch_image_urls(collector, settings, deadline, console, label)
+        settle(outcome, plan, collector, job)
+        commit_images(outcome, sink, extras, console, label)
+        outcome.elapsed = time.monotonic() - started
+        return outcome
+    except ImagegenError as exc:
+        PENDING_RESUMES.pop(job.out, None)
+        keep_cause(first_failure, exc)
+        explain_failure(exc, outcome, plan, collector, sink)
+        outcome.elapsed = time.monotonic() - started
+        raise
+    finally:
+        sink.discard()
+        for extra in extras:
+            extra.discard()
+
+
+# -- planning: prompts, variants, batches, --edit-from, --resume ------------------------------
 
 
 def read_text(path: str, what: str, cap: int, timeout: float) -> str:
@@ -6529,65 +6716,6 @@ def read_prompt(args: Any) -> str:
             "no prompt given", "pass --prompt TEXT, --prompt - (stdin) or --prompt-file PATH"
         )
     return check_text(str(args.prompt), "--prompt")
-
-
-def check_text(value: str, what: str, *, path: bool = False) -> str:
-    """Refuse text that cannot be sent or saved, before anything is paid for: bytes that were
-    not UTF-8 (Python keeps those as lone surrogates), and a NUL in a file name. A file name
-    only has to be encodable: one that was not UTF-8 on a POSIX command line is fine."""
-    try:
-        os.fsencode(value) if path else value.encode("utf-8")
-    except UnicodeEncodeError:
-        kind = "cannot be a file name" if path else "is not valid UTF-8 text"
-        raise UsageError(f"{what} {kind}: {clip(ascii(value), 80)}") from None
-    if path and "\0" in value:
-        raise UsageError(f"{what} contains a NUL character")
-    return value
-
-
-def check_output_path(out: str, force: bool) -> None:
-    """Refuse before sending anything if --out cannot become the image."""
-    check_text(out, "the output path", path=True)
-    if out.endswith(("/", os.sep)) or (os.altsep and out.endswith(os.altsep)):
-        raise OutputError(
-            f"--out {out} names a folder", "give a file name, e.g. {}".format(out + "image.png")
-        )
-    if os.path.isdir(out):
-        raise OutputError(
-            f"--out {out} is a directory",
-            "give a file name, e.g. {}".format(os.path.join(out, "image.png")),
-        )
-    if os.path.lexists(out) and not force:
-        raise OutputError(
-            f"{out} already exists", "pass --force to overwrite it, or choose another --out"
-        )
-    parent = os.path.dirname(os.path.abspath(out))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise OutputError(f"cannot create the folder for {out}: {parent} is not a directory")
-    try:
-        name_max = os.pathconf(parent, "PC_NAME_MAX")
-    except (AttributeError, OSError, ValueError):
-        name_max = 255
-    longest = len(os.fsencode(os.path.basename(out))) + TEMP_NAME_EXTRA
-    if name_max and longest > name_max:
-        raise OutputError(
-            f"--out file name is too long ({longest - TEMP_NAME_EXTRA} bytes; this folder takes "
-            f"{name_max - TEMP_NAME_EXTRA} for an image name)",
-            "choose a shorter name",
-        )
-    # Try it: access() says nothing about a read-only mount or a sandbox's rules, and the
-    # image must not be paid for only to find that no file can hold it.
-    try:
-        fd, probe = create_unique(parent, ".imagegen-probe.", ".part")
-        os.close(fd)
-        os.remove(probe)
-    except OSError as exc:
-        raise OutputError(
-            "cannot write in {}: {}".format(parent, (exc.strerror or str(exc)).lower()),
-            unwritable_hint(exc.errno, "choose another --out folder"),
-        ) from None
 
 
 def job_options(args: Any, prompt: str, env: Mapping[str, str]) -> dict[str, Any]:
@@ -7004,6 +7132,9 @@ def resume_args(args: Any) -> list[str]:
     return words
 
 
+# -- running jobs: settings, previews, sidecars, the thread pool ------------------------------
+
+
 def make_settings(args: Any, env: Mapping[str, str]) -> Settings:
     settings = Settings(env)
     if args.retries < 0:
@@ -7041,40 +7172,6 @@ def partial_writer(job: Job, folder: str | None, console: Console) -> Callable[[
             sink.discard()
 
     return write
-
-
-def is_own_sidecar(path: str) -> bool:
-    """Whether `path` is a sidecar this script wrote (so a new one may replace it): a small
-    regular file holding the JSON object write_sidecar() makes for the image beside it."""
-
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDECAR_BYTES:
-            return False
-        with open(path, "rb") as f:
-            data = json.loads(f.read(MAX_SIDECAR_BYTES).decode("utf-8"))
-    except (OSError, ValueError, RecursionError):  # nested too deeply: not one of ours
-        return False
-    return (
-        isinstance(data, dict)
-        and data.get("path") == os.path.basename(path[: -len(".json")])
-        and isinstance(data.get("version"), str)
-        and isinstance(data.get("request"), dict)
-        and "sha256" in data
-    )
-
-
-def check_sidecar_path(out: str, force: bool) -> None:
-    """Before sending, like check_output_path: --sidecar must not replace a file at OUT.json
-    that is not an earlier sidecar, unless --force."""
-    path = out + ".json"
-    if os.path.isdir(path):
-        raise OutputError(f"--sidecar: {path} is a directory", "choose another --out")
-    if os.path.lexists(path) and not force and not is_own_sidecar(path):
-        raise OutputError(
-            f"--sidecar: {path} already exists and is not a sidecar written by this script",
-            "pass --force to overwrite it, or choose another --out",
-        )
 
 
 def write_sidecar(outcome: Outcome, gw: Gateway) -> str:
@@ -7235,14 +7332,11 @@ def warn_plain_http(gw: Gateway, console: Console, dry_run: bool = False) -> Non
         )
 
 
-def json_dumps(obj: Any) -> str:
-
-    return json.dumps(obj)  # ASCII escapes: readable by any consumer, whatever its encoding
-
-
 # =============================================================================================
-# 10. Doctor (--doctor, --probe): the configuration and each network step, checked in order
+# 14. Doctor (--doctor, --probe): the configuration and each network step, checked in order
 # =============================================================================================
+
+# -- checks -----------------------------------------------------------------------------------
 
 
 class Check:
@@ -7493,6 +7587,9 @@ def _doctor_models(gw: Gateway, settings: Settings, check: Check) -> None:
             check("models", None, http_error(status, "", headers, body, gw).message)
     except (OSError, ImagegenError) as exc:
         check("models", False, f"GET /models: {exc}", "", EXIT_NETWORK)
+
+
+# -- the probe --------------------------------------------------------------------------------
 
 
 def probe(gw: Gateway, settings: Settings, check: Check, model: str) -> None:
@@ -7754,8 +7851,10 @@ def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> d
 
 
 # =============================================================================================
-# 11. MCP server (--mcp): the job runner and the doctor as tools, over stdio JSON-RPC
+# 15. MCP server (--mcp): the job runner and the doctor as tools, over stdio JSON-RPC
 # =============================================================================================
+
+# -- tools: arguments, schemas and results ----------------------------------------------------
 
 MCP_SERVER_INFO = {
     "name": "codex-gateway-imagegen",
@@ -8173,6 +8272,9 @@ def mcp_preview(outcomes: Sequence[Outcome], partials_dir: str | None, since: fl
         if kind is not None and len(data) <= MCP_PREVIEW_MAX:
             return base64.b64encode(data).decode("ascii"), MIME_TYPES[kind]
     return None
+
+
+# -- the server -------------------------------------------------------------------------------
 
 
 class McpConsole(Console):
@@ -8761,6 +8863,8 @@ class McpServer:
         )
 
 
+# -- starting the server ----------------------------------------------------------------------
+
 MCP_REFUSED_FLAGS = (
     ("--prompt", "prompt"),
     ("--prompt-file", "prompt_file"),
@@ -8827,7 +8931,7 @@ def serve_mcp(args: Any, env: Mapping[str, str], settings: Settings, console: Co
 
 
 # =============================================================================================
-# 12. CLI: arguments, then one run through the job runner, the doctor or the MCP server
+# 16. CLI: arguments, then one run through the job runner, the doctor or the MCP server
 # =============================================================================================
 
 EXAMPLES = """\
@@ -9267,7 +9371,7 @@ def _finish_many(outcomes: list[Outcome], gw: Gateway, args: Any, console: Conso
 
 
 # =============================================================================================
-# 13. Entry point: signals, output encoding, main()
+# 17. Entry point: signals, output encoding, main()
 # =============================================================================================
 
 
@@ -9305,15 +9409,6 @@ def json_requested(argv: Sequence[str]) -> bool:
         if token == "--json":
             return True
     return False
-
-
-def default_hint(code: int) -> str:
-    """A failure's hint when its error brought none: --json promises a hint on every failure."""
-    if code == EXIT_USAGE:
-        return "see --help"
-    if code == EXIT_CONFIG:
-        return "run --doctor: it shows the config files read, the provider and the key's source"
-    return "search references/troubleshooting.md (beside this script) for the error line"
 
 
 def failure_json(code: int, message: str, hint: str = "") -> str:
