@@ -21,6 +21,7 @@ import pytest
 
 from tests import images
 from tests.gateway import Gateway, Recorded, Reply, image_events, sse_reply
+from tests.stored_gateway import StoredGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "generate_gateway_image.py"
@@ -262,4 +263,17 @@ def tls_material(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLConte
 def tls_gateway(tls_material: tuple[ssl.SSLContext, Path]) -> Iterator[Gateway]:
     """The loopback gateway over TLS; trusted only with CODEX_CA_CERTIFICATE=tls_material[1]."""
     with Gateway(tls=tls_material[0]) as gw:
+        yield gw
+
+
+def env_for(tmp_path: Path, base_url: str) -> dict[str, str]:
+    """The environment of a run against base_url through a fresh Codex home."""
+    home = write_codex_home(tmp_path / "codex-home", base_url)
+    return clean_env(CODEX_HOME=str(home))
+
+
+@pytest.fixture
+def sg() -> Iterator[StoredGateway]:
+    """A gateway that keeps responses (background mode), for --resumable and --resume."""
+    with StoredGateway() as gw:
         yield gw

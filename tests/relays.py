@@ -1,5 +1,5 @@
 """Small misbehaving relays on loopback, in front of the fake upstream (``tests.gateway.Gateway``),
-reproducing what real relays do to a client (issue 18; /work/shared/reference/relays-2026.md):
+reproducing what real relays do to a client (see ../shared/reference/relays-2026.md, section 4):
 
 * ``portkey``: every *streamed* pass-through request ends in the relay's own
   ``HTTP 500 {"status":"failure","message":"Something went wrong"}`` after the upstream delivered

@@ -142,7 +142,7 @@ def test_help_and_readme_name_previews_alike() -> None:
     assert "`STEM.partial-N.EXT`" in README
 
 
-# --- issue 19: SKILL.md for the agent, README for a newcomer, readable reference files -------
+# --- SKILL.md for the agent, README for a newcomer, readable reference files ---------------
 
 REFERENCES = ROOT / "references"
 

@@ -455,3 +455,21 @@ def test_batch_files_that_give_no_jobs_are_exit_2(
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert words in proc.stderr, proc.stderr
     assert gateway.requests == []
+
+
+def test_batch_refusal_for_existing_output_names_force(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "fox.png").write_bytes(b"mine")
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text('{"prompt": "a", "out": "fox.png"}\n{"prompt": "b"}\n', encoding="utf-8")
+    proc = run_cli(["--batch", str(batch), "--out-dir", str(out_dir)], env)
+    assert proc.returncode == 7, proc.stderr
+    line = [x for x in proc.stderr.splitlines() if "fox.png" in x]
+    assert line and "--force" in line[0], proc.stderr
+    assert "hint: pass --force" in proc.stderr
+    assert gateway.requests == []
+    as_json = run_cli(["--batch", str(batch), "--out-dir", str(out_dir), "--json"], env)
+    assert "--force" in json.loads(as_json.stdout)["hint"]

@@ -278,3 +278,12 @@ def test_doctor_probe_reads_each_kind_of_answer(
     if case == "no-response-id":
         assert "background mode accepted, but the answer gave no response id" in proc.stdout
     assert_no_secret(proc)
+
+
+def test_doctor_says_models_listed(gateway: Gateway, env: dict[str, str]) -> None:
+    gateway.set_default(json_reply({"object": "list", "data": []}), path="/v1/models")
+    proc = run_cli(["--doctor"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    models = [line for line in proc.stdout.splitlines() if line.split()[1:2] == ["models"]]
+    assert models and "models listed" in models[0], proc.stdout
+    assert "key accepted" not in proc.stdout

@@ -1,4 +1,4 @@
-"""Issue 19, item 4: --dry-run names what a real run of the same command would refuse (no key
+"""--dry-run names what a real run of the same command would refuse (no key
 resolved, an existing --out without --force, a provider that routes no credential) as warning
 lines, and still exits 0; with --json it prints one object that lists them."""
 

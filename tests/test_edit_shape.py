@@ -1,4 +1,4 @@
-"""Issue 19, item 2: an edit without --size keeps its reference's shape (the nearest size the
+"""An edit without --size keeps its reference's shape (the nearest size the
 image model accepts, or auto), --dry-run shows the choice, and a saved image whose shape differs
 clearly from the reference's gets a warning."""
 

@@ -1,4 +1,4 @@
-"""Issue 19, item 1: a --json run prints exactly one JSON object on stdout for every outcome,
+"""A --json run prints exactly one JSON object on stdout for every outcome,
 errors found before sending included, each with ok / exit_code / error / hint; --doctor --json
 prints its checks as one object. Every test runs the script as a subprocess and parses stdout."""
 

@@ -1,4 +1,4 @@
-"""Redact secrets, not words (issue 18, item 7).
+"""Redact secrets, not words.
 
 A value is secret when it came from a credential source (the key, auth.command's output,
 experimental_bearer_token, an env_http_headers variable) or sits in a header whose name is a

@@ -1,4 +1,4 @@
-"""Response ids as gateways make them (issue 18, item 3): LiteLLM's ids are about 400 characters
+"""Response ids as gateways make them : LiteLLM's ids are about 400 characters
 of base64 text (it encodes its routing into them). --resumable, --resume and --doctor --probe
 all apply the one rule (usable_response_id): printable ASCII, no spaces, at most
 RESPONSE_ID_MAX characters, percent-encoded into one URL path segment.
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.conftest import clean_env, report, run_cli, write_codex_home
+from tests.conftest import env_for, report, run_cli
 from tests.gateway import image_events
 from tests.stored_gateway import StoredGateway
 
@@ -40,17 +40,6 @@ def litellm_id(tag: str = "a") -> str:
 
 LONG_ID = litellm_id()
 assert 380 <= len(LONG_ID) <= 460 and "/" in LONG_ID and "+" in LONG_ID, len(LONG_ID)
-
-
-@pytest.fixture
-def sg() -> Any:
-    with StoredGateway() as gw:
-        yield gw
-
-
-def env_for(tmp_path: Path, base_url: str) -> dict[str, str]:
-    home = write_codex_home(tmp_path / "codex-home", base_url)
-    return clean_env(CODEX_HOME=str(home))
 
 
 def events(rid: str) -> list[dict[str, Any]]:

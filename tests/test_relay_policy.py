@@ -1,4 +1,4 @@
-"""Never more renders than needed, and the cause stays the cause (issue 18, items 4-6), through
+"""Never more renders than needed, and the cause stays the cause , through
 small misbehaving relays (tests/relays.py) in front of the fake upstream on loopback:
 
 * Portkey fails every streamed request with its own HTTP 500 after the upstream rendered the
@@ -21,16 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from tests import images
-from tests.conftest import clean_env, report, run_cli, write_codex_home
+from tests.conftest import env_for, report, run_cli
 from tests.gateway import Gateway, error_reply, image_events, json_reply, sse_reply
 from tests.relays import Relay
 
 PNG = images.png_bytes(40, 24)
-
-
-def env_for(tmp_path: Path, base_url: str) -> dict[str, str]:
-    home = write_codex_home(tmp_path / "codex-home", base_url)
-    return clean_env(CODEX_HOME=str(home))
 
 
 def upstream_answers(gw: Gateway) -> None:

@@ -1,4 +1,4 @@
-"""Real relays in front of the fake upstream (issue 18, item 8).
+"""Real relays in front of the fake upstream.
 
 A real LiteLLM proxy (``litellm[proxy]``, with its own retries on: ``num_retries: 2``, a common
 setting) and openai-forward, both from the test extras, are started once per module on loopback

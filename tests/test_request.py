@@ -419,7 +419,7 @@ def test_display_payload_shortens_base64(tmp_path: Path) -> None:
     assert str(len(long_data_url)) in content[2]["image_url"]
     assert content[3]["image_url"] == short_data_url  # short ones are shown whole
     assert "mask.png" in shown["tools"][0]["input_image_mask"]["image_url"]
-    assert shown["tools"][0]["size"] == "1536x1024"  # the 200x100 reference's shape (issue 19)
+    assert shown["tools"][0]["size"] == "1536x1024"  # the 200x100 reference's shape
 
 
 # --- validation: each a UsageError (exit 2) before anything is sent ----------------------------

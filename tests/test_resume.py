@@ -23,29 +23,17 @@ from tests import images
 from tests.conftest import (
     SCRIPT,
     TEST_KEY,
-    clean_env,
     cli,
+    env_for,
     leftovers,
     report,
     run_cli,
-    write_codex_home,
 )
 from tests.gateway import Gateway, error_reply, image_events, sse_reply
 from tests.stored_gateway import StoredGateway
 
 PNG = images.png_bytes(48, 32)
 RID = "resp_bg1"
-
-
-@pytest.fixture
-def sg() -> Any:
-    with StoredGateway() as gw:
-        yield gw
-
-
-def env_for(tmp_path: Path, base_url: str) -> dict[str, str]:
-    home = write_codex_home(tmp_path / "codex-home", base_url)
-    return clean_env(CODEX_HOME=str(home))
 
 
 def events(rid: str = RID, data: bytes = PNG) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Issue 19, item 3: token usage. The main model's `usage`, the image model's
+"""Token usage. The main model's `usage`, the image model's
 `tool_usage.image_gen` and the Images API's `usage` reach --json, the sidecar, the stderr
 summary line and the MCP structuredContent, under names that say which model; totals for --n and
 --batch; a field the answer did not carry stays absent (never zero)."""
