@@ -925,7 +925,7 @@ def test_header_injection_from_the_configuration_is_refused(
         g.check_headers(gw)
 
 
-@pytest.mark.parametrize("url", ["http://[::1/v1", "http://[zz]/v1", "https://a]b/v1"])
+@pytest.mark.parametrize("url", ["http://[::1/v1", "https://a]b/v1"])
 def test_a_base_url_with_a_broken_bracket_is_a_config_error(url: str, tmp_path: Path) -> None:
     """urlsplit raises ValueError on these: that was 'internal error' (exit 1)."""
     from tests.conftest import clean_env, run_cli

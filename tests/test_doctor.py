@@ -173,7 +173,10 @@ def test_doctor_tls_verified_and_untrusted(
 def test_doctor_tls_handshake_with_something_that_is_not_tls(tmp_path: Path) -> None:
     with RawServer(send(b"HTTP/1.1 400 Bad Request\r\n\r\n")) as server:
         home = write_codex_home(tmp_path / "ch", f"https://127.0.0.1:{server.port}/v1")
-        proc = run_cli(["--doctor"], clean_env(CODEX_HOME=str(home)))
+        # the server waits for an HTTP head that a ClientHello never ends: the handshake fails
+        # at --connect-timeout
+        args = ["--doctor", "--connect-timeout", "3"]
+        proc = run_cli(args, clean_env(CODEX_HOME=str(home)))
     assert proc.returncode == 6, proc.stdout + proc.stderr
     assert doctor_lines(proc)["tls"] == "failed", proc.stdout
     assert "Traceback" not in proc.stderr

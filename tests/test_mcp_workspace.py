@@ -148,6 +148,7 @@ def test_inputs_outside_the_workspace_are_never_sent(
     assert gateway.requests == []
 
 
+@pytest.mark.filterwarnings("ignore:ping is removed")  # a legacy-era client: it has ping
 def test_a_fifo_inside_the_workspace_is_refused_at_once_and_the_server_stays_up(
     gateway: Gateway, env: dict[str, str], work: Path, tmp_path: Path
 ) -> None:
