@@ -8625,7 +8625,8 @@ class McpServer:
         refused unless it lies inside the allowed folders: the call is a model's say-so."""
         check_text(path, what, path=True)
         real = os.path.realpath(os.path.join(self.out_dir, path))
-        self.roots_ready.wait(MCP_ROOTS_WAIT)
+        if not self.roots_ready.wait(MCP_ROOTS_WAIT):
+            self.roots_ready.set()  # a client that never answers delays one call, not each
         folders = self.folders()
         if not any(is_inside(real, folder) for folder in folders):
             raise UsageError(

@@ -245,3 +245,41 @@ def test_allow_dir_must_be_a_folder_and_needs_mcp(env: dict[str, str], tmp_path:
     assert proc.returncode == 2 and "--allow-dir" in proc.stderr
     proc = run_cli(["--prompt", "x", "--allow-dir", str(tmp_path), "--dry-run"], env)
     assert proc.returncode == 2 and "--allow-dir applies to --mcp only" in proc.stderr
+
+
+def test_a_client_that_never_answers_roots_list_delays_one_call_only(
+    gateway: Gateway, env: dict[str, str], work: Path, tmp_path: Path
+) -> None:
+    """The first call waits MCP_ROOTS_WAIT (5 s) for roots/list; later calls do not wait."""
+    import sys
+
+    gateway.set_default(sse_reply(image_events(b64(IMAGE))))
+
+    async def never(context: Any) -> types.ListRootsResult:
+        await anyio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=[str(SCRIPT), "--mcp", "--out-dir", str(work)],
+        env=env,
+        cwd=str(work),
+    )
+
+    async def main() -> list[float]:
+        took = []
+        with open(tmp_path / "err.txt", "w", encoding="utf-8") as err:
+            client = Client(
+                stdio_client(params, errlog=err), mode="legacy", list_roots_callback=never
+            )  # type: ignore[arg-type]
+            async with client:
+                for name in ("a.png", "b.png", "c.png"):
+                    started = time.monotonic()
+                    result = await client.call_tool("generate_image", {"prompt": "x", "out": name})
+                    assert not result.is_error, texts(result)
+                    took.append(time.monotonic() - started)
+        return took
+
+    first, second, third = anyio.run(main)
+    assert first >= 4.5, first
+    assert second < 4 and third < 4, (second, third)
