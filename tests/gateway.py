@@ -1223,7 +1223,32 @@ def recorded_jpeg_response() -> dict[str, Any]:
     return cast("dict[str, Any]", data)
 
 
-class ForwardProxy:
+class LoopbackServer:
+    """An http.server on 127.0.0.1 (port 0) served from a daemon thread: the shared frame of
+    the test's small servers (a forward proxy, misbehaving relays). Use as a context manager."""
+
+    def serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:{}".format(self.server.server_address[1])
+
+    def __enter__(self) -> Any:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+class ForwardProxy(LoopbackServer):
     """A tiny plain-HTTP forward proxy on loopback: records each request line and
     Proxy-Authorization, and forwards the request to ``upstream`` (whatever host the absolute
     URI names)."""
@@ -1267,21 +1292,4 @@ class ForwardProxy:
                     conn.close()
                 self.close_connection = True
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return "http://127.0.0.1:{}".format(self.server.server_address[1])
-
-    def __enter__(self) -> ForwardProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.serve(Handler)

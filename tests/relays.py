@@ -23,17 +23,16 @@ import http.server
 import json
 import select
 import socket
-import threading
 from typing import Any
 
-from tests.gateway import Gateway
+from tests.gateway import Gateway, LoopbackServer
 
 __all__ = ["Relay"]
 
 HOP = {"transfer-encoding", "content-length", "connection", "keep-alive", "host"}
 
 
-class Relay:
+class Relay(LoopbackServer):
     """A relay with one of the behaviours above. Use as a context manager."""
 
     def __init__(self, upstream: Gateway, behaviour: str) -> None:
@@ -58,24 +57,11 @@ class Relay:
 
             do_POST = do_GET
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.serve(Handler)
 
     @property
     def base_url(self) -> str:
-        return "http://127.0.0.1:{}/v1".format(self.server.server_address[1])
-
-    def __enter__(self) -> Relay:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        return self.url + "/v1"
 
     # -- answers ---------------------------------------------------------------------------
 
