@@ -6710,7 +6710,7 @@ def read_prompt(args: Any) -> str:
     if args.prompt_file:
         return read_text(args.prompt_file, "--prompt-file", MAX_PROMPT_BYTES, timeout)
     if args.prompt == "-":
-        return check_text(read_text("-", "--prompt -", MAX_PROMPT_BYTES, timeout), "the prompt")
+        return check_text(read_text("-", "--prompt", MAX_PROMPT_BYTES, timeout), "the prompt")
     if args.prompt is None:
         raise UsageError(
             "no prompt given", "pass --prompt TEXT, --prompt - (stdin) or --prompt-file PATH"

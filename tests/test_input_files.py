@@ -352,3 +352,23 @@ def test_config_without_read_permission_is_exit_3(gateway: Gateway, tmp_path: Pa
     )
     assert proc.returncode == 3, report(proc)
     assert "config.toml: cannot read: Permission denied" in proc.stderr
+
+
+def test_a_prompt_piped_over_its_cap_is_refused(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    proc = run_cli(
+        ["--prompt", "-", "--out", str(tmp_path / "o.png")], env, input="p" * (PROMPT_CAP + 1)
+    )
+    assert_refused(proc, gateway, "--prompt -: larger than 1,048,576 bytes")
+
+
+def test_stdin_that_is_a_device_is_not_a_prompt(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    with open("/dev/zero", "rb") as zero:
+        proc = run_bounded(
+            ["--prompt", "-", "--out", str(tmp_path / "o.png")], env, tmp_path, stdin=zero
+        )
+    assert_refused(proc, gateway, "a device, not a regular file")
+    assert "MemoryError" not in proc.stderr
