@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -277,3 +278,36 @@ def sg() -> Iterator[StoredGateway]:
     """A gateway that keeps responses (background mode), for --resumable and --resume."""
     with StoredGateway() as gw:
         yield gw
+
+
+def run_until_sigterm(
+    gateway: Gateway, env: Mapping[str, str], args: Sequence[str]
+) -> subprocess.CompletedProcess[str]:
+    """Start the script, wait until the gateway has its request (and, with --partial-images,
+    the first preview is on disk), send SIGTERM, and return what the run printed."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        gateway.wait_for_requests(1, timeout=10)
+        if "--partial-images" in args:  # wait until the preview is on disk
+            out = Path(args[list(args).index("--out") + 1])
+            preview = out.parent / (out.stem + ".partial-1" + out.suffix)
+            deadline = time.monotonic() + 10
+            while not preview.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert preview.exists(), gateway.dump()
+        else:
+            time.sleep(0.3)  # let it reach the read loop (not required for correctness)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

@@ -49,6 +49,16 @@ def run_on_small_disks(
     )
 
 
+def save_big(
+    gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path], small: list[Path]
+) -> subprocess.CompletedProcess[str]:
+    """A streamed BIG image saved to out/a.png, with TMPDIR=tmp and `small` as tiny disks."""
+    out, tmp = folders
+    gateway.enqueue(sse_reply(image_events(b64(BIG))))
+    args = ["--prompt", "x", "--out", str(out / "a.png")]
+    return run_on_small_disks(args, dict(env, TMPDIR=str(tmp)), small)
+
+
 def assert_local_fault(proc: subprocess.CompletedProcess[str], gateway: Gateway) -> None:
     assert proc.returncode == 7, report(proc, gateway)
     assert "connection" not in proc.stderr and "retrying may help" not in proc.stderr
@@ -72,10 +82,7 @@ def test_full_temp_folder_is_not_needed(
     gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path]
 ) -> None:
     out, tmp = folders
-    gateway.enqueue(sse_reply(image_events(b64(BIG))))
-    proc = run_on_small_disks(
-        ["--prompt", "x", "--out", str(out / "a.png")], dict(env, TMPDIR=str(tmp)), [tmp]
-    )
+    proc = save_big(gateway, env, folders, [tmp])
     assert proc.returncode == 0, report(proc, gateway)
     assert (out / "a.png").read_bytes() == BIG
     assert [p.name for p in out.iterdir()] == ["a.png"]
@@ -86,10 +93,7 @@ def test_full_output_folder_keeps_the_image_in_the_temp_folder(
     gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path]
 ) -> None:
     out, tmp = folders
-    gateway.enqueue(sse_reply(image_events(b64(BIG))))
-    proc = run_on_small_disks(
-        ["--prompt", "x", "--out", str(out / "a.png")], dict(env, TMPDIR=str(tmp)), [out]
-    )
+    proc = save_big(gateway, env, folders, [out])
     assert_local_fault(proc, gateway)
     (rescued,) = tmp.glob("codex-imagegen-rescue-*.png")
     assert rescued.read_bytes() == BIG
@@ -102,10 +106,7 @@ def test_both_folders_full_is_exit_7_and_says_the_image_is_lost(
     gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path]
 ) -> None:
     out, tmp = folders
-    gateway.enqueue(sse_reply(image_events(b64(BIG))))
-    proc = run_on_small_disks(
-        ["--prompt", "x", "--out", str(out / "a.png")], dict(env, TMPDIR=str(tmp)), [out, tmp]
-    )
+    proc = save_big(gateway, env, folders, [out, tmp])
     assert_local_fault(proc, gateway)
     assert "no folder could hold it" in proc.stderr and "it is lost" in proc.stderr
     assert "No space left on device" in proc.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from tests.conftest import (
     leftovers,
     parse_json_stdout,
     report,
+    run_until_sigterm,
     write_codex_home,
 )
 from tests.conftest import cli as shared_cli
@@ -1181,31 +1181,8 @@ def sigterm_run(
     tmp_path: Path, gateway: Gateway, env: dict[str, str], *extra: str
 ) -> tuple[int, str, Path]:
     out = tmp_path / "out" / "image.png"
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--prompt", "a fox", "--out", str(out), *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
-    try:
-        gateway.wait_for_requests(1, timeout=10)
-        preview = out.parent / "image.partial-1.png"
-        if "--partial-images" in extra:  # wait until the preview is on disk
-            deadline = time.monotonic() + 10
-            while not preview.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert preview.exists(), gateway.dump()
-        else:
-            time.sleep(0.3)  # let it reach the read loop (not required for correctness)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return proc.returncode, stderr, out
+    proc = run_until_sigterm(gateway, env, ["--prompt", "a fox", "--out", str(out), *extra])
+    return proc.returncode, proc.stderr, out
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGTERM is POSIX")

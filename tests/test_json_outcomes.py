@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import images
-from tests.conftest import SCRIPT, TEST_KEY, clean_env, run_cli, write_codex_home
+from tests.conftest import TEST_KEY, clean_env, run_cli, run_until_sigterm, write_codex_home
 from tests.gateway import Gateway, error_reply, image_events, sse_reply
 
 PNG = images.png_bytes(40, 24)
@@ -167,24 +164,10 @@ def test_terminated_run_is_one_object(
     tmp_path: Path, gateway: Gateway, env: dict[str, str]
 ) -> None:
     gateway.set_default(sse_reply(image_events(images.b64(PNG)), stall_after=1))
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--json", "--prompt", "p", "--out", str(tmp_path / "o.png")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
+    proc = run_until_sigterm(
+        gateway, env, ["--json", "--prompt", "p", "--out", str(tmp_path / "o.png")]
     )
-    try:
-        gateway.wait_for_requests(1, timeout=10)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    record = one_object(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    record = one_object(proc)
     assert proc.returncode == 143 and record["error"] == "terminated"
 
 
