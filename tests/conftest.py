@@ -155,6 +155,11 @@ def cli(
     return run_cli(["--prompt", prompt, "--out", str(target), *extra], env, timeout=timeout)
 
 
+def doctor_line(proc: subprocess.CompletedProcess[str], name: str) -> str:
+    """The line of ``--doctor``/``--probe`` output whose check is ``name``."""
+    return next(x for x in proc.stdout.splitlines() if x.split()[1:2] == [name])
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then closed)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

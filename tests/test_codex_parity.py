@@ -552,7 +552,7 @@ CASES = [
         auth="Bearer " + KEY_AUTH,
         headers={"x-project": None},
     ),
-    # --- what Codex refuses (section 6), and what the script cannot serve (item 8) ---
+    # --- what Codex refuses (section 6), and what the script cannot serve ---
     Case(
         "R1-wire-api-chat",
         {C: SELECT + provider('wire_api = "chat"\nenv_key = "GW_KEY"')},

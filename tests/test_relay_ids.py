@@ -12,19 +12,18 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-import subprocess
 import urllib.parse
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests import images
-from tests.conftest import env_for, report, run_cli
+from tests.conftest import doctor_line, env_for, report, run_cli
 from tests.gateway import image_events
 from tests.stored_gateway import StoredGateway
 
 PNG = images.png_bytes(40, 24)
+B64 = images.b64(PNG)
 
 
 def litellm_id(tag: str = "a") -> str:
@@ -42,10 +41,6 @@ LONG_ID = litellm_id()
 assert 380 <= len(LONG_ID) <= 460 and "/" in LONG_ID and "+" in LONG_ID, len(LONG_ID)
 
 
-def events(rid: str) -> list[dict[str, Any]]:
-    return image_events(images.b64(PNG), resp_id=rid)
-
-
 def encoded(rid: str) -> str:
     return "/v1/responses/" + urllib.parse.quote(rid, safe="")
 
@@ -54,7 +49,7 @@ def test_a_cut_stream_behind_a_long_id_is_resumed_not_posted_again(
     tmp_path: Path, sg: StoredGateway
 ) -> None:
     env = env_for(tmp_path, sg.base_url)
-    sg.plan(events(LONG_ID), cuts=[4])
+    sg.plan(image_events(B64, resp_id=LONG_ID), cuts=[4])
     out = tmp_path / "out.png"
     proc = run_cli(["--prompt", "a fox", "--out", str(out), "--resumable", "--json"], env)
     assert proc.returncode == 0, report(proc, sg.gw)
@@ -72,7 +67,7 @@ def test_no_stream_polls_a_queued_response_with_a_long_id(
 ) -> None:
     # before: the id was ignored, so the queued answer was taken for the final one (exit 5)
     env = env_for(tmp_path, sg.base_url)
-    sg.plan(events(LONG_ID), polls=1, retry_after_ms=10)
+    sg.plan(image_events(B64, resp_id=LONG_ID), polls=1, retry_after_ms=10)
     out = tmp_path / "out.png"
     proc = run_cli(["--prompt", "a fox", "--out", str(out), "--resumable", "--no-stream"], env)
     assert proc.returncode == 0, report(proc, sg.gw)
@@ -83,7 +78,7 @@ def test_no_stream_polls_a_queued_response_with_a_long_id(
 
 def test_resume_accepts_the_gateways_own_long_id(tmp_path: Path, sg: StoredGateway) -> None:
     env = env_for(tmp_path, sg.base_url)
-    sg.store(sg.plan(events(LONG_ID)))
+    sg.store(sg.plan(image_events(B64, resp_id=LONG_ID)))
     sg.plans.clear()
     out = tmp_path / "got.png"
     proc = run_cli(["--resume", LONG_ID, "--out", str(out), "--json"], env)
@@ -95,7 +90,7 @@ def test_resume_accepts_the_gateways_own_long_id(tmp_path: Path, sg: StoredGatew
 
 def test_the_printed_resume_command_carries_the_long_id(tmp_path: Path, sg: StoredGateway) -> None:
     env = env_for(tmp_path, sg.base_url)
-    plan = sg.plan(events(LONG_ID), cuts=[3, 0])
+    plan = sg.plan(image_events(B64, resp_id=LONG_ID), cuts=[3, 0])
     out = tmp_path / "fox.png"
     proc = run_cli(["--prompt", "a fox", "--out", str(out), "--resumable", "--retries", "0"], env)
     assert proc.returncode == 4, report(proc, sg.gw)
@@ -113,11 +108,11 @@ def test_an_id_a_shell_would_act_on_is_resumed_but_not_pasted_into_a_command(
 ) -> None:
     rid = "resp_a%PATH%&b'c"
     env = env_for(tmp_path, sg.base_url)
-    sg.plan(events(rid), cuts=[4, 0])
+    sg.plan(image_events(B64, resp_id=rid), cuts=[4, 0])
     proc = run_cli(["--prompt", "x", "--out", str(tmp_path / "o.png"), "--resumable"], env)
     assert proc.returncode == 0, report(proc, sg.gw)  # the run itself resumes it
     assert len(sg.posts()) == 1 and sg.gets()[0].path == encoded(rid)
-    sg.plan(events(rid), cuts=[4, 0])
+    sg.plan(image_events(B64, resp_id=rid), cuts=[4, 0])
     args = ["--prompt", "x", "--out", str(tmp_path / "p.png"), "--resumable", "--retries", "0"]
     failed = run_cli(args, env)
     assert failed.returncode == 4, report(failed, sg.gw)
@@ -135,13 +130,9 @@ def test_resume_refuses_what_no_gateway_path_can_carry(
     assert sg.requests == []
 
 
-def doctor_line(proc: subprocess.CompletedProcess[str], name: str) -> str:
-    return next(x for x in proc.stdout.splitlines() if x.split()[1:2] == [name])
-
-
 def test_probe_vouches_for_a_long_id_it_can_fetch(tmp_path: Path, sg: StoredGateway) -> None:
     env = env_for(tmp_path, sg.base_url)
-    plan = sg.plan(events(LONG_ID))
+    plan = sg.plan(image_events(B64, resp_id=LONG_ID))
     proc = run_cli(["--doctor", "--probe"], env)
     assert doctor_line(proc, "store").startswith("ok"), proc.stdout
     assert encoded(LONG_ID) in [g.path for g in sg.gets()]
@@ -154,7 +145,7 @@ def test_probe_does_not_vouch_for_an_id_a_run_would_refuse(
     # the probe's store check applies the run's rule: it never promises a resume that fails
     rid = "resp_" + "x" * 1100
     env = env_for(tmp_path, sg.base_url)
-    sg.plan(events(rid))
+    sg.plan(image_events(B64, resp_id=rid))
     proc = run_cli(["--doctor", "--probe"], env)
     line = doctor_line(proc, "store")
     assert line.startswith("note") and "cannot be resumed" in line, proc.stdout

@@ -15,13 +15,12 @@ small misbehaving relays (tests/relays.py) in front of the fake upstream on loop
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from tests import images
-from tests.conftest import env_for, report, run_cli
+from tests.conftest import cli, doctor_line, env_for, report, run_cli
 from tests.gateway import Gateway, error_reply, image_events, json_reply, sse_reply
 from tests.relays import Relay
 
@@ -40,15 +39,7 @@ def upstream_answers(gw: Gateway) -> None:
     gw.set_default(answer)
 
 
-def cli(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(["--prompt", "a fox", "--out", str(tmp_path / "out.png"), *extra], env)
-
-
-def doctor_line(proc: subprocess.CompletedProcess[str], name: str) -> str:
-    return next(x for x in proc.stdout.splitlines() if x.split()[1:2] == [name])
-
-
-# --- item 4: a relay's own 5xx to a streamed request ------------------------------------------
+# --- a relay's own 5xx to a streamed request ------------------------------------------
 
 
 def test_portkeys_own_500_is_retried_once_without_streaming(
@@ -104,7 +95,7 @@ def test_doctor_probe_recommends_no_stream_behind_portkey(tmp_path: Path, gatewa
     assert [p.json["stream"] for p in gateway.posts()] == [True, False]
 
 
-# --- item 4: a gateway that already retried ---------------------------------------------------
+# --- a gateway that already retried ---------------------------------------------------
 
 
 def test_a_5xx_from_a_gateway_that_retries_itself_is_not_repeated(
@@ -149,7 +140,7 @@ def test_a_plain_5xx_keeps_the_usual_retries(tmp_path: Path, gateway: Gateway) -
     assert len(gateway.posts()) == 3 and time.monotonic() - started < 60  # 1 + --retries 2
 
 
-# --- item 5: the cause stays the cause --------------------------------------------------------
+# --- the cause stays the cause --------------------------------------------------------
 
 
 def test_after_a_429_the_relays_generic_400_does_not_hide_the_cause(
@@ -193,7 +184,7 @@ def test_a_specific_later_error_stays_the_error(tmp_path: Path, gateway: Gateway
     assert "paused its upstream account" not in proc.stderr
 
 
-# --- item 6: read to the end --------------------------------------------------------------------
+# --- read to the end --------------------------------------------------------------------
 
 
 def test_the_stream_is_read_to_response_completed_so_the_relay_records_it(

@@ -24,6 +24,7 @@ from tests.conftest import (
     SCRIPT,
     TEST_KEY,
     cli,
+    doctor_line,
     env_for,
     leftovers,
     report,
@@ -411,10 +412,6 @@ def test_sidecar_of_a_refused_store_is_not_stored(tmp_path: Path) -> None:
 
 
 # --- 7. --doctor --probe ---------------------------------------------------------------------
-
-
-def doctor_line(proc: subprocess.CompletedProcess[str], name: str) -> str:
-    return next(x for x in proc.stdout.splitlines() if x.split()[1:2] == [name])
 
 
 def test_probe_reports_a_gateway_that_keeps_responses(tmp_path: Path, sg: StoredGateway) -> None:
