@@ -936,3 +936,48 @@ def test_a_base_url_with_a_broken_bracket_is_a_config_error(url: str, tmp_path: 
     )
     assert proc.returncode == 3, proc.stderr
     assert "is not a URL" in proc.stderr and "internal error" not in proc.stderr
+
+
+# --- provider tables and base URLs the script refuses ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "words"),
+    [
+        ({"requires_openai_auth": "yes"}, "requires_openai_auth must be true or false"),
+        ({"auth": {"command": "get-token", "cwd": 5}}, "auth.cwd must be a string"),
+    ],
+)
+def test_provider_keys_of_the_wrong_type_are_named(provider: dict[str, Any], words: str) -> None:
+    with pytest.raises(g.ConfigError) as err:
+        g.resolve_gateway(custom(**provider), None, {})
+    assert words in err.value.message
+    assert err.value.exit_code == 3
+
+
+@pytest.mark.parametrize("url", ["ftp://gw.example.test/v1", "http:///v1", "gw.example.test"])
+def test_a_base_url_that_is_not_http_is_refused(url: str, tmp_path: Path) -> None:
+    from tests.conftest import clean_env, run_cli
+
+    env = clean_env(CODEX_API_KEY="sk-test-x", HOME=str(tmp_path))
+    args = ["--base-url", url, "--dry-run", "--prompt", "x", "--out", str(tmp_path / "o.png")]
+    proc = run_cli(args, env)
+    assert proc.returncode == 3, proc.stderr
+    assert f"error: --base-url {url!r} must be an http:// or https:// URL" in proc.stderr
+
+
+def test_windows_system_layer_is_under_programdata(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Windows branch, computed on this machine: os.name decides it, os.path joins."""
+    monkeypatch.setattr(g.os, "name", "nt")
+    try:
+        given = g.system_layer_paths("H", {"ProgramData": "PD"})
+        upper = g.system_layer_paths("H", {"PROGRAMDATA": "pd2"})
+        default = g.system_layer_paths("H", {})
+    finally:
+        monkeypatch.undo()  # os.name is global: pytest itself must not see "nt"
+    assert given == (
+        os.path.join("PD", "OpenAI", "Codex", "config.toml"),
+        os.path.join("H", "managed_config.toml"),
+    )
+    assert upper[0] == os.path.join("pd2", "OpenAI", "Codex", "config.toml")
+    assert default[0] == os.path.join("C:\\ProgramData", "OpenAI", "Codex", "config.toml")

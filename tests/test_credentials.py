@@ -307,3 +307,135 @@ def test_ctrl_c_while_auth_command_runs_stops_the_helper(tmp_path: Path, gateway
         os.kill(helper, signal.SIGKILL)
         raise AssertionError("auth.command's helper outlived the interrupted run")
     assert gateway.requests == []
+
+
+def test_auth_json_that_is_not_an_object_is_refused(tmp_path: Path, gateway: Gateway) -> None:
+    # a list where the login should be: refused (exit 3), not read as "no login"
+    home = write_codex_home(tmp_path / "ch", gateway.base_url, key=None)
+    write_auth(home, [TEST_KEY])
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png")], clean_env(CODEX_HOME=str(home))
+    )
+    assert proc.returncode == 3, report(proc, gateway)
+    assert proc.stderr.startswith(f"error: {home / 'auth.json'}: expected a JSON object")
+    assert gateway.requests == []
+    assert_no_secret(proc)
+
+
+def test_auth_command_by_name_runs_from_path_in_its_cwd(tmp_path: Path, gateway: Gateway) -> None:
+    # a bare command name with auth.cwd is looked up on PATH, not joined to the cwd; it runs
+    # in the cwd (resolved against the Codex home)
+    home = tmp_path / "ch"
+    (home / "keys").mkdir(parents=True)
+    (home / "keys" / "token.txt").write_text("tok-from-cwd-file-98765\n", encoding="utf-8")
+    write_config(
+        home,
+        f'model_provider = "gw"\n[model_providers.gw]\nbase_url = "{gateway.base_url}"\n'
+        '[model_providers.gw.auth]\ncommand = "sh"\nargs = ["-c", "cat token.txt"]\n'
+        'cwd = "keys"\n',
+    )
+    gateway.enqueue(image_reply())
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png")], clean_env(CODEX_HOME=str(home))
+    )
+    assert_ok(proc)
+    assert only_post(gateway).header("authorization") == "Bearer tok-from-cwd-file-98765"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups and setsid are POSIX")
+def test_auth_command_whose_helper_escaped_its_group_cannot_stall_the_run(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """The command times out; a helper it started in its own session survives the group kill
+    and keeps the pipes open. The run still ends at once (exit 3), not when the helper does."""
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "helper.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], "
+        "start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(30)\n"
+    )
+    home = tmp_path / "ch"
+    command_provider(home, gateway, code, timeout_ms="1500")
+    started = time.monotonic()
+    try:
+        proc = run_cli(
+            ["--prompt", "p", "--out", str(tmp_path / "o.png")],
+            clean_env(CODEX_HOME=str(home)),
+            timeout=25,
+        )
+        took = time.monotonic() - started
+    finally:
+        if pid_file.exists() and pid_file.read_text():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert proc.returncode == 3, report(proc, gateway)
+    assert "did not finish in 1.5s" in proc.stderr
+    assert took < 20, took  # the helper sleeps 30 s: the run did not wait for it
+    assert gateway.requests == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="killpg is POSIX")
+def test_stopping_an_auth_command_that_already_ended() -> None:
+    """Its process group is gone (killpg fails): stopping it is quiet and still reaps it."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    proc.wait()
+    g._stop_process(proc)
+    assert proc.returncode == 0
+
+
+def test_stopping_an_auth_command_on_windows_kills_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows has no process groups to kill: the process itself is killed (the branch taken
+    when os.name is "nt", run here on a real child)."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], stdout=subprocess.PIPE
+    )
+    try:
+        monkeypatch.setattr(g.os, "name", "nt")
+        try:
+            g._stop_process(proc)
+        finally:
+            monkeypatch.undo()  # os.name is global: pytest itself must not see "nt"
+        assert proc.returncode is not None and proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_world_readable_auth_json_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mode 644 is warned about on POSIX; a file that vanished, or Windows (no mode bits), is
+    not."""
+    import io
+    import os
+
+    auth = tmp_path / "auth.json"
+    auth.write_text("{}", encoding="utf-8")
+    os.chmod(auth, 0o644)
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    g.warn_if_world_readable(str(auth), g.Console())
+    if os.name == "posix":
+        assert f"{auth} is readable by other users (mode 644)" in err.getvalue()
+    err.seek(0)
+    err.truncate(0)
+    g.warn_if_world_readable(str(tmp_path / "gone.json"), g.Console())
+    monkeypatch.setattr(g.os, "name", "nt")
+    try:
+        g.warn_if_world_readable(str(auth), g.Console())
+    finally:
+        monkeypatch.undo()  # os.name is global: pytest itself must not see "nt"
+    assert err.getvalue() == ""

@@ -372,3 +372,81 @@ def test_stdin_that_is_a_device_is_not_a_prompt(
         )
     assert_refused(proc, gateway, "a device, not a regular file")
     assert "MemoryError" not in proc.stderr
+
+
+def test_a_batch_line_whose_prompt_is_over_the_prompt_cap(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    # the line fits its own cap (the prompt's plus room for options); its prompt does not
+    batch = tmp_path / "b.jsonl"
+    batch.write_text(json.dumps({"prompt": "p" * (PROMPT_CAP + 1)}) + "\n", encoding="utf-8")
+    proc = run_cli(["--batch", str(batch), "--out-dir", str(tmp_path / "o")], env)
+    assert_refused(proc, gateway, "the prompt is longer than 1,048,576 bytes, the limit")
+
+
+def test_a_closed_stdin_is_not_a_prompt(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    # started with descriptor 0 closed (Python then has no sys.stdin at all)
+    args = [sys.executable, str(SCRIPT), "--prompt", "-", "--out", str(tmp_path / "o.png")]
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_refused(proc, gateway, "error: --prompt: cannot read stdin: it is closed")
+
+
+# --- the readers themselves, for what a subprocess cannot arrange ------------------------------
+
+
+def test_reading_to_eof_stops_past_the_cap() -> None:
+    """A terminal is read to EOF (no size to check first): past the cap it is None."""
+    import generate_gateway_image as g
+
+    for extra, expected in ((0, b"x" * 100), (1, None)):
+        r, w = os.pipe()
+        os.write(w, b"x" * (100 + extra))
+        os.close(w)
+        try:
+            assert g._read_to_eof(r, 100) == expected
+        finally:
+            os.close(r)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="read_pipe selects on POSIX only")
+def test_a_pipe_emptied_by_another_reader_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """select() said readable, but another reader of the same FIFO took the bytes (EAGAIN):
+    the reader waits on instead of failing."""
+    import generate_gateway_image as g
+
+    real_read = os.read
+    raced: list[int] = []
+
+    def read(fd: int, n: int) -> bytes:
+        if not raced:
+            raced.append(fd)
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_read(fd, n)
+
+    r, w = os.pipe()
+    os.write(w, b"a prompt")
+    os.close(w)
+    monkeypatch.setattr(g.os, "read", read)
+    try:
+        assert g.read_pipe(r, 1000, 5.0) == b"a prompt"
+    finally:
+        monkeypatch.undo()
+        os.close(r)
+    assert raced == [r]
+
+
+def test_an_unknown_file_kind_is_named_generically() -> None:
+    import stat
+
+    import generate_gateway_image as g
+
+    assert g.file_kind(stat.S_IFDIR) == "a directory"
+    assert g.file_kind(0) == "not a regular file"  # no type bits: none of the known kinds
