@@ -718,3 +718,151 @@ def test_utf16_config_is_exit_3_not_a_crash(tmp_path: Path, gateway: Gateway) ->
     assert "not UTF-8" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert gateway.requests == []
+
+
+# --- usage errors found before anything is sent -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prompt", "p"], "error: no --out given\n  hint: pass --out PATH for the image file"),
+        (["--resume", "resp_abc123"], "error: --resume needs --out PATH for the image"),
+        (
+            ["--prompt", "p", "--out", "o.png", "--out-dir", "d"],
+            "error: --out-dir is for --batch; use --out for a single image",
+        ),
+        (["--prompt", "p", "--out", "o.png", "--retries", "-1"], "error: --retries must be 0"),
+        (
+            ["--prompt", "p", "--out", "o.png", "--resumable", "--api", "images"],
+            "error: --resumable needs --api responses: the Images API has no background mode",
+        ),
+        (
+            [
+                "--prompt",
+                "p",
+                "--out",
+                "o.png",
+                "--api",
+                "images",
+                "--image-url",
+                "https://x/a.png",
+            ],
+            "error: --api images cannot send --image-url references; download them first",
+        ),
+    ],
+    ids=[
+        "no-out",
+        "resume-no-out",
+        "out-dir-alone",
+        "negative-retries",
+        "resumable-images",
+        "images-image-url",
+    ],
+)
+def test_usage_errors_exit_2_before_sending(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], args: list[str], message: str
+) -> None:
+    proc = run_cli(args, env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(message), proc.stderr
+    assert proc.stdout == ""
+    assert gateway.requests == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codex-home"]
+
+
+@pytest.mark.parametrize("action", ["generate", "edit"])
+def test_edit_from_keeps_an_explicit_action(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], action: str
+) -> None:
+    ref = tmp_path / "in.png"
+    ref.write_bytes(images.png_bytes(30, 20))
+    args = ["--prompt", "p", "--out", str(tmp_path / "o.png"), "--edit-from", str(ref)]
+    proc = run_cli([*args, "--dry-run", "--action", action], env)
+    assert_ok(proc)
+    assert dry_run_body(proc.stdout)["tools"][0]["action"] == action
+    auto = run_cli([*args, "--dry-run"], env)  # --edit-from alone makes it an edit
+    assert dry_run_body(auto.stdout)["tools"][0]["action"] == "edit"
+
+
+def test_json_after_a_double_dash_is_not_an_option(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    # "--" ends the options: the parse error that follows is plain text, not a JSON record
+    assert g.json_requested(["--prompt", "p", "--json"]) is True
+    assert g.json_requested(["--prompt", "p", "--", "--json"]) is False
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--", "--json"], env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: unrecognized arguments: -- --json"), proc.stderr
+    assert proc.stdout == ""
+    assert gateway.requests == []
+
+
+# --- main() where a subprocess cannot take it: embedded use, a bug, odd output streams --------
+
+
+def test_main_from_a_thread_leaves_signals_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Embedded use: signal handlers can only be set in the main thread, so main() run from
+    another thread does without (and still reports its outcome)."""
+    import signal
+    import threading
+
+    before = signal.getsignal(signal.SIGTERM)
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(g.main(["--prompt", "p"])))
+    worker.start()
+    worker.join(30)
+    assert codes == [g.EXIT_USAGE]
+    assert "error: no --out given" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_bug_is_one_line_and_a_json_record(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], verbose: bool
+) -> None:
+    """An unexpected exception (a bug) is exit 1 with one line, the traceback only with
+    --verbose; --json still gets its record."""
+
+    def broken(args: Any, console: Any) -> int:
+        raise RuntimeError("a bug in the run")
+
+    monkeypatch.setattr(g, "run", broken)
+    code = g.main(["--prompt", "p", "--json", *(["--verbose"] if verbose else [])])
+    out, err = capsys.readouterr()
+    assert code == g.EXIT_INTERNAL == 1
+    assert (
+        "error: internal error: RuntimeError: a bug in the run (rerun with --verbose and "
+        "report it)" in err
+    )
+    assert ("Traceback (most recent call last)" in err) == verbose
+    record = json.loads(out)
+    assert record == {
+        "ok": False,
+        "exit_code": 1,
+        "error": "internal error: RuntimeError: a bug in the run",
+        "hint": "rerun with --verbose and report it",
+    }
+
+
+def test_utf8_output_leaves_streams_it_cannot_reconfigure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An embedding host's stdout may have no reconfigure() (a StringIO), or be closed: both
+    are left as they are, without an error."""
+    import io
+
+    text = io.StringIO()
+    closed = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    closed.close()
+    monkeypatch.setattr(sys, "stdout", text)
+    monkeypatch.setattr(sys, "stderr", closed)
+    g.utf8_output()
+    assert sys.stdout is text and sys.stderr is closed
+    assert closed.encoding == "latin-1"
+    piped = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    monkeypatch.setattr(sys, "stderr", piped)
+    g.utf8_output()
+    assert piped.encoding == "utf-8"  # a pipe (not a terminal) is switched to UTF-8

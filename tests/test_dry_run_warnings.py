@@ -114,3 +114,65 @@ def test_dry_run_json_masks_the_key(tmp_path: Path, gateway: Gateway, env: dict[
     assert record["headers"]["Authorization"].startswith("Bearer ")
     assert TEST_KEY not in proc.stdout + proc.stderr
     assert record["warnings"] == []
+
+
+def test_config_without_any_key(tmp_path: Path, gateway: Gateway) -> None:
+    # a configuration is there, its provider wants a key, nothing supplies one
+    home = write_codex_home(tmp_path / "ch", gateway.base_url, key=None)
+    env = clean_env(CODEX_HOME=str(home))
+    proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), "--dry-run"], env)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = warnings_of(proc.stderr)
+    assert line.startswith(
+        "warning: a real run stops here (exit 3): no API key found for provider 'gw'; hint: "
+    ), line
+    assert "set CODEX_API_KEY" in line
+    real = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png")], env)
+    assert real.returncode == 3, real.stderr
+    assert gateway.requests == []
+
+
+def test_existing_sidecar_without_force(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    (tmp_path / "o.png.json").write_text('{"mine": true}', encoding="utf-8")
+    args = ["--prompt", "p", "--out", str(out), "--dry-run"]
+    assert warnings_of(run_cli(args, env).stderr) == []  # no --sidecar: it is not written
+    proc = run_cli([*args, "--sidecar"], env)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = warnings_of(proc.stderr)
+    assert "(exit 7)" in line and "o.png.json" in line
+    assert (tmp_path / "o.png.json").read_text(encoding="utf-8") == '{"mine": true}'
+    assert not out.exists()
+
+
+def test_existing_variant_output(tmp_path: Path, gateway: Gateway, env: dict[str, str]) -> None:
+    (tmp_path / "v-2.png").write_bytes(b"mine")
+    args = ["--prompt", "p", "--out", str(tmp_path / "v.png"), "--n", "2"]
+    proc = run_cli([*args, "--dry-run"], env)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = warnings_of(proc.stderr)
+    assert "(exit 7)" in line and "v-2.png" in line and "v-1.png" not in line
+    real = run_cli(args, env)
+    assert real.returncode == 7, real.stderr  # the warning told the truth
+    assert gateway.requests == []
+
+
+def test_resume_dry_run_shows_the_fetch(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """--resume only fetches: the dry run shows that GET (no body, no Content-Type); without
+    --out it says a real run would stop, with --out it has nothing to say."""
+    out = tmp_path / "o.png"
+    proc = run_cli(["--resume", "resp_abc123", "--out", str(out), "--dry-run"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"GET {gateway.base_url}/responses/resp_abc123\n"), proc.stdout
+    assert "Accept: application/json" in proc.stdout
+    assert "Content-Type" not in proc.stdout
+    assert warnings_of(proc.stderr) == []
+    no_out = run_cli(["--resume", "resp_abc123", "--dry-run"], env)
+    assert no_out.returncode == 0, no_out.stderr
+    assert warnings_of(no_out.stderr) == ["warning: a real run stops here (exit 2): no --out given"]
+    assert gateway.requests == []
+    assert not out.exists()
