@@ -38,6 +38,7 @@ from tests.gateway import (
     Recorded,
     Reply,
     error_reply,
+    image_events,
     sse_reply,
     text_only_events,
 )
@@ -473,3 +474,96 @@ def test_batch_refusal_for_existing_output_names_force(
     assert gateway.requests == []
     as_json = run_cli(["--batch", str(batch), "--out-dir", str(out_dir), "--json"], env)
     assert "--force" in json.loads(as_json.stdout)["hint"]
+
+
+# --- what each line may set, and what a line may not do ----------------------------------------
+
+
+def test_batch_line_options_reach_the_request(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.set_default(lambda rec: image_reply())
+    ref = "http://127.0.0.1:9/ref.png"  # a reference the gateway would fetch: only sent here
+    batch = write_batch(
+        tmp_path / "b.jsonl",
+        [
+            json.dumps(
+                {
+                    "prompt": "tuned",
+                    "format": "jpeg",
+                    "compression": 40,
+                    "moderation": "low",
+                    "model": "gpt-line-model",
+                    "image_model": "gpt-image-line",
+                }
+            ),
+            json.dumps({"prompt": "one url", "image_url": ref}),
+            json.dumps({"prompt": "two urls", "image_url": [ref, ref + "?2"]}),
+        ],
+    )
+    proc = run_cli(["--batch", str(batch), "--out-dir", str(tmp_path / "o")], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    by_prompt = {prompt_of(r): r for r in gateway.posts()}
+    tuned = by_prompt["tuned"].json
+    assert tuned is not None
+    assert tuned["model"] == "gpt-line-model"
+    tool = tuned["tools"][0]
+    assert (tool["output_format"], tool["output_compression"]) == ("jpeg", 40)
+    assert (tool["moderation"], tool["model"]) == ("low", "gpt-image-line")
+    urls = {
+        p: [c["image_url"] for c in content_of(by_prompt[p])[1:]] for p in ("one url", "two urls")
+    }
+    assert urls == {"one url": [ref], "two urls": [ref, ref + "?2"]}
+
+
+def test_batch_line_with_a_value_outside_its_choices(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    batch = write_batch(tmp_path / "b.jsonl", ['"fine"', '{"prompt": "x", "quality": "ultra"}'])
+    proc = run_cli(["--batch", str(batch), "--out-dir", str(tmp_path / "o")], env)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        f"{batch}:2: quality='ultra' is not one of low, medium, high, xhigh, max, auto"
+        in proc.stderr
+    )
+    assert f"{batch}:1:" not in proc.stderr
+    assert gateway.requests == []
+
+
+def test_batch_lines_that_write_the_same_file(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    batch = write_batch(
+        tmp_path / "b.jsonl",
+        ['{"prompt": "a", "out": "same.png"}', '"b"', '{"prompt": "c", "out": "same.png"}'],
+    )
+    out_dir = tmp_path / "o"
+    proc = run_cli(["--batch", str(batch), "--out-dir", str(out_dir)], env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{batch}:3: writes same.png, like line 1" in proc.stderr
+    assert gateway.requests == []
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_batch_without_usage_prints_no_token_total(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    def no_usage(rec: Recorded) -> Reply:
+        events = image_events(images.b64(PNG))
+        for event in events:
+            if isinstance(event.get("response"), dict):
+                event["response"].pop("usage", None)
+                event["response"].pop("tool_usage", None)
+        return sse_reply(events)
+
+    batch = write_batch(tmp_path / "b.jsonl", ['"one"', '"two"'])
+    args = ["--batch", str(batch), "--out-dir", str(tmp_path / "o")]
+    gateway.set_default(no_usage)
+    bare = run_cli(args, env)
+    assert_ok(bare)
+    assert len(stdout_lines(bare)) == 2
+    assert "tokens in total" not in bare.stderr
+    gateway.set_default(lambda rec: image_reply())
+    counted = run_cli([*args, "--force"], env)
+    assert_ok(counted)
+    assert "tokens in total for 2 images: main model " in counted.stderr
