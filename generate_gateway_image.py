@@ -7844,7 +7844,13 @@ def probe_post(gw: Gateway, settings: Settings, payload: Mapping[str, Any]) -> d
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError)) and not is_http_exception(exc):
             raise
+        import socket
+
         answer["broken"] = f"{type(exc).__name__}: {text_of(str(exc), 200)}"
+        if isinstance(exc, socket.timeout):  # the idle limit: said as a run says it
+            answer["broken"] = (
+                f"no data from the gateway for {settings.idle_timeout:g}s (--idle-timeout)"
+            )
     finally:
         wire.close()
     return answer

@@ -3,9 +3,14 @@ or unreachable gateway and for a refused probe, and that it sends no paid reques
 
 from __future__ import annotations
 
+import json
+import socket
 import ssl
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,9 +32,11 @@ from tests.gateway import (
     close_reply,
     error_reply,
     failed_events,
+    format_sse,
     image_events,
     image_item,
     json_reply,
+    raw_reply,
     response_obj,
     sse_reply,
     text_only_events,
@@ -290,3 +297,159 @@ def test_doctor_says_models_listed(gateway: Gateway, env: dict[str, str]) -> Non
     models = [line for line in proc.stdout.splitlines() if line.split()[1:2] == ["models"]]
     assert models and "models listed" in models[0], proc.stdout
     assert "key accepted" not in proc.stdout
+
+
+# --- the probe against gateways that fail part-way ----------------------------------------------
+
+
+def http_answer(status: str, ctype: str, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"Connection: close\r\n\r\n" + body
+
+
+NO_MODELS = http_answer("404 Not Found", "application/json", b'{"error": {"message": "none"}}')
+
+
+def routed(routes: dict[bytes, Callable[[socket.socket], None] | bytes | None]) -> Any:
+    """A RawServer answer by request line prefix (b"GET /v1/models"): bytes to send, a
+    callable to run on the connection, or None to hang up without a word."""
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        for prefix, what in routes.items():
+            if request.startswith(prefix):
+                if callable(what):
+                    what(conn)
+                elif what is not None:
+                    conn.sendall(what)
+                return
+
+    return answer
+
+
+def probe_on(server: RawServer, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    home = write_codex_home(tmp_path / "ch", server.base_url)
+    return run_cli(["--doctor", "--probe", *extra], clean_env(CODEX_HOME=str(home)))
+
+
+def probe_line(proc: subprocess.CompletedProcess[str], name: str = "probe") -> str:
+    return next(x for x in proc.stdout.splitlines() if x.split()[1:2] == [name])
+
+
+def test_probe_cannot_connect_after_the_checks_did(tmp_path: Path) -> None:
+    """The gateway goes away between the doctor's GET /models and the probe's POST: the probe
+    says it cannot connect (exit 6), without a traceback."""
+    holder: list[RawServer] = []
+
+    def models_then_gone(conn: socket.socket) -> None:
+        # stop listening before answering: the probe's connection is refused (shutdown, as a
+        # close alone would not stop the kernel queueing connections while accept() waits)
+        holder[0].sock.shutdown(socket.SHUT_RDWR)
+        conn.sendall(NO_MODELS)
+
+    with RawServer(routed({b"GET /v1/models": models_then_gone})) as server:
+        holder.append(server)
+        proc = probe_on(server, tmp_path)
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    line = probe_line(proc)
+    assert line.startswith("failed probe     cannot connect: "), line
+    assert "refused" in line, line
+    assert "Traceback" not in proc.stderr
+    assert_no_secret(proc)
+
+
+def sse_head() -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+CREATED = b'data: {"type": "response.created", "response": {"id": "resp_1"}}\n\n'
+
+
+@pytest.mark.parametrize(
+    ("post", "extra", "words"),
+    [
+        # the chunked framing is cut: http.client's IncompleteRead
+        (sse_head() + chunk(CREATED) + b"40\r\ndata: {", [], "IncompleteRead"),
+        # nothing more arrives: the idle limit
+        (None, ["--idle-timeout", "1"], "no data from the gateway for 1s (--idle-timeout)"),
+        # a body that claims gzip and is not: the script's own error for it
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: 20\r\n\r\nthis is not gzip....",
+            [],
+            "the gateway's compressed answer cannot be decoded",
+        ),
+    ],
+    ids=["cut", "stalled", "not-gzip"],
+)
+def test_probe_connection_lost_while_reading(
+    tmp_path: Path, post: bytes | None, extra: list[str], words: str
+) -> None:
+    def stall(conn: socket.socket) -> None:
+        conn.sendall(sse_head() + chunk(CREATED))
+        time.sleep(5)
+
+    answer = stall if post is None else post
+    with RawServer(routed({b"GET /v1/models": NO_MODELS, b"POST /v1/responses": answer})) as s:
+        proc = probe_on(s, tmp_path, *extra)
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    line = probe_line(proc)
+    assert line.startswith("failed probe     "), line
+    assert words in line, line
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("ctype", ["text/event-stream", "application/json"])
+def test_probe_answer_that_ends_without_the_image_tool(tmp_path: Path, ctype: str) -> None:
+    """A complete answer (either kind) in which the image tool never shows."""
+    body = CREATED if "event-stream" in ctype else json.dumps(response_obj([])).encode()
+    post = http_answer("200 OK", ctype, body)
+    with RawServer(routed({b"GET /v1/models": NO_MODELS, b"POST /v1/responses": post})) as s:
+        proc = probe_on(s, tmp_path)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "no image tool activity in the answer" in probe_line(proc), proc.stdout
+
+
+def test_probe_skips_events_it_cannot_read(gateway: Gateway, env: dict[str, str]) -> None:
+    """Events that are not JSON, or not JSON objects, are passed over; an image call whose
+    first sign is its (long) image data still counts."""
+    big = images.b64(images.png_bytes(260, 260, noise=True))
+    assert len(big) > 64 * 1024  # spooled as a long string, not parsed in memory
+    done = {
+        "type": "response.output_item.done",
+        "output_index": 0,
+        "item": {"type": "image_generation_call", "id": "ig_1", "result": big},
+    }
+    body = b"data: {not json\n\ndata: [1, 2]\n\ndata: " + json.dumps(done).encode() + b"\n\n"
+    gateway.set_default(models_reply(), path="/v1/models")
+    gateway.set_default(raw_reply(body, content_type="text/event-stream"))
+    proc = run_cli(["--doctor", "--probe"], env)
+    assert probe_line(proc).startswith("ok     probe     forced tool_choice accepted"), proc.stdout
+
+
+def test_probe_store_check_when_the_fetch_fails(tmp_path: Path) -> None:
+    """The probe's stored response cannot be fetched (the connection drops), nor cancelled:
+    a note that a cut stream cannot be resumed here, and the doctor still passes."""
+    post = http_answer("200 OK", "text/event-stream", format_sse(image_events(images.b64(PNG))))
+    routes = {
+        b"GET /v1/models": NO_MODELS,
+        b"POST /v1/responses/resp_test1/cancel": None,
+        b"POST /v1/responses": post,
+        b"GET /v1/responses/resp_test1": None,
+    }
+    with RawServer(routed(routes)) as server:
+        proc = probe_on(server, tmp_path)
+        seen = [r.split(b" HTTP/")[0] for r in server.requests]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert probe_line(proc).startswith("ok     probe     "), proc.stdout
+    store = probe_line(proc, "store")
+    assert store.startswith("note   store     background mode accepted, but GET /responses/{id}"), (
+        store
+    )
+    assert "a cut stream cannot be resumed here" in store
+    assert b"POST /v1/responses/resp_test1/cancel" in seen, seen
