@@ -1014,8 +1014,6 @@ def load_toml(path: str) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: nested too deeply to read; this is not a Codex configuration file"
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     _check_depth(table, path)
     return table
 
@@ -1033,8 +1031,6 @@ def load_json_file(path: str) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except (RecursionError, MemoryError):
         raise ConfigError(f"{path}: nested too deeply to read; this is not Codex's file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     _check_depth(value, path)
     return value
 
@@ -7430,9 +7426,6 @@ def doctor(
     ca = env.get("CODEX_CA_CERTIFICATE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
     if parts.scheme == "https":
         check("ca", None, f"system roots + {ca}" if ca else "system roots")
-    if not host or parts.scheme not in ("http", "https"):
-        check("url", False, f"{gw.base_url!r} is not an http(s) URL", "fix base_url", EXIT_CONFIG)
-        return EXIT_CONFIG
     failed = _doctor_connect(gw, settings, check, parts, port, proxy)
     if failed is not None:
         return failed
@@ -7555,12 +7548,8 @@ def _doctor_tls(gw: Gateway, settings: Settings, check: Check, parts: Any) -> in
                 check("tls", True, f"{version} with {parts.hostname}, certificate verified")
         finally:
             wire.close()
-    except ImagegenError as exc:
-        check("tls", False, exc.message, exc.hint, exc.exit_code)
-        return max(check.failures)
-    except OSError as exc:
-        err = describe_network_error(exc, gw.base_url)
-        check("tls" if https else "connect", False, err.message, err.hint)
+    except ImagegenError as exc:  # Wire turns every OSError into one (describe_network_error)
+        check("tls" if https else "connect", False, exc.message, exc.hint, exc.exit_code)
         return max(check.failures)
     return None
 
@@ -9276,9 +9265,7 @@ def run(args: Any, console: Console) -> int:
     settings.timeout = max(settings.timeout - gw.key_seconds, 0.001)  # auth.command's share
     from urllib.parse import urlsplit
 
-    parts = urlsplit(gw.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL {gw.base_url!r} must be an http:// or https:// URL")
+    parts = urlsplit(gw.base_url)  # load_gateway checked it (check_base_url)
     warn_plain_http(gw, console, args.dry_run)
     if args.dry_run:
         return _dry_run(args, jobs, gw, console)

@@ -7,6 +7,7 @@ import json
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -453,3 +454,72 @@ def test_probe_store_check_when_the_fetch_fails(tmp_path: Path) -> None:
     )
     assert "a cut stream cannot be resumed here" in store
     assert b"POST /v1/responses/resp_test1/cancel" in seen, seen
+
+
+# --- steps a loopback test cannot reach as a subprocess: notes, a failing name lookup ----------
+
+
+def test_doctor_shows_the_configuration_notes(capsys: pytest.CaptureFixture[str]) -> None:
+    """OPENAI_BASE_URL is ignored for the built-in provider (as by Codex): the doctor says so
+    as a note. In-process, as the default provider is not a loopback address."""
+    import generate_gateway_image as g
+
+    gw = g.resolve_gateway({}, {"OPENAI_API_KEY": TEST_KEY}, {"OPENAI_BASE_URL": "http://x"})
+    check = g.Check(g.Console())
+    g._doctor_image_tool(gw, check)
+    notes = [e for e in check.entries if e["check"] == "env"]
+    assert len(notes) == 1 and notes[0]["status"] == "note"
+    assert notes[0]["detail"].startswith("OPENAI_BASE_URL is ignored")
+    assert check.failures == []
+    assert "note   env       OPENAI_BASE_URL is ignored" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["unknown", "silent"])
+def test_doctor_dns_step_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """A name that does not resolve, or a resolver that never answers: the dns step fails with
+    the network's exit code and nothing is connected. getaddrinfo is replaced (a test may not
+    ask a real resolver about a name)."""
+    from urllib.parse import urlsplit
+
+    import generate_gateway_image as g
+
+    def getaddrinfo(host: str, *args: Any, **kw: Any) -> Any:
+        if how == "silent":
+            time.sleep(2)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    settings = g.Settings({})
+    settings.connect_timeout = 0.3
+    gw = g.resolve_gateway({}, None, {}, base_url="https://gw.invalid/v1")
+    check = g.Check(g.Console())
+    parts = urlsplit(gw.base_url)
+    assert g._doctor_connect(gw, settings, check, parts, 443, None) == g.EXIT_NETWORK
+    (entry,) = check.entries
+    assert entry["check"] == "dns" and entry["status"] == "failed"
+    if how == "silent":
+        assert entry["detail"] == "looking up gw.invalid took longer than 0.3s"
+    else:
+        assert entry["detail"] == "gw.invalid: [Errno -2] Name or service not known"
+    assert entry["hint"]
+    assert f"failed dns       {entry['detail']}\n" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's listen backlog")
+def test_doctor_connect_step_of_an_http_gateway(tmp_path: Path) -> None:
+    """TCP works once, then the gateway takes no more connections (its one-place queue is
+    full, so the second connection is never answered): the step after tcp fails, named
+    "connect" for an http:// URL (no TLS there, as the README's table says)."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)  # never accepted: the doctor's tcp check takes the only place
+        home = write_codex_home(tmp_path / "ch", f"http://127.0.0.1:{full.getsockname()[1]}/v1")
+        args = ["--doctor", "--connect-timeout", "1"]
+        proc = run_cli(args, clean_env(CODEX_HOME=str(home)))
+    checks = doctor_lines(proc)
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert (checks["tcp"], checks.get("connect")) == ("ok", "failed"), proc.stdout
+    assert "tls" not in checks and "models" not in checks, proc.stdout
+    assert "timed out after 1s" in proc.stdout
