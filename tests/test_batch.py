@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -21,10 +24,12 @@ import pytest
 from tests import images
 from tests.conftest import (
     PNG,
+    SCRIPT,
     assert_no_secret,
     assert_ok,
     content_of,
     decode_data_url,
+    event_index,
     image_reply,
     leftovers,
     prompt_of,
@@ -567,3 +572,46 @@ def test_batch_without_usage_prints_no_token_total(
     counted = run_cli([*args, "--force"], env)
     assert_ok(counted)
     assert "tokens in total for 2 images: main model " in counted.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to one process is POSIX")
+def test_batch_terminated_while_images_wait_leaves_no_temp_files(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """Both jobs have their image in a temporary file (the answers stall before they end) when
+    the run is terminated: the worker threads die with it, so main() removes their files."""
+    events = image_events(images.b64(PNG))
+    stall = event_index(events, "response.output_item.done") + 1
+    gateway.set_default(lambda rec: sse_reply(events, stall_after=stall))
+    batch = write_batch(tmp_path / "b.jsonl", ['"one"', '"two"'])
+    out_dir = tmp_path / "o"
+    args = ["--batch", str(batch), "--out-dir", str(out_dir), "--concurrency", "2", "--json"]
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while len(leftovers(tmp_path)) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, gateway.dump()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "error: terminated" in err and "Traceback" not in err
+    assert json.loads(out) == {
+        "ok": False,
+        "exit_code": 143,
+        "error": "terminated",
+        "hint": "search references/troubleshooting.md (beside this script) for the error line",
+    }
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in out_dir.iterdir()) == []
