@@ -318,8 +318,20 @@ def test_auth_json_that_is_not_an_object_is_refused(tmp_path: Path, gateway: Gat
     )
     assert proc.returncode == 3, report(proc, gateway)
     assert proc.stderr.startswith(f"error: {home / 'auth.json'}: expected a JSON object")
-    assert gateway.requests == []
     assert_no_secret(proc)
+    as_json = run_cli(
+        ["--prompt", "p", "--out", str(tmp_path / "o.png"), "--json"],
+        clean_env(CODEX_HOME=str(home)),
+    )
+    assert as_json.returncode == 3, as_json.stderr
+    # the error brought no hint of its own: --json still gives one, the configuration's
+    assert json.loads(as_json.stdout) == {
+        "ok": False,
+        "exit_code": 3,
+        "error": f"{home / 'auth.json'}: expected a JSON object",
+        "hint": "run --doctor: it shows the config files read, the provider and the key's source",
+    }
+    assert gateway.requests == []
 
 
 def test_auth_command_by_name_runs_from_path_in_its_cwd(tmp_path: Path, gateway: Gateway) -> None:

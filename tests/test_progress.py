@@ -120,3 +120,35 @@ def test_a_gateway_flipping_phases_does_not_flood_the_log(tmp_path: Path) -> Non
     assert proc.returncode == 6, proc.stderr[-2000:]
     assert "] queued" in proc.stderr and "] in progress" in proc.stderr
     assert len(proc.stderr.splitlines()) < 20, len(proc.stderr.splitlines())
+
+
+def test_a_status_line_is_cleared_before_any_other_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the status line stays on screen without a line break: a warning (stderr)
+    or a result (stdout) first erases it, once; --quiet shows no status at all."""
+    err, out = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setenv("NO_COLOR", "1")
+    console = g.Console()
+    console.status("generating", tty=True)
+    assert err.getvalue() == "\r\x1b[2Kgenerating"
+    console.warn("slow gateway")
+    console.warn("still slow")
+    assert (
+        err.getvalue() == "\r\x1b[2Kgenerating\r\x1b[2Kwarning: slow gateway\nwarning: still slow\n"
+    )
+    err.seek(0)
+    err.truncate()
+    console.status("finalising", tty=True)
+    console.result("/tmp/a.png")
+    console.result("/tmp/b.png")
+    assert err.getvalue() == "\r\x1b[2Kfinalising\r\x1b[2K"
+    assert out.getvalue() == "/tmp/a.png\n/tmp/b.png\n"
+    err.seek(0)
+    err.truncate()
+    quiet = g.Console(quiet=True)
+    quiet.status("generating", tty=True)
+    quiet.status("generating", tty=False)
+    quiet.result("/tmp/c.png")
+    assert err.getvalue() == ""
+    assert out.getvalue().endswith("/tmp/b.png\n/tmp/c.png\n")
