@@ -450,3 +450,53 @@ def test_an_unknown_file_kind_is_named_generically() -> None:
 
     assert g.file_kind(stat.S_IFDIR) == "a directory"
     assert g.file_kind(0) == "not a regular file"  # no type bits: none of the known kinds
+
+
+@pytest.mark.parametrize("content", ["[1]", "{}", '{"path": ""}', '"fox.png"'])
+def test_a_json_file_that_is_not_a_sidecar_is_refused(
+    content: str, gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "fox.png").write_bytes(IMAGE)
+    other = tmp_path / "settings.json"
+    other.write_text(content, encoding="utf-8")
+    proc = run_cli(
+        ["--edit-from", str(other), "--prompt", "x", "--out", str(tmp_path / "o.png")], env
+    )
+    assert_refused(proc, gateway, f"error: --edit-from {other}: not a sidecar written by --sidecar")
+
+
+def test_a_sidecar_whose_stored_image_is_gone(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The sidecar names a stored response, but its image was deleted: no checksum to compare,
+    and the edit stops at the missing file (nothing sent, no traceback)."""
+    sidecar = tmp_path / "fox.png.json"
+    record = {"path": "fox.png", "stored": True, "response_id": "resp_1", "sha256": "0" * 64}
+    sidecar.write_text(json.dumps(record), encoding="utf-8")
+    proc = run_cli(
+        ["--edit-from", str(sidecar), "--prompt", "x", "--out", str(tmp_path / "o.png")], env
+    )
+    assert_refused(proc, gateway, f"--edit-from {tmp_path / 'fox.png'}: no such file")
+
+
+# --- image headers read without a decoder ------------------------------------------------------
+
+
+def test_image_header_readers_on_unusual_files() -> None:
+    """A PNG whose first chunk is not IHDR has no size to read; a JPEG may put fill and
+    restart markers (no length of their own) before its frame header; a kind the completeness
+    check does not know is never called complete."""
+    import io
+
+    import generate_gateway_image as g
+    from tests.images import jpeg_bytes
+
+    png = png_bytes(40, 24)
+    assert g.image_dimensions(io.BytesIO(png), "png") == (40, 24)
+    no_ihdr = png[:12] + b"tEXt" + png[16:]
+    assert g.image_dimensions(io.BytesIO(no_ihdr), "png") is None
+    jpeg = jpeg_bytes(32, 24)
+    padded = jpeg[:2] + b"\xff\xd0\xff\x01\xff\xff\xd7" + jpeg[2:]
+    assert g.image_dimensions(io.BytesIO(padded), "jpeg") == (32, 24)
+    assert g.image_is_complete(io.BytesIO(png), "png", len(png)) is True
+    assert g.image_is_complete(io.BytesIO(png), "bmp", len(png)) is False
