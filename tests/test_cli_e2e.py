@@ -40,6 +40,7 @@ from tests.conftest import (
 from tests.gateway import (
     Gateway,
     Recorded,
+    error_event,
     image_events,
     image_item,
     json_reply,
@@ -866,3 +867,55 @@ def test_utf8_output_leaves_streams_it_cannot_reconfigure(
     monkeypatch.setattr(sys, "stderr", piped)
     g.utf8_output()
     assert piped.encoding == "utf-8"  # a pipe (not a terminal) is switched to UTF-8
+
+
+def test_an_error_after_the_image_keeps_the_image(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """The gateway sends the whole image, then an error event: the image is paid for and
+    saved (exit 0), and nothing is retried (a retry would be billed again)."""
+    events = image_events(images.b64(PNG))
+    done = next(i for i, e in enumerate(events) if e["type"] == "response.output_item.done")
+    events = [*events[: done + 1], error_event("server_error", "the renderer fell over")]
+    gateway.set_default(sse_reply(events))
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out)], env)
+    assert_ok(proc)
+    assert proc.stdout == f"{out}\n"
+    assert out.read_bytes() == PNG
+    only_post(gateway)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_second_image_whose_name_is_taken(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """The answer holds a second, different image, and OUT-2 already exists: the user's file
+    stays, the main image is saved (exit 0) and a warning says what became of the second."""
+    other = images.png_bytes(24, 24, noise=True, seed=3)
+    gateway.enqueue(
+        json_reply(
+            response_obj(
+                [
+                    image_item(images.b64(PNG), item_id="ig_1"),
+                    image_item(images.b64(other), item_id="ig_2"),
+                ]
+            )
+        )
+    )
+    out, taken = tmp_path / "o.png", tmp_path / "o-2.png"
+    taken.write_bytes(b"mine")
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--no-stream"], env)
+    assert_ok(proc)
+    assert out.read_bytes() == PNG
+    assert taken.read_bytes() == b"mine"
+    # the second image went to a rescue file, which stdout names after the main image
+    main, rescue = proc.stdout.splitlines()
+    try:
+        assert main == str(out)
+        assert Path(rescue).read_bytes() == other
+        assert f"warning: a second image: could not write {taken}: " in proc.stderr
+        assert f"the image was saved to {rescue}" in proc.stderr
+    finally:
+        Path(rescue).unlink()
+    assert leftovers(tmp_path) == []

@@ -198,3 +198,17 @@ def test_check_text_rules() -> None:
         g.check_text("a\x00b.png", "the output path", path=True)
     with pytest.raises(g.UsageError, match="cannot be a file name"):
         g.check_text("\ud800.png", "the output path", path=True)
+
+
+def test_svg_risks_are_named_in_order_and_a_vanished_file_has_none(tmp_path: Path) -> None:
+    """The warning about a saved SVG lists what a browser would act on; the scan stops once
+    everything was found, and a file that cannot be read (deleted meanwhile) lists nothing."""
+    svg = tmp_path / "all.svg"
+    svg.write_bytes(
+        b'<!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]><svg onload="go()">'
+        b'<script>1</script><a href="javascript:x"/><foreignObject/><image href="http://h/i"/>'
+        b"</svg>" + b" " * (2 * 1024 * 1024)  # past the first read: all found in it
+    )
+    found = g.svg_risks(str(svg))
+    assert found == [name for _, name in g.SVG_RISKS]
+    assert g.svg_risks(str(tmp_path / "gone.svg")) == []
