@@ -575,11 +575,13 @@ def test_batch_without_usage_prints_no_token_total(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to one process is POSIX")
+@pytest.mark.parametrize("one_gone", [False, True], ids=["both-there", "one-deleted"])
 def test_batch_terminated_while_images_wait_leaves_no_temp_files(
-    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], one_gone: bool
 ) -> None:
     """Both jobs have their image in a temporary file (the answers stall before they end) when
-    the run is terminated: the worker threads die with it, so main() removes their files."""
+    the run is terminated: the worker threads die with it, so main() removes their files (one
+    that someone else deleted meanwhile is simply skipped)."""
     events = image_events(images.b64(PNG))
     stall = event_index(events, "response.output_item.done") + 1
     gateway.set_default(lambda rec: sse_reply(events, stall_after=stall))
@@ -599,6 +601,8 @@ def test_batch_terminated_while_images_wait_leaves_no_temp_files(
         while len(leftovers(tmp_path)) < 2:
             assert time.monotonic() < deadline and proc.poll() is None, gateway.dump()
             time.sleep(0.05)
+        if one_gone:
+            (out_dir / leftovers(tmp_path)[0]).unlink()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:

@@ -451,3 +451,38 @@ def test_world_readable_auth_json_warning(tmp_path: Path, monkeypatch: pytest.Mo
     finally:
         monkeypatch.undo()  # os.name is global: pytest itself must not see "nt"
     assert err.getvalue() == ""
+
+
+# --- how a credential is remembered for redaction ----------------------------------------------
+
+
+def test_a_credential_cut_short_by_a_cap_is_still_masked() -> None:
+    """An answer that echoes the key's first characters (too short a run for redact()), cut
+    by a length cap inside them: the cut's tail is masked (from SECRET_EDGE characters on;
+    fewer could be any word)."""
+    import secrets
+
+    key = "sk-cut-" + secrets.token_hex(12)
+    g.add_secret(key)
+    said = "the gateway said: "
+    text = said + key[: g.SECRET_PIECE - 2] + " and more words after it"
+    assert g.redact(text) == text  # whole, that run is not masked
+    assert g.clip(text, len(said) + 8) == said + "***"
+    assert g.clip(text, len(said) + g.SECRET_EDGE) == said + "***"
+    assert g.clip(text, len(said) + g.SECRET_EDGE - 1) == said + key[: g.SECRET_EDGE - 1]
+    assert g.text_of(text, len(said) + 8 + 3) == said + "***..."
+
+
+def test_two_credentials_sharing_a_spelling_are_remembered_once() -> None:
+    """A token with spaces, and the same token as a form would encode it (quote_plus): the
+    shared spelling is one entry, and both are masked."""
+    import secrets
+
+    spaced = f"tok {secrets.token_hex(6)} {secrets.token_hex(6)}"
+    plus = spaced.replace(" ", "+")
+    g.add_secret(spaced)
+    g.add_secret(plus)
+    forms = [form for form, _ in g.SECRET_FORMS]
+    assert forms.count(plus) == 1
+    assert len(forms) == len(set(forms))
+    assert g.redact(f"a={plus} b={spaced}") == "a=*** b=***"
