@@ -523,3 +523,24 @@ def test_doctor_connect_step_of_an_http_gateway(tmp_path: Path) -> None:
     assert (checks["tcp"], checks.get("connect")) == ("ok", "failed"), proc.stdout
     assert "tls" not in checks and "models" not in checks, proc.stdout
     assert "timed out after 1s" in proc.stdout
+
+
+def test_a_bug_while_the_probe_reads_is_not_called_a_broken_connection(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only transport failures become the probe's "broken" line: a programming error inside
+    the reading loop propagates (main() reports it as an internal error)."""
+    import generate_gateway_image as g
+
+    def feed(self: Any, chunk: bytes) -> None:
+        raise RuntimeError("a bug in the parser")
+
+    gateway.set_default(image_reply())
+    monkeypatch.setattr(g.SSEParser, "feed", feed)
+    gw = g.resolve_gateway({}, None, {}, base_url=gateway.base_url)
+    payload = {"model": "gpt-5.5", "input": "p", "stream": True}
+    with pytest.raises(RuntimeError, match="a bug in the parser"):
+        g.probe_post(gw, g.Settings({}), payload)
+    monkeypatch.undo()
+    # the same reading, without the bug, sees the image tool
+    assert g.probe_post(gw, g.Settings({}), payload)["seen"]["item"] == "image_generation_call"
