@@ -869,15 +869,20 @@ def test_utf8_output_leaves_streams_it_cannot_reconfigure(
     assert piped.encoding == "utf-8"  # a pipe (not a terminal) is switched to UTF-8
 
 
+@pytest.mark.parametrize("after", ["error-event", "malformed-stream"])
 def test_an_error_after_the_image_keeps_the_image(
-    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], after: str
 ) -> None:
-    """The gateway sends the whole image, then an error event: the image is paid for and
-    saved (exit 0), and nothing is retried (a retry would be billed again)."""
-    events = image_events(images.b64(PNG))
+    """The gateway sends the whole image, then an error event, or a stream line over the
+    8 MiB cap (our GatewayError while reading): the image is paid for and saved (exit 0),
+    and nothing is retried (a retry would be billed again)."""
+    events: list[Any] = image_events(images.b64(PNG))
     done = next(i for i, e in enumerate(events) if e["type"] == "response.output_item.done")
-    events = [*events[: done + 1], error_event("server_error", "the renderer fell over")]
-    gateway.set_default(sse_reply(events))
+    if after == "error-event":
+        tail: Any = error_event("server_error", "the renderer fell over")
+    else:
+        tail = b"event: " + b"x" * (9 * 1024 * 1024) + b"\n\n"
+    gateway.set_default(sse_reply([*events[: done + 1], tail, *events[done + 1 :]]))
     out = tmp_path / "o.png"
     proc = run_cli(["--prompt", "p", "--out", str(out)], env)
     assert_ok(proc)
