@@ -41,9 +41,11 @@ from tests.gateway import (
     Reply,
     error_event,
     error_reply,
+    failed_events,
     format_sse,
     image_events,
     image_item,
+    incomplete_events,
     json_reply,
     message_item,
     raw_reply,
@@ -890,3 +892,107 @@ def test_two_image_urls_are_both_downloaded_and_saved(
     assert (tmp_path / "out.png").read_bytes() == PNG
     assert (tmp_path / "out-2.png").read_bytes() == OTHER
     assert len(gateway.posts()) == 1
+
+
+# --- final statuses without an error object, odd Images API entries, odd event shapes -------------
+
+
+def test_a_failed_response_without_a_reason_is_exit_4_once(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    events = failed_events("server_error", "x", started_image=True)
+    events[-1]["response"]["error"] = None  # "failed", and nothing says why
+    proc = run_against(tmp_path, gateway, [sse_reply(events)])
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "the response failed without a reason" in proc.stderr
+    assert len(gateway.posts()) == 1  # the image call had started: never paid twice
+
+
+def test_an_answer_stopped_by_the_content_filter_is_exit_5(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    events = incomplete_events("content_filter", started_image=True)
+    proc = run_against(tmp_path, gateway, [sse_reply(events)])
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "the response was stopped by the content filter" in proc.stderr
+    assert len(gateway.posts()) == 1
+
+
+def test_a_response_cancelled_on_the_gateway_is_exit_4(tmp_path: Path, gateway: Gateway) -> None:
+    reply = json_reply(response_obj([], status="cancelled"))
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "the response was cancelled on the gateway" in proc.stderr
+    assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
+
+
+def test_a_cancelled_response_that_carries_its_image_saves_it(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    reply = json_reply(response_obj([image_item(B64)], status="cancelled"))
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_images_api_entries_that_are_not_objects_or_text_are_exit_4(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    answer = {"created": 1, "data": [5, "x", None, {"b64_json": 123}, {"b64_json": ["A"]}]}
+    gateway.enqueue(json_reply(answer), path="/v1/images/generations")
+    proc = cli(tmp_path, env, "--api", "images", "--retries", "2")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "b64_json is not base64 text" in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert len(gateway.posts("/images/generations")) == 1
+    assert not (tmp_path / "out.png").exists() and leftovers(tmp_path) == []
+
+
+def test_images_api_odd_entries_around_two_images_are_skipped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    data = [
+        "junk",
+        {"revised_prompt": "neither base64 nor a url"},
+        {"b64_json": B64},
+        7,
+        {"b64_json": 123},  # after the image: not a failure of the answer
+        {"b64_json": ""},
+        {"b64_json": images.b64(OTHER)},
+    ]
+    gateway.enqueue(json_reply({"created": 1, "data": data}), path="/v1/images/generations")
+    proc = cli(tmp_path, env, "--api", "images", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert (tmp_path / "out-2.png").read_bytes() == OTHER
+    assert json.loads(proc.stdout)["extra_paths"] == [str(tmp_path / "out-2.png")]
+
+
+def test_event_fields_of_the_wrong_type_are_skipped(tmp_path: Path, gateway: Gateway) -> None:
+    events = image_events(B64)
+    odd: list[dict[str, Any]] = [
+        {"type": "response.output_item.done", "output_index": 3, "item": "not an object"},
+        {"type": "response.output_text.delta", "delta": 12},
+        {
+            "type": "response.output_item.done",
+            "output_index": 4,
+            "item": {"type": "message", "content": [5, {"type": "audio", "text": "no"}]},
+        },
+    ]
+    events[-1] = {"type": "response.completed", "response": "done"}  # not an object
+    proc = run_against(tmp_path, gateway, [sse_reply(renumber(events[:2] + odd + events[2:]))])
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_response_without_id_or_text_status_still_gives_its_image(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    resp = response_obj([image_item(B64)])
+    del resp["id"]
+    resp["status"] = ["completed"]  # not text: not taken as a status
+    proc = run_against(tmp_path, gateway, [json_reply(resp)], "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert json.loads(proc.stdout)["response_id"] in ("", None)
