@@ -44,7 +44,15 @@ from tests.gateway import (
     sse_reply,
 )
 from tests.images import b64, png_bytes
-from tests.raw_servers import ConnectProxy, RawServer, big_png, endless, gzip_bytes, send
+from tests.raw_servers import (
+    ConnectProxy,
+    EarlyServer,
+    RawServer,
+    big_png,
+    endless,
+    gzip_bytes,
+    send,
+)
 
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 
@@ -101,6 +109,12 @@ MALFORMED = {
     "status-out-of-range": b"HTTP/1.1 1000 Big\r\n\r\n",
     "too-many-headers": b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 150 + b"\r\n",
     "header-line-too-long": b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70_000 + b"\r\n\r\n",
+    "early-hints-header-line-too-long": b"HTTP/1.1 103 Early Hints\r\nLink: "
+    + b"a" * 70_000
+    + b"\r\n\r\n",
+    "early-hints-too-many-headers": b"HTTP/1.1 103 Early Hints\r\n"
+    + b"Link: </a>\r\n" * 150
+    + b"\r\n",
 }
 
 
@@ -848,3 +862,117 @@ def test_a_corrupt_compressed_answer_is_exit_4(tmp_path: Path) -> None:
     assert proc.returncode == 4, report(proc)
     assert "compressed answer cannot be decoded" in proc.stderr
     assert_clean(proc)
+
+
+# --- compressed bodies: empty, far larger than they came, a bad member after a good one -----------
+
+GZIP = b"Content-Encoding: gzip\r\n"
+
+
+def test_an_empty_compressed_answer_is_an_empty_stream_not_a_crash(tmp_path: Path) -> None:
+    with RawServer(send(sse_answer([], GZIP, b""))) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "stream ended before the image arrived" in proc.stderr
+    assert_clean(proc)
+
+
+def test_a_body_that_inflates_to_many_reads_is_decoded_whole(tmp_path: Path) -> None:
+    # 1 MB of comment lines in about 1 KB of gzip: a read inflates at most READ_CHUNK and the
+    # rest waits in the decoder (unconsumed_tail) for the next reads; then a 1 MB image that
+    # does not compress arrives in many raw reads, each fed to the same decoder
+    png = big_png(1 << 20)
+    padding = (b": " + b"p" * 60_000 + b"\n\n") * 18
+    body = gzip_bytes(padding + format_sse(image_events(b64(png)), done=True))
+    with RawServer(send(sse_answer([], GZIP, body))) as server:
+        proc = run(tmp_path, server.base_url)
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == png
+
+
+def test_a_corrupt_second_gzip_member_is_exit_4(tmp_path: Path, ok_events: list[object]) -> None:
+    stream = format_sse(ok_events, done=True)  # type: ignore[arg-type]
+    body = gzip_bytes(stream[:100]) + b"\x1f\x8b\x08\x00" + b"\xff" * 64
+    with RawServer(send(sse_answer([], GZIP, body))) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "2")
+    assert proc.returncode == 4, report(proc)
+    assert "compressed answer cannot be decoded" in proc.stderr
+    assert len(server.requests) == 1
+    assert not (tmp_path / "o.png").exists()
+    assert_clean(proc)
+
+
+# --- error answers: cut, broken or longer than the cap ----------------------------------------
+
+ERROR_HEAD = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+
+
+def test_an_error_answer_longer_than_the_cap_is_cut_and_still_read(tmp_path: Path) -> None:
+    message = b"size must be one of 1024x1024 " + b"x" * (3 << 20)  # past MAX_ERROR_BODY
+    body = b'{"error": {"message": "' + message + b'", "code": "bad_size"}}'
+    answer = ERROR_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    with RawServer(send(answer)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "2")
+    assert proc.returncode == 4, report(proc)
+    assert "HTTP 400" in proc.stderr and "size must be one of 1024x1024" in proc.stderr
+    assert len(proc.stderr) < 5000  # capped on the terminal as well
+    assert len(server.requests) == 1
+    assert_clean(proc)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_error_answer_cut_short_shows_what_arrived(tmp_path: Path, framing: str) -> None:
+    part = b'{"error": {"message": "the prompt is too long'
+    if framing == "chunked":  # a chunk that promises more than comes: IncompleteRead
+        answer = ERROR_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % 5000 + part
+    else:  # a Content-Length that is never reached
+        answer = ERROR_HEAD + b"Content-Length: 5000\r\n\r\n" + part
+    with RawServer(send(answer)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "HTTP 400" in proc.stderr and "the prompt is too long" in proc.stderr
+    assert_clean(proc)
+
+
+def test_an_early_answer_during_a_large_upload_is_read(tmp_path: Path) -> None:
+    # the gateway answers 413 after the request head and closes while the body is still being
+    # sent: the send fails (EPIPE/ECONNRESET), and the 413 that arrived first is what is reported
+    image = tmp_path / "big.png"
+    image.write_bytes(big_png(24 << 20))
+    body = b'{"error": {"message": "request entity too large", "code": "too_large"}}'
+    answer = (
+        b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+    with EarlyServer(answer) as server:
+        proc = run(tmp_path, server.base_url, "--image", str(image), "--retries", "0")
+    assert len(server.heads) == 1
+    assert proc.returncode == 4, report(proc)
+    assert "413" in proc.stderr and "request entity too large" in proc.stderr
+    assert_clean(proc)
+
+
+# --- proxy addresses ----------------------------------------------------------------------------
+
+
+def test_a_proxy_port_out_of_range_is_a_config_error(tmp_path: Path) -> None:
+    env = {"HTTP_PROXY": "http://u:pw-secret@127.0.0.1:99999", "NO_PROXY": ""}
+    proc = run(tmp_path, "http://127.0.0.1:9/v1", env=env)
+    assert proc.returncode == 3, report(proc)
+    assert "has a port out of range" in proc.stderr
+    assert "pw-secret" not in proc.stderr
+    assert_clean(proc)
+
+
+def test_a_proxy_user_without_a_password_is_sent_with_an_empty_one(
+    tmp_path: Path, tls_gateway: tuple[Gateway, str]
+) -> None:
+    gw, bundle = tls_gateway
+    gw.set_default(sse_reply(image_events(b64(PNG))))
+    with ConnectProxy(credentials="bob:") as proxy:
+        url = proxy.url.replace("http://", "http://bob@")
+        env = {"HTTPS_PROXY": url, "NO_PROXY": "", "CODEX_CA_CERTIFICATE": bundle}
+        proc = run(tmp_path, gw.base_url, env=env)
+    assert proc.returncode == 0, report(proc, gw)
+    assert proxy.auth == ["Basic " + base64.b64encode(b"bob:").decode()]
+    assert (tmp_path / "o.png").read_bytes() == PNG
