@@ -3474,8 +3474,7 @@ class SSEParser:
         self.line = bytearray()  # the current line until its field is known, or its value
         self.skip_space = False
         self.pending_cr = False
-        self.spool: JsonSpool | None = None
-        self.data_lines = 0
+        self.spool: JsonSpool | None = None  # set from the event's first data line on
         self.event = ""
 
     def feed(self, chunk: bytes) -> None:
@@ -3537,9 +3536,8 @@ class SSEParser:
     def _start_data(self) -> None:
         if self.spool is None:
             self.spool = JsonSpool()
-        elif self.data_lines:
+        else:
             self.spool.feed(b"\n")  # data lines of one event are joined with newlines
-        self.data_lines += 1
 
     def _end_line(self) -> None:
         field, self.field = self.field, None
@@ -3560,7 +3558,6 @@ class SSEParser:
     def _dispatch(self) -> None:
         spool, self.spool = self.spool, None
         event, self.event = self.event, ""
-        self.data_lines = 0
         if spool is not None:
             try:
                 self.on_event(event, spool)
