@@ -11,6 +11,7 @@ carries neither the gateway's Authorization nor any configured header, even to t
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import subprocess
 import time
@@ -996,3 +997,110 @@ def test_a_response_without_id_or_text_status_still_gives_its_image(
     assert proc.returncode == 0, report(proc, gateway)
     assert (tmp_path / "out.png").read_bytes() == PNG
     assert json.loads(proc.stdout)["response_id"] in ("", None)
+
+
+# --- previews that cannot be kept, base64 with a stray symbol, further images ---------------------
+
+
+def test_previews_that_are_not_images_or_cannot_be_written_are_skipped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    garbage = base64.b64encode(b"not an image at all, just text").decode()
+    events = image_events(B64, partials=[garbage, images.b64(OTHER)])
+    gateway.enqueue(sse_reply(events))
+    (tmp_path / "out.partial-2.png").mkdir()  # the second preview's name is a folder
+    proc = cli(tmp_path, env, "--partial-images", "2")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert "preview 1 skipped: the gateway's result is not an image" in proc.stderr
+    assert "preview 2 not saved:" in proc.stderr
+    assert not (tmp_path / "out.partial-1.png").exists()
+    assert (tmp_path / "out.partial-2.png").is_dir()
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert leftovers(tmp_path) == []
+
+
+def test_base64_with_a_stray_symbol_before_its_padding_is_exit_4(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    data = B64.rstrip("=")
+    data += "A" * ((1 - len(data)) % 4)  # one symbol more than a whole group
+    bad = data + "=" * (-len(data) % 4)
+    proc = run_against(tmp_path, gateway, [json_answer(image_item(bad))], "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "the image data is not valid base64" in proc.stderr
+    assert not (tmp_path / "out.png").exists() and leftovers(tmp_path) == []
+
+
+def test_a_second_result_that_is_not_an_image_is_dropped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    not_png = base64.b64encode(b"plain text, no image").decode()
+    gateway.enqueue(
+        json_answer(image_item(B64, item_id="ig_1"), image_item(not_png, item_id="ig_2"))
+    )
+    proc = cli(tmp_path, env, "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert json.loads(proc.stdout)["extra_paths"] == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["out.png"]
+
+
+def test_at_most_eight_further_images_are_kept(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    pngs = [images.png_bytes(8 + n, 8, seed=n) for n in range(11)]
+    items = [image_item(images.b64(p), item_id=f"ig_{n}") for n, p in enumerate(pngs)]
+    gateway.enqueue(json_answer(*items))
+    proc = cli(tmp_path, env, "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    extra = [str(tmp_path / f"out-{n}.png") for n in range(2, 10)]
+    assert json.loads(proc.stdout)["extra_paths"] == extra
+    for n in range(2, 10):
+        assert (tmp_path / f"out-{n}.png").read_bytes() == pngs[n - 1]
+    assert not (tmp_path / "out-10.png").exists() and leftovers(tmp_path) == []
+
+
+def test_a_further_image_no_folder_can_hold_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first image is safe; a further one that neither its folder nor the temp folder takes
+    # is dropped (with a --verbose line), never failing the answer that carried the first
+    sink = g.ImageSink(str(tmp_path / "out.png"), force=False)
+    collector = g.Collector(sink)
+    notes: list[str] = []
+    collector.debug = notes.append
+    try:
+        assert sink.save(B64)
+
+        def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(g, "create_unique", full)
+        collector.save_extra(images.b64(OTHER))
+        assert collector.extras == []
+        assert len(notes) == 1 and notes[0].startswith("a further image could not be kept: ")
+        assert "no folder could hold it" in notes[0]
+    finally:
+        sink.discard()
+
+
+def test_no_further_image_before_the_first() -> None:
+    collector = g.Collector(g.ImageSink("unused.png", force=False))
+    assert collector.extra_sink() is None  # nothing kept yet: nothing to put beside it
+    collector.save_extra(B64)
+    assert collector.extras == []
+
+
+@pytest.mark.parametrize(
+    ("details", "tail"),
+    [
+        ({}, ""),
+        ({"moderation_stage": "output"}, " [stage: output]"),
+        ({"categories": ["violence", 7]}, " [categories: violence, 7]"),
+        ({"moderation_stage": "", "categories": []}, ""),
+    ],
+)
+def test_moderation_details_name_only_what_they_hold(details: dict[str, Any], tail: str) -> None:
+    err = {"code": "moderation_blocked", "message": "blocked", "moderation_details": details}
+    exc = g.error_from_payload(err)
+    assert isinstance(exc, g.NoImageError)
+    assert exc.message == "blocked by the safety system (moderation_blocked): blocked" + tail
