@@ -767,3 +767,43 @@ def test_a_folder_without_pathconf_is_taken_to_allow_255_bytes(
     g.check_output_path(str(tmp_path / fits), force=False)
     with pytest.raises(g.OutputError, match="file name is too long"):
         g.check_output_path(str(tmp_path / ("b" + fits)), force=False)
+
+
+# --- the sidecar path: a folder, a symlink, a file too big to be one of ours ---------------------
+
+
+def test_a_folder_at_the_sidecar_path_is_refused_before_sending(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    (tmp_path / "o.png.json").mkdir()
+    for extra in ([], ["--force"]):  # --force never replaces a folder
+        proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar", *extra], tenv)
+        assert proc.returncode == 7, report(proc, gateway)
+        assert f"--sidecar: {out}.json is a directory" in proc.stderr
+    assert gateway.requests == [] and (tmp_path / "o.png.json").is_dir()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "too-big"])
+def test_a_sidecar_lookalike_that_is_not_a_small_file_is_not_replaced(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str], kind: str
+) -> None:
+    out = tmp_path / "o.png"
+    gateway.enqueue(image_reply())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    first = elsewhere / "o.png"
+    assert run_cli(["--prompt", "p", "--out", str(first), "--sidecar"], tenv).returncode == 0
+    ours = (elsewhere / "o.png.json").read_bytes()
+    sidecar = tmp_path / "o.png.json"
+    if kind == "symlink":  # a link to a real sidecar: writing through it would change that file
+        sidecar.symlink_to(elsewhere / "o.png.json")
+    else:  # one of ours, then blank space past MAX_SIDECAR_BYTES: still valid JSON
+        sidecar.write_bytes(ours + b" " * g.MAX_SIDECAR_BYTES)
+    before = sidecar.read_bytes()
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar"], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert "not a sidecar written by this script" in proc.stderr
+    assert len(gateway.posts()) == 1 and not out.exists()
+    assert sidecar.read_bytes() == before
+    assert (elsewhere / "o.png.json").read_bytes() == ours
