@@ -2828,8 +2828,8 @@ class Wire:
 
     def _dial(self, address: tuple[str, int], timeout: Any = None, source: Any = None) -> Any:
         sock = connect(address, self.connect_left())
-        if self.watchdog is not None:
-            self.watchdog.watch(sock)
+        assert self.watchdog is not None  # open() starts it before it connects, always
+        self.watchdog.watch(sock)
         return sock
 
     def shutdown(self) -> None:
