@@ -1104,3 +1104,33 @@ def test_moderation_details_name_only_what_they_hold(details: dict[str, Any], ta
     exc = g.error_from_payload(err)
     assert isinstance(exc, g.NoImageError)
     assert exc.message == "blocked by the safety system (moderation_blocked): blocked" + tail
+
+
+# --- data: URLs: the payload after the comma, read in place ---------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 3, 8, 22, 23, 64, 4096])
+def test_a_data_url_payload_reads_the_same_in_pieces_of_any_size(size: int) -> None:
+    header = "data:image/png;name=a-long-name;base64,"
+    body = base64.b64encode(bytes(range(256)) * 3).decode()
+    blob = g.Blob()
+    blob.write((header + body).encode())
+    try:
+        for source in (header + body, blob):
+            payload = g.data_url_payload(source)
+            assert isinstance(payload, g.Payload) and len(payload) == len(body)
+            assert b"".join(payload.pieces(size)) == body.encode(), (type(source), size)
+            payload.close()  # the source is the answer's: still readable
+        assert b"".join(blob.pieces()) == (header + body).encode()
+    finally:
+        blob.close()
+
+
+def test_a_payload_is_not_a_data_url_again_and_other_values_pass_through() -> None:
+    # unwrapped once only, even when what follows the comma looks like a data: URL itself
+    payload = g.data_url_payload("data:image/png;xy;base64,data:image/png;base64,QUJD")
+    assert isinstance(payload, g.Payload)
+    assert not g.is_data_url(payload)
+    assert g.data_url_payload(payload) is payload
+    assert g.data_url_payload("QUJD") == "QUJD"
+    assert g.data_url_payload("data:image/png;base64QUJD") == "data:image/png;base64QUJD"
