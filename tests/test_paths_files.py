@@ -807,3 +807,37 @@ def test_a_sidecar_lookalike_that_is_not_a_small_file_is_not_replaced(
     assert len(gateway.posts()) == 1 and not out.exists()
     assert sidecar.read_bytes() == before
     assert (elsewhere / "o.png.json").read_bytes() == ours
+
+
+def test_a_half_rescue_copy_that_cannot_be_removed_still_leaves_the_image_named(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    sink = g.ImageSink(str(tmp_path / "out" / "image.png"), force=False)
+    assert sink.save(images.b64(PNG))
+    temporary = sink.tmp
+    assert temporary is not None
+    real_remove = os.remove
+
+    def refused(src: str, dst: str) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    def copy_until_full(src: object, dst: object, length: int = 0) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def remove(path: str) -> None:
+        if Path(path).parent == systmp:
+            raise OSError(errno.EROFS, "Read-only file system")
+        real_remove(path)
+
+    monkeypatch.setattr(g, "place_new", refused)
+    monkeypatch.setattr(shutil, "copyfileobj", copy_until_full)
+    monkeypatch.setattr(os, "remove", remove)
+    with pytest.raises(g.OutputError) as info:
+        sink.commit()  # the copy's OSError, not the clean-up's, decides what happens next
+    sink.discard()
+    assert f"the image was saved to {temporary}" in info.value.message
+    assert Path(temporary).read_bytes() == PNG
+    monkeypatch.undo()
+    os.remove(temporary)

@@ -1183,3 +1183,29 @@ def test_the_clock_without_a_socket_only_remembers_which_limit_applies() -> None
     clock = g.Clock(5, time.monotonic() + 1)
     clock.arm()
     assert clock.total_limited  # the budget ends before the idle limit would
+
+
+def test_a_bug_while_reading_an_error_body_is_not_taken_for_a_short_body(
+    no_proxy_env: dict[str, str],
+) -> None:
+    import http.client
+
+    wire = wire_for("http://127.0.0.1:9/v1", no_proxy_env)
+    pieces = iter([b"part of the error ", http.client.IncompleteRead(b"")])
+
+    def broken_transport(size: int = 0) -> bytes:
+        piece = next(pieces)
+        if isinstance(piece, Exception):
+            raise piece
+        return piece
+
+    wire.read = broken_transport  # type: ignore[method-assign]
+    assert wire.read_limited() == b"part of the error "  # a broken connection: what came
+
+    def bug(size: int = 0) -> bytes:
+        raise KeyError("a bug, not the network")
+
+    wire.read = bug  # type: ignore[method-assign]
+    with pytest.raises(KeyError):
+        wire.read_limited()
+    wire.close()
