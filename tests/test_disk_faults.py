@@ -9,6 +9,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -209,4 +210,33 @@ def test_a_spool_write_error_that_is_not_a_full_disk_is_raised(tmp_path: Path) -
         assert info.value.errno not in g.DISK_FAULTS
         assert blob.folders == [str(tmp_path)]  # nothing was moved
     finally:
+        blob.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="/dev/full is Linux's full disk")
+def test_a_full_spool_that_cannot_be_read_back_is_an_error_not_lost_data(tmp_path: Path) -> None:
+    import generate_gateway_image as g
+
+    blob = g.Blob()
+    blob.file.close()
+    full = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - every write: ENOSPC
+    blob.file = full
+    blob.folders = [str(tmp_path)]
+    raised: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            blob.write(b"QUJD")  # full: carried to tmp_path, but it cannot be read back
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            raised.append(exc)
+
+    try:  # in a thread: a regression here loops for ever (each next folder fails the same)
+        worker = threading.Thread(target=write, daemon=True)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive(), "the copy error was taken for a full disk, again and again"
+        (exc,) = raised
+        assert isinstance(exc, OSError) and exc.errno not in g.DISK_FAULTS
+    finally:
+        full.close()
         blob.close()
