@@ -840,3 +840,22 @@ def test_ctrl_c_during_a_rescue_copy_stays_ctrl_c_when_its_half_copy_cannot_be_r
     monkeypatch.undo()
     sink.discard()
     assert not Path(temporary).exists()
+
+
+def test_an_allowed_folder_named_twice_is_listed_once(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    # --allow-dir the same as --out-dir, by another spelling and through a symlink: one folder
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(outputs)
+    other = tmp_path / "other"
+    other.mkdir()
+    args = ["--mcp", "--out-dir", str(outputs), "--allow-dir", f"{outputs}{os.sep}"]
+    args += ["--allow-dir", str(link), "--allow-dir", str(other), "--allow-dir", str(other)]
+    proc = run_cli(args, tenv, input="")
+    assert proc.returncode == 0, report(proc, gateway)
+    (ready,) = [line for line in proc.stderr.splitlines() if "MCP server ready" in line]
+    real_out, real_other = os.path.realpath(outputs), os.path.realpath(other)
+    assert ready.endswith(f"files only inside {real_out}, {real_other}"), ready
