@@ -1079,6 +1079,9 @@ def test_a_further_image_no_folder_can_hold_is_let_go(
         assert collector.extras == []
         assert len(notes) == 1 and notes[0].startswith("a further image could not be kept: ")
         assert "no folder could hold it" in notes[0]
+        collector.debug = None  # without --verbose: dropped quietly
+        collector.save_extra(images.b64(OTHER))
+        assert collector.extras == [] and len(notes) == 1
     finally:
         sink.discard()
 
