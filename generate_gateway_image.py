@@ -2824,8 +2824,8 @@ class Wire:
 
     def _dial(self, address: tuple[str, int], timeout: Any = None, source: Any = None) -> Any:
         sock = connect(address, self.connect_left())
-        if self.watchdog is not None:
-            self.watchdog.watch(sock)
+        assert self.watchdog is not None  # open() starts it before it connects, always
+        self.watchdog.watch(sock)
         return sock
 
     def shutdown(self) -> None:
@@ -3470,8 +3470,7 @@ class SSEParser:
         self.line = bytearray()  # the current line until its field is known, or its value
         self.skip_space = False
         self.pending_cr = False
-        self.spool: JsonSpool | None = None
-        self.data_lines = 0
+        self.spool: JsonSpool | None = None  # set from the event's first data line on
         self.event = ""
 
     def feed(self, chunk: bytes) -> None:
@@ -3533,9 +3532,8 @@ class SSEParser:
     def _start_data(self) -> None:
         if self.spool is None:
             self.spool = JsonSpool()
-        elif self.data_lines:
+        else:
             self.spool.feed(b"\n")  # data lines of one event are joined with newlines
-        self.data_lines += 1
 
     def _end_line(self) -> None:
         field, self.field = self.field, None
@@ -3556,7 +3554,6 @@ class SSEParser:
     def _dispatch(self) -> None:
         spool, self.spool = self.spool, None
         event, self.event = self.event, ""
-        self.data_lines = 0
         if spool is not None:
             try:
                 self.on_event(event, spool)

@@ -13,7 +13,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 
-__all__ = ["ConnectProxy", "RawServer", "big_png", "endless", "gzip_bytes", "send"]
+__all__ = ["ConnectProxy", "EarlyServer", "RawServer", "big_png", "endless", "gzip_bytes", "send"]
 
 Answer = Callable[[socket.socket, bytes], None]
 
@@ -92,6 +92,39 @@ class RawServer(_Listener):
                 self.answer(conn, request)
             except OSError:
                 pass  # the client gave up: expected for endless answers
+
+
+class EarlyServer(_Listener):
+    """Answers ``answer`` as soon as a request's head has arrived, without reading its body,
+    then closes (what a gateway does with a body it will not take: 413). Records the heads."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer = answer
+        self.heads: list[bytes] = []
+
+    def __enter__(self) -> EarlyServer:
+        super().__enter__()
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(30)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        return
+                    head += piece
+                self.heads.append(head.partition(b"\r\n\r\n")[0])
+                conn.sendall(self.answer)
+            except OSError:
+                pass  # the client gave up
 
 
 def send(*parts: bytes) -> Answer:

@@ -11,6 +11,7 @@ carries neither the gateway's Authorization nor any configured header, even to t
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import subprocess
 import time
@@ -41,9 +42,11 @@ from tests.gateway import (
     Reply,
     error_event,
     error_reply,
+    failed_events,
     format_sse,
     image_events,
     image_item,
+    incomplete_events,
     json_reply,
     message_item,
     raw_reply,
@@ -890,3 +893,247 @@ def test_two_image_urls_are_both_downloaded_and_saved(
     assert (tmp_path / "out.png").read_bytes() == PNG
     assert (tmp_path / "out-2.png").read_bytes() == OTHER
     assert len(gateway.posts()) == 1
+
+
+# --- final statuses without an error object, odd Images API entries, odd event shapes -------------
+
+
+def test_a_failed_response_without_a_reason_is_exit_4_once(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    events = failed_events("server_error", "x", started_image=True)
+    events[-1]["response"]["error"] = None  # "failed", and nothing says why
+    proc = run_against(tmp_path, gateway, [sse_reply(events)])
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "the response failed without a reason" in proc.stderr
+    assert len(gateway.posts()) == 1  # the image call had started: never paid twice
+
+
+def test_an_answer_stopped_by_the_content_filter_is_exit_5(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    events = incomplete_events("content_filter", started_image=True)
+    proc = run_against(tmp_path, gateway, [sse_reply(events)])
+    assert proc.returncode == 5, report(proc, gateway)
+    assert "the response was stopped by the content filter" in proc.stderr
+    assert len(gateway.posts()) == 1
+
+
+def test_a_response_cancelled_on_the_gateway_is_exit_4(tmp_path: Path, gateway: Gateway) -> None:
+    reply = json_reply(response_obj([], status="cancelled"))
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "the response was cancelled on the gateway" in proc.stderr
+    assert len(gateway.posts()) == 1 and not (tmp_path / "out.png").exists()
+
+
+def test_a_cancelled_response_that_carries_its_image_saves_it(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    reply = json_reply(response_obj([image_item(B64)], status="cancelled"))
+    proc = run_against(tmp_path, gateway, [reply], "--no-stream")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
+def test_images_api_entries_that_are_not_objects_or_text_are_exit_4(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    answer = {"created": 1, "data": [5, "x", None, {"b64_json": 123}, {"b64_json": ["A"]}]}
+    gateway.enqueue(json_reply(answer), path="/v1/images/generations")
+    proc = cli(tmp_path, env, "--api", "images", "--retries", "2")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "b64_json is not base64 text" in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert len(gateway.posts("/images/generations")) == 1
+    assert not (tmp_path / "out.png").exists() and leftovers(tmp_path) == []
+
+
+def test_images_api_odd_entries_around_two_images_are_skipped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    data = [
+        "junk",
+        {"revised_prompt": "neither base64 nor a url"},
+        {"b64_json": B64},
+        7,
+        {"b64_json": 123},  # after the image: not a failure of the answer
+        {"b64_json": ""},
+        {"b64_json": images.b64(OTHER)},
+    ]
+    gateway.enqueue(json_reply({"created": 1, "data": data}), path="/v1/images/generations")
+    proc = cli(tmp_path, env, "--api", "images", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert (tmp_path / "out-2.png").read_bytes() == OTHER
+    assert json.loads(proc.stdout)["extra_paths"] == [str(tmp_path / "out-2.png")]
+
+
+def test_event_fields_of_the_wrong_type_are_skipped(tmp_path: Path, gateway: Gateway) -> None:
+    events = image_events(B64)
+    odd: list[dict[str, Any]] = [
+        {"type": "response.output_item.done", "output_index": 3, "item": "not an object"},
+        {"type": "response.output_text.delta", "delta": 12},
+        {
+            "type": "response.output_item.done",
+            "output_index": 4,
+            "item": {"type": "message", "content": [5, {"type": "audio", "text": "no"}]},
+        },
+    ]
+    events[-1] = {"type": "response.completed", "response": "done"}  # not an object
+    proc = run_against(tmp_path, gateway, [sse_reply(renumber(events[:2] + odd + events[2:]))])
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_response_without_id_or_text_status_still_gives_its_image(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    resp = response_obj([image_item(B64)])
+    del resp["id"]
+    resp["status"] = ["completed"]  # not text: not taken as a status
+    proc = run_against(tmp_path, gateway, [json_reply(resp)], "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert json.loads(proc.stdout)["response_id"] in ("", None)
+
+
+# --- previews that cannot be kept, base64 with a stray symbol, further images ---------------------
+
+
+def test_previews_that_are_not_images_or_cannot_be_written_are_skipped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    garbage = base64.b64encode(b"not an image at all, just text").decode()
+    events = image_events(B64, partials=[garbage, images.b64(OTHER)])
+    gateway.enqueue(sse_reply(events))
+    (tmp_path / "out.partial-2.png").mkdir()  # the second preview's name is a folder
+    proc = cli(tmp_path, env, "--partial-images", "2")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert "preview 1 skipped: the gateway's result is not an image" in proc.stderr
+    assert "preview 2 not saved:" in proc.stderr
+    assert not (tmp_path / "out.partial-1.png").exists()
+    assert (tmp_path / "out.partial-2.png").is_dir()
+    assert (tmp_path / "out.png").read_bytes() == PNG
+    assert leftovers(tmp_path) == []
+
+
+def test_base64_with_a_stray_symbol_before_its_padding_is_exit_4(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    data = B64.rstrip("=")
+    data += "A" * ((1 - len(data)) % 4)  # one symbol more than a whole group
+    bad = data + "=" * (-len(data) % 4)
+    proc = run_against(tmp_path, gateway, [json_answer(image_item(bad))], "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert "the image data is not valid base64" in proc.stderr
+    assert not (tmp_path / "out.png").exists() and leftovers(tmp_path) == []
+
+
+def test_a_second_result_that_is_not_an_image_is_dropped(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    not_png = base64.b64encode(b"plain text, no image").decode()
+    gateway.enqueue(
+        json_answer(image_item(B64, item_id="ig_1"), image_item(not_png, item_id="ig_2"))
+    )
+    proc = cli(tmp_path, env, "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert json.loads(proc.stdout)["extra_paths"] == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["out.png"]
+
+
+def test_at_most_eight_further_images_are_kept(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    pngs = [images.png_bytes(8 + n, 8, seed=n) for n in range(11)]
+    items = [image_item(images.b64(p), item_id=f"ig_{n}") for n, p in enumerate(pngs)]
+    gateway.enqueue(json_answer(*items))
+    proc = cli(tmp_path, env, "--no-stream", "--json")
+    assert proc.returncode == 0, report(proc, gateway)
+    extra = [str(tmp_path / f"out-{n}.png") for n in range(2, 10)]
+    assert json.loads(proc.stdout)["extra_paths"] == extra
+    for n in range(2, 10):
+        assert (tmp_path / f"out-{n}.png").read_bytes() == pngs[n - 1]
+    assert not (tmp_path / "out-10.png").exists() and leftovers(tmp_path) == []
+
+
+def test_a_further_image_no_folder_can_hold_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first image is safe; a further one that neither its folder nor the temp folder takes
+    # is dropped (with a --verbose line), never failing the answer that carried the first
+    sink = g.ImageSink(str(tmp_path / "out.png"), force=False)
+    collector = g.Collector(sink)
+    notes: list[str] = []
+    collector.debug = notes.append
+    try:
+        assert sink.save(B64)
+
+        def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(g, "create_unique", full)
+        collector.save_extra(images.b64(OTHER))
+        assert collector.extras == []
+        assert len(notes) == 1 and notes[0].startswith("a further image could not be kept: ")
+        assert "no folder could hold it" in notes[0]
+        collector.debug = None  # without --verbose: dropped quietly
+        collector.save_extra(images.b64(OTHER))
+        assert collector.extras == [] and len(notes) == 1
+    finally:
+        sink.discard()
+
+
+def test_no_further_image_before_the_first() -> None:
+    collector = g.Collector(g.ImageSink("unused.png", force=False))
+    assert collector.extra_sink() is None  # nothing kept yet: nothing to put beside it
+    collector.save_extra(B64)
+    assert collector.extras == []
+
+
+@pytest.mark.parametrize(
+    ("details", "tail"),
+    [
+        ({}, ""),
+        ({"moderation_stage": "output"}, " [stage: output]"),
+        ({"categories": ["violence", 7]}, " [categories: violence, 7]"),
+        ({"moderation_stage": "", "categories": []}, ""),
+    ],
+)
+def test_moderation_details_name_only_what_they_hold(details: dict[str, Any], tail: str) -> None:
+    err = {"code": "moderation_blocked", "message": "blocked", "moderation_details": details}
+    exc = g.error_from_payload(err)
+    assert isinstance(exc, g.NoImageError)
+    assert exc.message == "blocked by the safety system (moderation_blocked): blocked" + tail
+
+
+# --- data: URLs: the payload after the comma, read in place ---------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 3, 8, 22, 23, 64, 4096])
+def test_a_data_url_payload_reads_the_same_in_pieces_of_any_size(size: int) -> None:
+    header = "data:image/png;name=a-long-name;base64,"
+    body = base64.b64encode(bytes(range(256)) * 3).decode()
+    blob = g.Blob()
+    blob.write((header + body).encode())
+    try:
+        for source in (header + body, blob):
+            payload = g.data_url_payload(source)
+            assert isinstance(payload, g.Payload) and len(payload) == len(body)
+            assert b"".join(payload.pieces(size)) == body.encode(), (type(source), size)
+            payload.close()  # the source is the answer's: still readable
+        assert b"".join(blob.pieces()) == (header + body).encode()
+    finally:
+        blob.close()
+
+
+def test_a_payload_is_not_a_data_url_again_and_other_values_pass_through() -> None:
+    # unwrapped once only, even when what follows the comma looks like a data: URL itself
+    payload = g.data_url_payload("data:image/png;xy;base64,data:image/png;base64,QUJD")
+    assert isinstance(payload, g.Payload)
+    assert not g.is_data_url(payload)
+    assert g.data_url_payload(payload) is payload
+    assert g.data_url_payload("QUJD") == "QUJD"
+    assert g.data_url_payload("data:image/png;base64QUJD") == "data:image/png;base64QUJD"

@@ -9,6 +9,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,108 @@ def test_file_size_limit_is_a_local_fault(
     assert_local_fault(proc, gateway)
     assert "File too large" in proc.stderr and "it is lost" in proc.stderr
     assert list(out.iterdir()) == []
+
+
+def run_on_disks(
+    args: list[str], env: dict[str, str], sizes: dict[Path, str]
+) -> subprocess.CompletedProcess[str]:
+    """Each folder becomes a tmpfs of its own size (e.g. "900k") for the script alone; what the
+    run left in it is copied to FOLDER.seen (the mount ends with the run)."""
+    mounts = " && ".join(f'mount -t tmpfs -o size={size} tmpfs "{p}"' for p, size in sizes.items())
+    copies = "; ".join(f'mkdir "{p}.seen" && cp -a "{p}/." "{p}.seen/"' for p in sizes)
+    command = f'{mounts} && {{ "$0" "$@"; rc=$?; {copies}; exit $rc; }}'
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", command, sys.executable, str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@needs_mounts
+def test_base64_that_no_folder_can_spool_goes_to_memory_and_the_image_is_saved(
+    gateway: Gateway, env: dict[str, str], folders: tuple[Path, Path]
+) -> None:
+    # the 1 MB of base64 is spooled beside --out until that folder is full, then carried to the
+    # temp folder, which is fuller still (the copy itself fails), then to memory; once the
+    # spool is gone the 790 KB image fits beside --out
+    out, tmp = folders
+    gateway.enqueue(sse_reply(image_events(b64(BIG))))
+    args = ["--prompt", "x", "--out", str(out / "a.png")]
+    proc = run_on_disks(args, dict(env, TMPDIR=str(tmp)), {out: "900k", tmp: "64k"})
+    assert proc.returncode == 0, report(proc, gateway)
+    seen_out, seen_tmp = Path(f"{out}.seen"), Path(f"{tmp}.seen")
+    assert (seen_out / "a.png").read_bytes() == BIG
+    assert [p.name for p in seen_out.iterdir()] == ["a.png"] and list(seen_tmp.iterdir()) == []
+    assert len(gateway.posts()) == 1
+
+
+# --- the spool's own guards, in-process -----------------------------------------------------------
+
+
+def test_a_spool_folder_that_takes_no_file_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    import generate_gateway_image as g
+
+    missing = tmp_path / "gone"  # removed while the job ran, say
+    monkeypatch.setattr(g.SPOOL, "folders", [str(missing), str(tmp_path)], raising=False)
+    blob = g.Blob()
+    try:
+        assert blob.folders == [None]  # the missing one and the one that took it are used up
+        assert not isinstance(blob.file, io.BytesIO)
+        blob.write(b"QUJD" * 1000)
+        assert b"".join(blob.pieces()) == b"QUJD" * 1000
+    finally:
+        blob.close()
+    assert not missing.exists()
+
+
+def test_a_spool_write_error_that_is_not_a_full_disk_is_raised(tmp_path: Path) -> None:
+    import generate_gateway_image as g
+
+    blob = g.Blob()
+    blob.folders = [str(tmp_path)]  # a folder it could move to: it must not
+    blob.file.close()
+    path = tmp_path / "read-only"
+    path.write_bytes(b"")
+    blob.file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by blob.close()
+    try:
+        with pytest.raises(OSError) as info:
+            blob.write(b"QUJD")  # not a disk fault: no other folder would help
+        assert info.value.errno not in g.DISK_FAULTS
+        assert blob.folders == [str(tmp_path)]  # nothing was moved
+    finally:
+        blob.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="/dev/full is Linux's full disk")
+def test_a_full_spool_that_cannot_be_read_back_is_an_error_not_lost_data(tmp_path: Path) -> None:
+    import generate_gateway_image as g
+
+    blob = g.Blob()
+    blob.file.close()
+    full = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - every write: ENOSPC
+    blob.file = full
+    blob.folders = [str(tmp_path)]
+    raised: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            blob.write(b"QUJD")  # full: carried to tmp_path, but it cannot be read back
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            raised.append(exc)
+
+    try:  # in a thread: a regression here loops for ever (each next folder fails the same)
+        worker = threading.Thread(target=write, daemon=True)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive(), "the copy error was taken for a full disk, again and again"
+        (exc,) = raised
+        assert isinstance(exc, OSError) and exc.errno not in g.DISK_FAULTS
+    finally:
+        full.close()
+        blob.close()

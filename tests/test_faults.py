@@ -1337,3 +1337,47 @@ def test_the_gateway_s_own_words_in_any_error_shape(
     assert proc.returncode == 4, report(proc, gateway)
     assert f"HTTP 400 from 127.0.0.1:{gateway.port}: {shown}" in proc.stderr, proc.stderr
     assert len(gateway.posts()) == 1
+
+
+# --- error bodies of odd shapes; network errors the loopback cannot produce ----------------------
+
+
+@pytest.mark.parametrize("error", [None, 42, ["bad"]])
+def test_an_error_field_of_another_type_falls_back_to_detail(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], error: Any
+) -> None:
+    body = {"error": error, "detail": "size must be 1024x1024 or larger"}
+    gateway.set_default(json_reply(body, status=400))
+    proc = cli(tmp_path, env)
+    assert_failed(proc, 4, tmp_path, "size must be 1024x1024 or larger", gw=gateway)
+    assert len(gateway.posts()) == 1
+
+
+def test_a_name_that_cannot_be_resolved_in_codex_s_sandbox_says_the_sandbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    import generate_gateway_image as g
+
+    exc = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.delenv("CODEX_SANDBOX_NETWORK_DISABLED", raising=False)
+    plain = g.describe_network_error(exc, "https://gw.example:8443/v1")
+    assert plain.message == f"cannot resolve gw.example:8443: {exc}"
+    assert plain.hint is not None and "check base_url and your DNS" in plain.hint
+    monkeypatch.setenv("CODEX_SANDBOX_NETWORK_DISABLED", "1")  # what Codex sets in its sandbox
+    boxed = g.describe_network_error(exc, "https://gw.example:8443/v1")
+    assert boxed.message == plain.message and boxed.hint == g.SANDBOX_NETWORK_HINT
+
+
+def test_any_other_network_error_is_named_and_not_retried() -> None:
+    import errno
+
+    import generate_gateway_image as g
+
+    exc = OSError(errno.EHOSTUNREACH, "No route to host")
+    err = g.describe_network_error(exc, "https://gw.example/v1")
+    assert err.message == f"network error talking to gw.example: {exc}"
+    assert err.exit_code == 6 and not err.retryable
+    reset = g.describe_network_error(BrokenPipeError(32, "Broken pipe"), "https://gw.example/v1")
+    assert reset.message.startswith("connection to gw.example was reset") and reset.retryable

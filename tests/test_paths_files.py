@@ -641,3 +641,221 @@ def test_a_rescued_image_is_marked_rescued(
     image = sink.image
     assert image is not None and image.rescued
     assert Path(image.path).parent == systmp and Path(image.path).read_bytes() == PNG
+
+
+# --- creating and placing files: the guards a subprocess cannot reach ----------------------------
+
+
+def test_create_unique_gives_up_after_a_hundred_taken_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "urandom", lambda n: b"\x00" * n)  # every try draws the same name
+    taken = tmp_path / (".x." + "00" * 6 + ".part")
+    taken.write_bytes(OTHER)
+    with pytest.raises(FileExistsError, match="no free temporary file name"):
+        g.create_unique(str(tmp_path), ".x.", ".part")
+    assert taken.read_bytes() == OTHER  # O_EXCL: the file that was there is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name]
+
+
+def test_place_new_passes_on_a_link_error_that_is_not_about_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = tmp_path / ".o.png.part"
+    tmp.write_bytes(PNG)
+
+    def broken_link(src: str, dst: str) -> None:
+        raise OSError(errno.EIO, "Input/output error")  # a failing disk, not a FAT mount
+
+    monkeypatch.setattr(os, "link", broken_link)
+    with pytest.raises(OSError) as info:
+        g.place_new(str(tmp), str(tmp_path / "o.png"))
+    assert info.value.errno == errno.EIO
+    assert tmp.read_bytes() == PNG and not (tmp_path / "o.png").exists()  # no rename either
+
+
+def test_place_new_keeps_the_image_when_the_temporary_name_cannot_be_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = tmp_path / ".o.png.part"
+    tmp.write_bytes(PNG)
+    real_remove = os.remove
+
+    def refuse(path: str) -> None:
+        if path == str(tmp):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real_remove(path)
+
+    monkeypatch.setattr(os, "remove", refuse)
+    g.place_new(str(tmp), str(tmp_path / "o.png"))  # the image has its name: no error
+    assert (tmp_path / "o.png").read_bytes() == PNG
+    assert tmp.exists()  # a stray second name is all that is left
+
+
+def test_a_sink_that_has_its_image_keeps_it(tmp_path: Path) -> None:
+    sink = g.ImageSink(str(tmp_path / "o.png"), force=False)
+    try:
+        assert sink.save(images.b64(PNG))
+        first = sink.image
+        assert sink.save("not base64 at all!") is True  # a later candidate is not decoded
+        assert sink.image is first and sink.last_error is None
+        assert leftovers(tmp_path) == [Path(str(sink.tmp)).name]
+    finally:
+        sink.discard()
+    assert leftovers(tmp_path) == []
+
+
+def test_the_sha256_of_unpadded_base64_covers_its_last_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    data = images.png_bytes(41, 23)
+    assert len(data) % 3  # the last group of the base64 is short
+    sink = g.ImageSink(str(tmp_path / "o.png"), force=False, want_sha256=True)
+    try:
+        assert sink.save(images.b64(data).rstrip("="))
+        assert sink.image is not None
+        assert sink.image.sha256 == hashlib.sha256(data).hexdigest()
+    finally:
+        sink.discard()
+
+
+def test_removing_a_temporary_file_that_is_already_gone_is_quiet(tmp_path: Path) -> None:
+    sink = g.ImageSink(str(tmp_path / "o.png"), force=False)
+    gone = str(tmp_path / ".o.png.gone.part")
+    g.ACTIVE_TEMP_FILES.add(gone)
+    sink.tmp = str(tmp_path / ".o.png.other.part")
+    sink._remove(gone)  # someone removed it first: nothing to report
+    assert gone not in g.ACTIVE_TEMP_FILES
+    assert sink.tmp == str(tmp_path / ".o.png.other.part")  # another file: still tracked
+
+
+def test_a_rescue_copy_that_fails_midway_leaves_no_half_file(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    out = tmp_path / "out" / "image.png"
+    sink = g.ImageSink(str(out), force=False)
+    assert sink.save(images.b64(PNG))
+    temporary = sink.tmp
+    assert temporary is not None
+
+    def refused(src: str, dst: str) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    def copy_until_full(src: object, dst: object, length: int = 0) -> None:
+        dst.write(PNG[:10])  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(g, "place_new", refused)
+    monkeypatch.setattr(shutil, "copyfileobj", copy_until_full)
+    with pytest.raises(g.OutputError) as info:
+        sink.commit()
+    sink.discard()
+    assert f"the image was saved to {temporary}" in info.value.message
+    assert Path(temporary).read_bytes() == PNG  # the only copy is kept and named
+    assert list(systmp.iterdir()) == []  # the half-written rescue file is gone
+    os.remove(temporary)
+
+
+def test_a_folder_without_pathconf_is_taken_to_allow_255_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows has no os.pathconf; 255 is what NTFS, FAT32 (long names) and exFAT allow
+    monkeypatch.delattr(os, "pathconf")
+    fits = "a" * (255 - g.TEMP_NAME_EXTRA - 4) + ".png"
+    g.check_output_path(str(tmp_path / fits), force=False)
+    with pytest.raises(g.OutputError, match="file name is too long"):
+        g.check_output_path(str(tmp_path / ("b" + fits)), force=False)
+
+
+# --- the sidecar path: a folder, a symlink, a file too big to be one of ours ---------------------
+
+
+def test_a_folder_at_the_sidecar_path_is_refused_before_sending(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    out = tmp_path / "o.png"
+    (tmp_path / "o.png.json").mkdir()
+    for extra in ([], ["--force"]):  # --force never replaces a folder
+        proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar", *extra], tenv)
+        assert proc.returncode == 7, report(proc, gateway)
+        assert f"--sidecar: {out}.json is a directory" in proc.stderr
+    assert gateway.requests == [] and (tmp_path / "o.png.json").is_dir()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "too-big"])
+def test_a_sidecar_lookalike_that_is_not_a_small_file_is_not_replaced(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str], kind: str
+) -> None:
+    out = tmp_path / "o.png"
+    gateway.enqueue(image_reply())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    first = elsewhere / "o.png"
+    assert run_cli(["--prompt", "p", "--out", str(first), "--sidecar"], tenv).returncode == 0
+    ours = (elsewhere / "o.png.json").read_bytes()
+    sidecar = tmp_path / "o.png.json"
+    if kind == "symlink":  # a link to a real sidecar: writing through it would change that file
+        sidecar.symlink_to(elsewhere / "o.png.json")
+    else:  # one of ours, then blank space past MAX_SIDECAR_BYTES: still valid JSON
+        sidecar.write_bytes(ours + b" " * g.MAX_SIDECAR_BYTES)
+    before = sidecar.read_bytes()
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--sidecar"], tenv)
+    assert proc.returncode == 7, report(proc, gateway)
+    assert "not a sidecar written by this script" in proc.stderr
+    assert len(gateway.posts()) == 1 and not out.exists()
+    assert sidecar.read_bytes() == before
+    assert (elsewhere / "o.png.json").read_bytes() == ours
+
+
+def test_ctrl_c_during_a_rescue_copy_stays_ctrl_c_when_its_half_copy_cannot_be_removed(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    sink = g.ImageSink(str(tmp_path / "out" / "image.png"), force=False)
+    assert sink.save(images.b64(PNG))
+    temporary = sink.tmp
+    assert temporary is not None
+    real_remove = os.remove
+
+    def refused(src: str, dst: str) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    def interrupted(src: object, dst: object, length: int = 0) -> None:
+        raise KeyboardInterrupt
+
+    def remove(path: str) -> None:
+        if Path(path).parent == systmp:
+            raise OSError(errno.EROFS, "Read-only file system")
+        real_remove(path)
+
+    monkeypatch.setattr(g, "place_new", refused)
+    monkeypatch.setattr(shutil, "copyfileobj", interrupted)
+    monkeypatch.setattr(os, "remove", remove)
+    with pytest.raises(KeyboardInterrupt):  # not the clean-up's OSError, taken for a full disk
+        sink.commit()
+    assert Path(temporary).read_bytes() == PNG
+    monkeypatch.undo()
+    sink.discard()
+    assert not Path(temporary).exists()
+
+
+def test_an_allowed_folder_named_twice_is_listed_once(
+    tmp_path: Path, gateway: Gateway, tenv: dict[str, str]
+) -> None:
+    # --allow-dir the same as --out-dir, by another spelling and through a symlink: one folder
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(outputs)
+    other = tmp_path / "other"
+    other.mkdir()
+    args = ["--mcp", "--out-dir", str(outputs), "--allow-dir", f"{outputs}{os.sep}"]
+    args += ["--allow-dir", str(link), "--allow-dir", str(other), "--allow-dir", str(other)]
+    proc = run_cli(args, tenv, input="")
+    assert proc.returncode == 0, report(proc, gateway)
+    (ready,) = [line for line in proc.stderr.splitlines() if "MCP server ready" in line]
+    real_out, real_other = os.path.realpath(outputs), os.path.realpath(other)
+    assert ready.endswith(f"files only inside {real_out}, {real_other}"), ready

@@ -768,3 +768,35 @@ def test_timeouts_must_be_finite(
     proc = run_cli(["--prompt", "p", "--out", str(tmp_path / "o.png"), flag, value], env)
     assert proc.returncode == 2, report(proc, gateway)
     assert gateway.requests == []
+
+
+# --- reference images that change while they are sent; what the body cannot hold -----------------
+
+
+@pytest.mark.parametrize("change", ["grown", "shrunk"])
+def test_a_reference_image_that_changes_while_it_is_sent_is_refused(
+    tmp_path: Path, change: str
+) -> None:
+    path = tmp_path / "ref.png"
+    path.write_bytes(png_bytes(64, 64, noise=True))
+    image = g.load_input_image(str(path))
+    raw = g.RawFile(str(path), image.size)  # the multipart upload sends the file as it is
+    data = path.read_bytes()
+    path.write_bytes(data + b"\0" * 10 if change == "grown" else data[:-10])
+    for part in (image, raw):
+        with pytest.raises(g.UsageError, match="the file changed while it was being sent"):
+            for _ in part.chunks():
+                pass
+
+
+def test_a_body_with_a_value_json_cannot_write_is_a_programming_error() -> None:
+    with pytest.raises(TypeError, match="^object$"):
+        g.encode_body({"model": "m", "input": object()})
+
+
+def test_a_pause_without_progress_is_a_plain_sleep() -> None:
+    import time
+
+    started = time.monotonic()
+    g.QUIET.pause(0.05)
+    assert time.monotonic() - started >= 0.05

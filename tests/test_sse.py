@@ -1044,3 +1044,93 @@ def test_bare_image_links_are_searched_in_the_first_max_link_search_characters()
     outside = "x" * g.MAX_LINK_SEARCH + " " + url
     assert g.image_links(outside) == []
     assert g.image_links(outside.replace(url, f"![image]({url})")) == [url]  # markdown: anywhere
+
+
+# =============================================================================================
+# Odd lines and odd events
+# =============================================================================================
+
+
+def test_an_event_line_without_a_colon_clears_the_event_name() -> None:
+    # "event" alone is the field with an empty value (the SSE rules for a line without a colon)
+    assert parse_chunks([b"event: named\nevent\ndata: 1\n\n"]) == [("", b"1")]
+    assert parse_chunks([b"event: named\r\nevent\r\ndata: 2\r\n\r\n"]) == [("", b"2")]
+
+
+def test_a_cr_inside_a_line_stays_data_wherever_the_reads_split() -> None:
+    # only CRLF and LF end a line here; a CR held back at the end of one read (it may be the
+    # first half of a CRLF) goes back into the line when the next read does not start with LF
+    stream = b'data: {"a":\r1}\n\ndata: 2\n\n'
+    want = [("", b'{"a":\r1}'), ("", b"2")]
+    for cut in range(1, len(stream)):
+        assert parse_chunks([stream[:cut], stream[cut:]]) == want, cut
+    at = stream.index(b"\r") + 1
+    assert parse_chunks([stream[:at], b"", stream[at:]]) == want
+    assert parse_chunks([stream[:at], stream[at : at + 1], stream[at + 1 :]]) == want
+
+
+def test_a_literal_backslash_before_u_d83d_is_not_taken_for_a_cut_escape() -> None:
+    # "\\uD83D" in JSON is a backslash and the letters uD83D, not half of a surrogate pair: a
+    # read that ends right after it must not hold it back as an unfinished escape
+    tail = "\\\\uD83D"
+    value_raw = "A" * (g.BLOB_MIN + 10) + tail + "B" * 10
+    raw = ('{"result":"' + value_raw + '"}').encode("ascii")
+    cut = raw.index(tail.encode("ascii")) + len(tail)
+    assert g._escape_cut(raw[:cut]) == cut
+    assert g._escape_cut(raw[: cut - 7] + b"\\uD83D") == cut - 7  # a real high surrogate
+    spool = g.JsonSpool()
+    try:
+        spool.feed(raw[:cut])
+        spool.feed(raw[cut:])
+        value = spool.parse()["result"]
+        expected = "A" * (g.BLOB_MIN + 10) + "\\uD83D" + "B" * 10
+        assert blob_bytes(value) == expected.encode("ascii")
+    finally:
+        spool.close()
+
+
+def test_events_that_are_not_json_objects_are_counted_or_skipped(tmp_path: Path) -> None:
+    sink, collector = sink_for(tmp_path)
+    stream = (
+        b"data: {not json\n\n"  # unreadable: counted
+        b"data: [1, 2]\n\n"  # JSON, but not an event: skipped
+        b'data: "text"\n\n'
+    )
+    feed_sse(collector, stream)
+    assert (collector.unreadable, collector.events) == (1, 0)
+    feed_events(collector, [{"type": "response.completed", "response": response_obj([])}])
+    with pytest.raises(g.NoImageError, match=r"contained no image \(1 unreadable events\)"):
+        collector.verdict(False)
+    assert_nothing_written(tmp_path)
+
+
+def test_unusable_response_ids_are_named_in_verbose_output(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    gateway.enqueue(sse_reply(image_events(b64(SMALL_PNG), resp_id="resp with spaces")))
+    out = tmp_path / "o.png"
+    proc = run_cli(["--prompt", "p", "--out", str(out), "--verbose"], env)
+    assert proc.returncode == 0, (proc.stderr, gateway.dump())
+    assert "ignored a response id that cannot be fetched" in proc.stderr
+    assert out.read_bytes() == SMALL_PNG
+
+
+def test_a_resumed_stream_replayed_from_the_start_handles_each_event_once(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    # a gateway that ignores starting_after and replays the stored stream from its first event:
+    # the events already handled (here a preview, written once) are skipped by sequence number
+    preview = b64(OTHER_PNG)
+    events = image_events(b64(SMALL_PNG), partials=[preview], resp_id="resp_replay1")
+    at = next(i for i, ev in enumerate(events) if ev["type"].endswith("partial_image"))
+    gateway.enqueue(sse_reply(events, cut_after=at + 2))
+    gateway.enqueue(sse_reply(events), path="/v1/responses/resp_replay1")
+    out = tmp_path / "o.png"
+    args = ["--prompt", "p", "--out", str(out), "--resumable", "--partial-images", "1"]
+    proc = run_cli(args, env)
+    assert proc.returncode == 0, (proc.stderr, gateway.dump())
+    assert [r.method for r in gateway.requests] == ["POST", "GET"]
+    assert gateway.requests[1].query["starting_after"] == [str(at + 1)]
+    assert proc.stderr.count("preview 1 saved") == 1, proc.stderr
+    assert out.read_bytes() == SMALL_PNG
+    assert (tmp_path / "o.partial-1.png").read_bytes() == OTHER_PNG

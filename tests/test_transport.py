@@ -44,7 +44,15 @@ from tests.gateway import (
     sse_reply,
 )
 from tests.images import b64, png_bytes
-from tests.raw_servers import ConnectProxy, RawServer, big_png, endless, gzip_bytes, send
+from tests.raw_servers import (
+    ConnectProxy,
+    EarlyServer,
+    RawServer,
+    big_png,
+    endless,
+    gzip_bytes,
+    send,
+)
 
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 
@@ -101,6 +109,12 @@ MALFORMED = {
     "status-out-of-range": b"HTTP/1.1 1000 Big\r\n\r\n",
     "too-many-headers": b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 150 + b"\r\n",
     "header-line-too-long": b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70_000 + b"\r\n\r\n",
+    "early-hints-header-line-too-long": b"HTTP/1.1 103 Early Hints\r\nLink: "
+    + b"a" * 70_000
+    + b"\r\n\r\n",
+    "early-hints-too-many-headers": b"HTTP/1.1 103 Early Hints\r\n"
+    + b"Link: </a>\r\n" * 150
+    + b"\r\n",
 }
 
 
@@ -848,3 +862,350 @@ def test_a_corrupt_compressed_answer_is_exit_4(tmp_path: Path) -> None:
     assert proc.returncode == 4, report(proc)
     assert "compressed answer cannot be decoded" in proc.stderr
     assert_clean(proc)
+
+
+# --- compressed bodies: empty, far larger than they came, a bad member after a good one -----------
+
+GZIP = b"Content-Encoding: gzip\r\n"
+
+
+def test_an_empty_compressed_answer_is_an_empty_stream_not_a_crash(tmp_path: Path) -> None:
+    with RawServer(send(sse_answer([], GZIP, b""))) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "stream ended before the image arrived" in proc.stderr
+    assert_clean(proc)
+
+
+def test_a_body_that_inflates_to_many_reads_is_decoded_whole(tmp_path: Path) -> None:
+    # 1 MB of comment lines in about 1 KB of gzip: a read inflates at most READ_CHUNK and the
+    # rest waits in the decoder (unconsumed_tail) for the next reads; then a 1 MB image that
+    # does not compress arrives in many raw reads, each fed to the same decoder
+    png = big_png(1 << 20)
+    padding = (b": " + b"p" * 60_000 + b"\n\n") * 18
+    body = gzip_bytes(padding + format_sse(image_events(b64(png)), done=True))
+    with RawServer(send(sse_answer([], GZIP, body))) as server:
+        proc = run(tmp_path, server.base_url)
+    assert proc.returncode == 0, report(proc)
+    assert (tmp_path / "o.png").read_bytes() == png
+
+
+def test_a_corrupt_second_gzip_member_is_exit_4(tmp_path: Path, ok_events: list[object]) -> None:
+    stream = format_sse(ok_events, done=True)  # type: ignore[arg-type]
+    body = gzip_bytes(stream[:100]) + b"\x1f\x8b\x08\x00" + b"\xff" * 64
+    with RawServer(send(sse_answer([], GZIP, body))) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "2")
+    assert proc.returncode == 4, report(proc)
+    assert "compressed answer cannot be decoded" in proc.stderr
+    assert len(server.requests) == 1
+    assert not (tmp_path / "o.png").exists()
+    assert_clean(proc)
+
+
+# --- error answers: cut, broken or longer than the cap ----------------------------------------
+
+ERROR_HEAD = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+
+
+def test_an_error_answer_longer_than_the_cap_is_cut_and_still_read(tmp_path: Path) -> None:
+    message = b"size must be one of 1024x1024 " + b"x" * (3 << 20)  # past MAX_ERROR_BODY
+    body = b'{"error": {"message": "' + message + b'", "code": "bad_size"}}'
+    answer = ERROR_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    with RawServer(send(answer)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "2")
+    assert proc.returncode == 4, report(proc)
+    assert "HTTP 400" in proc.stderr and "size must be one of 1024x1024" in proc.stderr
+    assert len(proc.stderr) < 5000  # capped on the terminal as well
+    assert len(server.requests) == 1
+    assert_clean(proc)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_error_answer_cut_short_shows_what_arrived(tmp_path: Path, framing: str) -> None:
+    part = b'{"error": {"message": "the prompt is too long'
+    if framing == "chunked":  # a chunk that promises more than comes: IncompleteRead
+        answer = ERROR_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % 5000 + part
+    else:  # a Content-Length that is never reached
+        answer = ERROR_HEAD + b"Content-Length: 5000\r\n\r\n" + part
+    with RawServer(send(answer)) as server:
+        proc = run(tmp_path, server.base_url, "--retries", "0")
+    assert proc.returncode == 4, report(proc)
+    assert "HTTP 400" in proc.stderr and "the prompt is too long" in proc.stderr
+    assert_clean(proc)
+
+
+def test_an_early_answer_during_a_large_upload_is_read(tmp_path: Path) -> None:
+    # the gateway answers 413 after the request head and closes while the body is still being
+    # sent: the send fails (EPIPE/ECONNRESET), and the 413 that arrived first is what is reported
+    image = tmp_path / "big.png"
+    image.write_bytes(big_png(24 << 20))
+    body = b'{"error": {"message": "request entity too large", "code": "too_large"}}'
+    answer = (
+        b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+    with EarlyServer(answer) as server:
+        proc = run(tmp_path, server.base_url, "--image", str(image), "--retries", "0")
+    assert len(server.heads) == 1
+    assert proc.returncode == 4, report(proc)
+    assert "413" in proc.stderr and "request entity too large" in proc.stderr
+    assert_clean(proc)
+
+
+# --- proxy addresses ----------------------------------------------------------------------------
+
+
+def test_a_proxy_port_out_of_range_is_a_config_error(tmp_path: Path) -> None:
+    env = {"HTTP_PROXY": "http://u:pw-secret@127.0.0.1:99999", "NO_PROXY": ""}
+    proc = run(tmp_path, "http://127.0.0.1:9/v1", env=env)
+    assert proc.returncode == 3, report(proc)
+    assert "has a port out of range" in proc.stderr
+    assert "pw-secret" not in proc.stderr
+    assert_clean(proc)
+
+
+def test_a_proxy_user_without_a_password_is_sent_with_an_empty_one(
+    tmp_path: Path, tls_gateway: tuple[Gateway, str]
+) -> None:
+    gw, bundle = tls_gateway
+    gw.set_default(sse_reply(image_events(b64(PNG))))
+    with ConnectProxy(credentials="bob:") as proxy:
+        url = proxy.url.replace("http://", "http://bob@")
+        env = {"HTTPS_PROXY": url, "NO_PROXY": "", "CODEX_CA_CERTIFICATE": bundle}
+        proc = run(tmp_path, gw.base_url, env=env)
+    assert proc.returncode == 0, report(proc, gw)
+    assert proxy.auth == ["Basic " + base64.b64encode(b"bob:").decode()]
+    assert (tmp_path / "o.png").read_bytes() == PNG
+
+
+def test_an_error_page_inside_a_connect_tunnel_is_the_gateway_s(
+    tmp_path: Path, tls_gateway: tuple[Gateway, str]
+) -> None:
+    # through a CONNECT tunnel (TLS end to end) the proxy cannot answer for the gateway: an HTML
+    # 403 is the gateway's refusal of the key, never "the proxy refused"
+    gw, bundle = tls_gateway
+    page = b"<html><head><title>403 Forbidden</title></head><body>denied</body></html>"
+    gw.set_default(raw_reply(page, status=403))
+    with ConnectProxy() as proxy:
+        env = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "", "CODEX_CA_CERTIFICATE": bundle}
+        proc = run(tmp_path, gw.base_url, "--retries", "0", env=env)
+    assert proc.returncode == 3, report(proc, gw)
+    assert "HTTP 403" in proc.stderr and "403 Forbidden" in proc.stderr
+    assert f"proxy 127.0.0.1:{proxy.port}" not in proc.stderr
+    assert_clean(proc)
+
+
+# --- the connection's guards, in-process: a watchdog, deadlines, cancellation, clean-up ----------
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name in (
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+    return clean_env()
+
+
+def wire_for(url: str, env: dict[str, str], budget: float = 30) -> Any:
+    settings = g.Settings(env)
+    settings.connect_timeout = 5
+    return g.Wire(url, settings, g.Clock(10, time.monotonic() + budget))
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server
+
+
+def test_a_watchdog_stopped_or_killed_before_it_watches(listener: socket.socket) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        stopped = g.Watchdog(time.monotonic() + 60)
+        stopped.stop()
+        stopped.watch(a)  # after stop(): never touches the socket again
+        assert stopped.sock is None
+        a.sendall(b"x")
+        assert b.recv(1) == b"x"
+
+        killed = g.Watchdog(time.monotonic() + 60)
+        killed.kill()  # nothing to shut down yet
+        killed.watch(a)  # the socket that comes later is shut down at once
+        b.settimeout(5)
+        assert b.recv(1) == b""
+        killed.stop()
+
+    never = g.Watchdog(time.monotonic() + 60)
+    with socket.socket() as unconnected:
+        never.watch(unconnected)
+        never.kill()  # shutdown() of a socket that never connected: ENOTCONN, ignored
+        assert never.killed
+        never.stop()
+
+
+def test_connect_stops_trying_once_its_time_is_spent(
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = listener.getsockname()[1]
+    real = g.resolve
+
+    def slow_resolve(host: str, port: int, timeout: float) -> list[Any]:
+        found = real(host, port, timeout)
+        time.sleep(timeout + 0.05)  # the lookup took all the time there was
+        return found
+
+    monkeypatch.setattr(g, "resolve", slow_resolve)
+    listener.settimeout(0.2)
+    with pytest.raises(socket.timeout, match="connecting to 127.0.0.1 timed out"):
+        g.connect(("127.0.0.1", port), 0.2)
+    with pytest.raises(socket.timeout):
+        listener.accept()  # no connection was even tried
+
+
+def test_a_wire_refuses_a_url_that_is_not_http(no_proxy_env: dict[str, str]) -> None:
+    for url in ("ftp://127.0.0.1/v1", "http:///v1", "file:///etc/passwd"):
+        with pytest.raises(g.ConfigError, match="must start with http:// or https://"):
+            wire_for(url, no_proxy_env)
+
+
+def test_a_wire_dials_an_international_host_name_in_its_ascii_form(
+    no_proxy_env: dict[str, str],
+) -> None:
+    wire = wire_for("http://bücher.test:8080/v1/responses", no_proxy_env)  # nothing is dialled
+    assert (wire.conn.host, wire.conn.port) == ("xn--bcher-kva.test", 8080)
+    assert wire.target == "/v1/responses"
+    wire.close()
+
+
+def test_a_wire_opened_after_the_budget_is_spent_does_not_connect(
+    listener: socket.socket, no_proxy_env: dict[str, str]
+) -> None:
+    port = listener.getsockname()[1]
+    wire = wire_for(f"http://127.0.0.1:{port}/v1", no_proxy_env, budget=-1)
+    with pytest.raises(g.NetworkError, match=r"total time budget \(--timeout .*\) ran out"):
+        wire.open()
+    listener.settimeout(0.2)
+    with pytest.raises(socket.timeout):
+        listener.accept()
+    wire.close()
+
+
+def test_a_wire_cancelled_before_it_connects_is_shut_at_once(
+    listener: socket.socket, no_proxy_env: dict[str, str]
+) -> None:
+    # an MCP cancellation that lands before open(): the socket open() makes is shut down as it
+    # is made, so nothing waits on it
+    port = listener.getsockname()[1]
+    wire = wire_for(f"http://127.0.0.1:{port}/v1", no_proxy_env)
+    wire.shutdown()
+    wire.open()
+    peer, _ = listener.accept()
+    with peer:
+        wire.conn.sock.settimeout(5)
+        assert wire.conn.sock.recv(1) == b""  # shut: at once, not after 5 s
+        peer.settimeout(5)
+        assert peer.recv(1) == b""
+    wire.close()
+
+
+def test_a_wire_passes_on_our_own_error_and_interrupts_from_connecting(
+    listener: socket.socket, no_proxy_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = listener.getsockname()[1]
+    dns = g.NetworkError("looking up 127.0.0.1 took longer than 5s", retryable=True)
+
+    def slow_dns(host: str, port: int, timeout: float) -> list[Any]:
+        raise dns
+
+    monkeypatch.setattr(g, "resolve", slow_dns)
+    wire = wire_for(f"http://127.0.0.1:{port}/v1", no_proxy_env)
+    with pytest.raises(g.NetworkError) as info:
+        wire.open()
+    assert info.value is dns  # as it was, not re-described
+    assert wire.watchdog is not None and wire.watchdog.done  # closed
+
+    def interrupted(address: tuple[str, int], timeout: float) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(g, "connect", interrupted)
+    wire = wire_for(f"http://127.0.0.1:{port}/v1", no_proxy_env)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C stays Ctrl-C, never a network error
+        wire.open()
+    assert wire.watchdog is not None and wire.watchdog.done
+
+
+def test_a_body_ended_by_the_watchdog_is_the_budget_not_a_cut_answer(
+    no_proxy_env: dict[str, str],
+) -> None:
+    import http.client
+
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")  # 3 bytes never come
+        resp = http.client.HTTPResponse(a)
+        resp.begin()
+        wire = wire_for("http://127.0.0.1:9/v1", no_proxy_env)
+        wire.resp = resp
+        wire.watchdog = g.Watchdog(time.monotonic() + 0.3)
+        wire.watchdog.watch(a)
+        assert wire.read() == b"ab"
+        with pytest.raises(socket.timeout, match="total time budget ran out"):
+            wire.read()  # the watchdog shut the socket: b"" here is its doing
+        assert wire.clock.total_limited
+        wire.close()
+
+
+def test_closing_a_wire_that_never_opened_and_a_close_that_fails(
+    no_proxy_env: dict[str, str],
+) -> None:
+    wire = wire_for("http://127.0.0.1:9/v1", no_proxy_env)
+    wire.close()  # no watchdog yet
+    assert wire.watchdog is None
+
+    def broken_close() -> None:
+        raise OSError(9, "Bad file descriptor")
+
+    wire.conn.close = broken_close
+    wire.close()  # clean-up never raises
+
+
+def test_the_clock_without_a_socket_only_remembers_which_limit_applies() -> None:
+    clock = g.Clock(5, time.monotonic() + 60)
+    clock.arm()
+    assert clock.sock is None and not clock.total_limited
+    clock = g.Clock(5, time.monotonic() + 1)
+    clock.arm()
+    assert clock.total_limited  # the budget ends before the idle limit would
+
+
+def test_a_bug_while_reading_an_error_body_is_not_taken_for_a_short_body(
+    no_proxy_env: dict[str, str],
+) -> None:
+    import http.client
+
+    wire = wire_for("http://127.0.0.1:9/v1", no_proxy_env)
+    pieces = iter([b"part of the error ", http.client.IncompleteRead(b"")])
+
+    def broken_transport(size: int = 0) -> bytes:
+        piece = next(pieces)
+        if isinstance(piece, Exception):
+            raise piece
+        return piece
+
+    wire.read = broken_transport  # type: ignore[method-assign]
+    assert wire.read_limited() == b"part of the error "  # a broken connection: what came
+
+    def bug(size: int = 0) -> bytes:
+        raise KeyError("a bug, not the network")
+
+    wire.read = bug  # type: ignore[method-assign]
+    with pytest.raises(KeyError):
+        wire.read_limited()
+    wire.close()

@@ -209,3 +209,31 @@ def test_a_stall_after_the_image_costs_at_most_the_grace(
     proc, record = json_run(tmp_path, env, "--idle-timeout", "60")
     assert time.monotonic() - started < 30  # the grace (READ_TO_END_GRACE), not the idle timeout
     assert record["ok"] and "main_model_usage" not in record
+
+
+def test_a_usage_with_only_a_total_is_summed_up_as_that(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    usage = {"total_tokens": 1234, "output_tokens_details": {"Not A Count": 1, "x": "y"}}
+    gateway.set_default(stream_with(usage=usage))
+    proc, record = json_run(tmp_path, env)
+    assert record["main_model_usage"] == {"total_tokens": 1234}  # empty details: dropped
+    saved = [line for line in proc.stderr.splitlines() if line.startswith("saved ")]
+    assert saved and saved[0].endswith("tokens: main model 1,234"), proc.stderr
+
+
+def test_totals_skip_a_field_whose_shape_changed_between_answers() -> None:
+    import generate_gateway_image as g
+
+    total: dict[str, Any] = {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 1}}
+    g.add_token_counts(
+        total,
+        {"input_tokens": {"odd": 1}, "input_tokens_details": 2, "output_tokens": 3},
+    )
+    assert total == {
+        "input_tokens": 5,
+        "input_tokens_details": {"cached_tokens": 1},
+        "output_tokens": 3,
+    }
+    g.add_token_counts(total, {"input_tokens_details": {"cached_tokens": 2, "text_tokens": 4}})
+    assert total["input_tokens_details"] == {"cached_tokens": 3, "text_tokens": 4}
