@@ -5543,9 +5543,9 @@ def rejects_background(exc: ImagegenError) -> bool:
     ChatGPT accounts answer "Store must be set to false"), over HTTP or in the stream (an
     error event has no status)."""
 
-    if not isinstance(exc, GatewayError) or isinstance(exc, AuthError):
+    if not isinstance(exc, GatewayError):
         return False
-    if exc.status and client_rejection(exc) is None:
+    if exc.status and client_rejection(exc) is None:  # a 401/403 (AuthError) included
         return False
     param = exc.param.lower()
     if param in ("store", "background"):
