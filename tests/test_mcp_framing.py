@@ -4,14 +4,16 @@ never answered, nothing but protocol on stdout."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import generate_gateway_image as g
-from tests.conftest import SCRIPT, TEST_KEY, clean_env, report, run_cli
+from tests.conftest import PNG, SCRIPT, TEST_KEY, clean_env, image_reply, report, run_cli
 from tests.gateway import Gateway
 
 
@@ -335,3 +337,76 @@ def test_a_message_that_is_not_a_request_and_a_reused_id(
     assert "a message must be a JSON object" in errors
     assert "not a JSON-RPC request" in errors
     assert "request id 7 is already in use" in errors, answers
+
+
+# --- what an old client gets, and what a call reports while it runs ------------------------------
+
+OLD_INIT = dict(INIT, params=dict(INIT["params"], protocolVersion="2024-11-05"))
+
+
+def call(rid: Any, name: str, arguments: Any, token: Any = None) -> dict[str, Any]:
+    message = request(rid, "tools/call", {"name": name, "arguments": arguments})
+    if token is not None:
+        message["params"]["_meta"] = {"progressToken": token}
+    return message
+
+
+def test_an_old_client_gets_a_saved_image_as_text_and_a_preview(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    """2024-11-05 knows neither structuredContent nor resource_link: the record comes as a JSON
+    text block, the small image as the preview; a null argument counts as not given."""
+    gateway.set_default(image_reply())
+    arguments = {"prompt": "a fox", "out": "fox.png", "size": None, "quality": None}
+    answers, proc = exchange(
+        [OLD_INIT, call(1, "generate_image", arguments), call(2, "check_gateway", {})],
+        env,
+        tmp_path,
+    )
+    by_id = {a["id"]: a for a in answers}
+    result = by_id[1]["result"]
+    assert result["isError"] is False and "structuredContent" not in result, proc.stderr
+    kinds = [block["type"] for block in result["content"]]
+    assert kinds == ["text", "text", "image"], result
+    assert "saved " + str(tmp_path / "fox.png") in result["content"][0]["text"]
+    record = json.loads(result["content"][1]["text"])
+    assert record["ok"] is True and record["images"][0]["path"] == str(tmp_path / "fox.png")
+    assert base64.b64decode(result["content"][2]["data"]) == PNG
+    assert (tmp_path / "fox.png").read_bytes() == PNG
+    check = by_id[2]["result"]
+    assert "structuredContent" not in check and check["content"][0]["type"] == "text"
+    assert "config" in check["content"][0]["text"]
+
+
+def test_progress_of_a_call_with_several_images_counts_them(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    gateway.set_default(image_reply())
+    arguments = {"prompt": "a fox", "out": "fox.png", "n": 2}
+    answers, proc = exchange(
+        [INIT, call(1, "generate_image", arguments, token="t2")], env, tmp_path
+    )
+    progress = [a["params"] for a in answers if a.get("method") == "notifications/progress"]
+    assert progress and all(p["progressToken"] == "t2" for p in progress), answers
+    # the first says "sending" before the call knows its images; then they are counted
+    pattern = r"[0-2]/2 images done; running: [a-z, -]+ \(\d+s\)$"
+    counted = [p["message"] for p in progress[1:]]
+    assert counted and all(re.match(pattern, m) for m in counted), counted
+    (result,) = [a["result"] for a in answers if a.get("id") == 1]
+    assert result["isError"] is False, proc.stderr
+    assert len(result["structuredContent"]["images"]) == 2
+
+
+def test_a_preview_skips_missing_and_unreadable_live_previews(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Asked for two live previews, the gateway sent none; a stray fox.partial-1.png that is no
+    image is not returned: the preview is the saved image itself."""
+    gateway.set_default(image_reply())
+    (tmp_path / "fox.partial-1.png").write_bytes(b"not an image at all")
+    arguments = {"prompt": "a fox", "out": "fox.png", "partial_images": 2}
+    answers, proc = exchange([INIT, call(1, "generate_image", arguments)], env, tmp_path)
+    (result,) = [a["result"] for a in answers if a.get("id") == 1]
+    assert result["isError"] is False, proc.stderr
+    (preview,) = [block for block in result["content"] if block["type"] == "image"]
+    assert base64.b64decode(preview["data"]) == PNG and preview["mimeType"] == "image/png"
