@@ -410,3 +410,78 @@ def test_a_preview_skips_missing_and_unreadable_live_previews(
     assert result["isError"] is False, proc.stderr
     (preview,) = [block for block in result["content"] if block["type"] == "image"]
     assert base64.b64decode(preview["data"]) == PNG and preview["mimeType"] == "image/png"
+
+
+# --- a bug costs one answer, never the server ---------------------------------------------
+
+
+def exchange_with_a_bug(
+    bug: str, lines: list[Any], env: dict[str, str], cwd: Path, *args: str
+) -> tuple[list[dict[str, Any]], subprocess.CompletedProcess[bytes]]:
+    """exchange() with the server's module patched first: `bug` names a function of the script
+    that is replaced by one raising RuntimeError("a planted bug")."""
+    code = (
+        "import sys, generate_gateway_image as g\n"
+        "def planted(*args, **kwargs):\n"
+        "    raise RuntimeError('a planted bug')\n"
+        f"setattr(g, {bug!r}, planted)\n"
+        "sys.exit(g.main(sys.argv[1:]))\n"
+    )
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--mcp", *args],
+        input=data,
+        capture_output=True,
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        cwd=str(cwd),
+        timeout=30,
+    )
+    return [json.loads(line) for line in proc.stdout.splitlines()], proc
+
+
+def test_a_bug_in_a_request_is_an_internal_error_answer(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    answers, proc = exchange_with_a_bug(
+        "mcp_tools", [INIT, request(1, "tools/list"), request(2, "ping")], env, tmp_path
+    )
+    by_id = {a["id"]: a for a in answers}
+    assert by_id[1]["error"] == {
+        "code": -32603,
+        "message": "internal error: RuntimeError: a planted bug",
+    }, answers
+    assert by_id[2]["result"] == {} and proc.returncode == 0
+
+
+def test_a_bug_in_a_call_is_an_error_result_with_its_traceback_under_verbose(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    lines = [INIT, call(1, "check_gateway", {}), request(2, "ping")]
+    answers, proc = exchange_with_a_bug("doctor", lines, env, tmp_path, "--verbose")
+    by_id = {a["id"]: a for a in answers}
+    result = by_id[1]["result"]
+    assert result["isError"] is True, answers
+    assert "internal error: RuntimeError: a planted bug" in result["content"][0]["text"]
+    assert by_id[2]["result"] == {} and proc.returncode == 0
+    stderr = proc.stderr.decode()
+    assert "Traceback (most recent call last)" in stderr and "planted" in stderr
+    answers, proc = exchange_with_a_bug("doctor", lines, env, tmp_path)
+    assert "Traceback" not in proc.stderr.decode()  # only under --verbose
+    assert {a["id"] for a in answers} == {0, 1, 2}
+
+
+# --- lines the server skips ------------------------------------------------------------------
+
+
+def test_blank_lines_and_a_line_of_several_pieces_are_skipped(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A line more than twice the cap is skipped piece by piece; blank lines are no messages;
+    a message with a wrong "jsonrpc" and no id is a notification: never answered."""
+    huge = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"a" * (2 * g.MCP_MAX_LINE)
+    wrong = {"jsonrpc": "1.0", "method": "ping"}
+    answers, proc = exchange(
+        [b"", b"   ", huge + b'"}}', b"\t", wrong, request(2, "ping")], env, tmp_path
+    )
+    assert [(a.get("id"), "error" in a) for a in answers] == [(None, True), (2, False)], answers
+    assert answers[0]["error"]["code"] == -32700
