@@ -485,3 +485,53 @@ def test_blank_lines_and_a_line_of_several_pieces_are_skipped(
     )
     assert [(a.get("id"), "error" in a) for a in answers] == [(None, True), (2, False)], answers
     assert answers[0]["error"]["code"] == -32700
+
+
+# --- the client's workspace roots ------------------------------------------------------------
+
+
+def test_roots_are_taken_once_each_up_to_the_cap_and_only_local_folders(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    """An answer to roots/list with duplicates, addresses that are no local folder (another
+    scheme or host, relative, a NUL, over 4096 characters, not a string) and more folders than
+    MCP_MAX_ROOTS: each folder once, the first MCP_MAX_ROOTS only."""
+    gateway.set_default(image_reply())
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    first = tmp_path / "first"
+    folders = [tmp_path / f"root{i}" for i in range(g.MCP_MAX_ROOTS + 5)]
+    for folder in [first, *folders]:
+        folder.mkdir()
+    odd: list[Any] = [
+        {"uri": first.as_uri()},
+        {"uri": 123},
+        {"uri": "file:///" + "x" * 5000},
+        {"uri": "http://example.com/work"},
+        {"uri": f"file://otherhost{tmp_path}"},
+        {"uri": "file:relative/work"},
+        {"uri": (tmp_path / "nul").as_uri() + "%00x"},
+        "not an object",
+    ]
+    roots = [{"uri": first.as_uri()}, *odd, *({"uri": f.as_uri()} for f in folders)]
+    init = dict(INIT, params=dict(INIT["params"], capabilities={"roots": {}}))
+    last_in, first_out = folders[g.MCP_MAX_ROOTS - 2], folders[g.MCP_MAX_ROOTS - 1]
+    lines = [
+        init,
+        notify("notifications/initialized"),
+        {"jsonrpc": "2.0", "id": "imagegen-roots-1", "result": {"roots": roots}},
+        call(1, "generate_image", {"prompt": "a fox", "out": str(last_in / "in.png")}),
+        call(2, "generate_image", {"prompt": "a fox", "out": str(first_out / "out.png")}),
+    ]
+    answers, proc = exchange(lines, env, tmp_path, "--out-dir", str(out_dir))
+    assert [a["method"] for a in answers if "method" in a] == ["roots/list"], answers
+    stderr = proc.stderr.decode()
+    (line,) = [x for x in stderr.splitlines() if "client workspace roots: " in x]
+    taken = line.split("client workspace roots: ", 1)[1].split(", ")
+    assert taken == [str(first), *(str(f) for f in folders[: g.MCP_MAX_ROOTS - 1])], line
+    by_id = {a["id"]: a for a in answers if "id" in a}
+    assert by_id[1]["result"]["isError"] is False, stderr
+    assert (last_in / "in.png").read_bytes() == PNG
+    refused = by_id[2]["result"]
+    assert refused["isError"] is True and "outside" in refused["content"][0]["text"], refused
+    assert not (first_out / "out.png").exists() and len(gateway.posts()) == 1
