@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import generate_gateway_image as g
 from tests.conftest import PNG, SCRIPT, TEST_KEY, clean_env, image_reply, report, run_cli
 from tests.gateway import Gateway, stall_reply
@@ -415,18 +417,12 @@ def test_a_preview_skips_missing_and_unreadable_live_previews(
 # --- a bug costs one answer, never the server ---------------------------------------------
 
 
-def exchange_with_a_bug(
-    bug: str, lines: list[Any], env: dict[str, str], cwd: Path, *args: str
+def exchange_patched(
+    patch: str, lines: list[Any], env: dict[str, str], cwd: Path, *args: str
 ) -> tuple[list[dict[str, Any]], subprocess.CompletedProcess[bytes]]:
-    """exchange() with the server's module patched first: `bug` names a function of the script
-    that is replaced by one raising RuntimeError("a planted bug")."""
-    code = (
-        "import sys, generate_gateway_image as g\n"
-        "def planted(*args, **kwargs):\n"
-        "    raise RuntimeError('a planted bug')\n"
-        f"setattr(g, {bug!r}, planted)\n"
-        "sys.exit(g.main(sys.argv[1:]))\n"
-    )
+    """exchange() with the server's module changed first by `patch` (Python, with the script
+    imported as g)."""
+    code = f"import sys, generate_gateway_image as g\n{patch}\nsys.exit(g.main(sys.argv[1:]))\n"
     data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
     proc = subprocess.run(
         [sys.executable, "-c", code, "--mcp", *args],
@@ -437,6 +433,19 @@ def exchange_with_a_bug(
         timeout=30,
     )
     return [json.loads(line) for line in proc.stdout.splitlines()], proc
+
+
+def exchange_with_a_bug(
+    bug: str, lines: list[Any], env: dict[str, str], cwd: Path, *args: str
+) -> tuple[list[dict[str, Any]], subprocess.CompletedProcess[bytes]]:
+    """exchange() with the script's function `bug` replaced by one raising
+    RuntimeError("a planted bug")."""
+    patch = (
+        "def planted(*args, **kwargs):\n"
+        "    raise RuntimeError('a planted bug')\n"
+        f"setattr(g, {bug!r}, planted)"
+    )
+    return exchange_patched(patch, lines, env, cwd, *args)
 
 
 def test_a_bug_in_a_request_is_an_internal_error_answer(
@@ -565,3 +574,31 @@ def test_calls_beyond_the_queue_are_refused_and_the_rest_cancelled_at_eof(
     assert proc.returncode == 0 and elapsed < g.MCP_EOF_GRACE + g.MCP_SHUTDOWN_WAIT + 10
     assert len(gateway.posts()) == 1 and list(tmp_path.glob("fox*")) == []
     assert "cancelled: no answer is sent" in proc.stderr.decode()
+
+
+@pytest.mark.parametrize("vanished", [False, True])
+def test_a_call_stuck_at_eof_leaves_no_temporary_file(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path, vanished: bool
+) -> None:
+    """A call that neither ends nor wakes when cancelled (planted: it hangs after the image
+    arrived, before it is moved into place): the server exits after its grace periods all the
+    same, and removes the call's .part file, which that call's thread never will (a .part that
+    is already gone is no error)."""
+    gateway.set_default(image_reply())
+    patch = (
+        "import os, time\n"
+        "g.MCP_EOF_GRACE, g.MCP_SHUTDOWN_WAIT = 0.5, 0.5\n"
+        "def stuck(outcome, sink, *args):\n"
+        f"    if {vanished}:\n"
+        "        os.remove(sink.tmp)\n"
+        "    time.sleep(60)\n"
+        "g.commit_images = stuck"
+    )
+    lines = [INIT, call(1, "generate_image", {"prompt": "a fox", "out": "fox.png"})]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    answers, proc = exchange_patched(patch, lines, env, tmp_path, "--out-dir", str(out_dir))
+    assert [a["id"] for a in answers] == [0] and proc.returncode == 0, proc.stderr
+    assert len(gateway.posts()) == 1
+    assert sorted(p.name for p in out_dir.iterdir()) == [], proc.stderr
+    assert b"Traceback" not in proc.stderr
