@@ -602,3 +602,58 @@ def test_a_call_stuck_at_eof_leaves_no_temporary_file(
     assert len(gateway.posts()) == 1
     assert sorted(p.name for p in out_dir.iterdir()) == [], proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+# --- a configuration the calls cannot use -----------------------------------------------------
+
+
+def home_with(tmp_path: Path, provider: str) -> dict[str, str]:
+    """A Codex home whose provider table is `provider` (its base_url given there), with the
+    test key in auth.json."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'model_provider = "gw"\n[model_providers.gw]\nname = "test"\n{provider}\n',
+        encoding="utf-8",
+    )
+    auth = home / "auth.json"
+    auth.write_text(json.dumps({"OPENAI_API_KEY": TEST_KEY}), encoding="utf-8")
+    auth.chmod(0o600)
+    return clean_env(CODEX_HOME=str(home))
+
+
+def test_a_login_the_provider_does_not_take_gets_its_own_hint_not_a_variable_to_forward(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """No requires_openai_auth: the key in auth.json is withheld (as in Codex). No variable is
+    missing from the server's environment, so the hint is the configuration's, in the call's
+    result and in check_gateway's failed key check."""
+    env = home_with(tmp_path, f'base_url = "{gateway.base_url}"')
+    lines = [INIT, call(1, "generate_image", {"prompt": "a fox"}), call(2, "check_gateway", {})]
+    answers, proc = exchange(lines, env, tmp_path)
+    by_id = {a["id"]: a["result"] for a in answers}
+    generated = by_id[1]["structuredContent"]
+    assert generated["exit_code"] == 3 and "does not set requires_openai_auth" in generated["error"]
+    assert "add requires_openai_auth = true" in generated["hint"]
+    checked = by_id[2]
+    (key,) = [c for c in checked["structuredContent"]["checks"] if c["check"] == "key"]
+    assert key["status"] == "failed" and "add requires_openai_auth = true" in key["hint"]
+    for result in by_id.values():
+        assert "started without" not in json.dumps(result)  # no variable to forward
+    assert gateway.posts() == []  # nothing generated; the doctor only looks
+    assert TEST_KEY not in proc.stdout.decode() + proc.stderr.decode()
+
+
+def test_a_broken_configuration_is_said_at_start_and_fails_each_call(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    env = home_with(tmp_path, 'base_url = "ftp://gateway.invalid/v1"\nrequires_openai_auth = true')
+    answers, proc = exchange([INIT, call(1, "generate_image", {"prompt": "a fox"})], env, tmp_path)
+    stderr = proc.stderr.decode()
+    assert "must be an http:// or https:// URL; tool calls fail until this is fixed" in stderr
+    assert "MCP server ready" not in stderr and proc.returncode == 0
+    (result,) = [a["result"] for a in answers if a.get("id") == 1]
+    record = result["structuredContent"]
+    assert record["exit_code"] == 3 and "must be an http:// or https:// URL" in record["error"]
+    assert "--codex-home" not in json.dumps(result)  # the configuration was found
+    assert gateway.requests == []
