@@ -5,7 +5,9 @@ never answered, nothing but protocol on stdout."""
 from __future__ import annotations
 
 import base64
+import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -657,3 +659,45 @@ def test_a_broken_configuration_is_said_at_start_and_fails_each_call(
     assert record["exit_code"] == 3 and "must be an http:// or https:// URL" in record["error"]
     assert "--codex-home" not in json.dumps(result)  # the configuration was found
     assert gateway.requests == []
+
+
+# --- where the server runs ---------------------------------------------------------------------
+
+
+def test_without_stdin_the_server_refuses_to_start(env: dict[str, str], tmp_path: Path) -> None:
+    """A client that starts the server with stdin closed: exit 2 with the reason, no protocol."""
+    if os.name != "posix":
+        pytest.skip("closing fd 0 before exec is POSIX (Windows: a process always has stdin)")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--mcp"],
+        preexec_fn=lambda: os.close(0),
+        capture_output=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=30,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert b"--mcp needs stdin: the client writes its requests there" in proc.stderr
+    assert proc.stdout == b""
+
+
+def test_an_embedding_host_without_file_descriptors_gets_the_protocol_on_its_stdout(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process, with sys.stdin and sys.stdout as in-memory streams (no descriptors to
+    duplicate): the answers go to that stdout, which is restored afterwards."""
+    lines = [INIT, request(1, "ping"), request(2, "tools/list")]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setenv("CODEX_HOME", env["CODEX_HOME"])
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.chdir(tmp_path)
+    assert g.main(["--mcp"]) == 0
+    assert sys.stdout is stdout
+    stdout.flush()
+    raw = stdout.buffer.getvalue()  # type: ignore[attr-defined]
+    answers = [json.loads(line) for line in raw.splitlines()]
+    assert [a["id"] for a in answers] == [0, 1, 2]
+    assert {t["name"] for t in answers[2]["result"]["tools"]} == {"generate_image", "check_gateway"}
