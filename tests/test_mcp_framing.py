@@ -701,3 +701,21 @@ def test_an_embedding_host_without_file_descriptors_gets_the_protocol_on_its_std
     answers = [json.loads(line) for line in raw.splitlines()]
     assert [a["id"] for a in answers] == [0, 1, 2]
     assert {t["name"] for t in answers[2]["result"]["tools"]} == {"generate_image", "check_gateway"}
+
+
+def test_a_prompt_whose_names_are_all_taken_is_refused_before_sending(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Without out, a call's file is named after its prompt and never replaces a file: with
+    a-fox.png and a-fox-2.png ... a-fox-9999.png all there, it asks for out; nothing is sent."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for number in range(1, 10_000):
+        (out_dir / ("a-fox.png" if number == 1 else f"a-fox-{number}.png")).touch()
+    lines = [INIT, call(1, "generate_image", {"prompt": "a fox"})]
+    answers, proc = exchange(lines, env, tmp_path, "--out-dir", str(out_dir))
+    (result,) = [a["result"] for a in answers if a.get("id") == 1]
+    record = result["structuredContent"]
+    assert record["error"] == f"no free file name for this prompt in {out_dir}", record
+    assert record["hint"] == "pass out" and record["exit_code"] == 7
+    assert gateway.requests == [] and len(list(out_dir.iterdir())) == 9999
