@@ -14,7 +14,7 @@ import pytest
 
 from tests import images
 from tests.conftest import TEST_KEY, clean_env, run_cli, run_until_sigterm, write_codex_home
-from tests.gateway import Gateway, error_reply, image_events, sse_reply
+from tests.gateway import Gateway, error_reply, image_events, raw_reply, sse_reply
 
 PNG = images.png_bytes(40, 24)
 
@@ -126,6 +126,25 @@ def test_gateway_refusal_is_one_object(
     proc = run_cli(["--json", "--prompt", "p", "--out", str(tmp_path / "o.png")], env)
     record = one_object(proc)
     assert proc.returncode == 4 and "quality" in record["error"], record
+
+
+@pytest.mark.parametrize("body", [b"", b'{"id": "resp_1", "output": ['], ids=["empty", "cut"])
+def test_an_unreadable_json_answer_is_one_object_after_its_retries(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], body: bytes
+) -> None:
+    """A 200 JSON body that is empty or ends mid-value (its Content-Length complete): retried
+    as a cut answer (the gateway had started: it may bill), then exit 4."""
+    gateway.set_default(raw_reply(body, content_type="application/json"))
+    out = tmp_path / "x.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out), "--json", "--no-stream", "--retries", "1"], env
+    )
+    record = one_object(proc)
+    assert record["exit_code"] == 4
+    assert record["error"].startswith("the gateway's JSON answer is unreadable")
+    assert record["hint"].startswith("the body may have been cut short; retry")
+    assert len(gateway.posts()) == 2 and "may be billed twice" in proc.stderr
+    assert not out.exists()
 
 
 def test_network_error_is_one_object(tmp_path: Path) -> None:
