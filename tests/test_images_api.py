@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from tests import images
 from tests.conftest import (
     PNG,
+    SCRIPT,
     TEST_KEY,
     assert_no_secret,
     assert_ok,
@@ -342,3 +344,31 @@ def test_more_than_nine_distinct_image_urls_keep_nine(
     for n in range(2, 10):
         assert (tmp_path / f"u-{n}.png").read_bytes() == images.png_bytes(8 + n - 1, 8)
     assert not (tmp_path / "u-10.png").exists()
+
+
+def test_a_bug_inside_a_download_is_not_retried_as_a_network_fault(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """A TypeError while the image is read (planted) is ours: one GET, exit 1 (internal error),
+    never "downloading the image: ..." retried."""
+    gateway.enqueue(url_answer(gateway, IMG_PATH), path=GENERATIONS)
+    gateway.set_default(raw_reply(FINAL, content_type="image/png"), path=IMG_PATH)
+    wrapper = (
+        "import sys, generate_gateway_image as g\n"
+        "def broken(*args): raise TypeError('a bug')\n"
+        "g.stream_base64 = broken\n"
+        "sys.exit(g.main(sys.argv[1:]))"
+    )
+    args = ["--api", "images", "--prompt", "p", "--out", str(tmp_path / "u.png")]
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, *args],
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "internal error: TypeError: a bug" in proc.stderr
+    assert "downloading the image" not in proc.stderr and "retrying" not in proc.stderr
+    assert [r.path for r in gateway.requests] == [GENERATIONS, IMG_PATH]
+    assert not (tmp_path / "u.png").exists() and leftovers(tmp_path) == []
