@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import images
-from tests.conftest import TEST_KEY, clean_env, run_cli, run_until_sigterm, write_codex_home
+from tests.conftest import SCRIPT, TEST_KEY, clean_env, run_cli, run_until_sigterm, write_codex_home
 from tests.gateway import Gateway, error_reply, image_events, raw_reply, sse_reply
 
 PNG = images.png_bytes(40, 24)
@@ -248,3 +249,32 @@ def test_unwritable_output_after_the_image_is_one_object(
     assert record["path"] and record["path"] != str(out)
     assert Path(record["path"]).read_bytes() == PNG
     Path(record["path"]).unlink()
+
+
+def test_a_disk_fault_while_the_answer_arrives_is_one_object_and_not_retried(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """An ENOSPC raised while the stream is read (planted in the SSE parser, where a spooled
+    value's file could fail) is the local disk's: exit 7, one POST, never a network error."""
+    gateway.set_default(sse_reply(image_events(images.b64(PNG))))
+    wrapper = (
+        "import errno, sys, generate_gateway_image as g\n"
+        "def full(self, *args): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "g.SSEParser.feed = full\n"
+        "sys.exit(g.main(sys.argv[1:]))"
+    )
+    out = tmp_path / "x.png"
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, "--prompt", "p", "--out", str(out), "--json"],
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    record = one_object(proc)
+    assert record["exit_code"] == 7, proc.stderr
+    assert record["error"] == (
+        "the local disk refused a write while the answer arrived: No space left on device"
+    )
+    assert len(gateway.posts()) == 1 and "retrying" not in proc.stderr
+    assert not out.exists()
