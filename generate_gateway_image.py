@@ -4996,8 +4996,6 @@ def exchange(
     """One attempt over the wire: the request is sent and the answer (SSE or JSON) is fed to
     the collector as it arrives. The steps are helpers below; this keeps only their order and
     the one place where a transport exception becomes our error (attempt_failure)."""
-    import socket
-
     url = gw.url(request.path)
     headers = attempt_headers(gw, request)
     clock = Clock(settings.idle_timeout, deadline)
@@ -5017,9 +5015,8 @@ def exchange(
         else:
             read_json_body(wire, first, status, collector, console)
             ended_early = False
-        if wire.watchdog is not None and wire.watchdog.fired:
-            clock.total_limited = True  # the end of the body was the watchdog's doing
-            raise socket.timeout("budget spent")
+        # a body the watchdog cut has already raised (Wire._read_raw): one that ended is whole,
+        # and judged as such even if the budget ran out while its last bytes were handled
         collector.verdict(transport_ended_early=ended_early)
     except ImagegenError:
         raise

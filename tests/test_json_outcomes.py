@@ -15,7 +15,14 @@ import pytest
 
 from tests import images
 from tests.conftest import SCRIPT, TEST_KEY, clean_env, run_cli, run_until_sigterm, write_codex_home
-from tests.gateway import Gateway, error_reply, image_events, raw_reply, sse_reply
+from tests.gateway import (
+    Gateway,
+    error_reply,
+    image_events,
+    raw_reply,
+    sse_reply,
+    text_only_events,
+)
 
 PNG = images.png_bytes(40, 24)
 
@@ -278,3 +285,42 @@ def test_a_disk_fault_while_the_answer_arrives_is_one_object_and_not_retried(
     )
     assert len(gateway.posts()) == 1 and "retrying" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["no-image", "image"])
+def test_a_budget_that_runs_out_as_the_answer_ends_is_one_object(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], image: bool
+) -> None:
+    """The total budget runs out while the last of the answer is handled (planted: a slow
+    machine, 3 s after the body ended, --timeout 2): the answer came whole, so it is judged
+    as it is: the image saved (exit 0), or the model's text without one (exit 5), never a
+    time-out whose hint (raise --timeout) would pay again for the same answer. One POST."""
+    events = image_events(images.b64(PNG)) if image else text_only_events("no picture")
+    gateway.set_default(sse_reply(events))
+    wrapper = (
+        "import sys, time, generate_gateway_image as g\n"
+        "read = g.read_sse_body\n"
+        "def slow(*args):\n"
+        "    ended = read(*args)\n"
+        "    time.sleep(3)\n"
+        "    return ended\n"
+        "g.read_sse_body = slow\n"
+        "sys.exit(g.main(sys.argv[1:]))"
+    )
+    out = tmp_path / "x.png"
+    args = ["--prompt", "p", "--out", str(out), "--json", "--timeout", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, *args],
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    record = one_object(proc)
+    assert len(gateway.posts()) == 1
+    if image:
+        assert record["ok"] is True and out.read_bytes() == PNG
+    else:
+        assert record["exit_code"] == 5, proc.stderr
+        assert "no picture" in proc.stderr and "time budget" not in proc.stderr
+        assert not out.exists()
