@@ -719,3 +719,37 @@ def test_a_prompt_whose_names_are_all_taken_is_refused_before_sending(
     assert record["error"] == f"no free file name for this prompt in {out_dir}", record
     assert record["hint"] == "pass out" and record["exit_code"] == 7
     assert gateway.requests == [] and len(list(out_dir.iterdir())) == 9999
+
+
+# --- pieces a subprocess cannot reach on this system ------------------------------------------
+
+
+def test_a_connection_cancelled_before_it_opens_sends_nothing(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An MCP cancellation can land between a call registering its connection and opening it:
+    the connection is shut down the moment it opens, and no request reaches the gateway."""
+    import time
+
+    monkeypatch.setenv("NO_PROXY", "*")
+    clock = g.Clock(5.0, time.monotonic() + 10)
+    wire = g.Wire(gateway.base_url + "/responses", g.Settings({}), clock)
+    wire.shutdown()  # before open(): no watchdog yet
+    assert wire.killed and wire.watchdog is None
+    try:
+        wire.open()
+        with pytest.raises((g.ImagegenError, OSError)):
+            wire.send("POST", {"Content-Type": "application/json"}, [b"{}"])
+            wire.answer()
+    finally:
+        wire.close()
+    time.sleep(0.2)
+    assert gateway.requests == []
+
+
+def test_a_relative_path_is_never_inside_a_folder() -> None:
+    """commonpath refuses to compare a relative and an absolute path (and, on Windows, two
+    drives): that is "outside", never an error."""
+    folder = os.path.abspath("work")
+    assert g.is_inside(os.path.join(folder, "a.png"), folder) is True
+    assert g.is_inside("a.png", folder) is False
