@@ -5157,10 +5157,11 @@ def read_json_body(
                 retryable=True,
                 started=True,
             ) from None
-        if isinstance(obj, dict):
-            if console.verbose:
-                console.debug(json_answer_summary(obj))
-            collector.handle_json(obj)
+        # an object: the body's first byte was "{" (a blank body does not parse, and blanks
+        # past MAX_EVENT_BYTES overflow the spool)
+        if console.verbose:
+            console.debug(json_answer_summary(obj))
+        collector.handle_json(obj)
     finally:
         spool.close()
     collector.finished = True
@@ -8247,15 +8248,14 @@ def mcp_preview(outcomes: Sequence[Outcome], partials_dir: str | None, since: fl
     import base64
 
     candidates: list[str] = []
-    for outcome in outcomes:
-        job = outcome.job
-        stem, ext = os.path.splitext(os.path.basename(job.out) or "image.png")
-        folder = partials_dir or os.path.dirname(os.path.abspath(job.out))
-        for index in range(job.partial_images, 0, -1):
-            candidates.append(os.path.join(folder, f"{stem}.partial-{index}{ext or '.png'}"))
-        if outcome.image is not None and outcome.error is None:
-            candidates.append(outcome.image.path)
-        break  # the first image stands for all of a call's variants
+    outcome = outcomes[0]  # the first image stands for all of a call's variants (one at least)
+    job = outcome.job
+    stem, ext = os.path.splitext(os.path.basename(job.out) or "image.png")
+    folder = partials_dir or os.path.dirname(os.path.abspath(job.out))
+    for index in range(job.partial_images, 0, -1):
+        candidates.append(os.path.join(folder, f"{stem}.partial-{index}{ext or '.png'}"))
+    if outcome.image is not None and outcome.error is None:
+        candidates.append(outcome.image.path)
     for path in candidates:
         try:
             info = os.stat(path)
