@@ -292,7 +292,7 @@ def test_a_budget_that_runs_out_as_the_answer_ends_is_one_object(
     tmp_path: Path, gateway: Gateway, env: dict[str, str], image: bool
 ) -> None:
     """The total budget runs out while the last of the answer is handled (planted: a slow
-    machine, 3 s after the body ended, --timeout 2): the answer came whole, so it is judged
+    machine, 3.2 s after the body ended, --timeout 3): the answer came whole, so it is judged
     as it is: the image saved (exit 0), or the model's text without one (exit 5), never a
     time-out whose hint (raise --timeout) would pay again for the same answer. One POST."""
     events = image_events(images.b64(PNG)) if image else text_only_events("no picture")
@@ -302,13 +302,13 @@ def test_a_budget_that_runs_out_as_the_answer_ends_is_one_object(
         "read = g.read_sse_body\n"
         "def slow(*args):\n"
         "    ended = read(*args)\n"
-        "    time.sleep(3)\n"
+        "    time.sleep(3.2)\n"
         "    return ended\n"
         "g.read_sse_body = slow\n"
         "sys.exit(g.main(sys.argv[1:]))"
     )
     out = tmp_path / "x.png"
-    args = ["--prompt", "p", "--out", str(out), "--json", "--timeout", "2"]
+    args = ["--prompt", "p", "--out", str(out), "--json", "--timeout", "3"]
     proc = subprocess.run(
         [sys.executable, "-c", wrapper, *args],
         env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
