@@ -4989,8 +4989,6 @@ def exchange(
     """One attempt over the wire: the request is sent and the answer (SSE or JSON) is fed to
     the collector as it arrives. The steps are helpers below; this keeps only their order and
     the one place where a transport exception becomes our error (attempt_failure)."""
-    import socket
-
     url = gw.url(request.path)
     headers = attempt_headers(gw, request)
     clock = Clock(settings.idle_timeout, deadline)
@@ -5010,9 +5008,8 @@ def exchange(
         else:
             read_json_body(wire, first, status, collector, console)
             ended_early = False
-        if wire.watchdog is not None and wire.watchdog.fired:
-            clock.total_limited = True  # the end of the body was the watchdog's doing
-            raise socket.timeout("budget spent")
+        # a body the watchdog cut has already raised (Wire._read_raw): one that ended is whole,
+        # and judged as such even if the budget ran out while its last bytes were handled
         collector.verdict(transport_ended_early=ended_early)
     except ImagegenError:
         raise
@@ -5153,10 +5150,11 @@ def read_json_body(
                 retryable=True,
                 started=True,
             ) from None
-        if isinstance(obj, dict):
-            if console.verbose:
-                console.debug(json_answer_summary(obj))
-            collector.handle_json(obj)
+        # an object: the body's first byte was "{" (a blank body does not parse, and blanks
+        # past MAX_EVENT_BYTES overflow the spool)
+        if console.verbose:
+            console.debug(json_answer_summary(obj))
+        collector.handle_json(obj)
     finally:
         spool.close()
     collector.finished = True
@@ -5536,9 +5534,9 @@ def rejects_background(exc: ImagegenError) -> bool:
     ChatGPT accounts answer "Store must be set to false"), over HTTP or in the stream (an
     error event has no status)."""
 
-    if not isinstance(exc, GatewayError) or isinstance(exc, AuthError):
+    if not isinstance(exc, GatewayError):
         return False
-    if exc.status and client_rejection(exc) is None:
+    if exc.status and client_rejection(exc) is None:  # a 401/403 (AuthError) included
         return False
     param = exc.param.lower()
     if param in ("store", "background"):
@@ -8242,15 +8240,14 @@ def mcp_preview(outcomes: Sequence[Outcome], partials_dir: str | None, since: fl
     import base64
 
     candidates: list[str] = []
-    for outcome in outcomes:
-        job = outcome.job
-        stem, ext = os.path.splitext(os.path.basename(job.out) or "image.png")
-        folder = partials_dir or os.path.dirname(os.path.abspath(job.out))
-        for index in range(job.partial_images, 0, -1):
-            candidates.append(os.path.join(folder, f"{stem}.partial-{index}{ext or '.png'}"))
-        if outcome.image is not None and outcome.error is None:
-            candidates.append(outcome.image.path)
-        break  # the first image stands for all of a call's variants
+    outcome = outcomes[0]  # the first image stands for all of a call's variants (one at least)
+    job = outcome.job
+    stem, ext = os.path.splitext(os.path.basename(job.out) or "image.png")
+    folder = partials_dir or os.path.dirname(os.path.abspath(job.out))
+    for index in range(job.partial_images, 0, -1):
+        candidates.append(os.path.join(folder, f"{stem}.partial-{index}{ext or '.png'}"))
+    if outcome.image is not None and outcome.error is None:
+        candidates.append(outcome.image.path)
     for path in candidates:
         try:
             info = os.stat(path)

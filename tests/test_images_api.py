@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from tests import images
 from tests.conftest import (
     PNG,
+    SCRIPT,
     TEST_KEY,
     assert_no_secret,
     assert_ok,
@@ -18,7 +21,7 @@ from tests.conftest import (
     leftovers,
     run_cli,
 )
-from tests.gateway import Gateway, Reply, error_reply, json_reply, raw_reply
+from tests.gateway import Gateway, Reply, close_reply, error_reply, json_reply, raw_reply
 
 
 def images_api_reply(data: bytes = PNG) -> Reply:
@@ -170,6 +173,10 @@ def test_images_api_auth_error_exit_3(
             lambda: error_reply(400, "Tool 'image_generation' is not supported with gpt-x"),
             id="tool-unsupported",
         ),
+        pytest.param(
+            lambda: error_reply(400, "Forced tool choice is not allowed here", param="tool_choice"),
+            id="forced-tool-choice",
+        ),
     ],
 )
 def test_api_auto_falls_back_to_images(
@@ -243,3 +250,125 @@ def test_api_auto_unrelated_400_does_not_fall_back(
     proc = run_cli(["--api", "auto", "--prompt", "p", "--out", str(tmp_path / "r.png")], env)
     assert proc.returncode == 4, proc.stderr
     assert [r.path for r in gateway.requests] == ["/v1/responses"]
+
+
+def test_api_auto_retries_a_5xx_on_responses(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """A 500 says nothing about the endpoint: retried where it was, no switch of API."""
+    gateway.enqueue(error_reply(500, "The server had an error", type_="server_error"))
+    gateway.enqueue(image_reply(FINAL))
+    gateway.set_default(images_api_reply(), path=GENERATIONS)
+    out = tmp_path / "r.png"
+    proc = run_cli(["--api", "auto", "--prompt", "p", "--out", str(out)], env)
+    assert_ok(proc)
+    assert [r.path for r in gateway.requests] == ["/v1/responses", "/v1/responses"]
+    assert "Images API" not in proc.stderr
+    assert out.read_bytes() == FINAL
+
+
+# --- an Images API answer that links its image: the download (a GET, retried for free) --------
+
+IMG_PATH = "/files/img.png"
+
+
+def url_answer(gateway: Gateway, *paths: str) -> Reply:
+    return json_reply({"created": 1759354093, "data": [{"url": gateway.url + p} for p in paths]})
+
+
+def images_run(
+    tmp_path: Path, env: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    args = ["--api", "images", "--prompt", "p", "--out", str(tmp_path / "u.png"), *extra]
+    return run_cli(args, env)
+
+
+def test_a_download_cut_by_a_reset_is_retried_as_a_get(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    gateway.enqueue(url_answer(gateway, IMG_PATH), path=GENERATIONS)
+    gateway.enqueue(
+        close_reply(reset=True), raw_reply(FINAL, content_type="image/png"), path=IMG_PATH
+    )
+    proc = images_run(tmp_path, env)
+    assert_ok(proc)
+    assert "downloading the image: " in proc.stderr and "retrying the download" in proc.stderr
+    assert len(gateway.posts(GENERATIONS)) == 1
+    assert (tmp_path / "u.png").read_bytes() == FINAL
+
+
+def test_a_download_with_broken_framing_is_a_network_error(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """A chunked body whose chunk size is not a number: exit 6 after the retries, one POST."""
+    from tests.raw_servers import RawServer, send
+
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with RawServer(send(head, b"zz\r\nnot a chunk\r\n")) as raw:
+        answer = {"created": 1, "data": [{"url": f"http://127.0.0.1:{raw.port}/img.png"}]}
+        gateway.enqueue(json_reply(answer), path=GENERATIONS)
+        proc = images_run(tmp_path, env, "--retries", "1")
+    assert proc.returncode == 6, proc.stderr
+    assert "downloading the image: " in proc.stderr
+    assert raw.connections == 2 and len(gateway.posts(GENERATIONS)) == 1
+    assert not (tmp_path / "u.png").exists() and leftovers(tmp_path) == []
+
+
+def test_a_download_retry_that_cannot_fit_the_time_budget_is_not_waited_for(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """The answer links its image 1.63 s into a 2 s budget and the download fails (503): with
+    about 0.3 s left, less than the first backoff (0.375-0.5 s), the error now, one GET."""
+    answer = {"created": 1759354093, "data": [{"url": gateway.url + IMG_PATH}]}
+    gateway.enqueue(json_reply(answer, delay=1.63), path=GENERATIONS)
+    gateway.set_default(error_reply(503, "busy", type_="server_error"), path=IMG_PATH)
+    proc = images_run(tmp_path, env, "--timeout", "2")
+    # 4: the 503; 6 only on a machine so slow that the GET itself outlasted the budget
+    assert proc.returncode in (4, 6), proc.stderr
+    assert "retrying the download" not in proc.stderr
+    assert [r.path for r in gateway.requests] == [GENERATIONS, IMG_PATH]
+
+
+def test_more_than_nine_distinct_image_urls_keep_nine(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """One image and at most 8 further ones (u-2 ... u-9); a tenth link is not downloaded."""
+    paths = [f"/files/{i}.png" for i in range(10)]
+    gateway.enqueue(url_answer(gateway, *paths), path=GENERATIONS)
+    for i, path in enumerate(paths):
+        gateway.enqueue(raw_reply(images.png_bytes(8 + i, 8), content_type="image/png"), path=path)
+    proc = images_run(tmp_path, env)
+    assert_ok(proc)
+    assert [r.path for r in gateway.requests] == [GENERATIONS, *paths[:9]]
+    assert (tmp_path / "u.png").read_bytes() == images.png_bytes(8, 8)
+    for n in range(2, 10):
+        assert (tmp_path / f"u-{n}.png").read_bytes() == images.png_bytes(8 + n - 1, 8)
+    assert not (tmp_path / "u-10.png").exists()
+
+
+def test_a_bug_inside_a_download_is_not_retried_as_a_network_fault(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """A TypeError while the image is read (planted) is ours: one GET, exit 1 (internal error),
+    never "downloading the image: ..." retried."""
+    gateway.enqueue(url_answer(gateway, IMG_PATH), path=GENERATIONS)
+    gateway.set_default(raw_reply(FINAL, content_type="image/png"), path=IMG_PATH)
+    wrapper = (
+        "import sys, generate_gateway_image as g\n"
+        "def broken(*args): raise TypeError('a bug')\n"
+        "g.stream_base64 = broken\n"
+        "sys.exit(g.main(sys.argv[1:]))"
+    )
+    args = ["--api", "images", "--prompt", "p", "--out", str(tmp_path / "u.png")]
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, *args],
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "internal error: TypeError: a bug" in proc.stderr
+    assert "downloading the image" not in proc.stderr and "retrying" not in proc.stderr
+    assert [r.path for r in gateway.requests] == [GENERATIONS, IMG_PATH]
+    assert not (tmp_path / "u.png").exists() and leftovers(tmp_path) == []

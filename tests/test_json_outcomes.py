@@ -7,14 +7,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import images
-from tests.conftest import TEST_KEY, clean_env, run_cli, run_until_sigterm, write_codex_home
-from tests.gateway import Gateway, error_reply, image_events, sse_reply
+from tests.conftest import SCRIPT, TEST_KEY, clean_env, run_cli, run_until_sigterm, write_codex_home
+from tests.gateway import (
+    Gateway,
+    error_reply,
+    image_events,
+    raw_reply,
+    sse_reply,
+    text_only_events,
+)
 
 PNG = images.png_bytes(40, 24)
 
@@ -128,6 +136,25 @@ def test_gateway_refusal_is_one_object(
     assert proc.returncode == 4 and "quality" in record["error"], record
 
 
+@pytest.mark.parametrize("body", [b"", b'{"id": "resp_1", "output": ['], ids=["empty", "cut"])
+def test_an_unreadable_json_answer_is_one_object_after_its_retries(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], body: bytes
+) -> None:
+    """A 200 JSON body that is empty or ends mid-value (its Content-Length complete): retried
+    as a cut answer (the gateway had started: it may bill), then exit 4."""
+    gateway.set_default(raw_reply(body, content_type="application/json"))
+    out = tmp_path / "x.png"
+    proc = run_cli(
+        ["--prompt", "p", "--out", str(out), "--json", "--no-stream", "--retries", "1"], env
+    )
+    record = one_object(proc)
+    assert record["exit_code"] == 4
+    assert record["error"].startswith("the gateway's JSON answer is unreadable")
+    assert record["hint"].startswith("the body may have been cut short; retry")
+    assert len(gateway.posts()) == 2 and "may be billed twice" in proc.stderr
+    assert not out.exists()
+
+
 def test_network_error_is_one_object(tmp_path: Path) -> None:
     import socket
 
@@ -229,3 +256,71 @@ def test_unwritable_output_after_the_image_is_one_object(
     assert record["path"] and record["path"] != str(out)
     assert Path(record["path"]).read_bytes() == PNG
     Path(record["path"]).unlink()
+
+
+def test_a_disk_fault_while_the_answer_arrives_is_one_object_and_not_retried(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """An ENOSPC raised while the stream is read (planted in the SSE parser, where a spooled
+    value's file could fail) is the local disk's: exit 7, one POST, never a network error."""
+    gateway.set_default(sse_reply(image_events(images.b64(PNG))))
+    wrapper = (
+        "import errno, sys, generate_gateway_image as g\n"
+        "def full(self, *args): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "g.SSEParser.feed = full\n"
+        "sys.exit(g.main(sys.argv[1:]))"
+    )
+    out = tmp_path / "x.png"
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, "--prompt", "p", "--out", str(out), "--json"],
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    record = one_object(proc)
+    assert record["exit_code"] == 7, proc.stderr
+    assert record["error"] == (
+        "the local disk refused a write while the answer arrived: No space left on device"
+    )
+    assert len(gateway.posts()) == 1 and "retrying" not in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["no-image", "image"])
+def test_a_budget_that_runs_out_as_the_answer_ends_is_one_object(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], image: bool
+) -> None:
+    """The total budget runs out while the last of the answer is handled (planted: a slow
+    machine, 3.2 s after the body ended, --timeout 3): the answer came whole, so it is judged
+    as it is: the image saved (exit 0), or the model's text without one (exit 5), never a
+    time-out whose hint (raise --timeout) would pay again for the same answer. One POST."""
+    events = image_events(images.b64(PNG)) if image else text_only_events("no picture")
+    gateway.set_default(sse_reply(events))
+    wrapper = (
+        "import sys, time, generate_gateway_image as g\n"
+        "read = g.read_sse_body\n"
+        "def slow(*args):\n"
+        "    ended = read(*args)\n"
+        "    time.sleep(3.2)\n"
+        "    return ended\n"
+        "g.read_sse_body = slow\n"
+        "sys.exit(g.main(sys.argv[1:]))"
+    )
+    out = tmp_path / "x.png"
+    args = ["--prompt", "p", "--out", str(out), "--json", "--timeout", "3"]
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, *args],
+        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    record = one_object(proc)
+    assert len(gateway.posts()) == 1
+    if image:
+        assert record["ok"] is True and out.read_bytes() == PNG
+    else:
+        assert record["exit_code"] == 5, proc.stderr
+        assert "no picture" in proc.stderr and "time budget" not in proc.stderr
+        assert not out.exists()

@@ -82,6 +82,19 @@ def test_an_openai_shaped_500_is_not_taken_for_a_relay_failure(
     assert "without streaming" not in proc.stderr
 
 
+def test_a_relays_own_500_to_a_non_streamed_request_is_an_ordinary_retry(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """Without streaming there is nothing to switch off: the relay's 500 is retried as it was."""
+    relay_500 = json_reply({"status": "failure", "message": "Something went wrong"}, status=500)
+    gateway.enqueue(relay_500, json_reply(image_events(images.b64(PNG))[-1]["response"]))
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url), "--no-stream")
+    assert proc.returncode == 0, report(proc, gateway)
+    assert [p.json["stream"] for p in gateway.posts()] == [False, False]
+    assert "the relay failed" not in proc.stderr and "attempt 1/3 failed" in proc.stderr
+    assert (tmp_path / "out.png").read_bytes() == PNG
+
+
 def test_doctor_probe_recommends_no_stream_behind_portkey(tmp_path: Path, gateway: Gateway) -> None:
     upstream_answers(gateway)
     with Relay(gateway, "portkey") as relay:
@@ -138,6 +151,33 @@ def test_a_plain_5xx_keeps_the_usual_retries(tmp_path: Path, gateway: Gateway) -
     proc = cli(tmp_path, env_for(tmp_path, gateway.base_url))
     assert proc.returncode == 4, report(proc, gateway)
     assert len(gateway.posts()) == 3 and time.monotonic() - started < 60  # 1 + --retries 2
+
+
+def test_a_retry_after_beyond_the_time_budget_is_not_waited_for(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """A 503 that asks for 100 s when 5 s are left: the answer now, not a wait that cannot end
+    in time."""
+    gateway.set_default(
+        error_reply(503, "overloaded", type_="server_error", headers={"Retry-After": "100"})
+    )
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url), "--timeout", "5")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+    assert "overloaded" in proc.stderr and "retrying" not in proc.stderr
+
+
+def test_a_size_below_the_minimum_with_no_larger_size_is_not_resent(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """The largest landscape size refused as too small: no bigger size to try, one render."""
+    gateway.set_default(
+        error_reply(400, "Requested size is below the minimum pixel budget", param="tools[0].size")
+    )
+    proc = cli(tmp_path, env_for(tmp_path, gateway.base_url), "--size", "1536x1024")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+    assert "minimum pixel budget" in proc.stderr and "retrying once with" not in proc.stderr
 
 
 # --- the cause stays the cause --------------------------------------------------------

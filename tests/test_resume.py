@@ -24,13 +24,21 @@ from tests.conftest import (
     SCRIPT,
     TEST_KEY,
     cli,
+    closed_port,
     doctor_line,
     env_for,
     leftovers,
     report,
     run_cli,
 )
-from tests.gateway import Gateway, error_reply, image_events, sse_reply
+from tests.gateway import (
+    Gateway,
+    error_reply,
+    image_events,
+    json_reply,
+    response_obj,
+    sse_reply,
+)
 from tests.stored_gateway import StoredGateway
 
 PNG = images.png_bytes(48, 32)
@@ -346,6 +354,72 @@ def test_a_gateway_that_forgets_the_response_is_not_posted_again(
     assert len(gateway.posts()) == 1
     assert [r.method for r in gateway.requests] == ["POST", "GET"]
     assert "does not keep responses" in proc.stderr and "without --resumable" in proc.stderr
+
+
+def test_a_refused_stream_replay_is_polled_instead(tmp_path: Path, gateway: Gateway) -> None:
+    """A gateway that keeps responses but cannot replay their stream (a 400 to ?stream=true):
+    the running response is polled, never posted again."""
+    env = env_for(tmp_path, gateway.base_url)
+    done = events()[-1]["response"]
+    gateway.enqueue(
+        json_reply(response_obj([], resp_id=RID, status="in_progress")),
+        error_reply(400, "stream is not supported when retrieving a response", param="stream"),
+        json_reply(done),
+        path=f"/v1/responses/{RID}",
+    )
+    proc = run_cli(["--resume", RID, "--out", str(tmp_path / "got.png")], env)
+    assert proc.returncode == 0, report(proc, gateway)
+    assert gateway.posts() == []
+    assert [r.query for r in gateway.requests] == [{}, {"stream": ["true"]}, {}]
+    assert (tmp_path / "got.png").read_bytes() == PNG
+
+
+def test_a_refused_poll_is_not_adapted_or_posted(tmp_path: Path, gateway: Gateway) -> None:
+    """A 400 to the GET of a stored response ends the resume: no option is dropped, nothing is
+    posted (a POST would pay again), one GET."""
+    env = env_for(tmp_path, gateway.base_url)
+    gateway.set_default(
+        error_reply(400, "tool_choice is not supported", param="tool_choice"),
+        path=f"/v1/responses/{RID}",
+    )
+    proc = run_cli(["--resume", RID, "--out", str(tmp_path / "got.png"), "--no-stream"], env)
+    assert proc.returncode == 4, report(proc, gateway)
+    assert gateway.posts() == [] and len(gateway.requests) == 1
+    assert "tool_choice is not supported" in proc.stderr and "warning" not in proc.stderr
+    assert not (tmp_path / "got.png").exists()
+
+
+def test_a_running_response_without_resumable_is_not_polled(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """An answer that says the response is still running, to a request that did not ask for
+    it to be stored: nothing to fetch later, so exit 4 with its id after one POST."""
+    env = env_for(tmp_path, gateway.base_url)
+    gateway.enqueue(json_reply(response_obj([], resp_id="resp_run1", status="in_progress")))
+    proc = cli(tmp_path, env, "--no-stream")
+    assert proc.returncode == 4, report(proc, gateway)
+    assert len(gateway.requests) == 1
+    assert "before the image was ready (response resp_run1 is in_progress)" in proc.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_network_failure_under_resumable_is_not_a_store_refusal(tmp_path: Path) -> None:
+    env = env_for(tmp_path, f"http://127.0.0.1:{closed_port()}/v1")
+    proc = cli(tmp_path, env, "--resumable", "--retries", "0")
+    assert proc.returncode == 6, report(proc)
+    assert "refused" in proc.stderr and "does not keep responses" not in proc.stderr
+
+
+def test_a_key_refused_under_resumable_is_not_a_store_refusal(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """A 401 that mentions store is about the key: exit 3, no normal request sent instead."""
+    env = env_for(tmp_path, gateway.base_url)
+    gateway.set_default(error_reply(401, "Incorrect API key for store access", param="store"))
+    proc = cli(tmp_path, env, "--resumable")
+    assert proc.returncode == 3, report(proc, gateway)
+    assert len(gateway.posts()) == 1
+    assert "does not keep responses" not in proc.stderr
 
 
 @pytest.mark.parametrize("rid", ["../models", "resp 1", "", "."])
