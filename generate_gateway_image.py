@@ -3952,6 +3952,10 @@ def create_unique(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> t
     raise FileExistsError(17, "no free temporary file name", folder)
 
 
+# --out was free when the run started (checked); a further image's STEM-2 name never was
+NAME_TAKEN = "the name is taken now (nothing is replaced)"
+
+
 def place_new(tmp: str, out: str) -> None:
     """Give the finished file `tmp` the name `out` only if nothing is there, not even a
     dangling symlink: a hard link fails then, where an exists-check followed by a rename
@@ -3961,7 +3965,7 @@ def place_new(tmp: str, out: str) -> None:
     try:
         os.link(tmp, out)
     except FileExistsError:
-        raise FileExistsError(errno.EEXIST, "it appeared while the image was generated") from None
+        raise FileExistsError(errno.EEXIST, NAME_TAKEN) from None
     except OSError as exc:
         if errno.errorcode.get(exc.errno or 0) not in NO_HARD_LINKS:
             raise
@@ -3969,14 +3973,10 @@ def place_new(tmp: str, out: str) -> None:
             try:
                 os.rename(tmp, out)  # fails when out exists
             except FileExistsError:
-                raise FileExistsError(
-                    errno.EEXIST, "it appeared while the image was generated"
-                ) from None
+                raise FileExistsError(errno.EEXIST, NAME_TAKEN) from None
             return
         if os.path.lexists(out):
-            raise FileExistsError(
-                errno.EEXIST, "it appeared while the image was generated"
-            ) from None
+            raise FileExistsError(errno.EEXIST, NAME_TAKEN) from None
         os.replace(tmp, out)
         return
     try:
@@ -6687,7 +6687,7 @@ def read_text(path: str, what: str, cap: int, timeout: float) -> str:
     try:
         raw = read_input(path, what, cap, timeout=timeout)
     except (AttributeError, ValueError):  # no stdin at all (closed, or an embedding host)
-        raise UsageError(f"{what}: cannot read stdin: it is closed") from None
+        raise UsageError(f"{_label(what, path)}: cannot read stdin: it is closed") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -8915,9 +8915,17 @@ def serve_mcp(args: Any, env: Mapping[str, str], settings: Settings, console: Co
     finally:
         sys.stdout = saved_stdout
         if proto_fd >= 0:
-            proto.flush()
+            # a client that closed our stdout leaves answers nobody reads: not an error of ours
+            # (close() still releases the descriptor when its flush fails)
+            try:
+                proto.flush()
+            except OSError:
+                pass
             os.dup2(proto_fd, saved_stdout.fileno())
-            proto.close()
+            try:
+                proto.close()
+            except OSError:
+                pass
 
 
 # =============================================================================================

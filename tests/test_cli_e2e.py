@@ -919,7 +919,7 @@ def test_a_second_image_whose_name_is_taken(
     try:
         assert main == str(out)
         assert Path(rescue).read_bytes() == other
-        assert f"warning: a second image: could not write {taken}: " in proc.stderr
+        assert f"warning: a second image: could not write {taken}: {g.NAME_TAKEN}" in proc.stderr
         assert f"the image was saved to {rescue}" in proc.stderr
     finally:
         Path(rescue).unlink()

@@ -396,7 +396,7 @@ def test_a_closed_stdin_is_not_a_prompt(
         text=True,
         timeout=60,
     )
-    assert_refused(proc, gateway, "error: --prompt: cannot read stdin: it is closed")
+    assert_refused(proc, gateway, "error: --prompt -: cannot read stdin: it is closed")
 
 
 # --- the readers themselves, for what a subprocess cannot arrange ------------------------------

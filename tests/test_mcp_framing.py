@@ -749,3 +749,27 @@ def test_a_relative_path_is_never_inside_a_folder() -> None:
     folder = os.path.abspath("work")
     assert g.is_inside(os.path.join(folder, "a.png"), folder) is True
     assert g.is_inside("a.png", folder) is False
+
+
+def test_a_client_that_closed_our_stdout_ends_the_server_quietly(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # The read end of stdout is closed before the first answer: every write is a broken pipe.
+    # The server keeps reading until stdin's EOF and exits 0, without an "internal error".
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPT), "--mcp"],
+            input=(json.dumps(INIT) + "\n" + json.dumps(request(1, "tools/list")) + "\n").encode(),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=str(tmp_path),
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "internal error" not in err and "Traceback" not in err and "BrokenPipe" not in err, err

@@ -149,7 +149,7 @@ def test_dangling_symlink_appearing_at_out_is_not_replaced(
     assert proc.returncode == 7, report(proc, gateway)
     assert out.is_symlink() and os.readlink(out) == str(target) and not target.exists()
     (rescue,) = rescued(tmp_path)
-    assert str(rescue) in proc.stderr and "appeared" in proc.stderr, proc.stderr
+    assert str(rescue) in proc.stderr and g.NAME_TAKEN in proc.stderr, proc.stderr
     assert rescue.read_bytes() == PNG
     assert leftovers(tmp_path) == []
 
