@@ -6595,6 +6595,8 @@ def explain_failure(
                     "the gateway keeps the response: fetch its image later, without paying "
                     "again, with: " + resume_command(response_id, job.out)
                 )
+            elif plan.api == "images":
+                more = "the Images API keeps no copy, so it cannot be fetched again"
             else:
                 more = (
                     "the response was not stored (store: false), so it cannot be fetched "
@@ -9311,6 +9313,12 @@ def _dry_run(args: Any, jobs: list[Job], gw: Gateway, console: Console) -> int:
     return EXIT_OK
 
 
+def _transfer_words(job: Job) -> str:
+    if job.api == "images":
+        return "Images API"  # one JSON answer: it never streams
+    return "streaming" if job.stream else "no streaming"
+
+
 def _announce_jobs(jobs: list[Job], netloc: str, console: Console) -> None:
     """Say what is about to be requested and from where before the wait starts, so a minute of
     silence is not taken for a hang."""
@@ -9323,7 +9331,7 @@ def _announce_jobs(jobs: list[Job], netloc: str, console: Console) -> None:
                 what,
                 netloc,
                 jobs[0].model,
-                "streaming" if jobs[0].stream else "no streaming",
+                _transfer_words(jobs[0]),
                 ", resumable" if jobs[0].resumable else "",
             )
         )

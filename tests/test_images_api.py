@@ -312,6 +312,9 @@ def test_a_download_with_broken_framing_is_a_network_error(
     assert "downloading the image: " in proc.stderr
     assert raw.connections == 2 and len(gateway.posts(GENERATIONS)) == 1
     assert not (tmp_path / "u.png").exists() and leftovers(tmp_path) == []
+    # the Images API stores nothing: no word of --resumable, and no streaming in the progress
+    assert "--resumable" not in proc.stderr and ", Images API); this can take" in proc.stderr
+    assert "hint: the Images API keeps no copy, so it cannot be fetched again" in proc.stderr
 
 
 def test_a_download_retry_that_cannot_fit_the_time_budget_is_not_waited_for(
