@@ -4392,7 +4392,8 @@ class Collector:
             self._response(obj)
 
     def _images_answer(self, obj: Mapping[str, Any]) -> None:
-        """The Images API's answer: {"data": [{"b64_json": ...} or {"url": ...}], "usage"}."""
+        """The Images API's answer: {"data": [{"b64_json": ...} or {"url": ...}], "usage"}.
+        It has no response id ("created" is a time): nothing of it is stored to fetch again."""
         for entry in obj["data"]:
             if not isinstance(entry, dict):
                 continue
@@ -4413,7 +4414,6 @@ class Collector:
                 and len(self.urls) < MAX_IMAGE_URLS
             ):
                 self.urls.append(entry["url"])  # a hosted image: run_job downloads it
-        self.response_id = str(obj.get("id") or obj.get("created") or "")
         self.image_usage = token_counts(obj.get("usage")) or self.image_usage
 
     def _response(self, resp: Mapping[str, Any]) -> None:
@@ -6595,8 +6595,6 @@ def explain_failure(
                     "the gateway keeps the response: fetch its image later, without paying "
                     "again, with: " + resume_command(response_id, job.out)
                 )
-            elif plan.api == "images":
-                more = "the Images API keeps no copy, so it cannot be fetched again"
             else:
                 more = (
                     "the response was not stored (store: false), so it cannot be fetched "
