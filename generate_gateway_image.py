@@ -5288,6 +5288,12 @@ def download_hop(
         return sink.save(blob)
     except (socket.timeout, TimeoutError):
         raise NetworkError(f"downloading the image from {host} timed out", retryable=True) from None
+    except (GatewayError, NetworkError) as exc:
+        if "the image" not in exc.message:  # the wire's words (a refused connection, a body
+            exc.message = "downloading the image: " + exc.message  # cut short): say whose
+            exc.hint = DOWNLOAD_HINT  # not base_url's: the link's host is the relay's choice
+        exc.retryable = exc.retryable or isinstance(exc, NetworkError)  # a GET costs nothing
+        raise
     except ImagegenError:
         raise
     except Exception as exc:
@@ -5304,6 +5310,9 @@ def download_hop(
             wire.close()
 
 
+DOWNLOAD_HINT = "image URLs from relays are often short-lived; run again soon after"
+
+
 def refuse_download_head(resp: Any, host: str) -> None:
     """Raise our error when the answer's head shows no image will come: not a 200 (a 5xx or
     a rate limit may pass on retry), or a Content-Length above MAX_DOWNLOAD_BYTES."""
@@ -5311,7 +5320,7 @@ def refuse_download_head(resp: Any, host: str) -> None:
         raise GatewayError(
             f"downloading the image from {host} failed: HTTP {resp.status} "
             + text_of(resp.reason, 100),
-            "image URLs from relays are often short-lived; run again soon after",
+            DOWNLOAD_HINT,
             status=resp.status,
             retryable=resp.status >= 500 or resp.status in RETRY_STATUSES,
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import generate_gateway_image as g
 from tests import images
 from tests.conftest import (
     PNG,
@@ -375,3 +376,35 @@ def test_a_bug_inside_a_download_is_not_retried_as_a_network_fault(
     assert "downloading the image" not in proc.stderr and "retrying" not in proc.stderr
     assert [r.path for r in gateway.requests] == [GENERATIONS, IMG_PATH]
     assert not (tmp_path / "u.png").exists() and leftovers(tmp_path) == []
+
+
+def test_a_download_cut_short_of_its_content_length_is_retried_and_named(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    """The image's GET ends 989 bytes before its Content-Length: a retried GET (one POST), and
+    the error says it was the download that was cut, not the gateway's answer."""
+    from tests.raw_servers import RawServer, send
+
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+    with RawServer(send(head, b"\x89PNG\r\n\x1a\nabc")) as raw:
+        answer = {"created": 1759354093, "data": [{"url": f"http://127.0.0.1:{raw.port}/i.png"}]}
+        gateway.enqueue(json_reply(answer), path=GENERATIONS)
+        proc = images_run(tmp_path, env, "--retries", "1")
+    assert proc.returncode == 4, proc.stderr
+    assert "error: downloading the image: the answer was cut short: 989 bytes" in proc.stderr
+    assert raw.connections == 2 and len(gateway.posts(GENERATIONS)) == 1
+    assert not (tmp_path / "u.png").exists() and leftovers(tmp_path) == []
+
+
+def test_a_refused_download_says_it_was_the_download(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str]
+) -> None:
+    from tests.conftest import closed_port
+
+    url = f"http://127.0.0.1:{closed_port()}/i.png"
+    gateway.enqueue(json_reply({"created": 1759354093, "data": [{"url": url}]}), path=GENERATIONS)
+    proc = images_run(tmp_path, env, "--retries", "0")
+    assert proc.returncode == 6, proc.stderr
+    assert "error: downloading the image: " in proc.stderr and "refused" in proc.stderr
+    assert f"hint: {g.DOWNLOAD_HINT}" in proc.stderr and "base_url" not in proc.stderr
+    assert len(gateway.posts(GENERATIONS)) == 1 and leftovers(tmp_path) == []
