@@ -258,6 +258,8 @@ def run_tests(workdir: Path, files: list[str], timeout: float, workers: str) -> 
         return "SURVIVED"
     if proc.returncode == 1:
         return "killed"
+    if proc.returncode == 2 and "stopping after 1 failures" in proc.stdout:
+        return "killed"  # with workers, -x interrupts the session: exit 2, a test failed
     return f"error (pytest exit {proc.returncode}): {proc.stdout[-300:]}"
 
 
