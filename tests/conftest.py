@@ -155,6 +155,21 @@ def cli(
     return run_cli(["--prompt", prompt, "--out", str(target), *extra], env, timeout=timeout)
 
 
+def run_patched(
+    patch: str, args: Sequence[str], env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The script run as a user runs it, with its module changed first by ``patch`` (Python
+    that sees the script as ``g``): a planted bug, a full disk, a slow machine."""
+    code = f"import sys, generate_gateway_image as g\n{patch}\nsys.exit(g.main(sys.argv[1:]))\n"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def doctor_line(proc: subprocess.CompletedProcess[str], name: str) -> str:
     """The line of ``--doctor``/``--probe`` output whose check is ``name``."""
     return next(x for x in proc.stdout.splitlines() if x.split()[1:2] == [name])

@@ -54,6 +54,10 @@ class _Listener:
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
 
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
     def _accept(self) -> None:
         while True:
             try:
@@ -79,10 +83,6 @@ class RawServer(_Listener):
         super().__enter__()
         return self
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
@@ -106,10 +106,6 @@ class EarlyServer(_Listener):
     def __enter__(self) -> EarlyServer:
         super().__enter__()
         return self
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:

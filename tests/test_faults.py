@@ -13,7 +13,6 @@ import os
 import re
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ import pytest
 from tests import images
 from tests.conftest import (
     PNG,
-    SCRIPT,
     TEST_KEY,
     clean_env,
     closed_port,
@@ -33,6 +31,7 @@ from tests.conftest import (
     leftovers,
     parse_json_stdout,
     report,
+    run_patched,
     run_until_sigterm,
     write_codex_home,
 )
@@ -1297,20 +1296,8 @@ def test_a_bug_inside_the_exchange_is_not_retried_as_a_network_fault(
     # a TypeError while the answer is read is ours: one POST, exit 1 (internal error), never
     # "the connection broke", retried and billed again
     gateway.set_default(image_reply())
-    wrapper = (
-        f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); "
-        "import generate_gateway_image as g\n"
-        "def broken(self, *args): raise TypeError('a bug')\n"
-        "g.SSEParser.feed = broken\n"
-        "sys.exit(g.main(sys.argv[1:]))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", wrapper, "--prompt", "x", "--out", str(out_path(tmp_path))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    patch = "def broken(self, *args): raise TypeError('a bug')\ng.SSEParser.feed = broken"
+    proc = run_patched(patch, ["--prompt", "x", "--out", str(out_path(tmp_path))], env)
     assert proc.returncode == 1, report(proc, gateway)
     assert "internal error: TypeError: a bug" in proc.stderr
     assert "retrying" not in proc.stderr

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,13 +13,13 @@ import generate_gateway_image as g
 from tests import images
 from tests.conftest import (
     PNG,
-    SCRIPT,
     TEST_KEY,
     assert_no_secret,
     assert_ok,
     image_reply,
     leftovers,
     run_cli,
+    run_patched,
 )
 from tests.gateway import Gateway, Reply, close_reply, error_reply, json_reply, raw_reply
 
@@ -357,20 +356,9 @@ def test_a_bug_inside_a_download_is_not_retried_as_a_network_fault(
     never "downloading the image: ..." retried."""
     gateway.enqueue(url_answer(gateway, IMG_PATH), path=GENERATIONS)
     gateway.set_default(raw_reply(FINAL, content_type="image/png"), path=IMG_PATH)
-    wrapper = (
-        "import sys, generate_gateway_image as g\n"
-        "def broken(*args): raise TypeError('a bug')\n"
-        "g.stream_base64 = broken\n"
-        "sys.exit(g.main(sys.argv[1:]))"
-    )
+    patch = "def broken(*args): raise TypeError('a bug')\ng.stream_base64 = broken"
     args = ["--api", "images", "--prompt", "p", "--out", str(tmp_path / "u.png")]
-    proc = subprocess.run(
-        [sys.executable, "-c", wrapper, *args],
-        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_patched(patch, args, env)
     assert proc.returncode == 1, proc.stderr
     assert "internal error: TypeError: a bug" in proc.stderr
     assert "downloading the image" not in proc.stderr and "retrying" not in proc.stderr

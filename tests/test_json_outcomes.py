@@ -7,14 +7,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import images
-from tests.conftest import SCRIPT, TEST_KEY, clean_env, run_cli, run_until_sigterm, write_codex_home
+from tests.conftest import (
+    TEST_KEY,
+    clean_env,
+    run_cli,
+    run_patched,
+    run_until_sigterm,
+    write_codex_home,
+)
 from tests.gateway import (
     Gateway,
     error_reply,
@@ -264,20 +270,13 @@ def test_a_disk_fault_while_the_answer_arrives_is_one_object_and_not_retried(
     """An ENOSPC raised while the stream is read (planted in the SSE parser, where a spooled
     value's file could fail) is the local disk's: exit 7, one POST, never a network error."""
     gateway.set_default(sse_reply(image_events(images.b64(PNG))))
-    wrapper = (
-        "import errno, sys, generate_gateway_image as g\n"
+    patch = (
+        "import errno\n"
         "def full(self, *args): raise OSError(errno.ENOSPC, 'No space left on device')\n"
-        "g.SSEParser.feed = full\n"
-        "sys.exit(g.main(sys.argv[1:]))"
+        "g.SSEParser.feed = full"
     )
     out = tmp_path / "x.png"
-    proc = subprocess.run(
-        [sys.executable, "-c", wrapper, "--prompt", "p", "--out", str(out), "--json"],
-        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_patched(patch, ["--prompt", "p", "--out", str(out), "--json"], env)
     record = one_object(proc)
     assert record["exit_code"] == 7, proc.stderr
     assert record["error"] == (
@@ -297,25 +296,18 @@ def test_a_budget_that_runs_out_as_the_answer_ends_is_one_object(
     time-out whose hint (raise --timeout) would pay again for the same answer. One POST."""
     events = image_events(images.b64(PNG)) if image else text_only_events("no picture")
     gateway.set_default(sse_reply(events))
-    wrapper = (
-        "import sys, time, generate_gateway_image as g\n"
+    patch = (
+        "import time\n"
         "read = g.read_sse_body\n"
         "def slow(*args):\n"
         "    ended = read(*args)\n"
         "    time.sleep(3.2)\n"
         "    return ended\n"
-        "g.read_sse_body = slow\n"
-        "sys.exit(g.main(sys.argv[1:]))"
+        "g.read_sse_body = slow"
     )
     out = tmp_path / "x.png"
     args = ["--prompt", "p", "--out", str(out), "--json", "--timeout", "3"]
-    proc = subprocess.run(
-        [sys.executable, "-c", wrapper, *args],
-        env=dict(env, PYTHONPATH=str(SCRIPT.parent)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_patched(patch, args, env)
     record = one_object(proc)
     assert len(gateway.posts()) == 1
     if image:
