@@ -396,3 +396,18 @@ def test_a_refused_download_says_it_was_the_download(
     assert "error: downloading the image: " in proc.stderr and "refused" in proc.stderr
     assert f"hint: {g.DOWNLOAD_HINT}" in proc.stderr and "base_url" not in proc.stderr
     assert len(gateway.posts(GENERATIONS)) == 1 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("port", ["0", "1"])
+def test_an_image_link_to_port_0_is_refused_unfetched_and_port_1_is_tried(
+    tmp_path: Path, gateway: Gateway, env: dict[str, str], port: str
+) -> None:
+    """Port 0 names no server: the link is refused as an address without a GET. Port 1 is a
+    port like any other: it is tried (and refused by the loopback host)."""
+    url = f"http://127.0.0.1:{port}/i.png"
+    gateway.enqueue(json_reply({"created": 1759354093, "data": [{"url": url}]}), path=GENERATIONS)
+    proc = images_run(tmp_path, env, "--retries", "0")
+    assert proc.returncode == (4 if port == "0" else 6), proc.stderr
+    refused_unfetched = "the image address is not an http(s) URL" in proc.stderr
+    assert refused_unfetched is (port == "0"), proc.stderr
+    assert len(gateway.posts(GENERATIONS)) == 1 and leftovers(tmp_path) == []
