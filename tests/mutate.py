@@ -68,7 +68,13 @@ AREAS: dict[str, tuple[list[str], list[str]]] = {
             "is_own_sidecar",
             "check_sidecar_path",
         ],
-        ["test_paths_files.py", "test_sidecar.py", "test_batch.py", "test_faults.py"],
+        [
+            "test_paths_files.py",
+            "test_sidecar.py",
+            "test_batch.py",
+            "test_faults.py",
+            "test_disk_faults.py",
+        ],
     ),
     "parsing": (
         [
@@ -84,7 +90,13 @@ AREAS: dict[str, tuple[list[str], list[str]]] = {
             "image_links",
             "Collector.keep_text",
         ],
-        ["test_sse.py", "test_transport.py", "test_answers.py"],
+        [
+            "test_sse.py",
+            "test_transport.py",
+            "test_answers.py",
+            "test_dialects.py",
+            "test_paths_files.py",
+        ],
     ),
     "download": (
         [
@@ -97,7 +109,7 @@ AREAS: dict[str, tuple[list[str], list[str]]] = {
             "Wire.read_limited",
             "Wire.answer",
         ],
-        ["test_answers.py", "test_transport.py"],
+        ["test_answers.py", "test_transport.py", "test_images_api.py", "test_mcp.py"],
     ),
     "retries": (
         [

@@ -433,16 +433,16 @@ def test_calls_beyond_concurrency_wait_their_turn(
 ) -> None:
     for _ in range(2):
         gateway.enqueue(sse_reply(image_events(b64(IMAGE)), delay=0.2))
-    messages: list[str] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        messages.append(message or "")
+    messages: list[list[str]] = [[], []]  # each call's own progress messages
 
     async def main() -> list[Any]:
         found: list[Any] = []
         async with server("legacy", env, out_dir, tmp_path / "e", "--concurrency", "1") as client:
 
-            async def call() -> None:
+            async def call(mine: list[str]) -> None:
+                async def on_progress(done: float, total: float | None, text: str | None) -> None:
+                    mine.append(text or "")
+
                 found.append(
                     await client.call_tool(
                         "generate_image", {"prompt": "same"}, progress_callback=on_progress
@@ -450,8 +450,8 @@ def test_calls_beyond_concurrency_wait_their_turn(
                 )
 
             async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                tg.start_soon(call)
+                tg.start_soon(call, messages[0])
+                tg.start_soon(call, messages[1])
         return found
 
     results = run(main)
@@ -463,7 +463,10 @@ def test_calls_beyond_concurrency_wait_their_turn(
     }
     first, second = gateway.posts()
     assert second.t_start >= first.t_start + 1.0  # one at a time (a reply takes ~1.4 s)
-    assert any(m.startswith("waiting: 1 calls are running") for m in messages), messages
+    # the call that waited says so, then that it is sending once its turn came
+    (waited,) = [m for m in messages if any(x.startswith("waiting: 1 calls") for x in m)]
+    turn = next(i for i, x in enumerate(waited) if x.startswith("waiting: 1 calls"))
+    assert any(x.startswith("sending") for x in waited[turn + 1 :]), waited
 
 
 def test_start_flags_apply_to_every_call(
