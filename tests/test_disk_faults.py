@@ -40,7 +40,13 @@ def run_on_small_disks(
 ) -> subprocess.CompletedProcess[str]:
     """Each folder in `small` becomes a 256 KB tmpfs for the script alone."""
     mounts = " && ".join(f'mount -t tmpfs -o size=256k tmpfs "{p}"' for p in small)
-    command = f'{mounts} && exec "$0" "$@"'
+    return in_mount_namespace(f'{mounts} && exec "$0" "$@"', args, env)
+
+
+def in_mount_namespace(
+    command: str, args: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The shell `command` in a mount namespace of its own, "$0" "$@" being the script run."""
     return subprocess.run(
         ["unshare", "-m", "sh", "-c", command, sys.executable, str(SCRIPT), *args],
         env=env,
@@ -144,14 +150,7 @@ def run_on_disks(
     run left in it is copied to FOLDER.seen (the mount ends with the run)."""
     mounts = " && ".join(f'mount -t tmpfs -o size={size} tmpfs "{p}"' for p, size in sizes.items())
     copies = "; ".join(f'mkdir "{p}.seen" && cp -a "{p}/." "{p}.seen/"' for p in sizes)
-    command = f'{mounts} && {{ "$0" "$@"; rc=$?; {copies}; exit $rc; }}'
-    return subprocess.run(
-        ["unshare", "-m", "sh", "-c", command, sys.executable, str(SCRIPT), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return in_mount_namespace(f'{mounts} && {{ "$0" "$@"; rc=$?; {copies}; exit $rc; }}', args, env)
 
 
 @needs_mounts
