@@ -5257,6 +5257,9 @@ def is_web_url(url: str) -> bool:
         return False
 
 
+DOWNLOAD_HINT = "image URLs from relays are often short-lived; run again soon after"
+
+
 def download_hop(
     url: str, settings: Settings, deadline: float, sink: ImageSink, progress: Quiet
 ) -> bool | str:
@@ -5308,9 +5311,6 @@ def download_hop(
             blob.close()
         if wire is not None:
             wire.close()
-
-
-DOWNLOAD_HINT = "image URLs from relays are often short-lived; run again soon after"
 
 
 def refuse_download_head(resp: Any, host: str) -> None:
