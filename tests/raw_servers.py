@@ -68,6 +68,14 @@ class _Listener:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(30)
+                self._handle(conn)
+            except OSError:
+                pass  # the client gave up: expected for endless answers
+
+    def _handle(self, conn: socket.socket) -> None:
         raise NotImplementedError
 
 
@@ -83,15 +91,10 @@ class RawServer(_Listener):
         super().__enter__()
         return self
 
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.settimeout(30)
-                request = read_request(conn)
-                self.requests.append(request)
-                self.answer(conn, request)
-            except OSError:
-                pass  # the client gave up: expected for endless answers
+    def _handle(self, conn: socket.socket) -> None:
+        request = read_request(conn)
+        self.requests.append(request)
+        self.answer(conn, request)
 
 
 class EarlyServer(_Listener):
@@ -107,20 +110,15 @@ class EarlyServer(_Listener):
         super().__enter__()
         return self
 
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.settimeout(30)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    piece = conn.recv(65536)
-                    if not piece:
-                        return
-                    head += piece
-                self.heads.append(head.partition(b"\r\n\r\n")[0])
-                conn.sendall(self.answer)
-            except OSError:
-                pass  # the client gave up
+    def _handle(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            piece = conn.recv(65536)
+            if not piece:
+                return
+            head += piece
+        self.heads.append(head.partition(b"\r\n\r\n")[0])
+        conn.sendall(self.answer)
 
 
 def send(*parts: bytes) -> Answer:

@@ -539,22 +539,29 @@ def systmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def test_when_the_rescue_copy_fails_too_the_temporary_file_is_kept_and_named(
-    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = tmp_path / "out" / "image.png"
-    sink = g.ImageSink(str(out), force=False)
-    assert sink.save(images.b64(PNG))
-    temporary = sink.tmp
-    assert temporary is not None
+def unplaceable_sink(out: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[g.ImageSink, str]:
+    """A sink holding PNG whose move to ``out`` is refused (EACCES), so that commit() must
+    rescue it; with its temporary file's path."""
 
     def refused(src: str, dst: str) -> None:
         raise OSError(errno.EACCES, "Permission denied")
 
+    sink = g.ImageSink(str(out), force=False)
+    assert sink.save(images.b64(PNG))
+    assert sink.tmp is not None
+    monkeypatch.setattr(g, "place_new", refused)
+    return sink, sink.tmp
+
+
+def test_when_the_rescue_copy_fails_too_the_temporary_file_is_kept_and_named(
+    tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out" / "image.png"
+    sink, temporary = unplaceable_sink(out, monkeypatch)
+
     def full(folder: str, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(g, "place_new", refused)
     monkeypatch.setattr(g, "create_unique", full)
     with pytest.raises(g.OutputError) as info:
         sink.commit()
@@ -630,14 +637,7 @@ def test_a_rescued_image_is_marked_rescued(
     tmp_path: Path, systmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the flag is what the MCP result's rescued_path and "the paid image is safe at" rest on
-    out = tmp_path / "out" / "image.png"
-    sink = g.ImageSink(str(out), force=False)
-    assert sink.save(images.b64(PNG))
-
-    def refused(src: str, dst: str) -> None:
-        raise OSError(errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(g, "place_new", refused)
+    sink, _ = unplaceable_sink(tmp_path / "out" / "image.png", monkeypatch)
     with pytest.raises(g.OutputError):
         sink.commit()
     sink.discard()
@@ -737,20 +737,12 @@ def test_a_rescue_copy_that_fails_midway_leaves_no_half_file(
 ) -> None:
     import shutil
 
-    out = tmp_path / "out" / "image.png"
-    sink = g.ImageSink(str(out), force=False)
-    assert sink.save(images.b64(PNG))
-    temporary = sink.tmp
-    assert temporary is not None
-
-    def refused(src: str, dst: str) -> None:
-        raise OSError(errno.EACCES, "Permission denied")
+    sink, temporary = unplaceable_sink(tmp_path / "out" / "image.png", monkeypatch)
 
     def copy_until_full(src: object, dst: object, length: int = 0) -> None:
         dst.write(PNG[:10])  # type: ignore[attr-defined]
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(g, "place_new", refused)
     monkeypatch.setattr(shutil, "copyfileobj", copy_until_full)
     with pytest.raises(g.OutputError) as info:
         sink.commit()
@@ -817,14 +809,8 @@ def test_ctrl_c_during_a_rescue_copy_stays_ctrl_c_when_its_half_copy_cannot_be_r
 ) -> None:
     import shutil
 
-    sink = g.ImageSink(str(tmp_path / "out" / "image.png"), force=False)
-    assert sink.save(images.b64(PNG))
-    temporary = sink.tmp
-    assert temporary is not None
+    sink, temporary = unplaceable_sink(tmp_path / "out" / "image.png", monkeypatch)
     real_remove = os.remove
-
-    def refused(src: str, dst: str) -> None:
-        raise OSError(errno.EACCES, "Permission denied")
 
     def interrupted(src: object, dst: object, length: int = 0) -> None:
         raise KeyboardInterrupt
@@ -834,7 +820,6 @@ def test_ctrl_c_during_a_rescue_copy_stays_ctrl_c_when_its_half_copy_cannot_be_r
             raise OSError(errno.EROFS, "Read-only file system")
         real_remove(path)
 
-    monkeypatch.setattr(g, "place_new", refused)
     monkeypatch.setattr(shutil, "copyfileobj", interrupted)
     monkeypatch.setattr(os, "remove", remove)
     with pytest.raises(KeyboardInterrupt):  # not the clean-up's OSError, taken for a full disk
