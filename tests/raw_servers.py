@@ -12,6 +12,7 @@ import socket
 import threading
 import zlib
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 __all__ = ["ConnectProxy", "EarlyServer", "RawServer", "big_png", "endless", "gzip_bytes", "send"]
 
@@ -40,6 +41,9 @@ def read_request(conn: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+ListenerT = TypeVar("ListenerT", bound="_Listener")
+
+
 class _Listener:
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -47,7 +51,7 @@ class _Listener:
         self.connections = 0
         self.thread = threading.Thread(target=self._accept, daemon=True)
 
-    def __enter__(self) -> _Listener:
+    def __enter__(self: ListenerT) -> ListenerT:
         self.thread.start()
         return self
 
@@ -87,10 +91,6 @@ class RawServer(_Listener):
         self.answer = answer
         self.requests: list[bytes] = []
 
-    def __enter__(self) -> RawServer:
-        super().__enter__()
-        return self
-
     def _handle(self, conn: socket.socket) -> None:
         request = read_request(conn)
         self.requests.append(request)
@@ -105,10 +105,6 @@ class EarlyServer(_Listener):
         super().__init__()
         self.answer = answer
         self.heads: list[bytes] = []
-
-    def __enter__(self) -> EarlyServer:
-        super().__enter__()
-        return self
 
     def _handle(self, conn: socket.socket) -> None:
         head = b""
@@ -179,10 +175,6 @@ class ConnectProxy(_Listener):
         self.refuse = refuse
         self.lines: list[str] = []
         self.auth: list[str | None] = []
-
-    def __enter__(self) -> ConnectProxy:
-        super().__enter__()
-        return self
 
     @property
     def url(self) -> str:

@@ -283,6 +283,19 @@ def images_run(
     return run_cli(args, env)
 
 
+def linked_download(
+    gateway: Gateway, tmp_path: Path, env: dict[str, str], *parts: bytes
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """An Images API answer linking its image on a raw server that writes ``parts`` to every
+    GET, run with one retry: what the run printed, and how many GETs the link had."""
+    from tests.raw_servers import RawServer, send
+
+    with RawServer(send(*parts)) as raw:
+        answer = {"created": 1759354093, "data": [{"url": f"http://127.0.0.1:{raw.port}/i.png"}]}
+        gateway.enqueue(json_reply(answer), path=GENERATIONS)
+        return images_run(tmp_path, env, "--retries", "1"), raw.connections
+
+
 def test_a_download_cut_by_a_reset_is_retried_as_a_get(
     tmp_path: Path, gateway: Gateway, env: dict[str, str]
 ) -> None:
@@ -301,16 +314,11 @@ def test_a_download_with_broken_framing_is_a_network_error(
     tmp_path: Path, gateway: Gateway, env: dict[str, str]
 ) -> None:
     """A chunked body whose chunk size is not a number: exit 6 after the retries, one POST."""
-    from tests.raw_servers import RawServer, send
-
     head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
-    with RawServer(send(head, b"zz\r\nnot a chunk\r\n")) as raw:
-        answer = {"created": 1759354093, "data": [{"url": f"http://127.0.0.1:{raw.port}/img.png"}]}
-        gateway.enqueue(json_reply(answer), path=GENERATIONS)
-        proc = images_run(tmp_path, env, "--retries", "1")
+    proc, gets = linked_download(gateway, tmp_path, env, head, b"zz\r\nnot a chunk\r\n")
     assert proc.returncode == 6, proc.stderr
     assert "downloading the image: " in proc.stderr
-    assert raw.connections == 2 and len(gateway.posts(GENERATIONS)) == 1
+    assert gets == 2 and len(gateway.posts(GENERATIONS)) == 1
     assert not (tmp_path / "u.png").exists() and leftovers(tmp_path) == []
     # the Images API stores nothing: no response id, no word of --resumable, no streaming
     assert "--resumable" not in proc.stderr and ", Images API); this can take" in proc.stderr
@@ -371,16 +379,11 @@ def test_a_download_cut_short_of_its_content_length_is_retried_and_named(
 ) -> None:
     """The image's GET ends 989 bytes before its Content-Length: a retried GET (one POST), and
     the error says it was the download that was cut, not the gateway's answer."""
-    from tests.raw_servers import RawServer, send
-
     head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
-    with RawServer(send(head, b"\x89PNG\r\n\x1a\nabc")) as raw:
-        answer = {"created": 1759354093, "data": [{"url": f"http://127.0.0.1:{raw.port}/i.png"}]}
-        gateway.enqueue(json_reply(answer), path=GENERATIONS)
-        proc = images_run(tmp_path, env, "--retries", "1")
+    proc, gets = linked_download(gateway, tmp_path, env, head, b"\x89PNG\r\n\x1a\nabc")
     assert proc.returncode == 4, proc.stderr
     assert "error: downloading the image: the answer was cut short: 989 bytes" in proc.stderr
-    assert raw.connections == 2 and len(gateway.posts(GENERATIONS)) == 1
+    assert gets == 2 and len(gateway.posts(GENERATIONS)) == 1
     assert not (tmp_path / "u.png").exists() and leftovers(tmp_path) == []
 
 
