@@ -19,14 +19,23 @@ __all__ = ["ConnectProxy", "EarlyServer", "RawServer", "big_png", "endless", "gz
 Answer = Callable[[socket.socket, bytes], None]
 
 
-def read_request(conn: socket.socket) -> bytes:
-    """The request head plus a Content-Length body, as the raw bytes that arrived."""
+def read_head(conn: socket.socket) -> bytes:
+    """Bytes up to and past the blank line that ends a request's head (whatever arrived with
+    it), or what came before the client closed without one."""
     data = b""
     while b"\r\n\r\n" not in data:
         piece = conn.recv(65536)
         if not piece:
-            return data
+            break
         data += piece
+    return data
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """The request head plus a Content-Length body, as the raw bytes that arrived."""
+    data = read_head(conn)
+    if b"\r\n\r\n" not in data:
+        return data
     head, _, body = data.partition(b"\r\n\r\n")
     length = 0
     for line in head.split(b"\r\n")[1:]:
@@ -107,12 +116,9 @@ class EarlyServer(_Listener):
         self.heads: list[bytes] = []
 
     def _handle(self, conn: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            piece = conn.recv(65536)
-            if not piece:
-                return
-            head += piece
+        head = read_head(conn)
+        if b"\r\n\r\n" not in head:
+            return
         self.heads.append(head.partition(b"\r\n\r\n")[0])
         conn.sendall(self.answer)
 
@@ -183,12 +189,9 @@ class ConnectProxy(_Listener):
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(30)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                piece = conn.recv(65536)
-                if not piece:
-                    return
-                head += piece
+            head = read_head(conn)
+            if b"\r\n\r\n" not in head:
+                return
             lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
             self.lines.append(lines[0])
             auth = None
